@@ -1,0 +1,43 @@
+"""defense_interp: see inside the model how defensive fine-tuning methods work.
+
+```python
+import defense_interp as di
+model = di.load_model()                         # bundled SmolLM2-135M-Instruct, offline
+trait = di.Trait.builtin("evil")
+axes = di.extract_trait_axes(model, trait)      # TraitAxes, one per layer
+run = di.train(model, trait.train_data, condition=di.PPS(axes, coef=4.0), out="runs/pps")
+di.compare(run, di.Run.load("runs/ip"), baseline=di.Run.load("runs/base")).report("report.html")
+```
+"""
+
+__version__ = "0.1.0"
+
+from defense_interp.axes import TraitAxes, axes_from_conversations, extract_trait_axes  # noqa: E402
+from defense_interp.compare import Comparison, compare  # noqa: E402
+from defense_interp.conditions import IP, PPS, Baseline, Condition  # noqa: E402
+from defense_interp.data import (  # noqa: E402
+    ChatBatch, EvalPair, Trait, encode_chat, encode_prompts, load_chat_jsonl, load_hf_conversations,
+)
+from defense_interp.errors import (  # noqa: E402
+    ConfigError, DataError, DefenseInterpError, ModelNotAvailableError, RunError,
+)
+from defense_interp.evaluate import contrast_score, projection_score  # noqa: E402
+from defense_interp.generation import generate_answers  # noqa: E402
+from defense_interp.interventions import GradientStats, ablate, capture_gradients, steer  # noqa: E402
+from defense_interp.metrics import Estimate  # noqa: E402
+from defense_interp.models import load_model, model_identity, tiny_model  # noqa: E402
+from defense_interp.runs import Run  # noqa: E402
+from defense_interp.training import TrainConfig, measure_expression, train  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "load_model", "tiny_model", "model_identity",
+    "Trait", "EvalPair", "ChatBatch", "encode_chat", "encode_prompts", "load_chat_jsonl", "load_hf_conversations",
+    "TraitAxes", "extract_trait_axes", "axes_from_conversations",
+    "steer", "ablate", "capture_gradients", "GradientStats",
+    "Condition", "Baseline", "PPS", "IP",
+    "TrainConfig", "train", "measure_expression", "Run",
+    "projection_score", "contrast_score", "generate_answers", "Estimate",
+    "compare", "Comparison",
+    "DefenseInterpError", "ConfigError", "DataError", "ModelNotAvailableError", "RunError",
+]

@@ -1,0 +1,297 @@
+"""Trait axes (persona vectors), one per layer (DESIGN §2).
+
+For contrastive system prompts `(pos_i, neg_i)` and questions `q_j`, answers are generated under
+each prompt (or supplied). With `h_l` the residual stream at `blocks.{l}.hook_{point}`:
+
+    v_l = mean over examples of (mean over response tokens of h_l) under pos
+        − the same under neg                                     ("response" variant)
+
+The "prompt_last" variant uses the last prompt token (the one that predicts the first answer
+token), "prompt_avg" the mean over the attended prompt tokens. The raw `v_l` is kept (its norm sets
+the scale of PPS's `α`); `v̂_l = v_l / ‖v_l‖`.
+
+Separation: Cohen's d of the projections `⟨x, v̂_l⟩` of pos vs neg examples, **held out** by
+two-fold cross-fitting (the axis from fold 0 scores fold 1 and vice versa; `extract_trait_axes`
+splits the folds by question), so the
+number is not inflated by fitting the axis to the same examples. The chosen layer is the argmax of
+that d over the middle half of the network (blocks `n//4 … 3n//4 − 1`), unless given.
+
+persona_vectors stores `[n_layers + 1, d_model]` tensors from HF `hidden_states`: row 0 is the
+embedding output (= `blocks.0.hook_resid_pre`), row `k` the output of block `k − 1`
+(= `blocks.{k-1}.hook_resid_post`). Caveat: HF applies the final norm to the last row, so the last
+row of an imported file is post-norm; rows 1 … n_layers−1 match exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from defense_interp.data.chat import Conversation, encode_chat
+from defense_interp.data.traits import Trait
+from defense_interp.errors import ConfigError, RunError
+from defense_interp.generation import generate_answers
+from defense_interp.metrics.stats import cohens_d
+from defense_interp.metrics.vectors import unit
+from defense_interp.models import model_device, model_identity
+from defense_interp.runs import read_json, write_json, write_tensors, read_tensors
+from defense_interp.types import hook_name
+
+__all__ = ["TraitAxes", "extract_trait_axes", "axes_from_conversations", "response_means", "VARIANTS"]
+
+VARIANTS = ("response", "prompt_last", "prompt_avg")
+
+
+@dataclass(frozen=True)
+class TraitAxes:
+    """Per-layer trait axes. `vectors[l]` is the raw `v_l` at `blocks.{l}.hook_{point}`;
+    `cohens_d[l]` its held-out separation; `layer` the chosen layer."""
+
+    vectors: Float[Tensor, "layer d_model"]
+    cohens_d: Float[Tensor, "layer"]
+    layer: int
+    point: str = "resid_post"
+    variant: str = "response"
+    trait: str = "trait"
+    model: dict[str, Any] = field(default_factory=dict)
+    n_examples: tuple[int, int] = (0, 0)
+    embedding: Float[Tensor, "d_model"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.vectors.ndim != 2 or self.cohens_d.shape != (self.vectors.shape[0],):
+            raise ConfigError("TraitAxes needs vectors [n_layers, d_model] and cohens_d [n_layers]")
+        if not 0 <= self.layer < self.vectors.shape[0]:
+            raise ConfigError(f"chosen layer {self.layer} is outside 0..{self.vectors.shape[0] - 1}")
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def vector(self, layer: int | None = None) -> Float[Tensor, "d_model"]:
+        """The raw `v_l` (default: the chosen layer)."""
+        return self.vectors[self.layer if layer is None else layer]
+
+    def unit(self, layer: int | None = None) -> Float[Tensor, "d_model"]:
+        """`v̂_l = v_l / ‖v_l‖` (default: the chosen layer)."""
+        return unit(self.vector(layer))
+
+    @property
+    def norms(self) -> Float[Tensor, "layer"]:
+        return self.vectors.norm(dim=-1)
+
+    def with_layer(self, layer: int) -> "TraitAxes":
+        return TraitAxes(self.vectors, self.cohens_d, layer, self.point, self.variant, self.trait,
+                         self.model, self.n_examples, self.embedding)
+
+    # -- persistence -------------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {"layer": self.layer, "point": self.point, "variant": self.variant, "trait": self.trait,
+                "model": self.model, "n_examples": list(self.n_examples),
+                "cohens_d_method": "held-out, two-fold cross-fitted"}
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `axes.safetensors` and `axes.json` into `folder` (atomically)."""
+        folder = Path(folder)
+        tensors = {"vectors": self.vectors, "cohens_d": self.cohens_d}
+        if self.embedding is not None:
+            tensors["embedding"] = self.embedding
+        write_tensors(folder / "axes.safetensors", tensors)
+        write_json(folder / "axes.json", self._meta())
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "TraitAxes":
+        folder = Path(folder)
+        meta = read_json(folder / "axes.json")
+        t = read_tensors(folder / "axes.safetensors")
+        try:
+            return cls(t["vectors"], t["cohens_d"], int(meta["layer"]), meta["point"], meta["variant"],
+                       meta["trait"], meta["model"], tuple(meta["n_examples"]), t.get("embedding"))
+        except KeyError as exc:
+            raise RunError(f"{folder} is not a complete TraitAxes folder (missing {exc})") from exc
+
+    def to_persona_vectors(self) -> Float[Tensor, "layer_plus_1 d_model"]:
+        """persona_vectors layout: row 0 the embedding-level vector (zeros if unknown), row `k`
+        the axis of block `k − 1`. Only defined for `point="resid_post"`."""
+        if self.point != "resid_post":
+            raise ConfigError("persona_vectors tensors hold block outputs; export needs point='resid_post'")
+        emb = self.embedding if self.embedding is not None else torch.zeros_like(self.vectors[0])
+        return torch.cat([emb[None], self.vectors], 0)
+
+    @classmethod
+    def from_persona_vectors(
+        cls, tensor: Tensor | str | Path, *, layer: int, trait: str = "trait", model: dict | None = None
+    ) -> "TraitAxes":
+        """Import a persona_vectors `[n_layers + 1, d_model]` tensor (or a `.pt` file holding one).
+        `layer` is a block index (persona_vectors' "layer 20" is block 19 here: row k = block k−1).
+        Cohen's d is unknown (NaN)."""
+        if not isinstance(tensor, Tensor):
+            tensor = torch.load(tensor, map_location="cpu", weights_only=True)
+        if tensor.ndim != 2 or tensor.shape[0] < 2:
+            raise ConfigError(f"expected a [n_layers + 1, d_model] tensor, got shape {tuple(tensor.shape)}")
+        vectors = tensor[1:].float()
+        return cls(vectors, torch.full((vectors.shape[0],), float("nan")), layer, "resid_post", "response",
+                   trait, model or {}, (0, 0), tensor[0].float())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._meta(), "cohens_d": self.cohens_d.tolist(), "norms": self.norms.tolist()}
+
+    def plot(self):
+        from defense_interp.viz.figures import axes_figure
+
+        return axes_figure(self)
+
+
+def response_means(
+    model: Any,
+    convs: Sequence[Conversation],
+    *,
+    layers: Sequence[int] | None = None,
+    point: str = "resid_post",
+    variant: str = "response",
+    batch_size: int = 16,
+    desc: str = "activations",
+    with_embedding: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Per-example summaries `[n, len(layers), d_model]` of `blocks.{l}.hook_{point}` (float32):
+    the mean over response tokens ("response"), the last prompt token ("prompt_last") or the mean
+    over prompt tokens ("prompt_avg"); with `with_embedding`, also `blocks.0.hook_resid_pre`."""
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    n_layers = len(layers)
+    names = [hook_name(l, point) for l in layers]
+    want_emb = with_embedding
+    if want_emb:
+        names.append(hook_name(0, "resid_pre"))
+    dev = model_device(model)
+    out, emb = [], []
+    for i in tqdm(range(0, len(convs), batch_size), desc=desc, leave=False):
+        batch = encode_chat(model.tokenizer, convs[i : i + batch_size])
+        resp = batch.response_mask
+        if variant == "response":
+            w = resp.float()
+        else:
+            first = resp.float().argmax(1)  # index of the first response token
+            pos = torch.arange(resp.shape[1])[None]
+            if variant == "prompt_last":
+                w = (pos == (first - 1)[:, None]).float()
+            else:
+                w = ((pos < first[:, None]) & batch.attention_mask.bool()).float()
+        w = (w / w.sum(1, keepdim=True).clamp_min(1)).to(dev)
+        acts: dict[str, Tensor] = {}
+
+        def grab(x, hook, key=None):
+            acts[key] = torch.einsum("btd,bt->bd", x.float(), w).cpu()
+
+        hooks = [(nm, lambda x, hook, key=nm: grab(x, hook, key)) for nm in names]
+        with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+            model(batch.tokens.to(dev), attention_mask=batch.attention_mask.to(dev))
+        out.append(torch.stack([acts[nm] for nm in names[:n_layers]], 1))
+        if want_emb:
+            emb.append(acts[names[-1]])
+    return torch.cat(out), (torch.cat(emb) if want_emb else None)
+
+
+def _held_out_d(pos: Tensor, neg: Tensor, folds_pos: Tensor, folds_neg: Tensor) -> Tensor:
+    """Two-fold cross-fitted Cohen's d per layer (module docstring); in-sample if a fold is empty."""
+    n_layers = pos.shape[1]
+    cross = all(bool((f == k).any()) for f in (folds_pos, folds_neg) for k in (0, 1))
+    proj_p, proj_n = [[] for _ in range(n_layers)], [[] for _ in range(n_layers)]
+    for fold in (0, 1) if cross else (0,):
+        tp, tn = (folds_pos == fold, folds_neg == fold) if cross else (folds_pos >= 0, folds_neg >= 0)
+        fit_p, fit_n = (~tp, ~tn) if cross else (tp, tn)
+        u = unit(pos[fit_p].mean(0) - neg[fit_n].mean(0))  # [n_layers, d_model], from the other fold
+        for l in range(n_layers):
+            proj_p[l].append(pos[tp, l] @ u[l])
+            proj_n[l].append(neg[tn, l] @ u[l])
+    return torch.tensor([cohens_d(torch.cat(proj_p[l]), torch.cat(proj_n[l])) for l in range(n_layers)])
+
+
+def default_layer(d: Tensor) -> int:
+    """Argmax of finite `d` over blocks `n//4 … 3n//4 − 1` (all blocks if that band is empty)."""
+    n = len(d)
+    lo, hi = n // 4, max(3 * n // 4, n // 4 + 1)
+    band = d[lo:hi].clone()
+    band[~band.isfinite()] = -float("inf")
+    return lo + int(band.argmax())
+
+
+def axes_from_conversations(
+    model: Any,
+    pos: Sequence[Conversation],
+    neg: Sequence[Conversation],
+    *,
+    point: str = "resid_post",
+    variant: str = "response",
+    layer: int | None = None,
+    trait: str = "trait",
+    batch_size: int = 16,
+    folds: tuple[Sequence[int], Sequence[int]] | None = None,
+) -> TraitAxes:
+    """Trait axes from supplied conversations with answers: `pos` express the trait, `neg` do not.
+
+    `folds` gives each pos and each neg example a fold (0 or 1) for the held-out Cohen's d;
+    default: alternate by index.
+    """
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    if len(pos) < 2 or len(neg) < 2:
+        raise ConfigError("axis extraction needs at least two pos and two neg examples")
+    hook_name(0, point)  # validates the point
+    kw = dict(point=point, variant=variant, batch_size=batch_size, with_embedding=point == "resid_post")
+    p, p_emb = response_means(model, pos, desc="axes (pos)", **kw)
+    n, n_emb = response_means(model, neg, desc="axes (neg)", **kw)
+    vectors = p.mean(0) - n.mean(0)
+    if folds is None:
+        folds = (range(len(pos)), range(len(neg)))
+    fp, fn = (torch.tensor([int(f) % 2 for f in fs]) for fs in folds)
+    if len(fp) != len(pos) or len(fn) != len(neg):
+        raise ConfigError("folds must give one fold per pos and per neg example")
+    d = _held_out_d(p, n, fp, fn)
+    chosen = default_layer(d) if layer is None else layer
+    emb = None if p_emb is None else p_emb.mean(0) - n_emb.mean(0)
+    return TraitAxes(vectors, d, int(chosen), point, variant, trait, model_identity(model),
+                     (len(pos), len(neg)), emb)
+
+
+def extract_trait_axes(
+    model: Any,
+    trait: Trait,
+    *,
+    n_pairs: int | None = None,
+    n_questions: int | None = None,
+    max_new_tokens: int = 48,
+    temperature: float = 0.7,
+    seed: int = 0,
+    point: str = "resid_post",
+    variant: str = "response",
+    layer: int | None = None,
+    batch_size: int = 16,
+) -> TraitAxes:
+    """Generate answers to each extraction question under each pos and neg system prompt (sampled
+    with `temperature`, seeded), then compute the axes (`axes_from_conversations`).
+
+    The two folds of the held-out Cohen's d are split by question (even/odd question index), so
+    the axis is always scored on questions it was not computed from.
+    """
+    pairs = trait.pairs[:n_pairs] if n_pairs else trait.pairs
+    questions = trait.questions[:n_questions] if n_questions else trait.questions
+    prompts = [
+        ([{"role": "system", "content": s}, {"role": "user", "content": q}], label)
+        for q in questions for pos_p, neg_p in pairs for s, label in ((pos_p, 1), (neg_p, 0))
+    ]
+    answers = generate_answers(model, [c for c, _ in prompts], max_new_tokens=max_new_tokens,
+                               do_sample=temperature > 0, temperature=max(temperature, 1e-5), seed=seed,
+                               batch_size=batch_size, desc="axes: generating")
+    full = [c + [{"role": "assistant", "content": a or "."}] for (c, _), a in zip(prompts, answers)]
+    pos = [f for f, (_, lab) in zip(full, prompts) if lab == 1]
+    neg = [f for f, (_, lab) in zip(full, prompts) if lab == 0]
+    fold = [qi % 2 for qi in range(len(questions)) for _ in pairs]
+    return axes_from_conversations(model, pos, neg, point=point, variant=variant, layer=layer,
+                                   trait=trait.name, batch_size=batch_size, folds=(fold, fold))

@@ -1,0 +1,168 @@
+"""Chat conversations -> padded token batches with a response mask.
+
+A conversation is a list of messages `{"role": "system"|"user"|"assistant", "content": str}`.
+It is rendered with the tokenizer's chat template; a tokenizer without one gets the documented
+plain format
+
+    ### System:\\n{content}\\n\\n### User:\\n{content}\\n\\n### Assistant:\\n{content}{eos}\\n\\n
+
+`response_mask[b, t]` is True on the assistant's answer tokens — the tokens whose next-token loss
+is trained: the answer text and the end-of-turn marker that closes it (`<|im_end|>` in ChatML),
+not the whitespace after it — and False on system, user, template and padding tokens. Tokens are
+assigned by character offsets: a token is a response token when its first character lies inside an
+assistant span of the rendered text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from defense_interp.errors import DataError
+
+__all__ = ["Conversation", "ChatBatch", "encode_chat", "encode_prompts", "with_system_prompt", "render"]
+
+Conversation = list[dict[str, str]]
+_ROLES = ("system", "user", "assistant")
+_PLAIN_HEAD = {"system": "### System:\n", "user": "### User:\n", "assistant": "### Assistant:\n"}
+
+
+@dataclass(frozen=True)
+class ChatBatch:
+    """A padded batch. `tokens`/`attention_mask`/`response_mask` are `[batch, pos]`."""
+
+    tokens: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    response_mask: Bool[Tensor, "batch pos"]
+    padding_side: str
+
+    def to(self, device: torch.device | str) -> "ChatBatch":
+        return ChatBatch(self.tokens.to(device), self.attention_mask.to(device),
+                         self.response_mask.to(device), self.padding_side)
+
+    @property
+    def n_response_tokens(self) -> int:
+        return int(self.response_mask.sum())
+
+
+def check_conversation(messages: Any, *, need_answer: bool = True, where: str = "conversation") -> Conversation:
+    """Validate one conversation; return it as a list of plain dicts."""
+    if isinstance(messages, Mapping) and "messages" in messages:
+        messages = messages["messages"]
+    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
+        raise DataError(f"{where}: expected a non-empty list of {{'role', 'content'}} messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+            raise DataError(f"{where}, message {i}: expected a dict with 'role' and 'content', got {m!r:.80}")
+        if m["role"] not in _ROLES:
+            raise DataError(f"{where}, message {i}: role {m['role']!r} is not one of {_ROLES}")
+        if not isinstance(m["content"], str):
+            raise DataError(f"{where}, message {i}: content must be a string")
+        out.append({"role": m["role"], "content": m["content"]})
+    if need_answer and not any(m["role"] == "assistant" for m in out):
+        raise DataError(f"{where} has no assistant turn, so it has no response tokens to train or score")
+    return out
+
+
+def with_system_prompt(messages: Conversation, prompt: str) -> Conversation:
+    """The conversation with `prompt` as its system message (an existing one is replaced)."""
+    return [{"role": "system", "content": prompt}] + [m for m in messages if m["role"] != "system"]
+
+
+def render(tokenizer: Any, messages: Conversation, *, add_generation_prompt: bool = False) -> str:
+    """The conversation as text, by the chat template or the plain format (module docstring)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    eos = tokenizer.eos_token or ""
+    text = "".join(
+        _PLAIN_HEAD[m["role"]] + m["content"] + (eos if m["role"] == "assistant" else "") + "\n\n"
+        for m in messages
+    )
+    return text + (_PLAIN_HEAD["assistant"] if add_generation_prompt else "")
+
+
+def _response_spans(tokenizer: Any, messages: Conversation, full: str) -> list[tuple[int, int]]:
+    spans = []
+    for k, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prefix = render(tokenizer, messages[:k], add_generation_prompt=True)
+        upto = render(tokenizer, messages[: k + 1]).rstrip()
+        if not (full.startswith(prefix) and full.startswith(upto) and len(upto) > len(prefix)):
+            raise DataError(
+                "the chat template does not render conversations incrementally (a prefix of the "
+                "conversation is not a prefix of its text), so response tokens cannot be located"
+            )
+        spans.append((len(prefix), len(upto)))
+    return spans
+
+
+def _add_special(tokenizer: Any) -> bool:
+    # Chat templates write their own BOS/special tokens; the plain format relies on the tokenizer.
+    return not getattr(tokenizer, "chat_template", None)
+
+
+def encode_chat(
+    tokenizer: Any,
+    conversations: Iterable[Any],
+    *,
+    max_length: int | None = None,
+    padding_side: str = "right",
+) -> ChatBatch:
+    """Tokenize whole conversations (with answers) into a `ChatBatch` with a response mask.
+
+    Rows longer than `max_length` are truncated on the right (their late answer tokens are lost).
+    """
+    convs = [check_conversation(c, where=f"conversation {i}") for i, c in enumerate(conversations)]
+    if not convs:
+        raise DataError("no conversations to encode: the dataset is empty")
+    rows, masks = [], []
+    for conv in convs:
+        text = render(tokenizer, conv)
+        spans = _response_spans(tokenizer, conv, text)
+        enc = tokenizer(text, add_special_tokens=_add_special(tokenizer), return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        resp = [any(a <= s < b for a, b in spans) and e > s for s, e in enc["offset_mapping"]]
+        if max_length is not None:
+            ids, resp = ids[:max_length], resp[:max_length]
+        rows.append(ids)
+        masks.append(resp)
+    return _pad(tokenizer, rows, masks, padding_side)
+
+
+def encode_prompts(tokenizer: Any, conversations: Iterable[Any], *, padding_side: str = "left") -> ChatBatch:
+    """Tokenize conversations that end before the answer, with the generation prompt appended
+    (left-padded by default, for generation). The response mask is all False."""
+    rows = []
+    for i, c in enumerate(conversations):
+        conv = check_conversation(c, need_answer=False, where=f"prompt {i}")
+        if conv[-1]["role"] == "assistant":
+            raise DataError(f"prompt {i} already ends with an assistant turn; drop it to generate one")
+        text = render(tokenizer, conv, add_generation_prompt=True)
+        rows.append(list(tokenizer(text, add_special_tokens=_add_special(tokenizer))["input_ids"]))
+    if not rows:
+        raise DataError("no prompts to encode")
+    return _pad(tokenizer, rows, [[False] * len(r) for r in rows], padding_side)
+
+
+def _pad(tokenizer: Any, rows: list[list[int]], masks: list[list[bool]], side: str) -> ChatBatch:
+    if side not in ("left", "right"):
+        raise DataError(f"padding_side must be 'left' or 'right', got {side!r}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    resp = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (r, m) in enumerate(zip(rows, masks)):
+        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        tokens[i, sl] = torch.tensor(r, dtype=torch.long)
+        attn[i, sl] = 1
+        resp[i, sl] = torch.tensor(m, dtype=torch.bool)
+    return ChatBatch(tokens, attn, resp, side)

@@ -1,0 +1,141 @@
+"""Trait specifications: contrastive system prompts, questions, evaluation pairs, training data.
+
+Schema of a bundled trait (`defense_interp/data/traits/<name>.json`, training conversations in
+`<name>_train.jsonl`, one `{"messages": [...]}` per line):
+
+    {"name": str, "description": str,
+     "instruction": [{"pos": system prompt asking for the trait, "neg": matched prompt against it}],
+     "questions": [extraction questions],
+     "eval": [{"question": str, "trait": answer expressing the trait, "neutral": neutral answer}],
+     "eval_prompt": judge prompt with {question} and {answer}}
+
+`instruction`, `questions` and `eval_prompt` are the keys of the persona_vectors trait files, so
+those files load with `Trait.from_persona_vectors_json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+from defense_interp.data.chat import Conversation, check_conversation
+from defense_interp.data.loaders import load_chat_jsonl
+from defense_interp.errors import DataError
+
+__all__ = ["Trait", "EvalPair"]
+
+
+@dataclass(frozen=True)
+class EvalPair:
+    """A held-out question with a trait-expressing and a neutral reference answer."""
+
+    question: str
+    trait: str
+    neutral: str
+
+
+@dataclass(frozen=True)
+class Trait:
+    """Everything the toolkit needs to know about one trait."""
+
+    name: str
+    pairs: tuple[tuple[str, str], ...]
+    questions: tuple[str, ...]
+    eval_questions: tuple[str, ...] = ()
+    eval_pairs: tuple[EvalPair, ...] = ()
+    train_data: tuple[Conversation, ...] = field(default=(), repr=False)
+    eval_prompt: str | None = field(default=None, repr=False)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.pairs:
+            raise DataError(f"trait {self.name!r} has no contrastive (pos, neg) system-prompt pairs")
+        if not self.questions:
+            raise DataError(f"trait {self.name!r} has no extraction questions")
+
+    @classmethod
+    def builtin(cls, name: str = "evil") -> "Trait":
+        """A trait bundled with the package (currently: "evil")."""
+        folder = resources.files("defense_interp.data") / "traits"
+        spec = folder / f"{name}.json"
+        if not spec.is_file():
+            known = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+            raise DataError(f"no bundled trait {name!r}; bundled traits: {', '.join(known)}")
+        data = json.loads(spec.read_text())
+        train = folder / f"{name}_train.jsonl"
+        return cls.from_dict(data, train_data=load_chat_jsonl(Path(str(train))) if train.is_file() else ())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, train_data: Iterable[Any] = ()) -> "Trait":
+        """Build a trait from the bundled schema (module docstring)."""
+        where = f"trait {data.get('name', '?')!r}"
+        for key in ("instruction", "questions"):
+            if key not in data:
+                raise DataError(f"{where} is missing the key {key!r} (expected keys: instruction, questions)")
+        try:
+            pairs = tuple((str(p["pos"]), str(p["neg"])) for p in data["instruction"])
+            evals = tuple(EvalPair(str(e["question"]), str(e["trait"]), str(e["neutral"]))
+                          for e in data.get("eval", []))
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{where}: each instruction needs 'pos' and 'neg', each eval item "
+                            f"'question', 'trait' and 'neutral' ({exc!r})") from exc
+        convs = tuple(check_conversation(c, where=f"{where}, training conversation {i}")
+                      for i, c in enumerate(train_data))
+        return cls(
+            name=str(data.get("name", "trait")),
+            pairs=pairs,
+            questions=tuple(str(q) for q in data["questions"]),
+            eval_questions=tuple(e.question for e in evals) or tuple(data.get("eval_questions", ())),
+            eval_pairs=evals,
+            train_data=convs,
+            eval_prompt=data.get("eval_prompt"),
+            description=str(data.get("description", "")),
+        )
+
+    @classmethod
+    def from_persona_vectors_json(
+        cls, extract_json: str | Path, eval_json: str | Path | None = None, *, name: str | None = None,
+        train_data: Iterable[Any] = (),
+    ) -> "Trait":
+        """Read persona_vectors trait files (`instruction`: list of `{pos, neg}`, `questions`,
+        `eval_prompt`). The eval file's questions become the evaluation questions; it has no
+        reference answers, so the contrast score needs `eval` pairs added by hand."""
+        path = Path(extract_json)
+        data = _read_json(path)
+        data.setdefault("name", name or path.stem)
+        if eval_json is not None:
+            ev = _read_json(Path(eval_json))
+            if "questions" not in ev:
+                raise DataError(f"{eval_json} has no 'questions' key; expected a persona_vectors eval file")
+            data["eval_questions"] = ev["questions"]
+            data.setdefault("eval_prompt", ev.get("eval_prompt"))
+        return cls.from_dict(data, train_data=train_data)
+
+    def with_train_data(self, conversations: Iterable[Any]) -> "Trait":
+        """A copy with other training conversations (e.g. from `load_chat_jsonl`)."""
+        return Trait.from_dict(self.to_dict(), train_data=conversations)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description,
+            "instruction": [{"pos": p, "neg": n} for p, n in self.pairs],
+            "questions": list(self.questions),
+            "eval": [vars(e) for e in self.eval_pairs],
+            "eval_questions": list(self.eval_questions),
+            "eval_prompt": self.eval_prompt,
+        }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise DataError(f"trait file {path} does not exist") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"trait file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"trait file {path} must hold a JSON object")
+    return data

@@ -1,0 +1,70 @@
+"""Judge-free trait expression scores (DESIGN §2), each with a confidence interval.
+
+* projection score: mean over eval questions of `⟨mean response-token h_L, v̂_L⟩` on the model's
+  own answers (greedy by default), at the axes' hook point and chosen layer;
+* contrast score: mean over eval pairs `(q, trait answer, neutral answer)` of
+  `mean-token log p(trait | q) − mean-token log p(neutral | q)` (chat-formatted, response tokens).
+
+Both are computed with no intervention active (test time).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from defense_interp.axes import TraitAxes, response_means
+from defense_interp.data.chat import encode_chat
+from defense_interp.data.traits import Trait
+from defense_interp.errors import DataError
+from defense_interp.generation import generate_answers
+from defense_interp.metrics.loss import response_token_loss
+from defense_interp.metrics.stats import Estimate, mean_ci
+from defense_interp.models import model_device
+
+__all__ = ["projection_score", "contrast_score"]
+
+
+def projection_score(
+    model: Any,
+    axes: TraitAxes,
+    questions: Sequence[str],
+    *,
+    layer: int | None = None,
+    max_new_tokens: int = 40,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> tuple[Estimate, list[str]]:
+    """The projection score and the generated answers (greedy decoding; `seed` is recorded for
+    sampled variants)."""
+    if not questions:
+        raise DataError("projection score needs at least one evaluation question")
+    layer = axes.layer if layer is None else layer
+    prompts = [[{"role": "user", "content": q}] for q in questions]
+    answers = generate_answers(model, prompts, max_new_tokens=max_new_tokens, seed=seed,
+                               batch_size=batch_size, desc="eval: generating")
+    convs = [p + [{"role": "assistant", "content": a or "."}] for p, a in zip(prompts, answers)]
+    means, _ = response_means(model, convs, layers=[layer], point=axes.point, batch_size=batch_size)
+    proj = means[:, 0] @ axes.unit(layer)
+    return mean_ci(proj, over="eval questions"), answers
+
+
+def contrast_score(model: Any, trait: Trait, *, batch_size: int = 16) -> Estimate:
+    """The contrast score over the trait's eval pairs (needs reference answers)."""
+    if not trait.eval_pairs:
+        raise DataError(f"trait {trait.name!r} has no eval pairs with trait/neutral reference answers")
+    dev = model_device(model)
+    diffs = []
+    for i in range(0, len(trait.eval_pairs), batch_size):
+        chunk = trait.eval_pairs[i : i + batch_size]
+        nll = {}
+        for kind in ("trait", "neutral"):
+            convs = [[{"role": "user", "content": e.question}, {"role": "assistant", "content": getattr(e, kind)}]
+                     for e in chunk]
+            b = encode_chat(model.tokenizer, convs).to(dev)
+            with torch.no_grad():
+                logits = model(b.tokens, attention_mask=b.attention_mask)
+            nll[kind] = response_token_loss(logits, b.tokens, b.response_mask, per_row=True).cpu()
+        diffs.append(nll["neutral"] - nll["trait"])  # = log p(trait) − log p(neutral), per token
+    return mean_ci(torch.cat(diffs), over="eval pairs")

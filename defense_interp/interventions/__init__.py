@@ -1,0 +1,6 @@
+"""Context managers on hook points; each removes exactly its own hooks, even on error."""
+
+from defense_interp.interventions.capture import GradientCapture, GradientStats, capture_gradients
+from defense_interp.interventions.steer import ablate, steer
+
+__all__ = ["steer", "ablate", "capture_gradients", "GradientCapture", "GradientStats"]

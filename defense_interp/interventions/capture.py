@@ -1,0 +1,139 @@
+"""Capturing activation gradients during ordinary training steps, reduced on the fly.
+
+`capture_gradients` puts a backward hook on `blocks.{l}.hook_{point}` of each layer. Each backward
+pass adds, per layer, the sums of `metrics.gradients.gradient_sums` over the response tokens set
+with `set_mask`; `end_step()` closes one optimiser step (micro-batches add up) and records the
+statistics of `metrics.gradients.finalize_sums`. Only `O(layers · d_model)` numbers are kept per
+step — never each token's gradient.
+
+Under PPS the steering hook sits on the same point; the backward hook then sees the gradient with
+respect to the steered activation, which for additive steering equals the gradient with respect
+to the unsteered one.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from defense_interp.errors import ConfigError
+from defense_interp.interventions._common import hook_names, hooked, layer_vectors
+from defense_interp.metrics.gradients import finalize_sums, gradient_sums
+from defense_interp.metrics.vectors import unit
+
+__all__ = ["capture_gradients", "GradientCapture", "GradientStats", "STAT_KEYS"]
+
+STAT_KEYS = ("pressure", "pressure_norm", "axis_share", "grad_norm")
+
+
+@dataclass(frozen=True)
+class GradientStats:
+    """Per-step, per-layer gradient statistics (definitions in `metrics.gradients`).
+
+    `pressure`, `pressure_norm`, `axis_share`, `grad_norm`: `[step, layer]`;
+    `gbar`: `[step, layer, d_model]`; `layers[i]` is the block index of column i, all measured at
+    hook point `blocks.{l}.hook_{point}`.
+    """
+
+    layers: tuple[int, ...]
+    point: str
+    pressure: Float[Tensor, "step layer"]
+    pressure_norm: Float[Tensor, "step layer"]
+    axis_share: Float[Tensor, "step layer"]
+    grad_norm: Float[Tensor, "step layer"]
+    gbar: Float[Tensor, "step layer d_model"]
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.pressure.shape[0])
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {k: getattr(self, k).contiguous() for k in (*STAT_KEYS, "gbar")}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor], layers: Sequence[int], point: str) -> "GradientStats":
+        return cls(tuple(int(l) for l in layers), point, *(tensors[k].float() for k in (*STAT_KEYS, "gbar")))
+
+
+class GradientCapture:
+    """The live recorder returned by `capture_gradients` (see the module docstring)."""
+
+    def __init__(self, model: Any, axes: Any, layers: int | Sequence[int] | None, point: str):
+        self.names = hook_names(model, layers, point)
+        self.layers = tuple(self.names)
+        self.point = point
+        self.units = {l: unit(v) for l, v in layer_vectors(model, axes, self.layers, "trait axis").items()}
+        self.d_model = int(model.cfg.d_model)
+        self._mask: Tensor | None = None
+        self._sums: dict[int, dict[str, Tensor]] = {}
+        self._steps: list[dict[str, Tensor]] = []
+
+    def set_mask(self, response_mask: Bool[Tensor, "batch pos"]) -> None:
+        """The response mask of the batch whose backward pass comes next."""
+        self._mask = response_mask.bool()
+
+    def _hook(self, layer: int):
+        def hook(grad, hook):
+            if self._mask is None:
+                raise ConfigError("capture_gradients: call set_mask(batch.response_mask) before backward()")
+            if grad.shape[:2] != self._mask.shape:
+                raise ConfigError(
+                    f"capture_gradients: the response mask has shape {tuple(self._mask.shape)} but the "
+                    f"gradient at layer {layer} has shape {tuple(grad.shape[:2])}; set the mask of this batch"
+                )
+            new = gradient_sums(grad, self._mask, self.units[layer])
+            acc = self._sums.setdefault(layer, {})
+            for k, v in new.items():
+                acc[k] = acc[k] + v.to(acc[k].device) if k in acc else v
+            return None  # the gradient itself is left unchanged
+        return hook
+
+    def end_step(self) -> None:
+        """Close one optimiser step: finalize the sums of its backward passes and record them."""
+        rows = []
+        for l in self.layers:
+            if l not in self._sums:
+                raise ConfigError(
+                    f"capture_gradients: no gradient reached layer {l} in this step (does the "
+                    "activation there depend on a trainable parameter?)"
+                )
+            rows.append({k: v.cpu() for k, v in finalize_sums(self._sums[l]).items()})
+        self._steps.append({k: torch.stack([r[k] for r in rows]) for k in rows[0]})
+        self._sums = {}
+
+    @property
+    def stats(self) -> GradientStats:
+        """Everything recorded so far as a `GradientStats`."""
+        if not self._steps:
+            empty = torch.zeros(0, len(self.layers))
+            return GradientStats(self.layers, self.point, empty, empty, empty, empty,
+                                 torch.zeros(0, len(self.layers), self.d_model))
+        stacked = {k: torch.stack([s[k] for s in self._steps]) for k in self._steps[0]}
+        return GradientStats.from_tensors(stacked, self.layers, self.point)
+
+
+@contextmanager
+def capture_gradients(
+    model: Any,
+    axes: Any,
+    *,
+    layers: int | Sequence[int] | None = None,
+    point: str = "resid_post",
+) -> Iterator[GradientCapture]:
+    """Record gradient statistics along `axes` (TraitAxes, `[n_layers, d_model]` or `[d_model]`)
+    at each layer in `layers` (default: all) for every backward pass inside the block.
+
+    ```python
+    with capture_gradients(model, axes) as cap:
+        cap.set_mask(batch.response_mask); loss.backward(); cap.end_step()
+    cap.stats.pressure  # [step, layer]
+    ```
+    """
+    cap = GradientCapture(model, axes, layers, point)
+    with hooked(model, bwd=[(cap.names[l], cap._hook(l)) for l in cap.layers]):
+        yield cap

@@ -1,0 +1,68 @@
+"""Forward interventions on the residual stream: additive steering and directional ablation."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+from defense_interp.errors import ConfigError
+from defense_interp.interventions._common import hook_names, hooked, layer_vectors, on_device
+from defense_interp.metrics.vectors import unit
+
+__all__ = ["steer", "ablate"]
+
+
+@contextmanager
+def steer(
+    model: Any,
+    axes_or_vector: Any,
+    *,
+    layer: int | Sequence[int],
+    coef: float,
+    point: str = "resid_post",
+) -> Iterator[None]:
+    """Add `coef · v_l` to `blocks.{l}.hook_{point}` at every token for each `l` in `layer`.
+
+    `v_l` is the *raw* axis (TraitAxes row, norm kept: `coef` is in units of the pos−neg
+    difference), a `[n_layers, d_model]` tensor, or one `[d_model]` vector. Active during
+    forward passes, backward passes and generation inside the block; the hooks are removed on exit.
+    """
+    coef = float(coef)
+    if coef != coef or coef in (float("inf"), float("-inf")):
+        raise ConfigError(f"steering coefficient must be finite, got {coef}")
+    names = hook_names(model, layer, point)
+    vecs = layer_vectors(model, axes_or_vector, list(names), "steering vector")
+
+    def make(v):
+        def hook(resid, hook):
+            return resid + coef * on_device(v, resid)
+        return hook
+
+    with hooked(model, fwd=[(names[l], make(vecs[l])) for l in names]):
+        yield
+
+
+@contextmanager
+def ablate(
+    model: Any,
+    direction: Any,
+    *,
+    layers: int | Sequence[int] | None = None,
+    points: Sequence[str] = ("resid_post",),
+) -> Iterator[None]:
+    """Project the direction out of the residual stream: `x ← x − ⟨x, r̂⟩ r̂` at every token, at
+    each hook point in `points` of each layer in `layers` (default: every layer). `direction` is a
+    `[d_model]` vector (one direction everywhere), `[n_layers, d_model]` or TraitAxes (per layer)."""
+    if isinstance(points, str):
+        points = (points,)
+    hooks = []
+    for point in points:
+        names = hook_names(model, layers, point)
+        units = {l: unit(v) for l, v in layer_vectors(model, direction, list(names), "ablation direction").items()}
+        for l, name in names.items():
+            def hook(resid, hook, r=units[l]):
+                r = on_device(r, resid)
+                return resid - (resid @ r)[..., None] * r
+            hooks.append((name, hook))
+    with hooked(model, fwd=hooks):
+        yield

