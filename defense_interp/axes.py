@@ -267,15 +267,16 @@ def extract_trait_axes(
     n_pairs: int | None = None,
     n_questions: int | None = None,
     max_new_tokens: int = 48,
-    temperature: float = 0.7,
+    temperature: float = 0.0,
     seed: int = 0,
     point: str = "resid_post",
     variant: str = "response",
     layer: int | None = None,
     batch_size: int = 16,
 ) -> TraitAxes:
-    """Generate answers to each extraction question under each pos and neg system prompt (sampled
-    with `temperature`, seeded), then compute the axes (`axes_from_conversations`).
+    """Generate answers to each extraction question under each pos and neg system prompt (greedy
+    by default; `temperature > 0` samples, seeded), then compute the axes
+    (`axes_from_conversations`).
 
     The two folds of the held-out Cohen's d are split by question (even/odd question index), so
     the axis is always scored on questions it was not computed from.

@@ -18,10 +18,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Study presets: axis extraction, training and evaluation sizes.
 PRESETS = {
-    "quick": dict(n_pairs=5, n_questions=8, axes_tokens=32, steps=30, batch_size=4, eval_questions=12,
-                  eval_tokens=32, loss_examples=12),
+    "quick": dict(n_pairs=5, n_questions=10, axes_tokens=32, steps=30, batch_size=4, eval_questions=12,
+                  eval_tokens=32, loss_examples=12, max_length=128),
     "tiny": dict(n_pairs=2, n_questions=4, axes_tokens=12, steps=6, batch_size=2, eval_questions=4,
-                 eval_tokens=12, loss_examples=4),
+                 eval_tokens=12, loss_examples=4, max_length=512),
 }
 
 
@@ -48,7 +48,7 @@ def study(args: argparse.Namespace) -> Path:
     _log(f"chosen layer {axes.layer}: held-out Cohen's d {float(axes.cohens_d[axes.layer]):.2f}")
     cfg = di.TrainConfig(steps=preset["steps"], batch_size=preset["batch_size"], seed=args.seed,
                          eval_questions=preset["eval_questions"], eval_max_new_tokens=preset["eval_tokens"],
-                         loss_examples=preset["loss_examples"])
+                         loss_examples=preset["loss_examples"], max_length=preset["max_length"])
     _log("measuring trait expression of the untrained model")
     before = di.measure_expression(model, trait, axes, cfg)
     conditions = [("baseline", di.Baseline()), ("pps", di.PPS(axes, coef=args.coef)), ("ip", di.IP(args.ip_prompt))]

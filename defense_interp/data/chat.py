@@ -118,7 +118,8 @@ def encode_chat(
 ) -> ChatBatch:
     """Tokenize whole conversations (with answers) into a `ChatBatch` with a response mask.
 
-    Rows longer than `max_length` are truncated on the right (their late answer tokens are lost).
+    Rows longer than `max_length` are truncated on the right (their late answer tokens are lost);
+    a row that would keep no answer token raises `DataError`.
     """
     convs = [check_conversation(c, where=f"conversation {i}") for i, c in enumerate(conversations)]
     if not convs:
@@ -130,8 +131,13 @@ def encode_chat(
         enc = tokenizer(text, add_special_tokens=_add_special(tokenizer), return_offsets_mapping=True)
         ids = list(enc["input_ids"])
         resp = [any(a <= s < b for a, b in spans) and e > s for s, e in enc["offset_mapping"]]
-        if max_length is not None:
+        if max_length is not None and len(ids) > max_length:
             ids, resp = ids[:max_length], resp[:max_length]
+            if not any(resp):
+                raise DataError(
+                    f"conversation {len(rows)} has {len(enc['input_ids'])} tokens; truncated to max_length="
+                    f"{max_length} it keeps no answer token. Raise max_length or shorten the conversation"
+                )
         rows.append(ids)
         masks.append(resp)
     return _pad(tokenizer, rows, masks, padding_side)

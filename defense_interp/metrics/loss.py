@@ -23,7 +23,8 @@ def response_token_loss(
     prediction and is skipped. With `per_row`, returns each row's mean (NaN for rows with no
     response tokens).
     """
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))  # ≥ float32
+    logp = F.log_softmax(logits, dim=-1)
     nll = -logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
     m = response_mask[:, 1:].to(nll.dtype)
     if per_row:

