@@ -66,7 +66,10 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.lr must be positive, got {self.lr}")
 
 
-def _make_trainable(model: Any, cfg: TrainConfig) -> list[tuple[str, torch.nn.Parameter]]:
+def make_trainable(model: Any, cfg: TrainConfig) -> list[tuple[str, torch.nn.Parameter]]:
+    """Put LoRA adapters (peft) on every linear layer inside the blocks and freeze the rest — or,
+    with `cfg.lora=False`, make every weight trainable. Changes `model` in place; returns the
+    trainable `(name, parameter)` pairs."""
     for p in model.parameters():
         p.requires_grad_(not cfg.lora)
     if cfg.lora:
@@ -152,7 +155,7 @@ def train(
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     work = copy.deepcopy(model)
-    trainable = _make_trainable(work, cfg)
+    trainable = make_trainable(work, cfg)
     opt = torch.optim.AdamW([p for _, p in trainable], lr=cfg.lr, weight_decay=0.0)
     loss_convs = [convs[int(i)] for i in torch.randperm(len(convs), generator=gen)[: cfg.loss_examples]]
     dev = model_device(work)

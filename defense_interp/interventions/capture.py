@@ -128,8 +128,11 @@ def capture_gradients(
     """Record gradient statistics along `axes` (TraitAxes, `[n_layers, d_model]` or `[d_model]`)
     at each layer in `layers` (default: all) for every backward pass inside the block.
 
+    The forward pass must run inside the block too (backward hooks attach at forward time):
+
     ```python
     with capture_gradients(model, axes) as cap:
+        loss = response_token_loss(model(batch.tokens), batch.tokens, batch.response_mask)
         cap.set_mask(batch.response_mask); loss.backward(); cap.end_step()
     cap.stats.pressure  # [step, layer]
     ```

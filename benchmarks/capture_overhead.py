@@ -1,0 +1,82 @@
+"""Cost of gradient capture: (training step with capture at every layer) / (plain training step).
+
+Bundled SmolLM2-135M-Instruct with LoRA, a batch of 4 training conversations of the evil trait.
+The two kinds of step alternate in one process (so machine noise hits both alike); the figure is
+the median of the per-pair ratios. Prints JSON. Target: ≤ 1.10.
+
+    python benchmarks/capture_overhead.py [--pairs 10] [--model tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+import defense_interp as di  # noqa: E402
+from defense_interp.metrics.loss import response_token_loss  # noqa: E402
+from defense_interp.training import make_trainable  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--model", default=None)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    model = copy.deepcopy(di.load_model(args.model))
+    trait = di.Trait.builtin("evil")
+    trainable = make_trainable(model, di.TrainConfig())
+    opt = torch.optim.AdamW([p for _, p in trainable], lr=1e-5)
+    batch = di.encode_chat(model.tokenizer, trait.train_data[:4], max_length=128)
+    axes = torch.randn(model.cfg.n_layers, model.cfg.d_model)
+    model.train()
+
+    def step(capture: bool) -> float:
+        t0 = time.perf_counter()
+        ctx = di.capture_gradients(model, axes) if capture else contextlib.nullcontext()
+        with ctx as cap:  # backward hooks attach at forward time: the forward runs inside
+            logits = model(batch.tokens, attention_mask=batch.attention_mask)
+            loss = response_token_loss(logits, batch.tokens, batch.response_mask)
+            if capture:
+                cap.set_mask(batch.response_mask)
+            loss.backward()
+            if capture:
+                cap.end_step()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    for _ in range(args.warmup):
+        step(False), step(True)
+    plain, capt, ratios = [], [], []
+    for i in range(args.pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        t = {c: step(c) for c in order}
+        plain.append(t[False]); capt.append(t[True]); ratios.append(t[True] / t[False])
+    print(json.dumps({
+        "benchmark": "capture_overhead",
+        "model": di.model_identity(model)["name"],
+        "batch_tokens": list(batch.tokens.shape),
+        "layers_captured": model.cfg.n_layers,
+        "pairs": args.pairs,
+        "median_plain_step_s": round(statistics.median(plain), 4),
+        "median_capture_step_s": round(statistics.median(capt), 4),
+        "median_ratio": round(statistics.median(ratios), 4),
+        "target_ratio": 1.10,
+        "device": str(next(model.parameters()).device),
+        "threads": torch.get_num_threads(),
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
