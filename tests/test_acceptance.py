@@ -54,3 +54,12 @@ def test_three_step_pps_run_is_loadable(bundled, trait, bundled_axes, tmp_path):
     back = di.Run.load(tmp_path / "pps")
     assert back == run and back.gradients.pressure.shape == (3, 30)
     assert torch.isfinite(back.gradients.pressure).all()
+
+
+def test_gguf_path_loads_through_the_same_cache(bundled):
+    from defense_interp.models import _bundled_gguf_path
+
+    again = di.load_model(_bundled_gguf_path())
+    assert again.cfg.n_layers == 30
+    p1, p2 = next(again.parameters()), next(bundled.parameters())
+    assert torch.equal(p1, p2)

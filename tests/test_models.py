@@ -1,0 +1,37 @@
+"""Model loading paths that need no bundled weights: HF folders, tiny models, bad arguments."""
+
+import pytest
+import torch
+
+import defense_interp as di
+
+
+def test_hf_folder_loads_as_a_bridge_matching_hf_logits(tmp_path, tiny):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tiny.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    hf = LlamaForCausalLM(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    model = di.load_model(tmp_path)
+    assert model.cfg.n_layers == 2 and model.tokenizer.chat_template
+    toks = di.encode_chat(model.tokenizer, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]]).tokens
+    with torch.no_grad():
+        assert torch.allclose(model(toks), hf(toks).logits, atol=1e-4)
+    half = di.load_model(tmp_path, dtype=torch.bfloat16)
+    assert next(half.parameters()).dtype == torch.bfloat16
+
+
+def test_tiny_model_is_seeded():
+    a, b, c = di.tiny_model(seed=1), di.tiny_model(seed=1), di.tiny_model(seed=2)
+    pa, pb, pc = (next(m.parameters()) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def test_missing_model_and_bad_dtype_are_clear_errors(tmp_path):
+    with pytest.raises(di.ModelNotAvailableError, match="does not exist"):
+        di.load_model(tmp_path / "nothing.gguf")
+    with pytest.raises(di.ConfigError, match="dtype"):
+        di.load_model(tmp_path, dtype=torch.int8)
