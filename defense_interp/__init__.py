@@ -14,7 +14,9 @@ __version__ = "0.1.0"
 
 from defense_interp.axes import TraitAxes, axes_from_conversations, extract_trait_axes  # noqa: E402
 from defense_interp.compare import Comparison, compare  # noqa: E402
-from defense_interp.conditions import IP, PPS, Baseline, Condition  # noqa: E402
+from defense_interp.conditions import (  # noqa: E402
+    IP, PPS, Ablation, Baseline, Condition, GradientEdit, PlaceboIP, RandomPPS, pps_sweep,
+)
 from defense_interp.data import (  # noqa: E402
     ChatBatch, EvalPair, Trait, encode_chat, encode_prompts, load_chat_jsonl, load_hf_conversations,
 )
@@ -23,9 +25,13 @@ from defense_interp.errors import (  # noqa: E402
 )
 from defense_interp.evaluate import contrast_score, projection_score  # noqa: E402
 from defense_interp.generation import generate_answers  # noqa: E402
-from defense_interp.interventions import GradientStats, ablate, capture_gradients, steer  # noqa: E402
+from defense_interp.interventions import (  # noqa: E402
+    GradientStats, ablate, capture_gradients, edit_gradients, steer,
+)
+from defense_interp import metrics  # noqa: E402
 from defense_interp.metrics import Estimate  # noqa: E402
 from defense_interp.models import load_model, model_identity, tiny_model  # noqa: E402
+from defense_interp.probe import GradientProbe, probe_gradients  # noqa: E402
 from defense_interp.runs import Run  # noqa: E402
 from defense_interp.training import TrainConfig, measure_expression, train  # noqa: E402
 
@@ -34,8 +40,9 @@ __all__ = [
     "load_model", "tiny_model", "model_identity",
     "Trait", "EvalPair", "ChatBatch", "encode_chat", "encode_prompts", "load_chat_jsonl", "load_hf_conversations",
     "TraitAxes", "extract_trait_axes", "axes_from_conversations",
-    "steer", "ablate", "capture_gradients", "GradientStats",
-    "Condition", "Baseline", "PPS", "IP",
+    "steer", "ablate", "capture_gradients", "edit_gradients", "GradientStats",
+    "Condition", "Baseline", "PPS", "RandomPPS", "IP", "PlaceboIP", "Ablation", "GradientEdit", "pps_sweep",
+    "probe_gradients", "GradientProbe", "metrics",
     "TrainConfig", "train", "measure_expression", "Run",
     "projection_score", "contrast_score", "generate_answers", "Estimate",
     "compare", "Comparison",

@@ -1,6 +1,7 @@
 """Context managers on hook points; each removes exactly its own hooks, even on error."""
 
 from defense_interp.interventions.capture import GradientCapture, GradientStats, capture_gradients
+from defense_interp.interventions.edit import edit_gradients
 from defense_interp.interventions.steer import ablate, steer
 
-__all__ = ["steer", "ablate", "capture_gradients", "GradientCapture", "GradientStats"]
+__all__ = ["steer", "ablate", "edit_gradients", "capture_gradients", "GradientCapture", "GradientStats"]

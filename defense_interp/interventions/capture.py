@@ -64,6 +64,7 @@ class GradientCapture:
     """The live recorder returned by `capture_gradients` (see the module docstring)."""
 
     def __init__(self, model: Any, axes: Any, layers: int | Sequence[int] | None, point: str):
+        self.model = model
         self.names = hook_names(model, layers, point)
         self.layers = tuple(self.names)
         self.point = point
@@ -106,6 +107,14 @@ class GradientCapture:
         self._steps.append({k: torch.stack([r[k] for r in rows]) for k in rows[0]})
         self._sums = {}
 
+    @contextmanager
+    def attached(self) -> Iterator["GradientCapture"]:
+        """Attach the backward hooks for the body only (forward and backward must run inside).
+        Statistics accumulate across attachments, so a loop may detach between steps (e.g. to take
+        a probe whose backward passes must not be recorded)."""
+        with hooked(self.model, bwd=[(self.names[l], self._hook(l)) for l in self.layers]):
+            yield self
+
     @property
     def stats(self) -> GradientStats:
         """Everything recorded so far as a `GradientStats`."""
@@ -137,6 +146,5 @@ def capture_gradients(
     cap.stats.pressure  # [step, layer]
     ```
     """
-    cap = GradientCapture(model, axes, layers, point)
-    with hooked(model, bwd=[(cap.names[l], cap._hook(l)) for l in cap.layers]):
+    with GradientCapture(model, axes, layers, point).attached() as cap:
         yield cap

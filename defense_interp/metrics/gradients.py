@@ -10,7 +10,8 @@ For a layer's gradient `g[b, t, :] = ∂loss/∂h[b, t, :]`, a unit axis `û` an
 * condition vector    `ḡ = Σ_{b,t ∈ resp} g[b,t]`      (`d_model`)
 
 `gradient_sums` reduces one backward pass to five sums (so micro-batches add up) and
-`finalize_sums` turns them into the statistics.
+`finalize_sums` turns them into the statistics. `edit_gradient` is the per-token gradient edit of
+the causal test (`GradientEdit`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-__all__ = ["gradient_sums", "finalize_sums", "SUM_KEYS"]
+__all__ = ["gradient_sums", "finalize_sums", "edit_gradient", "SUM_KEYS", "EDIT_MODES"]
 
 SUM_KEYS = ("proj", "abs_norm", "axis_energy", "energy", "gbar")
+EDIT_MODES = ("neutralize", "attenuate", "amplify")
 
 
 def gradient_sums(
@@ -53,3 +55,32 @@ def finalize_sums(s: dict[str, Tensor]) -> dict[str, Tensor]:
         "grad_norm": s["energy"].sqrt(),
         "gbar": s["gbar"],
     }
+
+
+def edit_gradient(
+    g: Float[Tensor, "... d_model"],
+    u: Float[Tensor, "d_model"],
+    mode: str,
+    *,
+    magnitude: float | None = None,
+) -> Float[Tensor, "... d_model"]:
+    """Replace the component of each token's gradient along `û` (DESIGN §2, causal test).
+
+    With `c = ⟨g, û⟩` per token and `m = |c|` (or the fixed `magnitude`):
+
+    * neutralize: `g − c û`        (no pressure along the axis)
+    * attenuate:  `g − c û + m û`  (the update `−g` lowers the projection on `û`)
+    * amplify:    `g − c û − m û`  (the update `−g` raises it)
+
+    The part of `g` orthogonal to `û` is unchanged. Returns a new tensor in `g`'s dtype.
+    """
+    if mode not in EDIT_MODES:
+        raise ValueError(f"gradient edit mode must be one of {EDIT_MODES}, got {mode!r}")
+    uh = u.to(g.device, g.dtype)
+    uh = uh / uh.norm().clamp_min(1e-12)
+    c = (g @ uh)[..., None]
+    g_perp = g - c * uh
+    if mode == "neutralize":
+        return g_perp
+    m = c.abs() if magnitude is None else torch.full_like(c, float(magnitude))
+    return g_perp + m * uh if mode == "attenuate" else g_perp - m * uh
