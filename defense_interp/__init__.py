@@ -30,14 +30,14 @@ from defense_interp.interventions import (  # noqa: E402
 )
 from defense_interp import metrics  # noqa: E402
 from defense_interp.metrics import Estimate  # noqa: E402
-from defense_interp.models import load_model, model_identity, tiny_model  # noqa: E402
+from defense_interp.models import copy_model, load_model, model_identity, tiny_model  # noqa: E402
 from defense_interp.probe import GradientProbe, probe_gradients  # noqa: E402
 from defense_interp.runs import Run  # noqa: E402
 from defense_interp.training import TrainConfig, measure_expression, train  # noqa: E402
 
 __all__ = [
     "__version__",
-    "load_model", "tiny_model", "model_identity",
+    "load_model", "tiny_model", "copy_model", "model_identity",
     "Trait", "EvalPair", "ChatBatch", "encode_chat", "encode_prompts", "load_chat_jsonl", "load_hf_conversations",
     "TraitAxes", "extract_trait_axes", "axes_from_conversations",
     "steer", "ablate", "capture_gradients", "edit_gradients", "GradientStats",

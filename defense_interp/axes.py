@@ -41,7 +41,7 @@ from defense_interp.generation import generate_answers
 from defense_interp.metrics.stats import cohens_d
 from defense_interp.metrics.vectors import unit
 from defense_interp.models import model_device, model_identity
-from defense_interp.runs import read_json, write_json, write_tensors, read_tensors
+from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 from defense_interp.types import hook_name
 
 __all__ = ["TraitAxes", "extract_trait_axes", "axes_from_conversations", "response_means", "VARIANTS"]

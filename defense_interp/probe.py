@@ -40,7 +40,7 @@ from defense_interp.metrics.diffuseness import layer_entropy, participation_rati
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.metrics.vectors import cosine, cosine_matrix, unit
 from defense_interp.models import model_device, model_identity
-from defense_interp.runs import read_json, read_tensors, write_json, write_tensors
+from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 
 __all__ = ["GradientProbe", "probe_gradients", "PARAM_LIMIT"]
 

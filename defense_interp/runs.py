@@ -1,4 +1,4 @@
-"""A training run on disk, and the atomic file helpers every writer uses.
+"""A training run on disk.
 
 Layout of a run folder:
 
@@ -8,6 +8,7 @@ Layout of a run folder:
                            gbar [step, layer, d_model]
     axes/                  the TraitAxes the gradients were projected on
     trained.safetensors    the trained parameters (LoRA adapters, or all weights)
+    probes/stepNNNN.*      counterfactual gradient probes taken during training (GradientProbe)
 
 Every file is written to a temporary name and renamed, so a folder never holds half a file;
 `run.json` is written last, so a folder without it is an unfinished run.
@@ -16,69 +17,22 @@ Every file is written to a temporary name and renamed, so a folder never holds h
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from defense_interp.errors import RunError
+from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 from defense_interp.interventions.capture import GradientStats
 from defense_interp.metrics.stats import Estimate
+from defense_interp.probe import GradientProbe
 
-__all__ = ["Run", "write_json", "read_json", "write_tensors", "read_tensors"]
+__all__ = ["Run"]
 
 FORMAT = 1
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    text = json.dumps(data, indent=1, allow_nan=True)
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise RunError(f"{path} is missing: not a finished run/axes folder") from exc
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path} is corrupted ({exc.msg}); delete the folder and run again") from exc
-
-
-def write_tensors(path: str | Path, tensors: dict[str, Tensor]) -> None:
-    """Write tensors as safetensors atomically (moved to CPU, made contiguous)."""
-    data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _atomic(Path(path), lambda tmp: save_file(data, tmp))
-
-
-def read_tensors(path: str | Path) -> dict[str, Tensor]:
-    """Read safetensors onto the CPU (whatever device they were saved from)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RunError(f"{path} is missing: not a finished run/axes folder")
-    try:
-        return load_file(path, device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise RunError(f"{path} is corrupted ({exc}); delete the folder and run again") from exc
 
 
 def _estimates(d: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +49,9 @@ class Run:
 
     `expression[when][score]` and `loss_table[when][mode]` are `Estimate`s with intervals;
     `when` ∈ {"before", "after"}, `score` ∈ {"projection", "contrast"},
-    `mode` ∈ {"train_time", "test_time"} (intervention on / removed).
+    `mode` ∈ {"train_time", "test_time"} (intervention on / removed); `loss_samples[when][mode]`
+    holds the per-batch losses behind `loss_table` (the same batches in every run of one seed, so
+    runs can be compared pairwise). `probes` are the gradient probes taken during training.
     """
 
     name: str
@@ -108,7 +64,13 @@ class Run:
     expression: dict[str, dict[str, Estimate]]
     loss_table: dict[str, dict[str, Estimate]]
     provenance: dict[str, Any] = field(default_factory=dict)
+    loss_samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    probes: tuple[GradientProbe, ...] = ()
     path: Path | None = None
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
 
     @property
     def label(self) -> str:
@@ -121,7 +83,8 @@ class Run:
             "model": self.model, "trait": self.trait, "losses": self.losses,
             "layers": list(self.gradients.layers), "point": self.gradients.point,
             "expression": _plain(self.expression), "loss_table": _plain(self.loss_table),
-            "provenance": self.provenance,
+            "loss_samples": self.loss_samples, "provenance": self.provenance,
+            "probes": [f"probes/step{p.step:04d}" for p in self.probes],
         }
 
     def save(self, folder: str | Path, *, trained: dict[str, Tensor] | None = None, axes: Any = None) -> "Run":
@@ -132,6 +95,8 @@ class Run:
             write_tensors(folder / "trained.safetensors", trained)
         if axes is not None:
             axes.save(folder / "axes")
+        for probe in self.probes:
+            probe.save(folder / "probes" / f"step{probe.step:04d}")
         write_json(folder / "run.json", self.meta())
         return Run(**{**self.__dict__, "path": folder})
 
@@ -149,7 +114,8 @@ class Run:
                                                meta["layers"], meta["point"])
             return cls(meta["name"], meta["condition"], meta["config"], meta["model"], meta["trait"],
                        meta["losses"], grads, _estimates(meta["expression"]), _estimates(meta["loss_table"]),
-                       meta.get("provenance", {}), folder)
+                       meta.get("provenance", {}), meta.get("loss_samples", {}),
+                       tuple(GradientProbe.load(folder / p) for p in meta.get("probes", [])), folder)
         except KeyError as exc:
             raise RunError(f"{folder} is incomplete or corrupted: missing {exc}") from exc
 
@@ -172,6 +138,8 @@ class Run:
             return NotImplemented
         same_t = all(torch.equal(a, b) for a, b in zip(self.gradients.tensors().values(),
                                                         other.gradients.tensors().values()))
+        same_t = same_t and len(self.probes) == len(other.probes) and all(
+            torch.equal(a.gbar, b.gbar) and a.meta() == b.meta() for a, b in zip(self.probes, other.probes))
         return same_t and json.dumps(self.meta(), sort_keys=True) == json.dumps(other.meta(), sort_keys=True)
 
     __hash__ = None  # type: ignore[assignment]

@@ -8,13 +8,17 @@ block are trained by default; `TrainConfig(lora=False)` trains all weights. The 
 never changed: training works on a deep copy.
 
 Before and after training the run measures, at test time (no intervention): the projection and
-contrast scores (`evaluate`), and on a fixed subset of the training data the response-token loss
-with the training-time intervention on ("train_time") and off ("test_time").
+contrast scores (`evaluate`), and on a fixed subset of the training data (drawn with the seed, so
+every run of one seed uses the same batches) the response-token loss with the training-time
+intervention on ("train_time") and off ("test_time"), with intervals over batches.
+
+`TrainConfig(probe_steps=...)` takes counterfactual gradient probes (`probe.probe_gradients`) of
+several conditions on a fixed batch at those steps (step `s` = the weights after `s` updates).
+`train(..., init=run)` continues from a finished run's trained parameters (two-stage training).
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,10 +34,11 @@ from defense_interp.data.chat import Conversation, check_conversation, encode_ch
 from defense_interp.data.traits import Trait
 from defense_interp.errors import ConfigError, DataError
 from defense_interp.evaluate import contrast_score, projection_score
-from defense_interp.interventions.capture import capture_gradients
+from defense_interp.interventions.capture import GradientCapture
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.metrics.stats import Estimate, mean_ci
-from defense_interp.models import model_device, model_identity
+from defense_interp.models import copy_model, model_device, model_identity
+from defense_interp.probe import GradientProbe, probe_gradients
 from defense_interp.runs import Run
 
 __all__ = ["TrainConfig", "train", "measure_expression"]
@@ -57,6 +62,7 @@ class TrainConfig:
     eval_questions: int | None = None
     eval_max_new_tokens: int = 40
     loss_examples: int = 16
+    probe_steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "lora_rank", "max_length", "loss_examples"):
@@ -64,6 +70,11 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig.{key} must be at least 1, got {getattr(self, key)}")
         if not self.lr > 0:
             raise ConfigError(f"TrainConfig.lr must be positive, got {self.lr}")
+        object.__setattr__(self, "probe_steps", tuple(sorted({int(s) for s in self.probe_steps})))
+        bad = [s for s in self.probe_steps if not 0 <= s <= self.steps]
+        if bad:
+            raise ConfigError(f"TrainConfig.probe_steps must lie in 0..steps={self.steps} (step s = after s "
+                              f"updates), got {bad}")
 
 
 def make_trainable(model: Any, cfg: TrainConfig) -> list[tuple[str, torch.nn.Parameter]]:
@@ -85,10 +96,12 @@ def make_trainable(model: Any, cfg: TrainConfig) -> list[tuple[str, torch.nn.Par
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def _loss_estimates(model: Any, convs: list[Conversation], condition: Condition, cfg: TrainConfig) -> dict[str, Estimate]:
-    """Mean response-token loss per example, intervention on (train_time) and off (test_time)."""
+def _loss_estimates(model: Any, convs: list[Conversation], condition: Condition, cfg: TrainConfig
+                    ) -> tuple[dict[str, Estimate], dict[str, list[float]]]:
+    """Response-token loss per batch of `cfg.batch_size` examples (token-weighted mean within a
+    batch), intervention on (train_time) and off (test_time): estimates over batches, and the samples."""
     dev = model_device(model)
-    out = {}
+    est, samples = {}, {}
     for mode in ("train_time", "test_time"):
         data = condition.prepare(convs) if mode == "train_time" else convs
         ctx = condition.intervene(model) if mode == "train_time" else Baseline().intervene(model)
@@ -97,9 +110,31 @@ def _loss_estimates(model: Any, convs: list[Conversation], condition: Condition,
             for i in range(0, len(data), cfg.batch_size):
                 b = encode_chat(model.tokenizer, data[i : i + cfg.batch_size], max_length=cfg.max_length).to(dev)
                 logits = model(b.tokens, attention_mask=b.attention_mask)
-                losses.append(response_token_loss(logits, b.tokens, b.response_mask, per_row=True).cpu())
-        out[mode] = mean_ci(torch.cat(losses), over="training examples")
-    return out
+                losses.append(float(response_token_loss(logits, b.tokens, b.response_mask)))
+        est[mode] = mean_ci(losses, over="batches of training examples")
+        samples[mode] = losses
+    return est, samples
+
+
+def _load_init(init: Run, model: Any, trainable: list[tuple[str, torch.nn.Parameter]], cfg: TrainConfig) -> None:
+    """Copy a finished run's trained parameters into `trainable` (checked for compatibility)."""
+    if not isinstance(init, Run):
+        raise ConfigError(f"init must be a Run (e.g. Run.load(folder)), got {type(init).__name__}")
+    if init.model.get("name") != model_identity(model).get("name"):
+        raise ConfigError(f"init run {init.name!r} was trained on {init.model.get('name')!r}, "
+                          f"not on {model_identity(model).get('name')!r}")
+    for key in ("lora", "lora_rank", "lora_alpha"):
+        if init.config.get(key) != getattr(cfg, key):
+            raise ConfigError(f"init run {init.name!r} has {key}={init.config.get(key)!r} but this config has "
+                              f"{getattr(cfg, key)!r}; continue training with the same adapters")
+    state = init.trained_state()
+    names = {n for n, _ in trainable}
+    if names != set(state):
+        raise ConfigError(f"init run {init.name!r} holds {len(state)} trained tensors that do not match this "
+                          f"model's {len(names)} trainable ones")
+    with torch.no_grad():
+        for n, p in trainable:
+            p.copy_(state[n].to(p))
 
 
 def measure_expression(model: Any, trait: Trait, axes: TraitAxes, cfg: TrainConfig) -> tuple[dict[str, Estimate], list[str]]:
@@ -123,6 +158,8 @@ def train(
     trait: Trait | None = None,
     name: str | None = None,
     expression_before: tuple[dict[str, Estimate], list[str]] | None = None,
+    init: Run | None = None,
+    probe_conditions: Sequence[Condition] | None = None,
     progress: bool = True,
 ) -> Run:
     """Fine-tune a copy of `model` on `data` (conversations, or a Trait's training data) under
@@ -130,8 +167,12 @@ def train(
 
     Gradient statistics are projected on `axes` (default: the PPS condition's axes). Trait
     expression needs `trait` (default: the Trait bundled under the axes' trait name, if any).
-    `expression_before` reuses scores of the untrained model already measured (as returned by
+    `expression_before` reuses scores of the starting model already measured (as returned by
     `measure_expression`), since they do not depend on the condition.
+
+    `init`: continue from this finished run's trained parameters (same model and adapter shape);
+    its test-time expression after training is reused as "before" when its evaluation settings match.
+    `probe_conditions`: conditions probed at `config.probe_steps` (default: Baseline and `condition`).
     """
     condition = condition or Baseline()
     cfg = config or TrainConfig()
@@ -149,54 +190,75 @@ def train(
             trait = Trait.builtin(axes.trait)
         except DataError:
             trait = None
-    name = name or condition.name
+    name = name or condition.label
     started = time.time()
+    probe_conds = list(probe_conditions) if probe_conditions is not None else [Baseline(), condition]
+    probe_conds = list({c.label: c for c in probe_conds}.values())  # one per label, first kept
 
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    work = copy.deepcopy(model)
+    work = copy_model(model)
     trainable = make_trainable(work, cfg)
+    if init is not None:
+        _load_init(init, work, trainable, cfg)
+        if expression_before is None and trait is not None and init.expression.get("after") and all(
+                init.config.get(k) == getattr(cfg, k) for k in ("eval_questions", "eval_max_new_tokens", "seed")):
+            expression_before = (init.expression["after"], init.provenance.get("eval_answers", {}).get("after", []))
     opt = torch.optim.AdamW([p for _, p in trainable], lr=cfg.lr, weight_decay=0.0)
     loss_convs = [convs[int(i)] for i in torch.randperm(len(convs), generator=gen)[: cfg.loss_examples]]
+    probe_convs = loss_convs[: cfg.batch_size]
     dev = model_device(work)
 
     work.eval()
     if trait is not None:
         before = expression_before or measure_expression(work, trait, axes, cfg)
-    loss_start = _loss_estimates(work, loss_convs, condition, cfg)
+    loss_start, samples_start = _loss_estimates(work, loss_convs, condition, cfg)
 
     order: list[int] = []
     losses: list[float] = []
+    probes: list[GradientProbe] = []
+    cap = GradientCapture(work, axes, cfg.capture_layers, axes.point)
+
+    def probe_at(step: int) -> None:
+        if step in cfg.probe_steps:
+            probes.append(probe_gradients(work, probe_convs, probe_conds, axes, layers=cfg.capture_layers,
+                                          point=axes.point, max_length=cfg.max_length, step=step))
+
     bar = tqdm(range(cfg.steps), desc=f"train {name}", disable=not progress, leave=False)
     work.train()
-    with capture_gradients(work, axes, layers=cfg.capture_layers, point=axes.point) as cap, condition.intervene(work):
-        for step in bar:
-            if len(order) < cfg.batch_size:
-                order += torch.randperm(len(convs), generator=gen).tolist()
-            idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-            batch = encode_chat(work.tokenizer, condition.prepare([convs[i] for i in idx]),
-                                max_length=cfg.max_length).to(dev)
+    for step in bar:
+        probe_at(step)
+        if len(order) < cfg.batch_size:
+            order += torch.randperm(len(convs), generator=gen).tolist()
+        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        batch = encode_chat(work.tokenizer, condition.prepare([convs[i] for i in idx]),
+                            max_length=cfg.max_length).to(dev)
+        with cap.attached(), condition.intervene(work):
             logits = work(batch.tokens, attention_mask=batch.attention_mask)
             loss = response_token_loss(logits, batch.tokens, batch.response_mask)
             cap.set_mask(batch.response_mask)
             loss.backward()
-            cap.end_step()
-            torch.nn.utils.clip_grad_norm_([p for _, p in trainable], cfg.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        cap.end_step()
+        torch.nn.utils.clip_grad_norm_([p for _, p in trainable], cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    probe_at(cfg.steps)
     work.eval()
 
-    loss_end = _loss_estimates(work, loss_convs, condition, cfg)
+    loss_end, samples_end = _loss_estimates(work, loss_convs, condition, cfg)
     expression, answers = {}, {}
     if trait is not None:
         after = measure_expression(work, trait, axes, cfg)
         expression = {"before": before[0], "after": after[0]}
         answers = {"before": before[1], "after": after[1]}
+    described = condition.describe()
+    if init is not None:
+        described["init"] = init.name
     run = Run(
         name=name,
-        condition=condition.describe(),
+        condition=described,
         config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
         model=model_identity(model),
         trait=trait.name if trait is not None else axes.trait,
@@ -204,12 +266,15 @@ def train(
         gradients=cap.stats,
         expression=expression,
         loss_table={"start": loss_start, "end": loss_end},
+        loss_samples={"start": samples_start, "end": samples_end},
+        probes=tuple(probes),
         provenance={
             "package_version": __version__, "torch_version": torch.__version__,
             "axes": {"layer": axes.layer, "point": axes.point, "variant": axes.variant, "trait": axes.trait},
             "hook_points": [f"blocks.{l}.hook_{axes.point}" for l in cap.layers],
             "trainable_parameters": int(sum(p.numel() for _, p in trainable)),
             "wall_seconds": round(time.time() - started, 2),
+            "init": None if init is None else {"name": init.name, "path": str(init.path) if init.path else None},
             "eval_answers": answers,
         },
     )

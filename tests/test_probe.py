@@ -1,7 +1,5 @@
 """Counterfactual gradient probes and the new conditions on the tiny model."""
 
-import copy
-
 import pytest
 import torch
 
@@ -15,7 +13,7 @@ from tests.conftest import count_hooks
 
 @pytest.fixture(scope="module")
 def lora_tiny(tiny):
-    model = copy.deepcopy(tiny)
+    model = di.copy_model(tiny)
     make_trainable(model, di.TrainConfig())
     # LoRA B starts at zero (so A gets no gradient); give it values so every adapter gets one
     g = torch.Generator().manual_seed(3)
@@ -160,7 +158,7 @@ def test_probe_errors_are_clear(lora_tiny, tiny, convs, axes):
         di.probe_gradients(lora_tiny, convs[:2], [di.Baseline(), di.Baseline()], axes)
     with pytest.raises(di.DataError, match="empty"):
         di.probe_gradients(lora_tiny, [], [di.Baseline()], axes)
-    frozen = copy.deepcopy(tiny).requires_grad_(False)
+    frozen = di.copy_model(tiny).requires_grad_(False)
     with pytest.raises(di.ConfigError, match="trainable"):
         di.probe_gradients(frozen, convs[:2], [di.Baseline()], axes)
 

@@ -1,5 +1,6 @@
 """Training, runs on disk, compare and the report, on the tiny model."""
 
+import dataclasses
 import json
 
 import pytest
@@ -20,8 +21,9 @@ def tiny_axes(tiny, trait):
 def runs(tiny, trait, tiny_axes, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     small = trait.with_train_data(trait.train_data[:8])
+    cfg = dataclasses.replace(CFG, probe_steps=(0, 3))
     return {
-        name: di.train(tiny, small, cond, CFG, out / name, axes=tiny_axes, name=name, progress=False)
+        name: di.train(tiny, small, cond, cfg, out / name, axes=tiny_axes, name=name, progress=False)
         for name, cond in [("baseline", di.Baseline()), ("pps", di.PPS(tiny_axes, coef=2.0)), ("ip", di.IP())]
     }
 
@@ -41,6 +43,53 @@ def test_run_records_every_layer_and_finite_statistics(runs, tiny):
     assert set(run.expression) == {"before", "after"} and set(run.expression["after"]) == {"projection", "contrast"}
     assert set(run.loss_table["end"]) == {"train_time", "test_time"}
     assert run.trained_state() and all("lora_" in k for k in run.trained_state())
+
+
+def test_probes_are_taken_at_the_requested_steps_and_saved(runs):
+    run = di.Run.load(runs["pps"].path)
+    assert [p.step for p in run.probes] == [0, 3]
+    assert run.probes[0].labels == ("baseline", "pps_a2")
+    # the probe batch is the first loss batch, and step 0 has the starting weights
+    assert float(run.probes[0].loss[0]) == pytest.approx(run.loss_samples["start"]["test_time"][0], rel=1e-5)
+    assert float(run.probes[0].loss[1]) == pytest.approx(run.loss_samples["start"]["train_time"][0], rel=1e-5)
+    assert float(run.probes[1].loss[0]) == pytest.approx(run.loss_samples["end"]["test_time"][0], rel=1e-5)
+
+
+def test_loss_table_is_over_batches_and_paired_across_runs(runs):
+    base, ip = runs["baseline"], runs["ip"]
+    assert base.loss_table["start"]["test_time"].n == len(base.loss_samples["start"]["test_time"]) == 1
+    assert base.loss_samples["start"]["test_time"] == pytest.approx(ip.loss_samples["start"]["test_time"])
+
+
+def test_two_stage_training_continues_from_the_trained_adapters(tiny, trait, tiny_axes, runs):
+    small = trait.with_train_data(trait.train_data[:8])
+    stage2 = di.train(tiny, small, di.PPS(tiny_axes, coef=2.0), dataclasses.replace(CFG, steps=1), axes=tiny_axes,
+                      init=runs["baseline"], name="two_stage_pps", progress=False)
+    # starts where stage 1 ended: same weights, same loss batches
+    assert stage2.loss_samples["start"]["test_time"] == pytest.approx(runs["baseline"].loss_samples["end"]["test_time"],
+                                                                      rel=1e-5)
+    assert stage2.expression["before"] == runs["baseline"].expression["after"]
+    assert stage2.condition["init"] == "baseline"
+    with pytest.raises(di.ConfigError, match="lora_rank"):
+        di.train(tiny, small, di.Baseline(), dataclasses.replace(CFG, lora_rank=4), axes=tiny_axes,
+                 init=runs["baseline"], progress=False)
+
+
+def test_probe_steps_are_validated():
+    with pytest.raises(di.ConfigError, match="probe_steps"):
+        di.TrainConfig(steps=3, probe_steps=(4,))
+
+
+def test_copy_model_skips_transient_graph_tensors(tiny):
+    module = next(iter(tiny.blocks))
+    x = torch.ones(2, requires_grad=True)
+    module._transient = x * 2  # a non-leaf tensor, as TransformerLens leaves after a forward pass
+    try:
+        clone = di.copy_model(tiny)
+    finally:
+        del module._transient
+    assert next(iter(clone.blocks))._transient is None
+    assert all(torch.equal(a, b) for a, b in zip(clone.state_dict().values(), tiny.state_dict().values()))
 
 
 def test_training_changes_the_copy_not_the_callers_model(tiny, trait, tiny_axes):

@@ -1,0 +1,66 @@
+"""Atomic file helpers every writer uses: JSON and safetensors.
+
+Every file is written to a temporary name in the same folder and renamed, so a folder never holds
+half a file; readers raise `RunError` with a fix for missing or corrupted files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from defense_interp.errors import RunError
+
+__all__ = ["write_json", "read_json", "write_tensors", "read_tensors"]
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    text = json.dumps(data, indent=1, allow_nan=True)
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise RunError(f"{path} is missing: not a finished run/axes folder") from exc
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path} is corrupted ({exc.msg}); delete the folder and run again") from exc
+
+
+def write_tensors(path: str | Path, tensors: dict[str, Tensor]) -> None:
+    """Write tensors as safetensors atomically (moved to CPU, made contiguous)."""
+    data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _atomic(Path(path), lambda tmp: save_file(data, tmp))
+
+
+def read_tensors(path: str | Path) -> dict[str, Tensor]:
+    """Read safetensors onto the CPU (whatever device they were saved from)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path} is missing: not a finished run/axes folder")
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise RunError(f"{path} is corrupted ({exc}); delete the folder and run again") from exc
