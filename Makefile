@@ -32,6 +32,7 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/capture_overhead.py
+	$(PY) benchmarks/probe_cost.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import os
 import statistics
@@ -33,7 +32,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
-    model = copy.deepcopy(di.load_model(args.model))
+    model = di.copy_model(di.load_model(args.model))
     trait = di.Trait.builtin("evil")
     trainable = make_trainable(model, di.TrainConfig())
     opt = torch.optim.AdamW([p for _, p in trainable], lr=1e-5)

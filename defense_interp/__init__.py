@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 from defense_interp.axes import TraitAxes, axes_from_conversations, extract_trait_axes  # noqa: E402
 from defense_interp.compare import Comparison, compare  # noqa: E402
+from defense_interp.findings import Findings, assess  # noqa: E402
 from defense_interp.conditions import (  # noqa: E402
     IP, PPS, Ablation, Baseline, Condition, GradientEdit, PlaceboIP, RandomPPS, pps_sweep,
 )
@@ -45,6 +46,6 @@ __all__ = [
     "probe_gradients", "GradientProbe", "metrics",
     "TrainConfig", "train", "measure_expression", "Run",
     "projection_score", "contrast_score", "generate_answers", "Estimate",
-    "compare", "Comparison",
+    "compare", "Comparison", "assess", "Findings",
     "DefenseInterpError", "ConfigError", "DataError", "ModelNotAvailableError", "RunError",
 ]

@@ -24,7 +24,6 @@ row of an imported file is post-norm; rows 1 … n_layers−1 match exactly.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence

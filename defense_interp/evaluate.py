@@ -47,7 +47,7 @@ def projection_score(
     convs = [p + [{"role": "assistant", "content": a or "."}] for p, a in zip(prompts, answers)]
     means, _ = response_means(model, convs, layers=[layer], point=axes.point, batch_size=batch_size)
     proj = means[:, 0] @ axes.unit(layer)
-    return mean_ci(proj, over="eval questions"), answers
+    return mean_ci(proj, over="eval questions", keep=True), answers
 
 
 def contrast_score(model: Any, trait: Trait, *, batch_size: int = 16) -> Estimate:
@@ -67,4 +67,4 @@ def contrast_score(model: Any, trait: Trait, *, batch_size: int = 16) -> Estimat
                 logits = model(b.tokens, attention_mask=b.attention_mask)
             nll[kind] = response_token_loss(logits, b.tokens, b.response_mask, per_row=True).cpu()
         diffs.append(nll["neutral"] - nll["trait"])  # = log p(trait) − log p(neutral), per token
-    return mean_ci(torch.cat(diffs), over="eval pairs")
+    return mean_ci(torch.cat(diffs), over="eval pairs", keep=True)

@@ -36,7 +36,9 @@ from defense_interp.data.chat import check_conversation, encode_chat
 from defense_interp.errors import ConfigError, DataError, RunError
 from defense_interp.interventions._common import hooked
 from defense_interp.interventions.capture import STAT_KEYS, GradientCapture
-from defense_interp.metrics.diffuseness import layer_entropy, participation_ratio, singular_energy
+from defense_interp.metrics.diffuseness import (
+    effective_rank, layer_entropy, participation_ratio, singular_energy, top_k_share,
+)
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.metrics.vectors import cosine, cosine_matrix, unit
 from defense_interp.models import model_device, model_identity
@@ -178,7 +180,7 @@ class GradientProbe:
 
     def plot(self):
         """Condition × condition cosine matrices and differences from baseline (plotly figure)."""
-        from defense_interp.viz.figures import probe_figure
+        from defense_interp.viz.study import probe_figure
 
         return probe_figure(self)
 
@@ -288,22 +290,18 @@ def probe_gradients(
             cap.set_mask(b.response_mask)
             loss.backward()
         cap.end_step()
-        energies = [spectra[l].double() for l in cap.layers]
-        totals = [float(e.sum()) for e in energies]
-        eff = [t * t / float((e * e).sum()) if t > 0 else float("nan") for e, t in zip(energies, totals)]
-        top = [float(e[:top_k].sum()) / t if t > 0 else float("nan") for e, t in zip(energies, totals)]
+        eff_rank.append([effective_rank(energy=spectra[l]) for l in cap.layers])
+        top_share.append([top_k_share(energy=spectra[l], k=top_k) for l in cap.layers])
         losses.append(float(loss.detach()))
         n_tokens.append(float(b.response_mask[:, 1:].sum()))
-        grads.append({m: torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten().double().cpu()
+        grads.append({m: torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten().float().cpu()
                                     for p in ps]) for m, ps in groups.items()})
-        eff_rank.append(eff)
-        top_share.append(top)
         model.zero_grad(set_to_none=True)
     stats = cap.stats
     modules = tuple(groups)
     gram = torch.zeros(len(modules), len(conditions), len(conditions), dtype=torch.float64)
     for k, m in enumerate(modules):
-        mat = torch.stack([g[m] for g in grads])
+        mat = torch.stack([g[m] for g in grads]).double()
         gram[k] = mat @ mat.T
     units = unit(torch.stack([cap.units[l] for l in cap.layers]))
     return GradientProbe(

@@ -49,9 +49,9 @@ class Run:
 
     `expression[when][score]` and `loss_table[when][mode]` are `Estimate`s with intervals;
     `when` ∈ {"before", "after"}, `score` ∈ {"projection", "contrast"},
-    `mode` ∈ {"train_time", "test_time"} (intervention on / removed); `loss_samples[when][mode]`
-    holds the per-batch losses behind `loss_table` (the same batches in every run of one seed, so
-    runs can be compared pairwise). `probes` are the gradient probes taken during training.
+    `mode` ∈ {"train_time", "test_time"} (intervention on / removed). Their `samples` hold the
+    per-question scores and per-batch losses (the same questions and batches in every run of one
+    seed, so runs can be compared pairwise). `probes` are the gradient probes taken during training.
     """
 
     name: str
@@ -64,7 +64,6 @@ class Run:
     expression: dict[str, dict[str, Estimate]]
     loss_table: dict[str, dict[str, Estimate]]
     provenance: dict[str, Any] = field(default_factory=dict)
-    loss_samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     probes: tuple[GradientProbe, ...] = ()
     path: Path | None = None
 
@@ -83,7 +82,7 @@ class Run:
             "model": self.model, "trait": self.trait, "losses": self.losses,
             "layers": list(self.gradients.layers), "point": self.gradients.point,
             "expression": _plain(self.expression), "loss_table": _plain(self.loss_table),
-            "loss_samples": self.loss_samples, "provenance": self.provenance,
+            "provenance": self.provenance,
             "probes": [f"probes/step{p.step:04d}" for p in self.probes],
         }
 
@@ -114,7 +113,7 @@ class Run:
                                                meta["layers"], meta["point"])
             return cls(meta["name"], meta["condition"], meta["config"], meta["model"], meta["trait"],
                        meta["losses"], grads, _estimates(meta["expression"]), _estimates(meta["loss_table"]),
-                       meta.get("provenance", {}), meta.get("loss_samples", {}),
+                       meta.get("provenance", {}),
                        tuple(GradientProbe.load(folder / p) for p in meta.get("probes", [])), folder)
         except KeyError as exc:
             raise RunError(f"{folder} is incomplete or corrupted: missing {exc}") from exc

@@ -97,11 +97,11 @@ def make_trainable(model: Any, cfg: TrainConfig) -> list[tuple[str, torch.nn.Par
 
 
 def _loss_estimates(model: Any, convs: list[Conversation], condition: Condition, cfg: TrainConfig
-                    ) -> tuple[dict[str, Estimate], dict[str, list[float]]]:
+                    ) -> dict[str, Estimate]:
     """Response-token loss per batch of `cfg.batch_size` examples (token-weighted mean within a
-    batch), intervention on (train_time) and off (test_time): estimates over batches, and the samples."""
+    batch), intervention on (train_time) and off (test_time), over batches (samples kept)."""
     dev = model_device(model)
-    est, samples = {}, {}
+    est = {}
     for mode in ("train_time", "test_time"):
         data = condition.prepare(convs) if mode == "train_time" else convs
         ctx = condition.intervene(model) if mode == "train_time" else Baseline().intervene(model)
@@ -111,9 +111,8 @@ def _loss_estimates(model: Any, convs: list[Conversation], condition: Condition,
                 b = encode_chat(model.tokenizer, data[i : i + cfg.batch_size], max_length=cfg.max_length).to(dev)
                 logits = model(b.tokens, attention_mask=b.attention_mask)
                 losses.append(float(response_token_loss(logits, b.tokens, b.response_mask)))
-        est[mode] = mean_ci(losses, over="batches of training examples")
-        samples[mode] = losses
-    return est, samples
+        est[mode] = mean_ci(losses, over="batches of training examples", keep=True)
+    return est
 
 
 def _load_init(init: Run, model: Any, trainable: list[tuple[str, torch.nn.Parameter]], cfg: TrainConfig) -> None:
@@ -173,6 +172,7 @@ def train(
     `init`: continue from this finished run's trained parameters (same model and adapter shape);
     its test-time expression after training is reused as "before" when its evaluation settings match.
     `probe_conditions`: conditions probed at `config.probe_steps` (default: Baseline and `condition`).
+    `name` defaults to the condition's label (`two_stage_<label>` with `init`).
     """
     condition = condition or Baseline()
     cfg = config or TrainConfig()
@@ -190,7 +190,7 @@ def train(
             trait = Trait.builtin(axes.trait)
         except DataError:
             trait = None
-    name = name or condition.label
+    name = name or (f"two_stage_{condition.label}" if init is not None else condition.label)
     started = time.time()
     probe_conds = list(probe_conditions) if probe_conditions is not None else [Baseline(), condition]
     probe_conds = list({c.label: c for c in probe_conds}.values())  # one per label, first kept
@@ -212,7 +212,7 @@ def train(
     work.eval()
     if trait is not None:
         before = expression_before or measure_expression(work, trait, axes, cfg)
-    loss_start, samples_start = _loss_estimates(work, loss_convs, condition, cfg)
+    loss_start = _loss_estimates(work, loss_convs, condition, cfg)
 
     order: list[int] = []
     losses: list[float] = []
@@ -247,7 +247,7 @@ def train(
     probe_at(cfg.steps)
     work.eval()
 
-    loss_end, samples_end = _loss_estimates(work, loss_convs, condition, cfg)
+    loss_end = _loss_estimates(work, loss_convs, condition, cfg)
     expression, answers = {}, {}
     if trait is not None:
         after = measure_expression(work, trait, axes, cfg)
@@ -266,7 +266,6 @@ def train(
         gradients=cap.stats,
         expression=expression,
         loss_table={"start": loss_start, "end": loss_end},
-        loss_samples={"start": samples_start, "end": samples_end},
         probes=tuple(probes),
         provenance={
             "package_version": __version__, "torch_version": torch.__version__,

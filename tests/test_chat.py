@@ -3,7 +3,6 @@
 import copy
 
 import pytest
-import torch
 
 import defense_interp as di
 from defense_interp.data.chat import render

@@ -86,3 +86,25 @@ def test_response_token_loss_matches_naive_cross_entropy():
     assert float(response_token_loss(logits, tokens, mask)) == pytest.approx(float(sum(terms) / len(terms)), abs=1e-5)
     rows = response_token_loss(logits, tokens, mask, per_row=True)
     assert float(rows[1]) == pytest.approx(float(sum(terms[3:]) / 2), abs=1e-5)
+
+
+def test_paired_difference_and_samples_round_trip():
+    from defense_interp.metrics import Estimate, paired_difference
+
+    a = mean_ci([1.0, 2.0, 3.0, 4.0], over="eval questions", keep=True)
+    b = mean_ci([0.5, 1.5, 2.0, 4.5], over="eval questions", keep=True)
+    d = paired_difference(a, b)
+    ref = mean_ci([0.5, 0.5, 1.0, -0.5], over="x")
+    assert (d.mean, d.low, d.high) == pytest.approx((ref.mean, ref.low, ref.high))
+    assert Estimate.from_dict(a.to_dict()) == a and "samples" not in mean_ci([1.0, 2.0], over="x").to_dict()
+    with pytest.raises(Exception, match="paired"):
+        paired_difference(a, mean_ci([1.0, 2.0], over="x"))
+
+
+def test_t_interval_matches_mean_ci_elementwise():
+    from defense_interp.metrics.stats import t_interval
+
+    x = torch.randn(5, 3, 2)
+    mean, low, high = t_interval(x)
+    e = mean_ci(x[:, 2, 1], over="x")
+    assert (float(mean[2, 1]), float(low[2, 1]), float(high[2, 1])) == pytest.approx((e.mean, e.low, e.high))

@@ -178,3 +178,36 @@ def test_condition_labels_and_validation(axes):
         di.PPS(axes, layer=99)
     with pytest.raises(di.ConfigError, match="non-empty"):
         di.PlaceboIP("  ")
+
+
+def test_ablation_condition_removes_the_axis_component(tiny, convs, axes):
+    cond = di.Ablation(axes, layers=[1, 2])
+    b = encode_chat(tiny.tokenizer, convs[:2], max_length=512)
+    seen = {}
+
+    def keep(x, hook):
+        seen[hook.layer()] = x.detach()
+
+    with cond.intervene(tiny), tiny.hooks(fwd_hooks=[(f"blocks.{l}.hook_resid_post", keep) for l in (0, 1, 2)]):
+        tiny(b.tokens, attention_mask=b.attention_mask)
+    for l in (1, 2):
+        assert float((seen[l] @ axes.unit(l)).abs().max()) < 1e-4
+    assert float((seen[0] @ axes.unit(0)).abs().max()) > 1e-2  # layers not listed are untouched
+    assert cond.label == "ablation_L1-2" and cond.describe()["layers"] == [1, 2]
+
+
+def test_multi_layer_pps_adds_its_vector_at_each_layer(tiny, convs, axes):
+    b = encode_chat(tiny.tokenizer, convs[:1], max_length=512)
+
+    def resid(cond, layer):
+        out = {}
+        with cond.intervene(tiny), tiny.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_post",
+                                                         lambda x, hook: out.setdefault("x", x.detach()))]):
+            tiny(b.tokens)
+        return out["x"]
+
+    two = di.PPS(axes, layer=[0, 3], coef=2.0)
+    # at the last layer the steered output is the unsteered-at-3 output plus 2·v_3
+    only0 = di.PPS(axes, layer=0, coef=2.0)
+    torch.testing.assert_close(resid(two, 3), resid(only0, 3) + 2.0 * axes.vectors[3], rtol=1e-5, atol=1e-5)
+    assert two.describe()["layer"] == [0, 3]

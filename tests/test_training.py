@@ -50,15 +50,15 @@ def test_probes_are_taken_at_the_requested_steps_and_saved(runs):
     assert [p.step for p in run.probes] == [0, 3]
     assert run.probes[0].labels == ("baseline", "pps_a2")
     # the probe batch is the first loss batch, and step 0 has the starting weights
-    assert float(run.probes[0].loss[0]) == pytest.approx(run.loss_samples["start"]["test_time"][0], rel=1e-5)
-    assert float(run.probes[0].loss[1]) == pytest.approx(run.loss_samples["start"]["train_time"][0], rel=1e-5)
-    assert float(run.probes[1].loss[0]) == pytest.approx(run.loss_samples["end"]["test_time"][0], rel=1e-5)
+    assert float(run.probes[0].loss[0]) == pytest.approx(run.loss_table["start"]["test_time"].samples[0], rel=1e-5)
+    assert float(run.probes[0].loss[1]) == pytest.approx(run.loss_table["start"]["train_time"].samples[0], rel=1e-5)
+    assert float(run.probes[1].loss[0]) == pytest.approx(run.loss_table["end"]["test_time"].samples[0], rel=1e-5)
 
 
 def test_loss_table_is_over_batches_and_paired_across_runs(runs):
     base, ip = runs["baseline"], runs["ip"]
-    assert base.loss_table["start"]["test_time"].n == len(base.loss_samples["start"]["test_time"]) == 1
-    assert base.loss_samples["start"]["test_time"] == pytest.approx(ip.loss_samples["start"]["test_time"])
+    assert base.loss_table["start"]["test_time"].n == len(base.loss_table["start"]["test_time"].samples) == 1
+    assert base.loss_table["start"]["test_time"].samples == pytest.approx(ip.loss_table["start"]["test_time"].samples)
 
 
 def test_two_stage_training_continues_from_the_trained_adapters(tiny, trait, tiny_axes, runs):
@@ -66,8 +66,8 @@ def test_two_stage_training_continues_from_the_trained_adapters(tiny, trait, tin
     stage2 = di.train(tiny, small, di.PPS(tiny_axes, coef=2.0), dataclasses.replace(CFG, steps=1), axes=tiny_axes,
                       init=runs["baseline"], name="two_stage_pps", progress=False)
     # starts where stage 1 ended: same weights, same loss batches
-    assert stage2.loss_samples["start"]["test_time"] == pytest.approx(runs["baseline"].loss_samples["end"]["test_time"],
-                                                                      rel=1e-5)
+    assert stage2.loss_table["start"]["test_time"].samples == pytest.approx(
+        runs["baseline"].loss_table["end"]["test_time"].samples, rel=1e-5)
     assert stage2.expression["before"] == runs["baseline"].expression["after"]
     assert stage2.condition["init"] == "baseline"
     with pytest.raises(di.ConfigError, match="lora_rank"):
@@ -130,15 +130,27 @@ def test_train_needs_axes_and_data(tiny, trait, tiny_axes):
 
 def test_compare_and_report(runs, tiny_axes, tmp_path):
     cmp = di.compare(runs["pps"], runs["ip"], baseline=runs["baseline"])
-    assert cmp.labels == ("baseline", "pps", "ip")
+    assert cmp.labels == ("baseline", "pps", "ip") and cmp.seeds == {"baseline": [0], "pps": [0], "ip": [0]}
     assert cmp.cosine.shape == (len(cmp.layers), 3, 3)
     assert torch.allclose(torch.diagonal(cmp.cosine, dim1=1, dim2=2), torch.ones(len(cmp.layers), 3), atol=1e-5)
     mean_p = float(runs["pps"].gradients.pressure[:, 1].mean())
     assert cmp.curves["pressure"]["pps"][1].mean == pytest.approx(mean_p, rel=1e-5)
     path = cmp.report(tmp_path / "r.html", axes=tiny_axes)
     html = path.read_text()
-    assert "<script src=" not in html and "Plotly.newPlot" in html and html.count("class=\"plotly-graph-div\"") == 6
-    json.dumps(cmp.to_dict())
+    assert "<script src=" not in html and "Plotly.newPlot" in html
+    for heading in ("Trait axis", "Gradient pressure", "Counterfactual gradient probes", "Diffuseness by layer",
+                    "α sweep", "Loss explained away", "Trait expression"):
+        assert f"<h2>{heading}" in html
+    assert html.count('class="plotly-graph-div"') == 10
+    assert "over training steps" in html and "(paired)" in html  # one seed: intervals say what they are over
+    d = json.loads(json.dumps(cmp.to_dict()))
+    assert d["probes"]["labels"] == ["baseline", "pps_a2", "ip"]
+    labels, mean, low, high = cmp.probe_cosine()
+    assert mean.shape == (len(cmp.layers), 3, 3) and torch.allclose(mean[:, 0, 0], torch.ones(len(cmp.layers)))
+    assert torch.isnan(mean[:, 1, 2]).all()  # pps_a2 and ip were never probed together
+    assert cmp.probe_cosine_over.startswith("probes") and torch.isfinite(low[:, 0, 1]).all()  # 2 probes of one seed
+    rows = {r["run"]: r for r in cmp.run_diffuseness_rows()}
+    assert rows["baseline"]["layer spread of ‖Δ‖²"] is None and 0 < rows["ip"]["PR(mean ḡ_L)"].mean <= 1
 
 
 def test_compare_rejects_runs_of_different_models(runs):
@@ -160,10 +172,33 @@ def test_corrupted_run_folder_is_a_clear_error(runs, tmp_path):
         di.Run.load(bad)
 
 
-def test_cli_study_on_tiny_model_writes_runs_and_report(tmp_path, capsys):
+def test_cli_study_on_tiny_model_writes_runs_findings_and_report(tmp_path, capsys):
     assert main(["study", "--out", str(tmp_path), "--model", "tiny", "--steps", "2"]) == 0
     assert capsys.readouterr().out.strip().endswith("report.html")
-    for name in ("baseline", "pps", "ip"):
-        assert di.Run.load(tmp_path / name).name == name
+    for name in ("baseline", "pps_a4", "ip"):
+        assert di.Run.load(tmp_path / "seed0" / name).name == name
     assert (tmp_path / "report.html").stat().st_size > 1_000_000  # plotly.js inlined
-    assert main(["report", str(tmp_path / "pps"), str(tmp_path / "baseline"), "--out", str(tmp_path / "again.html")]) == 0
+    findings = json.loads((tmp_path / "findings.json").read_text())["findings"]
+    assert [f["claim"] for f in findings] == [1, 2, 3, 4, 5]
+    assert main(["report", str(tmp_path / "seed0" / "pps_a4"), str(tmp_path / "seed0" / "baseline"),
+                 "--out", str(tmp_path / "again.html")]) == 0
+
+
+def test_full_study_design_on_tiny_model_and_resume(tmp_path, capsys):
+    """Every condition of the full design over two seeds; a second call loads every run instead of training."""
+    args = ["study", "--preset", "full", "--out", str(tmp_path), "--model", "tiny", "--steps", "2", "--seeds", "2"]
+    assert main(args) == 0
+    labels = sorted(p.name for p in (tmp_path / "seed1").iterdir())
+    assert labels == sorted(["baseline", "pps_a2", "pps_a4", "pps_a8", "ip", "random_pps_a8", "placebo_ip",
+                             "edit_neutralize", "edit_attenuate", "edit_amplify", "two_stage_pps_a8", "two_stage_ip"])
+    base = di.Run.load(tmp_path / "seed0" / "baseline")
+    assert [p.step for p in base.probes] == [0, 1, 2] and len(base.probes[0].labels) == 10
+    assert di.Run.load(tmp_path / "seed1" / "two_stage_ip").condition["init"] == "baseline"
+    first = json.loads((tmp_path / "findings.json").read_text())
+    html = (tmp_path / "report.html").read_text()
+    assert "<h2>Findings</h2>" in html and html.index("Findings") < html.index("<h2>Runs")
+    capsys.readouterr()
+    assert main(args) == 0
+    log = capsys.readouterr().err
+    assert "training" not in log and log.count("already finished") == 24
+    assert json.loads((tmp_path / "findings.json").read_text())["findings"] == first["findings"]

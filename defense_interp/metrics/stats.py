@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
@@ -12,13 +13,14 @@ from torch import Tensor
 
 from defense_interp.errors import ConfigError
 
-__all__ = ["Estimate", "mean_ci", "cohens_d"]
+__all__ = ["Estimate", "mean_ci", "t_interval", "paired_difference", "cohens_d"]
 
 
 @dataclass(frozen=True)
 class Estimate:
     """A mean with a two-sided confidence interval. `over` says what the n samples are
-    (e.g. "eval questions", "training steps"); `method` how the interval was computed."""
+    (e.g. "eval questions", "training steps"); `method` how the interval was computed.
+    `samples` keeps the values themselves where later paired comparisons need them."""
 
     mean: float
     low: float
@@ -26,18 +28,33 @@ class Estimate:
     n: int
     over: str
     method: str = "t-interval, 95%"
+    samples: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.samples is None:
+            del d["samples"]
+        else:
+            d["samples"] = list(self.samples)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Estimate":
+        d = dict(d)
+        if d.get("samples") is not None:
+            d["samples"] = tuple(d["samples"])
         return cls(**d)
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True when the whole interval lies on one side of 0."""
+        return self.low > 0 or self.high < 0
 
     def __str__(self) -> str:
         return f"{self.mean:.4g} [{self.low:.4g}, {self.high:.4g}] (n={self.n} {self.over})"
 
 
+@functools.lru_cache(maxsize=256)
 def _t_quantile(df: int, level: float) -> float:
     """Two-sided quantile of Student's t with `df` degrees of freedom (numpy only).
 
@@ -52,21 +69,45 @@ def _t_quantile(df: int, level: float) -> float:
     return float(np.interp(0.5 + level / 2, cdf, x))
 
 
-def mean_ci(values: Sequence[float] | Tensor, *, over: str, level: float = 0.95) -> Estimate:
+def mean_ci(values: Sequence[float] | Tensor, *, over: str, level: float = 0.95, keep: bool = False) -> Estimate:
     """Mean of `values` with a Student-t confidence interval `mean ± t_{n-1} · sd / √n`.
 
-    With one value the interval is (nan, nan): one sample says nothing about spread.
+    Non-finite values are dropped. With one value the interval is (nan, nan): one sample says
+    nothing about spread. `keep=True` stores the finite values in `Estimate.samples`.
     """
     x = torch.as_tensor(values, dtype=torch.float64).flatten()
     x = x[x.isfinite()]
     n = int(x.numel())
+    samples = tuple(x.tolist()) if keep else None
+    method = f"t-interval, {level:.0%}"
     if n == 0:
-        return Estimate(math.nan, math.nan, math.nan, 0, over)
+        return Estimate(math.nan, math.nan, math.nan, 0, over, method, samples)
     m = float(x.mean())
     if n == 1:
-        return Estimate(m, math.nan, math.nan, 1, over)
+        return Estimate(m, math.nan, math.nan, 1, over, method, samples)
     half = _t_quantile(n - 1, level) * float(x.std(unbiased=True)) / math.sqrt(n)
-    return Estimate(m, m - half, m + half, n, over, f"t-interval, {level:.0%}")
+    return Estimate(m, m - half, m + half, n, over, method, samples)
+
+
+def t_interval(x: Tensor, *, dim: int = 0, level: float = 0.95) -> tuple[Tensor, Tensor, Tensor]:
+    """Vectorised `mean_ci` along `dim` (no NaN handling): `(mean, low, high)`; NaN bounds for n < 2."""
+    x = x.double()
+    n = x.shape[dim]
+    m = x.mean(dim)
+    if n < 2:
+        nan = torch.full_like(m, math.nan)
+        return m, nan, nan
+    half = _t_quantile(n - 1, level) * x.std(dim, unbiased=True) / math.sqrt(n)
+    return m, m - half, m + half
+
+
+def paired_difference(a: Estimate, b: Estimate, *, over: str | None = None) -> Estimate:
+    """Mean of `a.samples[i] − b.samples[i]` with a t-interval (paired: the same questions or
+    batches measured twice). Needs both estimates to carry samples of the same length."""
+    if a.samples is None or b.samples is None or len(a.samples) != len(b.samples):
+        raise ConfigError("a paired difference needs two estimates with samples of the same length "
+                          "(the same questions or batches)")
+    return mean_ci([x - y for x, y in zip(a.samples, b.samples)], over=over or a.over)
 
 
 def cohens_d(a: Tensor, b: Tensor) -> float:

@@ -10,6 +10,7 @@ from typing import Any
 from defense_interp import __version__
 from defense_interp.metrics.stats import Estimate
 from defense_interp.viz import figures
+from defense_interp.viz import study as _study
 
 __all__ = ["write_report"]
 
@@ -18,7 +19,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1180px;ma
 h1{font-size:1.6em} h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
 p.caption{color:#444;font-size:.92em;margin-top:.2em} table{border-collapse:collapse;font-size:.9em}
 td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right} th{background:#f6f6f6}
-td:first-child{text-align:left} .meta{color:#666;font-size:.85em}
+td:first-child{text-align:left} .meta{color:#666;font-size:.85em} td{vertical-align:top}
 """
 
 
@@ -37,58 +38,138 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report(cmp: Any, path: str | Path, *, axes: Any = None, title: str | None = None) -> Path:
-    """Write the report of a `Comparison` (and optionally the `TraitAxes`) to `path`."""
+def _over(*estimates: Any) -> str:
+    """What the intervals of these estimates are over, e.g. "seeds" or "training steps"."""
+    kinds = list(dict.fromkeys(e.over for e in estimates if isinstance(e, Estimate) and e.n >= 2))
+    return " / ".join(kinds) if kinds else "no interval (one sample)"
+
+
+def _row_estimates(rows: list[dict[str, Any]]) -> list[Estimate]:
+    return [v for row in rows for v in row.values() if isinstance(v, Estimate)]
+
+
+_VERDICT_COLOURS = {"reproduced": "#1a7f37", "not reproduced": "#b42318", "inconclusive": "#8a6d00"}
+
+
+def _findings_html(findings: Any) -> str:
+    rows = []
+    for f in findings.findings:
+        p = f.primary
+        e = p.effect
+        effect = "not measured" if e is None else f"{e.mean:.4g} [{e.low:.4g}, {e.high:.4g}]"
+        test = p.note or ("" if e is None else f"{e.method} over {e.n} {html.escape(e.over)}; predicted {p.prediction}")
+        colour = _VERDICT_COLOURS[f.verdict]
+        subs = "".join(f"<li>{html.escape(t.name)}: "
+                       f"{'not measured' if t.effect is None else f'{t.effect.mean:.4g} [{t.effect.low:.4g}, {t.effect.high:.4g}]'}"
+                       f" (predicted {t.prediction}; {t.verdict}{'' if t.counted else ', context'})</li>" for t in f.tests)
+        rows.append(f"<tr><td>{f.claim}. <b>{html.escape(f.title)}</b><br><span class=meta>{html.escape(f.text)}</span>"
+                    f"<details><summary class=meta>sub-tests</summary><ul class=meta>{subs}</ul></details></td>"
+                    f"<td>{html.escape(p.statistic)}</td><td>{effect}</td><td class=meta>{html.escape(test)}</td>"
+                    f"<td style='color:{colour};font-weight:600'>{f.verdict}</td>"
+                    f"<td class=meta>{html.escape(f.rule)}</td></tr>")
+    return ("<h2>Findings</h2><p class=caption>One entry per claim of the seed paper, computed from the runs below by "
+            "the fixed rules of <code>defense_interp.findings</code> (a sub-test is reproduced when its 95% interval "
+            "lies wholly on the predicted side); the effect shown is the claim's first counted sub-test.</p>"
+            "<table><tr><th>claim</th><th>statistic</th><th>effect [95% CI]</th><th>test</th><th>verdict</th>"
+            f"<th>rule</th></tr>{''.join(rows)}</table>")
+
+
+def write_report(cmp: Any, path: str | Path, *, axes: Any = None, title: str | None = None, findings: Any = None) -> Path:
+    """Write the report of a `Comparison` (optionally with its `TraitAxes` and `Findings`) to `path`."""
     from plotly.offline import get_plotlyjs
 
     path = Path(path)
     first = cmp.runs[0]
     point = f"blocks.l.hook_{cmp.point}"
-    sections: list[tuple[str, Any, str]] = []
+    curve_over = _over(*(e for d in cmp.curves["pressure"].values() for e in d))
+    n_shared = len(set.intersection(*map(set, cmp.seeds.values())))
+    run_diff = cmp.run_diffuseness_rows()
+    sections: list[tuple[str, Any, str, list[dict[str, Any]] | None]] = []
     if axes is not None:
         sections.append(("Trait axis", figures.axes_figure(axes),
             f"Held-out Cohen's d (two-fold cross-fitted by question) of pos vs neg answers projected on "
             f"v̂_l = v_l/‖v_l‖ at {point}, with the norm of the raw axis v_l (mean response-token activation "
             f"under pos prompts minus under neg prompts). The dashed line is the layer chosen for steering "
-            f"and evaluation ({axes.layer}): the largest held-out d in the middle half of the network."))
+            f"and evaluation ({axes.layer}): the largest held-out d in the middle half of the network.", None))
     sections += [
         ("Gradient pressure along the trait axis", figures.pressure_figure(cmp),
          f"Per layer at {point}, mean over training steps of P_l = −Σ⟨g_l, v̂_l⟩ over response tokens "
          "(g = ∂loss/∂activation, captured by backward hooks during the real training steps). P > 0: "
          "training pushes activations towards the trait; P < 0: away. Middle: P normalised by Σ‖g‖; right: "
-         "the share of gradient energy on the axis. Bands: 95% t-intervals over steps (autocorrelated, so "
-         "optimistic). Dashed: the axes layer."),
+         f"the share of gradient energy on the axis. Bands: 95% t-intervals over {curve_over}. Dashed: the axes layer.",
+         None),
         ("Gradient similarity between runs", figures.cosine_figure(cmp),
-         f"Cosine of the runs' mean condition gradient vectors mean_steps(ḡ_l), ḡ_l = Σ over response tokens "
-         f"of g_l, at {point}. Left: all run pairs at the axes layer; right: each pair at every layer. The runs "
-         "train on the same data but their weights diverge, so this compares whole trajectories, not one batch."),
-        ("Training loss", figures.loss_curve_figure(cmp),
-         "Mean cross-entropy over response tokens of each step's batch, with each run's training-time "
-         "intervention in place (IP prompt present, PPS steering on)."),
-        ("Loss explained away", figures.loss_table_figure(cmp),
-         "Mean response-token loss on a fixed subset of the training conversations, per example, with the "
-         "training-time intervention on (train_time) and removed (test_time), before (start) and after (end) "
-         "training. Error bars: 95% t-intervals over examples."),
-        ("Trait expression", figures.expression_figure(cmp),
-         f"Measured at test time (no intervention). Projection score: mean over eval questions of ⟨mean "
-         f"response-token h_L, v̂_L⟩ at blocks.{cmp.axes_layer}.hook_{cmp.point} on the model's own greedy answers. "
-         "Contrast score: mean over eval pairs of the per-token log-likelihood of the trait answer minus the "
-         "neutral answer. Higher = more trait. Error bars: 95% t-intervals over questions / pairs."),
+         f"Cosine of the conditions' mean gradient vectors mean_steps(ḡ_l), ḡ_l = Σ over response tokens "
+         f"of g_l, at {point}; computed per seed shared by all conditions ({n_shared} seeds) and averaged "
+         f"(hover: 95% t-interval over seeds{'' if n_shared >= 2 else ' — none with one seed'}). Left: all pairs at "
+         "the axes layer; right: each pair at every layer. The runs train on the same data but their weights "
+         "diverge, so this compares whole trajectories, not one batch. Table: the participation ratio of "
+         "mean ḡ at the axes layer and the spread over layers of the difference from the baseline's mean ḡ "
+         f"(normalised entropy), with intervals over {_over(*_row_estimates(run_diff))}.", run_diff),
     ]
+    if cmp.probes():
+        n_probes = len(cmp.probes())
+        sections += [
+            ("Counterfactual gradient probes", _study.probe_cosine_figure(cmp),
+             f"Each probe runs every condition on the same batch with the same weights ({n_probes} probes from "
+             "the runs' probe steps) and compares the gradients: cosine of the condition vectors ḡ at the axes "
+             "layer, of their differences from baseline Δ = ḡ − ḡ^base, and of the flattened gradients of all "
+             "trainable parameters (LoRA adapters). Cells: mean over probes; hover: 95% t-interval over "
+             f"{cmp.probe_cosine_over}; blank where two conditions never shared a probe.", None),
+            ("Diffuseness by layer", _study.diffuseness_figure(cmp),
+             f"From the probes, per layer at {point}: cos(Δ_l, v̂_l); the dimension participation ratio "
+             "PR(Δ) = (Σx²)²/(d·Σx⁴) (1 = spread evenly, 1/d = one dimension); the effective rank (Σσ²)²/Σσ⁴ of "
+             "the response-token × d_model gradient matrix; the axis energy share. Bands: 95% t-intervals over "
+             f"{_over(*(e for l in cmp.probe_labels() for e in cmp.probe_curve('delta_pr', l)))}.", None),
+        ]
+    sweep = cmp.sweep_rows()
+    if len(sweep) >= 2:
+        sections.append(("α sweep", _study.sweep_figure(cmp),
+            f"PPS trained with several coefficients α (baseline drawn at α = 0): normalised pressure at "
+            f"blocks.{cmp.axes_layer}.hook_{cmp.point} (mean over training steps) and the projection score after "
+            f"training. Error bars: 95% t-intervals over {_over(*_row_estimates(sweep))}.", sweep))
+    loss_rows, explained = cmp.loss_rows(), cmp.explained_rows()
+    sections += [
+        ("Training loss", figures.loss_curve_figure(cmp),
+         "Mean cross-entropy over response tokens of each step's batch, with each condition's training-time "
+         "intervention in place (IP prompt present, PPS steering on). Line: mean over seeds; band: the seeds' "
+         "range (no band with one seed).", None),
+        ("Loss on the trait data", figures.loss_table_figure(cmp),
+         "Mean response-token loss on a fixed subset of the training conversations (the same batches for every "
+         "condition of one seed), with the training-time intervention on (train_time) and removed (test_time), "
+         f"before (start) and after (end) training. Error bars: 95% t-intervals over {_over(*_row_estimates(loss_rows))}.",
+         loss_rows),
+    ]
+    if explained:
+        sections.append(("Loss explained away", _study.explained_figure(cmp),
+            "Each condition's loss minus the baseline's on the same batches: before training with its intervention "
+            "in place (negative = the intervention already explains part of the trait data), and after training "
+            "with the intervention on and removed. Error bars: 95% t-intervals over "
+            f"{_over(*_row_estimates(explained))}.", explained))
+    expr = cmp.expression_rows()
+    sections.append(("Trait expression", figures.expression_figure(cmp),
+        f"Measured at test time (no intervention). Projection score: mean over eval questions of ⟨mean "
+        f"response-token h_L, v̂_L⟩ at blocks.{cmp.axes_layer}.hook_{cmp.point} on the model's own greedy answers. "
+        "Contrast score: mean over eval pairs of the per-token log-likelihood of the trait answer minus the "
+        "neutral answer. Higher = more trait. The table adds each condition's change against the baseline, "
+        f"paired on the same seed and questions. Error bars: 95% t-intervals over {_over(*_row_estimates(expr))}.", expr))
+
     parts = [f"<h1>{html.escape(title or 'defense_interp report')}</h1>",
              f"<p class=meta>model {html.escape(str(first.model.get('name')))} · trait {html.escape(first.trait)} · "
-             f"runs {', '.join(map(html.escape, cmp.labels))} · hook point {html.escape(point)} · "
+             f"conditions {', '.join(map(html.escape, cmp.labels))} · seeds "
+             f"{html.escape(str(sorted({r.seed for r in cmp.runs})))} · hook point {html.escape(point)} · "
              f"defense_interp {__version__}</p>"]
-    parts.append("<h2>Runs</h2>" + _table([{"run": r.name, **{k: v for k, v in r.condition.items() if k != "name"},
+    if findings is not None:
+        parts.append(_findings_html(findings))
+    parts.append("<h2>Runs</h2>" + _table([{"run": r.name, "seed": r.seed,
+                                             **{k: v for k, v in r.condition.items() if k not in ("name", "label")},
                                              "steps": len(r.losses)} for r in cmp.runs]))
-    for i, (heading, fig, caption) in enumerate(sections):
+    for i, (heading, fig, caption, table) in enumerate(sections):
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig{i}"))
         parts.append(f"<p class=caption>{html.escape(caption)}</p>")
-        if heading == "Loss explained away":
-            parts.append(_table(cmp.loss_rows()))
-        if heading == "Trait expression":
-            parts.append(_table(cmp.expression_rows()))
+        if table:
+            parts.append(_table(table))
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title or 'defense_interp')}"
            f"</title><style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
            f"<body>{''.join(parts)}</body></html>")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import plotly.graph_objects as go
@@ -11,13 +12,32 @@ from plotly.subplots import make_subplots
 __all__ = ["axes_figure", "pressure_figure", "cosine_figure", "loss_curve_figure", "loss_table_figure",
            "expression_figure"]
 
-_COLORS = qualitative.Plotly
+_COLORS = qualitative.Plotly + qualitative.D3
 _STAT_TITLES = {
     "pressure": "pressure P_l = −Σ⟨g, v̂⟩",
     "pressure_norm": "normalised pressure P_l / Σ‖g‖",
     "axis_share": "axis energy share Σ⟨g,v̂⟩² / Σ‖g‖²",
     "grad_norm": "gradient norm over response tokens",
 }
+
+
+_HEAT = dict(zmin=-1, zmax=1, colorscale="RdBu", reversescale=True)
+
+
+def _nan_none(rows):
+    return [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows]
+
+
+def _heat(mat, labels, low=None, high=None, **kw) -> go.Heatmap:
+    """Cosine heatmap with the value in each cell and, when given, its 95% interval on hover."""
+    z = _nan_none(mat)
+    text = [["" if v is None else f"{v:.2f}" for v in row] for row in z]
+    hover = None
+    if low is not None:
+        hover = [[f"{labels[i]} vs {labels[j]}: {text[i][j]} [{low[i][j]:.2f}, {high[i][j]:.2f}]"
+                  for j in range(len(labels))] for i in range(len(labels))]
+    return go.Heatmap(z=z, x=labels, y=labels, text=text, texttemplate="%{text}", hovertext=hover,
+                      hoverinfo="text" if hover else None, **_HEAT, **kw)
 
 
 def _band(fig: go.Figure, x, mean, low, high, name: str, color: str, **where) -> None:
@@ -69,10 +89,8 @@ def cosine_figure(cmp: Any) -> go.Figure:
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
     fig = make_subplots(rows=1, cols=2, column_widths=[0.35, 0.65],
                         subplot_titles=[f"layer {cmp.layers[li]}", "pairs × layers"])
-    mat = cmp.cosine[li]
-    fig.add_trace(go.Heatmap(z=mat.tolist(), x=list(cmp.labels), y=list(cmp.labels), zmin=-1, zmax=1,
-                             colorscale="RdBu", reversescale=True, text=[[f"{v:.2f}" for v in row] for row in mat.tolist()],
-                             texttemplate="%{text}", showscale=False), row=1, col=1)
+    fig.add_trace(_heat(cmp.cosine[li].tolist(), list(cmp.labels), cmp.cosine_low[li].tolist(),
+                        cmp.cosine_high[li].tolist(), showscale=False), row=1, col=1)
     fig.add_trace(go.Heatmap(z=[[float(cmp.cosine[l, i, j]) for l in range(len(cmp.layers))] for i, j in pairs],
                              x=list(cmp.layers), y=[f"{cmp.labels[i]} vs {cmp.labels[j]}" for i, j in pairs],
                              zmin=-1, zmax=1, colorscale="RdBu", reversescale=True, colorbar=dict(title="cos")),
@@ -83,12 +101,16 @@ def cosine_figure(cmp: Any) -> go.Figure:
 
 
 def loss_curve_figure(cmp: Any) -> go.Figure:
-    """Training loss (mean response-token cross-entropy of each step's batch) per run."""
+    """Training loss (mean response-token cross-entropy of each step's batch) per condition: the
+    mean over seeds with a band spanning the seeds' minimum and maximum."""
     fig = go.Figure()
-    for k, r in enumerate(cmp.runs):
-        fig.add_trace(go.Scatter(y=r.losses, x=list(range(len(r.losses))), name=cmp.labels[k], mode="lines",
-                                 line=dict(color=_COLORS[k % len(_COLORS)])))
-    fig.update_layout(template="plotly_white", height=340, xaxis_title="step", yaxis_title="loss (nats/token)")
+    for k, label in enumerate(cmp.labels):
+        curves = [r.losses for r in cmp.groups[label]]
+        n = min(len(c) for c in curves)
+        cols = list(zip(*(c[:n] for c in curves)))
+        mean = [sum(c) / len(c) for c in cols]
+        _band(fig, range(n), mean, [min(c) for c in cols], [max(c) for c in cols], label, _COLORS[k % len(_COLORS)])
+    fig.update_layout(template="plotly_white", height=360, xaxis_title="step", yaxis_title="loss (nats/token)")
     return fig
 
 
