@@ -164,11 +164,15 @@ class _Roles:
                                lambda r: r.expression.get("before", {}).get("projection"))
 
 
-def _probe_stat(cmp: Comparison, need: tuple[str, ...], fn: Callable[[GradientProbe], float]) -> Estimate | None:
-    """`fn(probe)` on every probe holding the labels `need` and a baseline: mean over each seed's
-    probes, then a t-interval over seeds (or over the one seed's probes)."""
+def _probe_stat(cmp: Comparison, need: tuple[str, ...], fn: Callable[[GradientProbe], float], *,
+                step: int | None = None) -> Estimate | None:
+    """`fn(probe)` on every probe holding the labels `need` and a baseline (only probes taken at
+    `step`, if given): mean over each seed's probes, then a t-interval over seeds (or over the one
+    seed's probes)."""
     by_seed: dict[int, list[float]] = {}
     for seed, p in cmp.probes():
+        if step is not None and p.step != step:
+            continue
         if all(l in p.labels for l in need) and "baseline" in [c.get("name") for c in p.conditions]:
             by_seed.setdefault(seed, []).append(fn(p))
     if not by_seed:
@@ -194,6 +198,16 @@ def assess(cmp: Comparison) -> Findings:
                 pn(r.pps), "< 0", missing="a PPS run")]
     t1 += [_test(f"{l} pressure", f"normalised pressure at {hp}", pn(l), "< 0", counted=False)
            for l in r.pps_all if l != r.pps]
+
+    def pn_step0(label):  # the counterfactual view: same batch, same untrained weights
+        if label is None or li is None:
+            return None
+        return _probe_stat(cmp, (label,), lambda p: float(p.pressure_norm[p.index(label), p.layers.index(cmp.axes_layer)]),
+                           step=0)
+    t1 += [_test("baseline pressure at step 0 (probes)", f"normalised pressure at {hp}, probe before training",
+                 pn_step0(r.base), "> 0", counted=False),
+           _test(f"PPS ({r.pps}) pressure at step 0 (probes)", "the same under PPS, same batch and weights",
+                 pn_step0(r.pps), "< 0", counted=False)]
     out.append(("all counted sub-tests: baseline > 0 and strongest-α PPS < 0", t1, _combine(t1)))
 
     # 2. diffuseness of IP vs PPS (probe differences from baseline)

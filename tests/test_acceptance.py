@@ -56,6 +56,20 @@ def test_three_step_pps_run_is_loadable(bundled, trait, bundled_axes, tmp_path):
     assert torch.isfinite(back.gradients.pressure).all()
 
 
+def test_probe_shows_strong_pps_attenuating_at_its_layer(bundled, trait, bundled_axes):
+    """Same batch, same (untrained) weights: steering with α = 8 at the axes layer turns the
+    pressure there towards attenuation relative to plain fine-tuning (the paper's claim 1)."""
+    from defense_interp.training import make_trainable
+
+    lora = di.copy_model(bundled)
+    make_trainable(lora, di.TrainConfig())
+    L = bundled_axes.layer
+    probe = di.probe_gradients(lora, trait.train_data[:4], [di.Baseline(), di.PPS(bundled_axes, coef=8.0)],
+                               bundled_axes, layers=[L - 1, L])
+    assert float(probe.pressure_norm[1, 1]) < min(0.0, float(probe.pressure_norm[0, 1]))
+    assert float(probe.delta_axis_cosine()[1, 1]) > 0.2  # PPS's change of the gradient lies partly on the axis
+
+
 def test_gguf_path_loads_through_the_same_cache(bundled):
     from defense_interp.models import _bundled_gguf_path
 
