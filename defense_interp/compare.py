@@ -251,8 +251,7 @@ class Comparison:
             samples = torch.stack([torch.stack(v).nanmean(0) for v in by_seed.values()])
         else:
             samples = torch.stack(next(iter(by_seed.values())))
-        mean, low, high = t_interval(samples)
-        mean = samples.nanmean(0)  # a pair missing from some probes: mean of those that have it
+        mean, low, high = t_interval(samples)  # a pair missing from some probes: over those that have it
         return labels, mean.float(), low.float(), high.float()
 
     @property

@@ -108,3 +108,9 @@ def test_t_interval_matches_mean_ci_elementwise():
     mean, low, high = t_interval(x)
     e = mean_ci(x[:, 2, 1], over="x")
     assert (float(mean[2, 1]), float(low[2, 1]), float(high[2, 1])) == pytest.approx((e.mean, e.low, e.high))
+    x[1:3, 0, 0] = float("nan")  # missing values: that position uses its own n
+    mean, low, high = t_interval(x)
+    e = mean_ci(x[:, 0, 0], over="x")
+    assert e.n == 3 and (float(mean[0, 0]), float(low[0, 0]), float(high[0, 0])) == pytest.approx((e.mean, e.low, e.high))
+    x[:4, 1, 1] = float("nan")
+    assert torch.isnan(t_interval(x)[1][1, 1]) and not torch.isnan(t_interval(x)[0][1, 1])

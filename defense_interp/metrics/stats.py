@@ -90,14 +90,19 @@ def mean_ci(values: Sequence[float] | Tensor, *, over: str, level: float = 0.95,
 
 
 def t_interval(x: Tensor, *, dim: int = 0, level: float = 0.95) -> tuple[Tensor, Tensor, Tensor]:
-    """Vectorised `mean_ci` along `dim` (no NaN handling): `(mean, low, high)`; NaN bounds for n < 2."""
+    """Vectorised `mean_ci` along `dim`: `(mean, low, high)`, NaN entries ignored (each position
+    uses its own count n); NaN bounds where n < 2 and a NaN mean where n = 0."""
     x = x.double()
-    n = x.shape[dim]
-    m = x.mean(dim)
-    if n < 2:
-        nan = torch.full_like(m, math.nan)
-        return m, nan, nan
-    half = _t_quantile(n - 1, level) * x.std(dim, unbiased=True) / math.sqrt(n)
+    ok = ~x.isnan()
+    n = ok.sum(dim)
+    m = x.nanmean(dim)
+    dev = torch.where(ok, x - m.unsqueeze(dim), torch.zeros_like(x))
+    sd = (dev.pow(2).sum(dim) / (n - 1).clamp_min(1)).sqrt()
+    t = torch.full_like(m, math.nan)
+    for k in n.unique().tolist():
+        if k >= 2:
+            t[n == k] = _t_quantile(int(k) - 1, level)
+    half = t * sd / n.clamp_min(1).double().sqrt()
     return m, m - half, m + half
 
 
