@@ -12,17 +12,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
+from _setup import lora_setup
 
-import torch  # noqa: E402
-
-import defense_interp as di  # noqa: E402
-from defense_interp.metrics.loss import response_token_loss  # noqa: E402
-from defense_interp.training import make_trainable  # noqa: E402
+import defense_interp as di
+from defense_interp.metrics.loss import response_token_loss
 
 
 def main() -> None:
@@ -31,14 +28,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--model", default=None)
     args = ap.parse_args()
-    torch.manual_seed(0)
-    model = di.copy_model(di.load_model(args.model))
-    trait = di.Trait.builtin("evil")
-    trainable = make_trainable(model, di.TrainConfig())
-    opt = torch.optim.AdamW([p for _, p in trainable], lr=1e-5)
+    model, trait, opt = lora_setup(args.model)
     batch = di.encode_chat(model.tokenizer, trait.train_data[:4], max_length=128)
     axes = torch.randn(model.cfg.n_layers, model.cfg.d_model)
-    model.train()
 
     def step(capture: bool) -> float:
         t0 = time.perf_counter()

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
+from _setup import lora_setup
 
-import torch  # noqa: E402
-
-import defense_interp as di  # noqa: E402
-from defense_interp.metrics.loss import response_token_loss  # noqa: E402
-from defense_interp.training import make_trainable  # noqa: E402
+import defense_interp as di
+from defense_interp.metrics.loss import response_token_loss
 
 
 def main() -> None:
@@ -31,11 +28,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default=None)
     args = ap.parse_args()
-    torch.manual_seed(0)
-    model = di.copy_model(di.load_model(args.model))
-    trait = di.Trait.builtin("evil")
-    trainable = make_trainable(model, di.TrainConfig())
-    opt = torch.optim.AdamW([p for _, p in trainable], lr=1e-5)
+    model, trait, opt = lora_setup(args.model)
     convs = trait.train_data[:4]
     max_length = 512 if args.model == "tiny" else 128  # the tiny model's tokenizer is byte-level
     g = torch.Generator().manual_seed(0)
@@ -43,7 +36,6 @@ def main() -> None:
                         torch.ones(model.cfg.n_layers), layer=model.cfg.n_layers * 2 // 3)
     conds = [di.Baseline(), *di.pps_sweep(axes, [2, 4, 8]), di.IP(), di.RandomPPS(axes, coef=8), di.PlaceboIP(),
              *(di.GradientEdit(axes, mode=m) for m in ("neutralize", "attenuate", "amplify"))]
-    model.train()
 
     def steps() -> float:
         t0 = time.perf_counter()
