@@ -95,6 +95,13 @@ class Comparison:
             raise RunError(f"the axes layer {self.axes_layer} was not captured (layers {list(self.layers)})")
         return self.curves[stat][label][self.layers.index(self.axes_layer)]
 
+    def loss_curve(self, label: str) -> tuple[Tensor, Tensor, Tensor]:
+        """Training loss per step of `label`: mean over seeds with a 95% t-interval over seeds
+        (NaN bounds with one seed), over the steps every seed has."""
+        curves = [r.losses for r in self.groups[label]]
+        n = min(len(c) for c in curves)
+        return t_interval(torch.tensor([c[:n] for c in curves], dtype=torch.float64))
+
     def condition(self, label: str) -> dict[str, Any]:
         return self.groups[label][0].condition
 
@@ -137,20 +144,24 @@ class Comparison:
         return rows
 
     def explained_rows(self) -> list[dict[str, Any]]:
-        """Loss explained away: each condition's loss minus the baseline's on the same batches.
+        """Loss explained away, on the same batches.
 
-        `start/train_time`: with the training-time intervention in place, before training (negative =
-        the intervention explains part of the trait data); `end/train_time` and `end/test_time`:
-        after training, intervention on / removed, against the trained baseline's loss."""
+        `start: on − off`: each run's loss before training with its training-time intervention in
+        place minus without it (the same weights: negative = the intervention already explains part
+        of the trait data; for a two-stage run, the weights of its first stage). `end/train_time` and
+        `end/test_time`: after training, intervention on / removed, minus the trained baseline's loss."""
         if self.baseline is None:
             return []
         rows = []
         for label in self.labels:
             row: dict[str, Any] = {"run": label}
-            for when, mode in (("start", "train_time"), ("end", "train_time"), ("end", "test_time")):
-                row[f"{when}/{mode} − baseline"] = self.paired(
-                    label, lambda r, w=when, m=mode: r.loss_table.get(w, {}).get(m), self.baseline,
-                    lambda r, w=when: r.loss_table.get(w, {}).get("test_time"))
+            row["start: on − off"] = self.paired(
+                label, lambda r: r.loss_table.get("start", {}).get("train_time"), label,
+                lambda r: r.loss_table.get("start", {}).get("test_time"))
+            for mode in ("train_time", "test_time"):
+                row[f"end/{mode} − baseline"] = self.paired(
+                    label, lambda r, m=mode: r.loss_table.get("end", {}).get(m), self.baseline,
+                    lambda r: r.loss_table.get("end", {}).get("test_time"))
             rows.append(row)
         return rows
 

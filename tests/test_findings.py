@@ -110,3 +110,18 @@ def test_compare_rejects_duplicate_seeds():
     a = fake_run("ip", {"name": "ip"}, 0)
     with pytest.raises(di.RunError, match="same seed"):
         di.compare(fake_run("baseline", {"name": "baseline"}, 0), a, fake_run("ip", {"name": "ip"}, 0))
+
+
+def test_loss_explained_away_pairs_each_run_with_itself_at_the_start():
+    rows = {r["run"]: r for r in planted().explained_rows()}
+    e = rows["ip"]["start: on − off"]
+    assert e.mean == pytest.approx(-0.5, abs=0.03) and e.over == "seeds (paired)"
+    assert rows["pps_a8"]["start: on − off"].mean == pytest.approx(0.0, abs=0.03)
+    assert rows["ip"]["end/test_time − baseline"].mean == pytest.approx(0.0, abs=0.03)
+
+
+def test_loss_curve_interval_over_seeds():
+    cmp = planted()
+    mean, low, high = cmp.loss_curve("ip")
+    assert mean.shape == (5,) and torch.allclose(mean, torch.ones(5, dtype=torch.float64))
+    assert torch.allclose(low, mean) and torch.allclose(high, mean)  # identical seeds: zero-width interval

@@ -197,6 +197,7 @@ def test_full_study_design_on_tiny_model_and_resume(tmp_path, capsys):
     first = json.loads((tmp_path / "findings.json").read_text())
     html = (tmp_path / "report.html").read_text()
     assert "<h2>Findings</h2>" in html and html.index("Findings") < html.index("<h2>Runs")
+    assert "(predicted &lt; 0;" in html and "(predicted < 0" not in html  # predictions are escaped
     capsys.readouterr()
     assert main(args) == 0
     log = capsys.readouterr().err

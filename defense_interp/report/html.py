@@ -57,11 +57,12 @@ def _findings_html(findings: Any) -> str:
         p = f.primary
         e = p.effect
         effect = "not measured" if e is None else f"{e.mean:.4g} [{e.low:.4g}, {e.high:.4g}]"
-        test = p.note or ("" if e is None else f"{e.method} over {e.n} {html.escape(e.over)}; predicted {p.prediction}")
+        test = p.note or ("" if e is None else f"{e.method} over {e.n} {e.over}; predicted {p.prediction}")
         colour = _VERDICT_COLOURS[f.verdict]
         subs = "".join(f"<li>{html.escape(t.name)}: "
                        f"{'not measured' if t.effect is None else f'{t.effect.mean:.4g} [{t.effect.low:.4g}, {t.effect.high:.4g}]'}"
-                       f" (predicted {t.prediction}; {t.verdict}{'' if t.counted else ', context'})</li>" for t in f.tests)
+                       f" (predicted {html.escape(t.prediction)}; {t.verdict}{'' if t.counted else ', context'})"
+                       f"{' — ' + html.escape(t.note) if t.note else ''}</li>" for t in f.tests)
         rows.append(f"<tr><td>{f.claim}. <b>{html.escape(f.title)}</b><br><span class=meta>{html.escape(f.text)}</span>"
                     f"<details><summary class=meta>sub-tests</summary><ul class=meta>{subs}</ul></details></td>"
                     f"<td>{html.escape(p.statistic)}</td><td>{effect}</td><td class=meta>{html.escape(test)}</td>"
@@ -132,8 +133,8 @@ def write_report(cmp: Any, path: str | Path, *, axes: Any = None, title: str | N
     sections += [
         ("Training loss", figures.loss_curve_figure(cmp),
          "Mean cross-entropy over response tokens of each step's batch, with each condition's training-time "
-         "intervention in place (IP prompt present, PPS steering on). Line: mean over seeds; band: the seeds' "
-         "range (no band with one seed).", None),
+         "intervention in place (IP prompt present, PPS steering on). Line: mean over seeds; band: 95% t-interval "
+         "over seeds (no band with one seed: each step is a different batch).", None),
         ("Loss on the trait data", figures.loss_table_figure(cmp),
          "Mean response-token loss on a fixed subset of the training conversations (the same batches for every "
          "condition of one seed), with the training-time intervention on (train_time) and removed (test_time), "
@@ -142,9 +143,10 @@ def write_report(cmp: Any, path: str | Path, *, axes: Any = None, title: str | N
     ]
     if explained:
         sections.append(("Loss explained away", _study.explained_figure(cmp),
-            "Each condition's loss minus the baseline's on the same batches: before training with its intervention "
-            "in place (negative = the intervention already explains part of the trait data), and after training "
-            "with the intervention on and removed. Error bars: 95% t-intervals over "
+            "Before training: each run's loss with its training-time intervention in place minus without it, same "
+            "weights and batches (negative = the intervention already explains part of the trait data). After "
+            "training: the loss with the intervention on and removed, minus the trained baseline's, same batches. "
+            "Error bars: 95% t-intervals over "
             f"{_over(*_row_estimates(explained))}.", explained))
     expr = cmp.expression_rows()
     sections.append(("Trait expression", figures.expression_figure(cmp),

@@ -101,15 +101,16 @@ def cosine_figure(cmp: Any) -> go.Figure:
 
 
 def loss_curve_figure(cmp: Any) -> go.Figure:
-    """Training loss (mean response-token cross-entropy of each step's batch) per condition: the
-    mean over seeds with a band spanning the seeds' minimum and maximum."""
+    """Training loss (mean response-token cross-entropy of each step's batch) per condition: mean
+    over seeds with its 95% interval over seeds (no band with one seed)."""
     fig = go.Figure()
     for k, label in enumerate(cmp.labels):
-        curves = [r.losses for r in cmp.groups[label]]
-        n = min(len(c) for c in curves)
-        cols = list(zip(*(c[:n] for c in curves)))
-        mean = [sum(c) / len(c) for c in cols]
-        _band(fig, range(n), mean, [min(c) for c in cols], [max(c) for c in cols], label, _COLORS[k % len(_COLORS)])
+        mean, low, high = (t.tolist() for t in cmp.loss_curve(label))
+        color = _COLORS[k % len(_COLORS)]
+        if len(cmp.groups[label]) >= 2:
+            _band(fig, range(len(mean)), mean, low, high, label, color)
+        else:
+            fig.add_trace(go.Scatter(x=list(range(len(mean))), y=mean, name=label, mode="lines", line=dict(color=color)))
     fig.update_layout(template="plotly_white", height=360, xaxis_title="step", yaxis_title="loss (nats/token)")
     return fig
 
