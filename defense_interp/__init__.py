@@ -30,7 +30,7 @@ from defense_interp.interventions import (  # noqa: E402
     GradientStats, ablate, capture_gradients, edit_gradients, steer,
 )
 from defense_interp import metrics  # noqa: E402
-from defense_interp.metrics import Estimate  # noqa: E402
+from defense_interp.metrics import DifferenceSVD, Estimate, difference_svd  # noqa: E402
 from defense_interp.models import copy_model, load_model, model_identity, tiny_model  # noqa: E402
 from defense_interp.probe import GradientProbe, probe_gradients  # noqa: E402
 from defense_interp.runs import Run  # noqa: E402
@@ -45,7 +45,7 @@ __all__ = [
     "Condition", "Baseline", "PPS", "RandomPPS", "IP", "PlaceboIP", "Ablation", "GradientEdit", "pps_sweep",
     "probe_gradients", "GradientProbe", "metrics",
     "TrainConfig", "train", "measure_expression", "Run",
-    "projection_score", "contrast_score", "generate_answers", "Estimate",
+    "projection_score", "contrast_score", "generate_answers", "Estimate", "difference_svd", "DifferenceSVD",
     "compare", "Comparison", "assess", "Findings",
     "DefenseInterpError", "ConfigError", "DataError", "ModelNotAvailableError", "RunError",
 ]
