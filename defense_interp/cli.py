@@ -37,8 +37,7 @@ def report(args: argparse.Namespace) -> Path:
     import defense_interp as di
 
     runs = [di.Run.load(p) for p in args.runs]
-    base = [r for r in runs if r.condition.get("name") == "baseline" and not r.condition.get("init")]
-    cmp = di.compare(*runs, baseline=base or None)
+    cmp = di.compare(*runs)  # the plain baseline runs, if any, are found by compare()
     path = cmp.report(args.out, axes=runs[0].axes(), findings=di.assess(cmp))
     print(Path(path).resolve())
     return path

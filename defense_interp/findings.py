@@ -142,7 +142,7 @@ class _Roles:
         self.cmp = cmp
         conds = {l: cmp.condition(l) for l in cmp.labels}
         fresh = {l: c for l, c in conds.items() if not c.get("init")}
-        self.base = cmp.baseline or next((l for l, c in fresh.items() if c.get("name") == "baseline"), None)
+        self.base = cmp.baseline  # compare() finds the plain baseline when none is given
         pps = [(float(c["coef"]), l) for l, c in fresh.items() if c.get("name") == "pps" and not isinstance(c.get("layer"), list)]
         self.pps = max(pps)[1] if pps else None
         self.pps_all = [l for _, l in sorted(pps)]

@@ -270,20 +270,19 @@ def probe_gradients(
     dev = model_device(model)
     cap = GradientCapture(model, axes, layers, point)
     spectra: dict[int, Tensor] = {}
-    mask_ref: list[Tensor] = []
 
-    def spectrum_hook(layer: int):
+    def spectrum_hook(layer: int, mask: Tensor):
         def hook(grad, hook):
-            spectra[layer] = singular_energy(grad.detach()[mask_ref[0].to(grad.device)]).cpu()
+            spectra[layer] = singular_energy(grad.detach()[mask.to(grad.device)]).cpu()
         return hook
 
     losses, n_tokens, grads, eff_rank, top_share = [], [], [], [], []
     model.zero_grad(set_to_none=True)
     for cond in tqdm(conditions, desc="probe", disable=not progress, leave=False):
         b = encode_chat(model.tokenizer, cond.prepare(convs), max_length=max_length).to(dev)
-        mask_ref[:] = [b.response_mask.bool()]
+        mask = b.response_mask.bool()
         spectra.clear()
-        with cap.attached(), hooked(model, bwd=[(cap.names[l], spectrum_hook(l)) for l in cap.layers]), \
+        with cap.attached(), hooked(model, bwd=[(cap.names[l], spectrum_hook(l, mask)) for l in cap.layers]), \
                 cond.intervene(model):
             logits = model(b.tokens, attention_mask=b.attention_mask)
             loss = response_token_loss(logits, b.tokens, b.response_mask)

@@ -118,9 +118,8 @@ def _finished(folder: Path, tcfg: TrainConfig, condition: dict[str, Any]) -> Run
         run = Run.load(folder)
     except RunError:
         return None
-    expected = {k: list(v) if isinstance(v, tuple) else v for k, v in tcfg.__dict__.items()}
     same_condition = {k: v for k, v in run.condition.items() if k != "init"} == json.loads(json.dumps(condition))
-    return run if run.config == expected and same_condition else None
+    return run if run.config == tcfg.to_dict() and same_condition else None
 
 
 def run_study(model: Any, trait: Trait, cfg: StudyConfig, out: str | Path, *, progress: bool = True

@@ -64,6 +64,10 @@ class TrainConfig:
     loss_examples: int = 16
     probe_steps: tuple[int, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe (tuples as lists): what a run records as its config."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "lora_rank", "max_length", "loss_examples"):
             if getattr(self, key) < 1:
@@ -259,7 +263,7 @@ def train(
     run = Run(
         name=name,
         condition=described,
-        config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        config=cfg.to_dict(),
         model=model_identity(model),
         trait=trait.name if trait is not None else axes.trait,
         losses=losses,
