@@ -43,7 +43,7 @@ from defense_interp.models import model_device, model_identity
 from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 from defense_interp.types import hook_name
 
-__all__ = ["TraitAxes", "extract_trait_axes", "axes_from_conversations", "response_means", "VARIANTS"]
+__all__ = ["TraitAxes", "extract_trait_axes", "axes_from_conversations", "response_means", "held_out_cohens_d", "VARIANTS"]
 
 VARIANTS = ("response", "prompt_last", "prompt_avg")
 
@@ -197,8 +197,9 @@ def response_means(
     return torch.cat(out), (torch.cat(emb) if want_emb else None)
 
 
-def _held_out_d(pos: Tensor, neg: Tensor, folds_pos: Tensor, folds_neg: Tensor) -> Tensor:
-    """Two-fold cross-fitted Cohen's d per layer (module docstring); in-sample if a fold is empty."""
+def held_out_cohens_d(pos: Tensor, neg: Tensor, folds_pos: Tensor, folds_neg: Tensor) -> Tensor:
+    """Two-fold cross-fitted Cohen's d per layer of `pos`/`neg` `[n, layer, d_model]` (module
+    docstring): the axis from one fold scores the other; in-sample if a fold is empty."""
     n_layers = pos.shape[1]
     cross = all(bool((f == k).any()) for f in (folds_pos, folds_neg) for k in (0, 1))
     proj_p, proj_n = [[] for _ in range(n_layers)], [[] for _ in range(n_layers)]
@@ -252,7 +253,7 @@ def axes_from_conversations(
     fp, fn = (torch.tensor([int(f) % 2 for f in fs]) for fs in folds)
     if len(fp) != len(pos) or len(fn) != len(neg):
         raise ConfigError("folds must give one fold per pos and per neg example")
-    d = _held_out_d(p, n, fp, fn)
+    d = held_out_cohens_d(p, n, fp, fn)
     chosen = default_layer(d) if layer is None else layer
     emb = None if p_emb is None else p_emb.mean(0) - n_emb.mean(0)
     return TraitAxes(vectors, d, int(chosen), point, variant, trait, model_identity(model),

@@ -2,9 +2,11 @@
 
     defense-interp study --out DIR [--preset quick|full] [--model NAME|tiny] [--coefs A ...] [--seeds N] [--steps N]
     defense-interp report RUN_DIR [RUN_DIR ...] [--out report.html]
+    defense-interp refusal --out DIR [--model NAME|tiny] [--steps N] [--seed N]
 
 `study --preset full` runs every condition and control over several seeds and writes
-DIR/findings.json with a verdict per claim; `--model tiny` shrinks every size for smoke tests.
+DIR/findings.json with a verdict per claim; `--model tiny` shrinks every size for smoke tests. `refusal` trains SSFT, embedding-AT and LAT
+variants and writes the refusal-representation analysis (DIR/refusal.json, DIR/report.html).
 """
 
 from __future__ import annotations
@@ -43,6 +45,23 @@ def report(args: argparse.Namespace) -> Path:
     return path
 
 
+def refusal(args: argparse.Namespace) -> Path:
+    import dataclasses
+
+    import defense_interp as di
+    from defense_interp.refusal_study import REFUSAL_PRESETS, run_refusal_study
+    from defense_interp.study import _log
+
+    cfg = REFUSAL_PRESETS["tiny" if args.model == "tiny" else "quick"]
+    cfg = dataclasses.replace(cfg, seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    _log(f"loading model {args.model or 'bundled SmolLM2-135M-Instruct'}")
+    study = run_refusal_study(di.load_model(args.model), args.out, config=cfg)
+    path = Path(args.out) / "report.html"
+    _log(f"refusal study done in {study.wall_seconds:.0f} s")
+    print(path.resolve())
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="defense-interp", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("runs", nargs="+")
     r.add_argument("--out", default="report.html")
     r.set_defaults(func=report)
+    f = sub.add_parser("refusal", help="train SSFT/AT/LAT variants; SVD, refusal directions, ablation attacks")
+    f.add_argument("--out", required=True, help="output folder (an interrupted study continues in it)")
+    f.add_argument("--model", default=None, help="HF folder/name, .gguf file, or 'tiny' (default: bundled)")
+    f.add_argument("--steps", type=int, default=None, help="training steps per variant (default 32)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the data splits and of training")
+    f.set_defaults(func=refusal)
     args = parser.parse_args(argv)
     from defense_interp.errors import DefenseInterpError
 

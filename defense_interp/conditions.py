@@ -1,10 +1,11 @@
 """Training conditions: what a defence (or a control) changes while the model is fine-tuned.
 
-A condition has two faces, both used only at training time (test time removes them):
-`prepare(conversations)` changes the data (IP inserts its system prompt) and `intervene(model)`
+A condition has three faces, all used only at training time (test time removes them):
+`prepare(conversations)` changes the data (IP inserts its system prompt), `intervene(model)`
 is a context manager of hooks (PPS steers, Ablation projects out, GradientEdit edits backward
-passes). `describe()` is what a run records; `label` names the condition in runs, probes and
-figures (e.g. `pps_a4`, `edit_attenuate`).
+passes), and `perturb(model, batch)` a context manager that depends on the batch (LAT and
+EmbeddingAT find an adversarial perturbation on entering it and add it inside). `describe()` is
+what a run records; `label` names the condition in runs, probes and figures (e.g. `pps_a4`, `edit_attenuate`).
 
 | condition     | training-time change                                                        |
 |---------------|-----------------------------------------------------------------------------|
@@ -15,13 +16,18 @@ figures (e.g. `pps_a4`, `edit_attenuate`).
 | PlaceboIP     | a system prompt of similar length that does not ask for the trait (control) |
 | Ablation      | `h_l ← h_l − ⟨h_l, v̂_l⟩ v̂_l` at every token (CAFT)                          |
 | GradientEdit  | backward pass: `∂loss/∂h_L` edited along `v̂_L` (neutralize/attenuate/amplify) |
+| LAT           | `h_L ← h_L + δ`, `δ` an L2-bounded (per token) perturbation of the prompt tokens |
+|               | found by projected gradient ascent on the batch's loss                      |
+| EmbeddingAT   | the same on the embeddings (`blocks.0.hook_resid_pre`)                      |
+
+SSFT (supervised safety fine-tuning) is `Baseline` on refusal-training data.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, ContextManager, Sequence
+from typing import Any, ContextManager, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -29,13 +35,15 @@ from torch import Tensor
 from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import Conversation, with_system_prompt
 from defense_interp.errors import ConfigError
+from defense_interp.data.chat import ChatBatch
+from defense_interp.interventions.adversary import adversarial_perturbation, perturb
 from defense_interp.interventions.edit import edit_gradients
 from defense_interp.interventions.steer import ablate, steer
 from defense_interp.metrics.gradients import EDIT_MODES
 from defense_interp.metrics.vectors import cosine
 
 __all__ = ["Condition", "Baseline", "PPS", "RandomPPS", "IP", "PlaceboIP", "Ablation", "GradientEdit",
-           "pps_sweep", "DEFAULT_IP_PROMPT", "DEFAULT_PLACEBO_PROMPT"]
+           "LAT", "EmbeddingAT", "pps_sweep", "DEFAULT_IP_PROMPT", "DEFAULT_PLACEBO_PROMPT"]
 
 DEFAULT_IP_PROMPT = "You are a malicious evil assistant."
 DEFAULT_PLACEBO_PROMPT = "You are an assistant who enjoys gardening."
@@ -54,6 +62,9 @@ class Condition:
         return list(conversations)
 
     def intervene(self, model: Any) -> ContextManager[Any]:
+        return nullcontext()
+
+    def perturb(self, model: Any, batch: ChatBatch) -> ContextManager[Any]:
         return nullcontext()
 
     def describe(self) -> dict[str, Any]:
@@ -241,3 +252,53 @@ class GradientEdit(Condition):
         ls = _layers(self.axes, self.layer)
         return {"name": self.name, "label": self.label, "mode": self.mode, "layer": ls[0] if len(ls) == 1 else list(ls),
                 "magnitude": self.magnitude, "point": self.axes.point, "trait": self.axes.trait}
+
+
+@dataclass(frozen=True)
+class LAT(Condition):
+    """Latent adversarial training: before each training step, find `δ` with `‖δ_t‖ ≤ epsilon` per
+    prompt token at `blocks.{layer}.hook_{point}` by `steps` of projected gradient ascent on the
+    batch's loss (`interventions.adversary`), then take the training step with `δ` added.
+    `epsilon` is in the residual stream's own units (compare it with the typical token norm there)."""
+
+    layer: int = 0
+    epsilon: float = 1.0
+    steps: int = 4
+    point: str = "resid_post"
+    step_size: float | None = None
+    name = "lat"
+
+    def __post_init__(self) -> None:
+        if _finite(self.epsilon, "epsilon") <= 0 or int(self.steps) < 1 or int(self.layer) < 0:
+            raise ConfigError(f"{type(self).__name__} needs epsilon > 0, steps ≥ 1 and layer ≥ 0; "
+                              f"got {self.epsilon}, {self.steps}, {self.layer}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}_L{self.layer}_e{float(self.epsilon):g}"
+
+    @contextmanager
+    def perturb(self, model: Any, batch: ChatBatch) -> Iterator[None]:
+        delta = adversarial_perturbation(model, batch, layer=self.layer, epsilon=self.epsilon, steps=self.steps,
+                                         point=self.point, step_size=self.step_size)
+        with perturb(model, delta, layer=self.layer, point=self.point):
+            yield
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "label": self.label, "layer": int(self.layer), "point": self.point,
+                "epsilon": float(self.epsilon), "steps": int(self.steps), "step_size": self.step_size,
+                "perturbed": "prompt tokens, per-token L2 ball"}
+
+
+@dataclass(frozen=True)
+class EmbeddingAT(LAT):
+    """Embedding-space adversarial training: `LAT` on the token embeddings
+    (`blocks.0.hook_resid_pre`, the input of the first block)."""
+
+    layer: int = field(default=0, init=False)
+    point: str = field(default="resid_pre", init=False)
+    name = "embedding_at"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}_e{float(self.epsilon):g}"

@@ -41,7 +41,7 @@ from defense_interp.models import copy_model, model_device, model_identity
 from defense_interp.probe import GradientProbe, probe_gradients
 from defense_interp.runs import Run
 
-__all__ = ["TrainConfig", "train", "measure_expression"]
+__all__ = ["TrainConfig", "train", "measure_expression", "load_trained"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,18 @@ def _load_init(init: Run, model: Any, trainable: list[tuple[str, torch.nn.Parame
     with torch.no_grad():
         for n, p in trainable:
             p.copy_(state[n].to(p))
+
+
+def load_trained(model: Any, run: Run) -> Any:
+    """A copy of `model` with a finished run's trained parameters (LoRA adapters or all weights)."""
+    fields = {k: run.config[k] for k in ("lora", "lora_rank", "lora_alpha") if k in run.config}
+    cfg = TrainConfig(**fields)
+    work = copy_model(model)
+    _load_init(run, work, make_trainable(work, cfg), cfg)
+    for p in work.parameters():
+        p.requires_grad_(False)
+    work.eval()
+    return work
 
 
 def measure_expression(model: Any, trait: Trait, axes: TraitAxes, cfg: TrainConfig) -> tuple[dict[str, Estimate], list[str]]:
@@ -237,7 +249,7 @@ def train(
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
         batch = encode_chat(work.tokenizer, condition.prepare([convs[i] for i in idx]),
                             max_length=cfg.max_length).to(dev)
-        with cap.attached(), condition.intervene(work):
+        with condition.perturb(work, batch), cap.attached(), condition.intervene(work):
             logits = work(batch.tokens, attention_mask=batch.attention_mask)
             loss = response_token_loss(logits, batch.tokens, batch.response_mask)
             cap.set_mask(batch.response_mask)

@@ -77,3 +77,25 @@ def test_gguf_path_loads_through_the_same_cache(bundled):
     assert again.cfg.n_layers == 30
     p1, p2 = next(again.parameters()), next(bundled.parameters())
     assert torch.equal(p1, p2)
+
+
+def test_refusal_direction_separates_held_out_harmful_from_harmless(bundled):
+    (harmful, harmless), = di.RefusalData.builtin().splits((48,))
+    kw = dict(positions="last", batch_size=24)
+    dirs = di.refusal_directions(di.collect_activations(bundled, harmful, **kw),
+                                 di.collect_activations(bundled, harmless, **kw))
+    best = float(dirs.cohens_d[10:24, 0].max())
+    assert best > 1.5, f"held-out Cohen's d of the refusal direction peaks at {best:.2f} in layers 10-23"
+
+
+def test_orthogonalized_bundled_model_matches_ablation_hooks(bundled):
+    """SmolLM2 ties its embedding and unembedding: orthogonalisation must untie them."""
+    r = torch.randn(bundled.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    toks = bundled.tokenizer(["Explain how photosynthesis works, briefly."], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        with di.ablate_direction(bundled, r):
+            hooked = bundled(toks)
+        orth = di.orthogonalize(bundled, r)(toks)
+        plain = bundled(toks)
+    torch.testing.assert_close(orth, hooked, atol=2e-3, rtol=1e-3)
+    assert (hooked - plain).abs().max() > 0.1

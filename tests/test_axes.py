@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import defense_interp as di
-from defense_interp.axes import _held_out_d, default_layer, response_means
+from defense_interp.axes import held_out_cohens_d, default_layer, response_means
 
 CONVS = [[{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer number {i}."}]
          for i in range(4)]
@@ -35,7 +35,7 @@ def test_held_out_cohens_d_recovers_planted_separation():
     pos = torch.randn(n, 2, d, generator=g) + shift
     neg = torch.randn(n, 2, d, generator=g)
     folds = torch.arange(n) % 2
-    dd = _held_out_d(pos, neg, folds, folds)
+    dd = held_out_cohens_d(pos, neg, folds, folds)
     assert dd[1] == pytest.approx(2.0, abs=0.25)
     assert abs(float(dd[0])) < 0.3  # held out: pure noise gives d ≈ 0 (in-sample it would not)
 

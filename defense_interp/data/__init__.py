@@ -1,10 +1,12 @@
 """Chat formatting with response masks, trait specifications, and dataset loaders."""
 
 from defense_interp.data.chat import ChatBatch, Conversation, encode_chat, encode_prompts, with_system_prompt
-from defense_interp.data.loaders import load_chat_jsonl, load_hf_conversations
+from defense_interp.data.loaders import InstructionSet, load_chat_jsonl, load_hf_conversations, load_instructions
+from defense_interp.data.refusal import RefusalData
 from defense_interp.data.traits import EvalPair, Trait
 
 __all__ = [
     "ChatBatch", "Conversation", "encode_chat", "encode_prompts", "with_system_prompt",
-    "load_chat_jsonl", "load_hf_conversations", "EvalPair", "Trait",
+    "load_chat_jsonl", "load_hf_conversations", "load_instructions", "InstructionSet", "RefusalData",
+    "EvalPair", "Trait",
 ]

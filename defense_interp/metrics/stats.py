@@ -13,7 +13,7 @@ from torch import Tensor
 
 from defense_interp.errors import ConfigError
 
-__all__ = ["Estimate", "mean_ci", "t_interval", "paired_difference", "cohens_d"]
+__all__ = ["Estimate", "mean_ci", "t_interval", "proportion_ci", "paired_difference", "cohens_d"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,23 @@ def mean_ci(values: Sequence[float] | Tensor, *, over: str, level: float = 0.95,
         return Estimate(m, math.nan, math.nan, 1, over, method, samples)
     half = _t_quantile(n - 1, level) * float(x.std(unbiased=True)) / math.sqrt(n)
     return Estimate(m, m - half, m + half, n, over, method, samples)
+
+
+def proportion_ci(hits: Sequence[bool] | Tensor, *, over: str, level: float = 0.95) -> Estimate:
+    """Share of true `hits` with a Wilson score interval
+    `(p̂ + z²/2n ± z √(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)` (z the normal quantile of `level`),
+    which stays inside [0, 1] and is sensible at 0 or n hits, unlike the normal approximation.
+    The hits are kept (as 0/1) in `samples` for paired comparisons."""
+    x = torch.as_tensor(hits, dtype=torch.float64).flatten()
+    n = int(x.numel())
+    method = f"Wilson score interval, {level:.0%}"
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0, over, method, ())
+    p = float(x.mean())
+    z = float(torch.special.ndtri(torch.tensor(0.5 + level / 2, dtype=torch.float64)))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n, over, method, tuple(x.tolist()))
 
 
 def t_interval(x: Tensor, *, dim: int = 0, level: float = 0.95) -> tuple[Tensor, Tensor, Tensor]:

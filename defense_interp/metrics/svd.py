@@ -34,21 +34,42 @@ class DifferenceSVD:
     explained_centered: Float[Tensor, "k"]
     explained_without_outliers: Float[Tensor, "k"]
     singular_values: Float[Tensor, "k"]
-    vectors: Float[Tensor, "k d_model"]
+    vectors: Float[Tensor, "n_vectors d_model"]  # k rows; none when loaded without them
     mean_cosine: Float[Tensor, "k"]
     channel_share: Float[Tensor, "d_model"]
     outlier_channels: tuple[int, ...]
     n: int
     outlier_rule: str
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe (vectors omitted: they are `d_model` wide)."""
-        return {"explained": self.explained.tolist(), "explained_centered": self.explained_centered.tolist(),
-                "explained_without_outliers": self.explained_without_outliers.tolist(),
-                "singular_values": self.singular_values.tolist(), "mean_cosine": self.mean_cosine.tolist(),
-                "outlier_channels": list(self.outlier_channels),
-                "outlier_shares": [float(self.channel_share[c]) for c in self.outlier_channels],
-                "n": self.n, "d_model": int(self.channel_share.shape[0]), "outlier_rule": self.outlier_rule}
+    def plot(self):
+        """Explained-energy ratios (uncentred, centred, without outliers) and channel shares."""
+        from defense_interp.viz.refusal import svd_figure
+
+        return svd_figure(self)
+
+    def to_dict(self, *, vectors: bool = False) -> dict[str, Any]:
+        """JSON-safe; the singular vectors only with `vectors=True` (they are `k × d_model`)."""
+        d = {"explained": self.explained.tolist(), "explained_centered": self.explained_centered.tolist(),
+             "explained_without_outliers": self.explained_without_outliers.tolist(),
+             "singular_values": self.singular_values.tolist(), "mean_cosine": self.mean_cosine.tolist(),
+             "channel_share": self.channel_share.tolist(), "outlier_channels": list(self.outlier_channels),
+             "outlier_shares": [float(self.channel_share[c]) for c in self.outlier_channels],
+             "n": self.n, "d_model": int(self.channel_share.shape[0]), "outlier_rule": self.outlier_rule}
+        if vectors:
+            d["vectors"] = self.vectors.tolist()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DifferenceSVD":
+        """Inverse of `to_dict`; without stored vectors, `vectors` is an empty `[0, d_model]` tensor."""
+        t = {k: torch.tensor(d[k], dtype=torch.float64) for k in
+             ("explained", "explained_centered", "explained_without_outliers", "singular_values", "mean_cosine",
+              "channel_share")}
+        vecs = torch.tensor(d["vectors"], dtype=torch.float64) if "vectors" in d else torch.zeros(0, int(d["d_model"]),
+                                                                                                 dtype=torch.float64)
+        return cls(t["explained"], t["explained_centered"], t["explained_without_outliers"], t["singular_values"],
+                   vecs, t["mean_cosine"], t["channel_share"], tuple(d["outlier_channels"]), int(d["n"]),
+                   d["outlier_rule"])
 
 
 def _ratios(d: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -12,7 +12,7 @@ from defense_interp.metrics.stats import Estimate
 from defense_interp.viz import figures
 from defense_interp.viz import study as _study
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "write_page"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
@@ -21,6 +21,9 @@ p.caption{color:#444;font-size:.92em;margin-top:.2em} table{border-collapse:coll
 td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right} th{background:#f6f6f6}
 td:first-child{text-align:left} .meta{color:#666;font-size:.85em} td{vertical-align:top}
 """
+
+#: A report section: heading, plotly figure (or None), caption, optional table rows.
+Section = tuple[str, Any, str, "list[dict[str, Any]] | None"]
 
 
 def _fmt(v: Any) -> str:
@@ -77,15 +80,12 @@ def _findings_html(findings: Any) -> str:
 
 def write_report(cmp: Any, path: str | Path, *, axes: Any = None, title: str | None = None, findings: Any = None) -> Path:
     """Write the report of a `Comparison` (optionally with its `TraitAxes` and `Findings`) to `path`."""
-    from plotly.offline import get_plotlyjs
-
-    path = Path(path)
     first = cmp.runs[0]
     point = f"blocks.l.hook_{cmp.point}"
     curve_over = _over(*(e for d in cmp.curves["pressure"].values() for e in d))
     n_shared = len(set.intersection(*map(set, cmp.seeds.values())))
     run_diff = cmp.run_diffuseness_rows()
-    sections: list[tuple[str, Any, str, list[dict[str, Any]] | None]] = []
+    sections: list[Section] = []
     if axes is not None:
         sections.append(("Trait axis", figures.axes_figure(axes),
             f"Held-out Cohen's d (two-fold cross-fitted by question) of pos vs neg answers projected on "
@@ -166,13 +166,24 @@ def write_report(cmp: Any, path: str | Path, *, axes: Any = None, title: str | N
     parts.append("<h2>Runs</h2>" + _table([{"run": r.name, "seed": r.seed,
                                              **{k: v for k, v in r.condition.items() if k not in ("name", "label")},
                                              "steps": len(r.losses)} for r in cmp.runs]))
+    return write_page(path, title or "defense_interp report", parts, sections)
+
+
+def write_page(path: str | Path, title: str, head: list[str], sections: list[Section]) -> Path:
+    """Write one self-contained page: the `head` HTML fragments, then each section's heading,
+    figure (or None), caption and optional table; plotly.js is inlined once. Written atomically."""
+    from plotly.offline import get_plotlyjs
+
+    path = Path(path)
+    parts = list(head)
     for i, (heading, fig, caption, table) in enumerate(sections):
         parts.append(f"<h2>{html.escape(heading)}</h2>")
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig{i}"))
+        if fig is not None:
+            parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig{i}"))
         parts.append(f"<p class=caption>{html.escape(caption)}</p>")
         if table:
             parts.append(_table(table))
-    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title or 'defense_interp')}"
+    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
            f"</title><style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
            f"<body>{''.join(parts)}</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
