@@ -47,10 +47,19 @@ def post_instruction_positions(tokenizer: Any) -> tuple[int, ...]:
     (measured by rendering a probe instruction and counting the tokens that start after it)."""
     probe = "Say the word zebra."
     text = render(tokenizer, [{"role": "user", "content": probe}], add_generation_prompt=True)
+    if probe not in text:
+        raise DataError("the chat template does not copy the instruction into the prompt text")
     end = text.rfind(probe) + len(probe)
-    enc = tokenizer(text, add_special_tokens=not getattr(tokenizer, "chat_template", None),
-                    return_offsets_mapping=True)
-    n = sum(1 for s, e in enc["offset_mapping"] if s >= end and e > s)
+    try:
+        enc = tokenizer(text, add_special_tokens=not getattr(tokenizer, "chat_template", None),
+                        return_offsets_mapping=True)
+    except NotImplementedError as exc:
+        raise DataError("post-instruction positions need a fast tokenizer (offsets); use positions='last'") from exc
+    spans = enc["offset_mapping"]
+    if any(e == s for s, e in spans[-1:]):
+        raise DataError("the tokenizer appends a token without text (e.g. EOS) after the prompt; positions would "
+                        "be shifted, so give explicit offsets instead of 'post_instruction'")
+    n = sum(1 for s, e in spans if s >= end and e > s)
     if n < 1:
         raise DataError("the chat template adds no token after the instruction; use positions='last'")
     return tuple(range(-n, 0))

@@ -53,7 +53,7 @@ def refusal(args: argparse.Namespace) -> Path:
     from defense_interp.study import _log
 
     cfg = REFUSAL_PRESETS["tiny" if args.model == "tiny" else "quick"]
-    cfg = dataclasses.replace(cfg, seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    cfg = dataclasses.replace(cfg, seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
     _log(f"loading model {args.model or 'bundled SmolLM2-135M-Instruct'}")
     study = run_refusal_study(di.load_model(args.model), args.out, config=cfg)
     path = Path(args.out) / "report.html"

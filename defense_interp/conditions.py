@@ -33,14 +33,14 @@ import torch
 from torch import Tensor
 
 from defense_interp.axes import TraitAxes
-from defense_interp.data.chat import Conversation, with_system_prompt
+from defense_interp.data.chat import ChatBatch, Conversation, with_system_prompt
 from defense_interp.errors import ConfigError
-from defense_interp.data.chat import ChatBatch
 from defense_interp.interventions.adversary import adversarial_perturbation, perturb
 from defense_interp.interventions.edit import edit_gradients
 from defense_interp.interventions.steer import ablate, steer
 from defense_interp.metrics.gradients import EDIT_MODES
 from defense_interp.metrics.vectors import cosine
+from defense_interp.types import hook_name
 
 __all__ = ["Condition", "Baseline", "PPS", "RandomPPS", "IP", "PlaceboIP", "Ablation", "GradientEdit",
            "LAT", "EmbeddingAT", "pps_sweep", "DEFAULT_IP_PROMPT", "DEFAULT_PLACEBO_PROMPT"]
@@ -269,9 +269,11 @@ class LAT(Condition):
     name = "lat"
 
     def __post_init__(self) -> None:
-        if _finite(self.epsilon, "epsilon") <= 0 or int(self.steps) < 1 or int(self.layer) < 0:
-            raise ConfigError(f"{type(self).__name__} needs epsilon > 0, steps ≥ 1 and layer ≥ 0; "
-                              f"got {self.epsilon}, {self.steps}, {self.layer}")
+        if (_finite(self.epsilon, "epsilon") <= 0 or not isinstance(self.steps, int) or self.steps < 1
+                or not isinstance(self.layer, int) or self.layer < 0):
+            raise ConfigError(f"{type(self).__name__} needs epsilon > 0, an integer steps ≥ 1 and an integer layer "
+                              f"≥ 0; got {self.epsilon}, {self.steps}, {self.layer}")
+        hook_name(self.layer, self.point)  # validates the point
 
     @property
     def label(self) -> str:

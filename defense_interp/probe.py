@@ -282,8 +282,8 @@ def probe_gradients(
         b = encode_chat(model.tokenizer, cond.prepare(convs), max_length=max_length).to(dev)
         mask = b.response_mask.bool()
         spectra.clear()
-        with cap.attached(), hooked(model, bwd=[(cap.names[l], spectrum_hook(l, mask)) for l in cap.layers]), \
-                cond.intervene(model):
+        with cond.perturb(model, b), cap.attached(), \
+                hooked(model, bwd=[(cap.names[l], spectrum_hook(l, mask)) for l in cap.layers]), cond.intervene(model):
             logits = model(b.tokens, attention_mask=b.attention_mask)
             loss = response_token_loss(logits, b.tokens, b.response_mask)
             cap.set_mask(b.response_mask)

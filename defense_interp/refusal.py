@@ -14,7 +14,8 @@
   Kept: induce > `induce_threshold` (0: adding `r` makes refusal the likelier start), KL <
   `kl_threshold` (0.1 nats) and `l < max_layer_fraction · n_layers` (0.8: directions near the
   unembedding act directly on the logits). Chosen: the kept candidate with the lowest bypass
-  score; if none is kept, the lowest bypass score overall, with `fallback=True`.
+  score; if none is kept, the lowest bypass score overall, with `fallback=True`. A zero-norm
+  candidate (no difference at all) gets NaN scores and is never chosen.
 * **Refusal rate** of generations: the share of answers that a judge scores ≥ 50 out of 100; the
   default judge is the substring rule of `evaluate.is_refusal`. Wilson 95% intervals over prompts.
 * **Layer sweep**: the refusal rate (and first-token log-odds) with each layer's direction ablated.
@@ -234,14 +235,19 @@ def select_direction(
     cells = [(i, j) for i in range(shape[0]) for j in range(shape[1])]
     for i, j in tqdm(cells, desc="refusal: scoring candidates", disable=not progress, leave=False):
         r = directions.direction(layers[i], positions[j])
+        if not float(r.norm()) > 0:  # e.g. identical template tokens before any attention: no direction
+            bypass[i, j] = induce[i, j] = kl[i, j] = float("nan")
+            continue
         with ablate_direction(model, r):
             bypass[i, j] = refusal_log_odds(last_token_logits(model, harmful, batch_size=batch_size), ids).mean()
             kl[i, j] = next_token_kl(base_safe, last_token_logits(model, harmless, batch_size=batch_size)).mean()
         with add_direction(model, r, layer=layers[i], point=directions.point):
             induce[i, j] = refusal_log_odds(last_token_logits(model, harmless, batch_size=batch_size), ids).mean()
     low_layer = torch.tensor([l < max_layer_fraction * model.cfg.n_layers for l in layers])[:, None]
-    kept = (induce > induce_threshold) & (kl < kl_threshold) & low_layer
-    pool = torch.where(kept, bypass, torch.full_like(bypass, float("inf"))) if kept.any() else bypass
+    kept = (induce > induce_threshold) & (kl < kl_threshold) & low_layer  # False where NaN
+    if not bypass.isfinite().any():
+        raise ConfigError("every candidate direction has zero norm: harmful and harmless activations are identical")
+    pool = torch.where(kept if kept.any() else bypass.isfinite(), bypass, torch.full_like(bypass, float("inf")))
     flat = int(pool.argmin())
     chosen = (layers[flat // shape[1]], positions[flat % shape[1]])
     over = "prompts, no intervention"

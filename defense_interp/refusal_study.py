@@ -7,8 +7,8 @@ into *direction*, *selection* and *attack* sets, `config.splits`):
 1. Analyse the base model: activations of the direction set at `blocks.{l}.hook_resid_post`, every
    layer, every post-instruction position; per layer the SVD of the paired differences at the last
    position (uncentred, centred, without outlier channels); difference-in-means directions;
-   candidate selection on the selection set (every `candidate_stride`-th layer from `n/6` up to
-   `0.8·n`, the last `candidate_positions` positions); a layer sweep of refusal rates on the
+   candidate selection on the selection set (every `candidate_stride`-th layer below `0.8·n`, the
+   last `candidate_positions` positions); a layer sweep of refusal rates on the
    attack set with each swept layer's direction ablated.
 2. Train SSFT (`Baseline`), AT (`EmbeddingAT`) and LAT (`LAT` at `lat_layer`, default `n/3`) with
    LoRA on the refusal-training conversations. ε = `epsilon_fraction` × the median token norm of
@@ -19,11 +19,16 @@ into *direction*, *selection* and *attack* sets, `config.splits`):
    model's refusal rate on the harmless attack prompts (over-refusal).
 
 Each finished training run and each model's analysis is written to `out` as it completes; a rerun
-in the same folder loads them instead of recomputing (an interrupted study resumes).
+in the same folder loads them instead of recomputing (an interrupted study resumes). `manifest.json`
+records the config, model and data fingerprint: a rerun with different ones raises `ConfigError`
+instead of mixing two studies, and a retrained run invalidates its analysis and the transfer matrix.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +42,7 @@ from defense_interp.conditions import LAT, Baseline, Condition, EmbeddingAT
 from defense_interp.data.chat import encode_chat
 from defense_interp.data.refusal import RefusalData
 from defense_interp.errors import ConfigError, RunError
-from defense_interp.io import read_json, write_json
+from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 from defense_interp.metrics.svd import DifferenceSVD, difference_svd
 from defense_interp.models import model_device, model_identity
 from defense_interp.refusal import (
@@ -61,7 +66,7 @@ class RefusalStudyConfig:
     lr: float = 3e-4
     seed: int = 0
     pgd_steps: int = 3
-    epsilon_fraction: float = 0.5
+    epsilon_fraction: float = 0.05
     lat_layer: int | None = None
     splits: tuple[int, int, int] = (64, 16, 32)
     candidate_stride: int = 3
@@ -76,6 +81,8 @@ class RefusalStudyConfig:
         if min(self.steps, self.pgd_steps, self.candidate_stride, self.candidate_positions, self.sweep_stride,
                self.max_new_tokens, self.sweep_new_tokens) < 1 or not self.epsilon_fraction > 0:
             raise ConfigError(f"every size in RefusalStudyConfig must be positive: {self}")
+        if self.svd_k < 2 or len(self.splits) != 3:
+            raise ConfigError("RefusalStudyConfig needs svd_k ≥ 2 and three splits (directions, selection, attack)")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -120,6 +127,7 @@ class ModelAnalysis:
 
     def save(self, folder: Path) -> None:
         self.directions.save(folder)
+        write_tensors(folder / "svd_vectors.safetensors", {"vectors": torch.stack([s.vectors for s in self.svd])})
         write_json(folder / "analysis.json", {"label": self.label, "model": self.model,
                                               "svd": [s.to_dict() for s in self.svd],
                                               "selection": self.selection.to_dict(), "sweep": self.sweep.to_dict()})
@@ -127,7 +135,9 @@ class ModelAnalysis:
     @classmethod
     def load(cls, folder: Path) -> "ModelAnalysis":
         d = read_json(folder / "analysis.json")
-        return cls(d["label"], tuple(DifferenceSVD.from_dict(s) for s in d["svd"]), RefusalDirections.load(folder),
+        vectors = read_tensors(folder / "svd_vectors.safetensors")["vectors"]
+        return cls(d["label"], tuple(DifferenceSVD.from_dict(s, vectors=v) for s, v in zip(d["svd"], vectors)),
+                   RefusalDirections.load(folder),
                    DirectionSelection.from_dict(d["selection"]), LayerSweep.from_dict(d["sweep"]), d["model"])
 
 
@@ -141,7 +151,7 @@ def analyse_refusal(model: Any, label: str, sets: list, config: RefusalStudyConf
     svd = tuple(difference_svd(harmful.at(l, -1), harmless.at(l, -1), k=config.svd_k) for l in harmful.layers)
     directions = refusal_directions(harmful, harmless)
     n = model.cfg.n_layers
-    cand_layers = [l for l in range(n // 6, n, config.candidate_stride) if l < 0.8 * n] or [0]
+    cand_layers = [l for l in range(0, n, config.candidate_stride) if l < 0.8 * n]
     selection = select_direction(model, directions, sel_h, sel_s, layers=cand_layers,
                                  positions=directions.positions[-config.candidate_positions:], progress=progress)
     sweep = layer_sweep(model, directions, att_h, position=selection.chosen[1],
@@ -220,7 +230,7 @@ def median_token_norm(model: Any, conversations: list, *, layer: int, point: str
     return float(torch.cat(norms).median())
 
 
-def _conditions(model: Any, data: RefusalData, config: RefusalStudyConfig) -> tuple[dict[str, Condition], dict[str, float]]:
+def _conditions(model: Any, data: RefusalData, config: RefusalStudyConfig) -> dict[str, Condition]:
     n = model.cfg.n_layers
     lat_layer = n // 3 if config.lat_layer is None else config.lat_layer
     if not 0 <= lat_layer < n:
@@ -230,9 +240,24 @@ def _conditions(model: Any, data: RefusalData, config: RefusalStudyConfig) -> tu
                                                             max_length=config.max_length),
            "lat": config.epsilon_fraction * median_token_norm(model, convs, layer=lat_layer, point="resid_post",
                                                              max_length=config.max_length)}
-    conds = {"ssft": Baseline(), "at": EmbeddingAT(round(eps["at"], 4), config.pgd_steps),
-             "lat": LAT(lat_layer, round(eps["lat"], 4), config.pgd_steps)}
-    return conds, {k: round(v, 4) for k, v in eps.items()}
+    return {"ssft": Baseline(), "at": EmbeddingAT(round(eps["at"], 4), config.pgd_steps),
+            "lat": LAT(lat_layer, round(eps["lat"], 4), config.pgd_steps)}
+
+
+def _manifest(out: Path, model: Any, data: RefusalData, config: RefusalStudyConfig) -> None:
+    """Record what the folder's results were computed from; refuse to mix a different study into it."""
+    fingerprint = hashlib.sha256(json.dumps([list(data.harmful), list(data.harmless), list(data.train)],
+                                            sort_keys=True).encode()).hexdigest()[:16]
+    manifest = {"config": config.to_dict(), "model": model_identity(model), "data": fingerprint}
+    path = out / "manifest.json"
+    if path.is_file():
+        old = read_json(path)
+        changed = [k for k in manifest if old.get(k) != manifest[k]]
+        if changed:
+            raise ConfigError(f"{out} holds a refusal study with a different {' and '.join(changed)}; its finished "
+                              "pieces would be mixed into this one. Use another --out folder (or delete this one)")
+    else:
+        write_json(path, manifest)
 
 
 def run_refusal_study(model: Any, out: str | Path, *, config: RefusalStudyConfig | None = None,
@@ -243,6 +268,7 @@ def run_refusal_study(model: Any, out: str | Path, *, config: RefusalStudyConfig
     data = data or RefusalData.builtin()
     out = Path(out)
     sets = data.splits(config.splits, seed=config.seed)
+    _manifest(out, model, data, config)
 
     def analysed(label: str, m: Any) -> ModelAnalysis:
         folder = out / "analysis" / label
@@ -255,7 +281,7 @@ def run_refusal_study(model: Any, out: str | Path, *, config: RefusalStudyConfig
     analyses = {"base": analysed("base", model)}
     axes = analyses["base"].directions.as_axes(position=analyses["base"].selection.chosen[1],
                                                layer=analyses["base"].selection.chosen[0])
-    conds, eps = _conditions(model, data, config)
+    conds = _conditions(model, data, config)
     tcfg = TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
                        max_length=config.max_length)
     runs: dict[str, Run] = {}
@@ -267,6 +293,8 @@ def run_refusal_study(model: Any, out: str | Path, *, config: RefusalStudyConfig
         except RunError:
             runs[label] = train(model, list(data.train), cond, tcfg, out=folder, axes=axes, name=label,
                                 progress=progress)
+            shutil.rmtree(out / "analysis" / label, ignore_errors=True)  # results of an older run of this label
+            (out / "transfer.json").unlink(missing_ok=True)
         models[label] = load_trained(model, runs[label])
         analyses[label] = analysed(label, models[label])
     att_h, att_s = sets[2]
@@ -281,6 +309,7 @@ def run_refusal_study(model: Any, out: str | Path, *, config: RefusalStudyConfig
         harmless = {k: refusal_rate(m, att_s, max_new_tokens=config.max_new_tokens, progress=False)
                     for k, m in models.items()}
         write_json(transfer_file, {"transfer": transfer.to_dict(), "harmless": {k: v.to_dict() for k, v in harmless.items()}})
+    eps = {k: float(r.condition["epsilon"]) for k, r in runs.items() if "epsilon" in r.condition}
     study = RefusalStudy(tuple(models), analyses, transfer, harmless, runs, eps, config, model_identity(model),
                          round(time.time() - started, 1))
     write_json(out / "refusal.json", study.to_dict())

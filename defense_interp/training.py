@@ -20,6 +20,7 @@ several conditions on a fixed batch at those steps (step `s` = the weights after
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -103,17 +104,19 @@ def make_trainable(model: Any, cfg: TrainConfig) -> list[tuple[str, torch.nn.Par
 def _loss_estimates(model: Any, convs: list[Conversation], condition: Condition, cfg: TrainConfig
                     ) -> dict[str, Estimate]:
     """Response-token loss per batch of `cfg.batch_size` examples (token-weighted mean within a
-    batch), intervention on (train_time) and off (test_time), over batches (samples kept)."""
+    batch), intervention on (train_time: the condition's hooks, its data change and its adversarial
+    perturbation of the batch, if any) and off (test_time), over batches (samples kept)."""
     dev = model_device(model)
     est = {}
     for mode in ("train_time", "test_time"):
         data = condition.prepare(convs) if mode == "train_time" else convs
         ctx = condition.intervene(model) if mode == "train_time" else Baseline().intervene(model)
         losses = []
-        with ctx, torch.no_grad():
+        with ctx:
             for i in range(0, len(data), cfg.batch_size):
                 b = encode_chat(model.tokenizer, data[i : i + cfg.batch_size], max_length=cfg.max_length).to(dev)
-                logits = model(b.tokens, attention_mask=b.attention_mask)
+                with condition.perturb(model, b) if mode == "train_time" else nullcontext(), torch.no_grad():
+                    logits = model(b.tokens, attention_mask=b.attention_mask)
                 losses.append(float(response_token_loss(logits, b.tokens, b.response_mask)))
         est[mode] = mean_ci(losses, over="batches of training examples", keep=True)
     return est

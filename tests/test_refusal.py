@@ -1,5 +1,6 @@
 """Refusal analysis: metrics, activations, directions, selection, orthogonalisation, rates, transfer."""
 
+import dataclasses
 import json
 import math
 
@@ -28,8 +29,8 @@ def test_refusal_log_odds_on_a_hand_built_distribution():
     lo = refusal_log_odds(logits, [0, 2])
     torch.testing.assert_close(lo, torch.tensor([math.log(0.625 / 0.375), math.log(0.02 / 0.98)], dtype=torch.float64))
     # P within 1e-12 of 1 stays finite and large
-    sure = torch.tensor([[40.0, -40.0, -40.0]])
-    assert torch.isfinite(refusal_log_odds(sure, [0])).all() and float(refusal_log_odds(sure, [0])) > 20
+    sure = torch.tensor([[60.0, 0.0, 0.0]])  # P within e^-60 of 1: still exact, log(e^60 / 2)
+    assert float(refusal_log_odds(sure, [0])) == pytest.approx(60 - math.log(2), abs=1e-9)
     with pytest.raises(di.ConfigError):
         refusal_log_odds(logits, [7])
 
@@ -40,6 +41,8 @@ def test_next_token_kl_matches_the_formula_and_is_zero_on_itself():
     want = float((p * (p / q).log()).sum())
     assert float(next_token_kl(p.log(), q.log())) == pytest.approx(want, rel=1e-9)
     assert float(next_token_kl(q.log(), q.log())) == pytest.approx(0.0, abs=1e-12)
+    never = torch.tensor([[0.0, float("-inf")]], dtype=torch.float64)  # p puts no mass on token 1
+    assert float(next_token_kl(never, torch.zeros(1, 2, dtype=torch.float64))) == pytest.approx(math.log(2))
 
 
 def test_wilson_interval_known_values():
@@ -85,6 +88,9 @@ def test_instruction_loaders(tmp_path):
 
     ds = datasets.Dataset.from_list([{"goal": "G1", "category": "c"}, {"goal": "G2", "category": "d"}])
     assert di.load_instructions(ds).categories == ("c", "d")
+    assert list(di.load_instructions(datasets.DatasetDict({"test": ds}), split="test")) == ["G1", "G2"]
+    (tmp_path / "bom.CSV").write_text("\ufeffgoal\nWith a byte-order mark\n", encoding="utf-8")
+    assert list(di.load_instructions(tmp_path / "bom.CSV")) == ["With a byte-order mark"]
     with pytest.raises(di.DataError, match="no text column|no goal column"):
         (tmp_path / "bad.csv").write_text("x,y\n1,2\n")
         di.load_instructions(tmp_path / "bad.csv")
@@ -179,17 +185,25 @@ def test_lat_perturbation_respects_epsilon_and_raises_the_loss(tiny, convs):
                                            batch.response_mask)
     assert float(attacked) > float(clean)
     assert all(p.grad is None for p in work.parameters())  # the adversary leaves parameter gradients alone
-    with pytest.raises(di.ConfigError):
-        di.LAT(layer=1, epsilon=-1.0, steps=2)
+    for bad in (dict(epsilon=-1.0, steps=2), dict(epsilon=1.0, steps=2.5), dict(epsilon=1.0, steps=2, point="x")):
+        with pytest.raises(di.ConfigError):
+            di.LAT(layer=1, **bad)
+    with torch.no_grad():  # the search enables gradients itself
+        again = di.adversarial_perturbation(work, batch, layer=1, epsilon=eps, steps=4)
+    torch.testing.assert_close(again, delta)
 
 
-def test_lat_and_embedding_at_train_and_record_their_adversary(tiny, convs, random_axes, tmp_path):
+def test_lat_and_embedding_at_train_against_their_adversary(tiny, convs, random_axes, tmp_path):
     cfg = di.TrainConfig(steps=2, batch_size=2, max_length=512, loss_examples=2)
     hooks = count_hooks(tiny)
+    base = di.train(tiny, convs, di.Baseline(), cfg, axes=random_axes, progress=False)
     for cond in (di.LAT(2, 0.5, 2), di.EmbeddingAT(0.1, 2)):
         run = di.train(tiny, convs, cond, cfg, axes=random_axes, out=tmp_path / cond.label, progress=False)
         assert run.condition["epsilon"] == cond.epsilon and len(run.losses) == 2
-        assert all(math.isfinite(x) for x in run.losses)
+        # same seed, weights and batch at step 0: the adversary raises the training loss
+        assert run.losses[0] > base.losses[0]
+        start = run.loss_table["start"]
+        assert start["train_time"].mean > start["test_time"].mean  # train-time loss includes the adversary
     assert di.EmbeddingAT(0.1, 2).point == "resid_pre" and di.EmbeddingAT(0.1, 2).layer == 0
     assert count_hooks(tiny) == hooks
 
@@ -221,6 +235,24 @@ def test_selection_scores_match_direct_measurement_and_follow_the_rule(tiny, tin
     assert strict.fallback and "lowest bypass overall" in strict.rule
 
 
+def test_activation_addition_shifts_by_the_raw_direction(tiny):
+    r = torch.randn(tiny.cfg.d_model, generator=torch.Generator().manual_seed(5))
+    plain = di.collect_activations(tiny, HARMFUL[:2], layers=[2], positions="last")
+    with di.add_direction(tiny, r, layer=2, coef=0.5, point="resid_post"):
+        added = di.collect_activations(tiny, HARMFUL[:2], layers=[2], positions="last")
+    torch.testing.assert_close(added.acts - plain.acts, (0.5 * r).expand_as(plain.acts), atol=1e-5, rtol=1e-5)
+
+
+def test_refusal_tokens_and_zero_norm_candidates(tiny, tiny_directions):
+    ids = di.refusal.refusal_token_ids(tiny.tokenizer)
+    assert {tiny.tokenizer.decode([i]) for i in ids} == {"I", "S", "U", "A"}  # byte-level first tokens
+    vectors = tiny_directions.vectors.clone()
+    vectors[0] = 0.0  # layer 0: no difference at all
+    zeroed = dataclasses.replace(tiny_directions, vectors=vectors)
+    sel = di.select_direction(tiny, zeroed, HARMFUL[4:], HARMLESS[4:], layers=[0, 1], positions=[-1])
+    assert math.isnan(float(sel.bypass[0, 0])) and not bool(sel.kept[0, 0]) and sel.chosen[0] == 1
+
+
 def test_refusal_rate_with_a_custom_judge_and_bad_scores(tiny):
     class Always:
         name = "always"
@@ -250,7 +282,7 @@ def test_layer_sweep_and_transfer_matrix_over_models_and_runs(tiny, tiny_directi
                             max_new_tokens=2)
     assert tm.sources == ("base", "other") and tm.targets == ("base", "trained")
     assert len(tm.rates) == 2 and len(tm.rates[0]) == 2 and all(x.rate.n == 2 for row in tm.rates for x in row)
-    assert di.TransferMatrix.from_dict(json.loads(json.dumps(tm.to_dict()))).rates[1][1].rate == tm.rates[1][1].rate
+    assert di.TransferMatrix.from_dict(json.loads(json.dumps(tm.to_dict()))).to_dict() == tm.to_dict()
     with pytest.raises(di.ConfigError, match="base="):
         di.transfer_matrix({"trained": run}, {"base": r}, HARMFUL[:1], max_new_tokens=1)
     with pytest.raises(di.ConfigError, match="d_model"):
@@ -272,5 +304,8 @@ def test_refusal_study_on_tiny_writes_report_and_resumes(tiny, tmp_path):
     assert len(saved["svd"]["lat"]) == tiny.cfg.n_layers and saved["epsilons"]["lat"] > 0
     assert {"explained_1", "centered_1", "without_outliers_1"} <= set(saved["svd"]["base"][0])
     again = di.run_refusal_study(tiny, tmp_path, config=cfg, progress=False)  # loads everything
-    assert again.transfer.to_dict() == study.transfer.to_dict()
+    assert again.transfer.to_dict() == study.transfer.to_dict() and again.epsilons == study.epsilons
     assert again.runs["lat"] == study.runs["lat"]
+    torch.testing.assert_close(again.analyses["at"].svd[1].vectors, study.analyses["at"].svd[1].vectors)
+    with pytest.raises(di.ConfigError, match="different config"):
+        di.run_refusal_study(tiny, tmp_path, config=dataclasses.replace(cfg, steps=5), progress=False)

@@ -113,6 +113,10 @@ def load_instructions(source: Any, *, column: str | None = None, category: str =
     The text field is `column`, else the first of `instruction`, `goal`, `prompt`, `text` present.
     """
     if not isinstance(source, (str, Path)):
+        if isinstance(getattr(source, "column_names", None), dict):  # a DatasetDict: pick the split
+            if split not in source:
+                raise DataError(f"the dataset has no split {split!r}; its splits are {list(source)}")
+            source = source[split]
         cols = getattr(source, "column_names", None)
         if cols is None:
             raise DataError(f"expected a file path or a datasets.Dataset, got {type(source).__name__}")
@@ -124,23 +128,23 @@ def load_instructions(source: Any, *, column: str | None = None, category: str =
         import datasets
 
         return load_instructions(datasets.load_dataset(str(source), split=split), column=column, category=category)
-    where = str(path)
-    if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
+    where, suffix = str(path), path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a byte-order mark
             reader = csv.DictReader(f)
             key = column or next((k for k in ("goal", *_TEXT_KEYS) if k in (reader.fieldnames or [])), None)
             if key is None or key not in (reader.fieldnames or []):
                 raise DataError(f"{path} has no {column or 'goal'} column; its columns are {reader.fieldnames}")
             return _from_rows(list(reader), where, key, category)
-    if path.suffix == ".json":
+    if suffix == ".json":
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
+            rows = json.loads(path.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path} is not valid JSON ({exc.msg})") from exc
         if not isinstance(rows, list):
             raise DataError(f"{path} must hold a JSON list of instructions")
         return _from_rows(rows, where, column, category)
-    if path.suffix == ".jsonl":
+    if suffix == ".jsonl":
         rows = []
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if line.strip():

@@ -8,7 +8,8 @@ when added at `blocks.{layer}.hook_{point}`, by projected gradient ascent:
 per token `t`, with `Π_ε` the projection of each token's `δ_t` onto the L2 ball `‖δ_t‖ ≤ ε` and
 step size `η = 2.5 ε / steps` unless given. Only prompt tokens are perturbed (attended and not in
 the response mask: the attack changes what the model reads, not the answer it is trained on);
-`δ` is zero elsewhere. Parameter gradients are not touched (`torch.autograd.grad` w.r.t. `δ` only).
+`δ` is zero elsewhere. Parameter gradients are not touched (`torch.autograd.grad` w.r.t. `δ` only),
+and the search runs with gradients enabled even inside `torch.no_grad()` (e.g. for loss tables).
 `perturb` adds a fixed `δ` for the body of a `with` block.
 """
 
@@ -61,11 +62,11 @@ def adversarial_perturbation(
     dev = batch.tokens.device
     where = (batch.attention_mask.bool() & ~batch.response_mask).to(dev)[..., None].float()
     delta = torch.zeros(*batch.tokens.shape, int(model.cfg.d_model), device=dev, requires_grad=True)
-    for _ in range(steps):
-        with perturb(model, delta, layer=layer, point=point):
+    for _ in range(int(steps)):
+        with perturb(model, delta, layer=layer, point=point), torch.enable_grad():
             logits = model(batch.tokens, attention_mask=batch.attention_mask)
             loss = response_token_loss(logits, batch.tokens, batch.response_mask)
-        (g,) = torch.autograd.grad(loss, delta)
+            (g,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():
             g = g * where
             step = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)

@@ -8,7 +8,7 @@ projection off `r̂`: the token (and learned positional) embeddings `W_E ← W_E
 directional ablation at every layer and position (`resid_pre`, `resid_mid`, `resid_post`) enforces
 with hooks — the two agree up to float error (tested). Tied input/output embeddings are untied
 first, so the unembedding is left as it was; LoRA adapters on output projections are merged into
-their base weights before the projection.
+their base weights before the projection. Works on any device (float64 arithmetic except on MPS).
 """
 
 from __future__ import annotations
@@ -28,9 +28,15 @@ __all__ = ["orthogonalize"]
 
 
 def _writers(model: Any) -> list[torch.nn.Module]:
-    """The `nn.Linear` (or LoRA-wrapped) modules whose output is added to the residual stream."""
+    """The modules whose output is added to the residual stream (attention and MLP output
+    projections); refuses architectures that normalise those outputs before adding them."""
     out = []
-    for block in model.blocks:
+    for l, block in enumerate(model.blocks):
+        post = [n for n in ("ln1_post", "ln2_post") if hasattr(block, n)]
+        if post:
+            raise ConfigError(f"block {l} normalises its outputs ({', '.join(post)}) before adding them to the "
+                              "residual stream, so projecting the output weights does not remove the direction; "
+                              "use ablate_direction instead")
         for owner, name in ((getattr(block, "attn", None), "o"), (getattr(block, "mlp", None), "out")):
             comp = getattr(owner, name, None) if owner is not None else None
             if comp is None:
@@ -46,24 +52,45 @@ def _embeddings(model: Any) -> list[torch.nn.Module]:
     return mods
 
 
+def _project_out(w: Tensor, r: Tensor, d_model: int, *, rows: bool) -> Tensor:
+    """`w` with `r̂` removed from its `d_model`-wide side: rows (`W − (W r̂) r̂ᵀ`, d_model last) or
+    columns (`W − r̂ (r̂ᵀ W)`, d_model first)."""
+    dtype = torch.float32 if w.device.type == "mps" else torch.float64
+    r = r.to(device=w.device, dtype=dtype)
+    x = w.to(dtype)
+    x = x - (x @ r)[..., None] * r if rows else x - r[:, None] * (r @ x)[None]
+    return x.to(w.dtype)
+
+
 def orthogonalize(model: Any, direction: Float[Tensor, "d_model"]) -> Any:
     """A new model (the input is not changed) with `direction` projected out of every residual
-    write (module docstring)."""
-    r = unit(check_vector(direction, int(model.cfg.d_model), "direction").double())
+    write (module docstring). Raises `ConfigError` for architectures where that is not equivalent
+    to directional ablation (normalised block outputs) or whose output weights it cannot place."""
+    d = int(model.cfg.d_model)
+    r = unit(check_vector(direction, d, "direction").double())
+    _writers(model)  # validates the architecture before copying
     new = copy_model(model)
     with torch.no_grad():
         for emb in _embeddings(new):
-            w = emb.weight
-            fresh = torch.nn.Parameter((w.double() - (w.double() @ r)[:, None] * r).to(w.dtype),
-                                       requires_grad=w.requires_grad)
-            emb.weight = fresh  # a new Parameter: unties a shared unembedding
+            if emb.weight.shape[-1] != d:
+                raise ConfigError(f"embedding {type(emb).__name__} has width {emb.weight.shape[-1]}, not d_model={d}")
+            # a new Parameter: unties a shared unembedding, which keeps its weights
+            emb.weight = torch.nn.Parameter(_project_out(emb.weight, r, d, rows=True),
+                                            requires_grad=emb.weight.requires_grad)
+        hf_config = getattr(getattr(new, "original_model", None), "config", None)
+        if getattr(hf_config, "tie_word_embeddings", False):
+            hf_config.tie_word_embeddings = False  # so that saving and reloading does not re-tie them
         for mod in _writers(new):
             if hasattr(mod, "merge") and hasattr(mod, "base_layer"):  # peft LoRA layer
                 mod.merge()
                 mod = mod.base_layer
-            w = mod.weight.double()
-            mod.weight.copy_((w - r[:, None] * (r @ w)[None]).to(mod.weight.dtype))
+            if type(mod).__name__ == "Conv1D" and mod.weight.shape[-1] == d:  # HF GPT-2 style: [d_in, d_out]
+                mod.weight.copy_(_project_out(mod.weight, r, d, rows=True))
+            elif isinstance(mod, torch.nn.Linear) and mod.weight.shape[0] == d:  # [d_out, d_in]
+                mod.weight.copy_(_project_out(mod.weight, r, d, rows=False))
+            else:
+                raise ConfigError(f"cannot place d_model={d} in the output weight of {type(mod).__name__} with "
+                                  f"shape {tuple(mod.weight.shape)}")
             if getattr(mod, "bias", None) is not None:
-                b = mod.bias.double()
-                mod.bias.copy_((b - (b @ r) * r).to(mod.bias.dtype))
+                mod.bias.copy_(_project_out(mod.bias[None], r, d, rows=True)[0])
     return new

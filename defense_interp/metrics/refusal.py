@@ -2,8 +2,8 @@
 
 * refusal log-odds: with `P = Σ_{t ∈ R} softmax(logits)_t` the probability that the answer starts
   with a refusal token (`R`: the first tokens of refusal phrases such as "I'm sorry", "I cannot"),
-  `log P − log(1 − P)`, computed from log-probabilities (log-sum-exp, `log1p(−P)`), so it stays
-  finite for P near 0 or 1. Positive: the model leans towards refusing.
+  `log P − log(1 − P)`, computed as the log-sum-exp of the refusal tokens' logits minus that of all
+  other tokens, so it stays exact for P near 0 or 1. Positive: the model leans towards refusing.
 * next-token KL: `KL(p ‖ q) = Σ_t p_t (log p_t − log q_t)` between two next-token distributions
   (e.g. the model's own, `p`, and under an intervention, `q`), in nats.
 """
@@ -33,9 +33,12 @@ def refusal_log_odds(logits: Float[Tensor, "batch vocab"], refusal_tokens: Seque
     if logits.ndim != 2 or not 0 <= ids[0] <= ids[-1] < logits.shape[-1]:
         raise ConfigError(f"expected [batch, vocab] logits and token ids below vocab={logits.shape[-1]}, "
                           f"got shape {tuple(logits.shape)} and ids {ids[:5]}...")
-    logp = torch.log_softmax(logits.double(), dim=-1)
-    log_p = torch.logsumexp(logp[:, ids], dim=-1).clamp_max(-1e-12)
-    return log_p - torch.log(-torch.expm1(log_p))
+    logits = logits.double()
+    refuse = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    refuse[ids] = True
+    log_p = torch.logsumexp(logits[:, refuse], dim=-1)
+    log_not = torch.logsumexp(logits.masked_fill(refuse, float("-inf")), dim=-1)
+    return log_p - log_not
 
 
 def next_token_kl(p_logits: Float[Tensor, "batch vocab"], q_logits: Float[Tensor, "batch vocab"]) -> Float[Tensor, "batch"]:
@@ -44,4 +47,5 @@ def next_token_kl(p_logits: Float[Tensor, "batch vocab"], q_logits: Float[Tensor
         raise ConfigError(f"KL needs logits of the same shape, got {tuple(p_logits.shape)} and {tuple(q_logits.shape)}")
     lp = torch.log_softmax(p_logits.double(), dim=-1)
     lq = torch.log_softmax(q_logits.double(), dim=-1)
-    return (lp.exp() * (lp - lq)).sum(-1)
+    terms = lp.exp() * (lp - lq)
+    return torch.where(lp.isneginf(), torch.zeros_like(terms), terms).sum(-1)  # 0 · log 0 = 0

@@ -60,13 +60,15 @@ class DifferenceSVD:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DifferenceSVD":
-        """Inverse of `to_dict`; without stored vectors, `vectors` is an empty `[0, d_model]` tensor."""
-        t = {k: torch.tensor(d[k], dtype=torch.float64) for k in
+    def from_dict(cls, d: dict[str, Any], *, vectors: Tensor | None = None) -> "DifferenceSVD":
+        """Inverse of `to_dict` (float32 like `difference_svd`). The singular vectors come from `d`
+        or `vectors`; without either, `vectors` is an empty `[0, d_model]` tensor."""
+        t = {k: torch.tensor(d[k], dtype=torch.float32) for k in
              ("explained", "explained_centered", "explained_without_outliers", "singular_values", "mean_cosine",
               "channel_share")}
-        vecs = torch.tensor(d["vectors"], dtype=torch.float64) if "vectors" in d else torch.zeros(0, int(d["d_model"]),
-                                                                                                 dtype=torch.float64)
+        if vectors is None:
+            vectors = torch.tensor(d["vectors"]) if "vectors" in d else torch.zeros(0, int(d["d_model"]))
+        vecs = vectors.float()
         return cls(t["explained"], t["explained_centered"], t["explained_without_outliers"], t["singular_values"],
                    vecs, t["mean_cosine"], t["channel_share"], tuple(d["outlier_channels"]), int(d["n"]),
                    d["outlier_rule"])

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from defense_interp import __version__
+from defense_interp.metrics.stats import mean_ci
 from defense_interp.report.html import Section, write_page
 from defense_interp.viz import refusal as fig
 
@@ -18,10 +19,15 @@ def _training_rows(study: Any) -> list[dict[str, Any]]:
     for label, run in study.runs.items():
         c = run.condition
         start, end = run.loss_table["start"]["test_time"], run.loss_table["end"]["test_time"]
+        g = run.gradients
+        layer = run.provenance.get("axes", {}).get("layer")
+        pressure = (mean_ci(g.pressure_norm[:, g.layers.index(layer)], over="training steps")
+                    if layer in g.layers else "—")
         rows.append({"model": label, "condition": c.get("label", c.get("name")),
                      "perturbed hook": (f"blocks.{c['layer']}.hook_{c['point']}" if "epsilon" in c else "—"),
                      "ε (per-token L2)": c.get("epsilon", "—"), "PGD steps": c.get("steps", "—"),
                      "steps": len(run.losses), "loss before": start, "loss after": end,
+                     "normalised pressure along r̂ (base direction layer)": pressure,
                      "wall s": run.provenance.get("wall_seconds")})
     return rows
 
@@ -77,8 +83,11 @@ def write_refusal_report(study: Any, path: str | Path) -> Path:
                      "and LAT with an adversarial per-token perturbation of the prompt tokens found by projected "
                      "gradient ascent on the loss before every step. ε = "
                      f"{cfg.epsilon_fraction:g} × the base model's median prompt-token norm at the perturbed hook. "
-                     "Loss: mean response-token loss on a fixed subset of the training data before and after "
-                     "training (95% t-intervals over batches).", _training_rows(study)))
+                     "Loss: mean response-token loss (no adversary) on a fixed subset of the training data before and "
+                     "after training (95% t-intervals over batches). Pressure: −Σ⟨g, r̂⟩ / Σ‖g‖ over response tokens "
+                     "at the base model's chosen refusal-direction layer (blocks.l.hook_resid_post), g = ∂loss/∂h "
+                     "captured during the real training steps; > 0 means training pushes activations towards the "
+                     "base model's refusal direction (95% t-interval over training steps).", _training_rows(study)))
     head = ["<h1>Refusal representation after SSFT, AT and LAT</h1>",
             f"<p class=meta>model {html.escape(str(study.model.get('name')))} · models {', '.join(study.labels)} · "
             f"hook point {hook} · seed {cfg.seed} · wall time {study.wall_seconds:.0f} s · defense_interp {__version__}</p>"]
