@@ -130,6 +130,8 @@ def test_directions_recover_a_planted_mean_shift():
     assert float(dirs.cohens_d.min()) > 2.0
     axes = dirs.as_axes(position=-1)
     assert axes.trait == "refusal" and axes.n_layers == 2
+    heat = dirs.plot().to_dict()["data"][0]
+    torch.testing.assert_close(torch.tensor([list(row) for row in heat["z"]]), dirs.cohens_d)
 
 
 # -- interventions ----------------------------------------------------------------------------------
@@ -229,7 +231,9 @@ def test_selection_scores_match_direct_measurement_and_follow_the_rule(tiny, tin
     assert not sel.fallback and sel.chosen[0] < 3
     i, j = sel.layers.index(sel.chosen[0]), sel.positions.index(sel.chosen[1])
     assert float(sel.bypass[i, j]) == float(sel.bypass[:3].min())
-    assert di.DirectionSelection.from_dict(json.loads(json.dumps(sel.to_dict()))).chosen == sel.chosen
+    assert di.DirectionSelection.from_dict(json.loads(json.dumps(sel.to_dict()))).to_dict() == sel.to_dict()
+    star = [t for t in sel.plot().to_dict()["data"] if t["type"] == "scatter"][0]
+    assert list(star["y"]) == [sel.chosen[0]] and list(star["x"]) == [str(sel.chosen[1])]
     strict = di.select_direction(tiny, tiny_directions, HARMFUL[4:], HARMLESS[4:], layers=[0], positions=[-1],
                                  kl_threshold=-1.0)
     assert strict.fallback and "lowest bypass overall" in strict.rule
@@ -283,6 +287,9 @@ def test_layer_sweep_and_transfer_matrix_over_models_and_runs(tiny, tiny_directi
     assert tm.sources == ("base", "other") and tm.targets == ("base", "trained")
     assert len(tm.rates) == 2 and len(tm.rates[0]) == 2 and all(x.rate.n == 2 for row in tm.rates for x in row)
     assert di.TransferMatrix.from_dict(json.loads(json.dumps(tm.to_dict()))).to_dict() == tm.to_dict()
+    heat = tm.plot().to_dict()["data"][0]
+    assert list(heat["y"]) == ["ablate base", "ablate other", "no ablation"] and list(heat["x"]) == ["base", "trained"]
+    assert heat["z"][1][0] == tm.rates[1][0].rate.mean and heat["z"][2][1] == tm.baseline[1].rate.mean
     with pytest.raises(di.ConfigError, match="base="):
         di.transfer_matrix({"trained": run}, {"base": r}, HARMFUL[:1], max_new_tokens=1)
     with pytest.raises(di.ConfigError, match="d_model"):

@@ -43,3 +43,20 @@ def test_mean_cosine_is_oriented_and_float16_inputs_work():
     assert svd.explained.shape == (4,) and svd.to_dict()["n"] == 50
     with pytest.raises(ValueError, match="n, d_model"):
         di.difference_svd(a, b[:10])
+
+
+def test_plot_draws_the_three_ratios_and_marks_outliers():
+    g = torch.Generator().manual_seed(3)
+    d = torch.randn(40, 12, generator=g)
+    d[:, 2] += 30.0
+    svd = di.difference_svd(d, torch.zeros(40, 12), k=4)
+    data = svd.plot().to_dict()["data"]
+    bars = {t["name"]: t["y"] for t in data[:3]}
+    assert list(bars["uncentred σ_k²/Σσ² (paper)"]) == pytest.approx(svd.explained.tolist())
+    assert list(bars["centred (PCA of D − mean D)"]) == pytest.approx(svd.explained_centered.tolist())
+    assert list(bars["uncentred, outlier channels zeroed"]) == pytest.approx(svd.explained_without_outliers.tolist())
+    colours = data[3]["marker"]["color"]
+    assert svd.outlier_channels == (2,) and colours[2] == "crimson" and colours.count("crimson") == 1
+    back = di.DifferenceSVD.from_dict(svd.to_dict(vectors=True))
+    torch.testing.assert_close(back.vectors, svd.vectors)
+    torch.testing.assert_close(back.channel_share, svd.channel_share)

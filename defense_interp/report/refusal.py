@@ -62,6 +62,11 @@ def write_refusal_report(study: Any, path: str | Path) -> Path:
                          "Left: explained energy of the first components of D, three ways (uncentred, centred, outliers "
                          "zeroed). Right: each channel's share Σ_i D_ij²/‖D‖²; red: outlier channels. Table: every layer.",
                          a.svd_rows()))
+        sections.append((f"{label}: refusal directions", fig.directions_figure(a.directions),
+                         f"Separation of harmful and harmless prompts along each candidate r = mean h(harmful) − mean "
+                         f"h(harmless) ({n_dir} + {n_dir} prompts, blocks.l.hook_resid_post, every post-instruction "
+                         "position): Cohen's d of the projections on r̂, held out (the direction from one half of the "
+                         "prompts scores the other half, alternating prompts).", None))
         sections.append((f"{label}: candidate selection", fig.selection_figure(a.selection),
                          f"Mean first-token refusal log-odds log P/(1−P), P = probability that the answer starts with a "
                          f"refusal token, over {n_sel} selection prompts. Bypass: harmful prompts with the candidate "
