@@ -137,7 +137,7 @@ def collect_activations(
     out = torch.empty(len(prompts), len(layers), len(pos), int(model.cfg.d_model), dtype=torch.float32)
     pos_t = torch.tensor(pos)
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
-        batch = encode_prompts(model.tokenizer, prompts[start : start + batch_size])
+        batch = encode_prompts(model, prompts[start : start + batch_size])
         if batch.tokens.shape[1] < len(pos) or int(batch.attention_mask.sum(1).min()) < -min(pos):
             raise DataError(f"a prompt is shorter than the requested offset {min(pos)}")
         rows = slice(start, start + batch.tokens.shape[0])

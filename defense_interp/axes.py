@@ -171,7 +171,7 @@ def response_means(
     dev = model_device(model)
     out, emb = [], []
     for i in tqdm(range(0, len(convs), batch_size), desc=desc, leave=False):
-        batch = encode_chat(model.tokenizer, convs[i : i + batch_size])
+        batch = encode_chat(model, convs[i : i + batch_size])
         resp = batch.response_mask
         if variant == "response":
             w = resp.float()

@@ -101,7 +101,7 @@ def contrast_score(model: Any, trait: Trait, *, batch_size: int = 16) -> Estimat
         for kind in ("trait", "neutral"):
             convs = [[{"role": "user", "content": e.question}, {"role": "assistant", "content": getattr(e, kind)}]
                      for e in chunk]
-            b = encode_chat(model.tokenizer, convs).to(dev)
+            b = encode_chat(model, convs).to(dev)
             with torch.no_grad():
                 logits = model(b.tokens, attention_mask=b.attention_mask)
             nll[kind] = response_token_loss(logits, b.tokens, b.response_mask, per_row=True).cpu()

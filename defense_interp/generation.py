@@ -37,7 +37,12 @@ def generate_answers(
     tok = model.tokenizer
     if tok is None:
         raise ConfigError("generation needs a model with a tokenizer")
-    encoded = [encode_prompts(tok, [p]).tokens[0] for p in prompts]
+    encoded = [encode_prompts(model, [p]).tokens[0] for p in prompts]
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    longest = max((len(e) for e in encoded), default=0)
+    if n_ctx is not None and longest + max_new_tokens > n_ctx:
+        raise ConfigError(f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the model's "
+                          f"context of {n_ctx} tokens; shorten the prompt or lower max_new_tokens")
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     answers: list[str] = [""] * len(prompts)
     eos = tok.eos_token_id

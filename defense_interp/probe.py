@@ -279,7 +279,7 @@ def probe_gradients(
     losses, n_tokens, grads, eff_rank, top_share = [], [], [], [], []
     model.zero_grad(set_to_none=True)
     for cond in tqdm(conditions, desc="probe", disable=not progress, leave=False):
-        b = encode_chat(model.tokenizer, cond.prepare(convs), max_length=max_length).to(dev)
+        b = encode_chat(model, cond.prepare(convs), max_length=max_length).to(dev)
         mask = b.response_mask.bool()
         spectra.clear()
         with cond.perturb(model, b), cap.attached(), \

@@ -155,7 +155,7 @@ def last_token_logits(model: Any, instructions: Sequence[str], *, batch_size: in
     prompts = instruction_prompts(instructions, system_prompt=system_prompt)
     dev, out = model_device(model), []
     for i in range(0, len(prompts), batch_size):
-        b = encode_prompts(model.tokenizer, prompts[i : i + batch_size])
+        b = encode_prompts(model, prompts[i : i + batch_size])
         with torch.no_grad():
             out.append(model(b.tokens.to(dev), attention_mask=b.attention_mask.to(dev))[:, -1].float().cpu())
     return torch.cat(out)

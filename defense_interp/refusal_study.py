@@ -219,7 +219,7 @@ def median_token_norm(model: Any, conversations: list, *, layer: int, point: str
     norms: list[torch.Tensor] = []
     dev = model_device(model)
     for i in range(0, len(conversations), batch_size):
-        b = encode_chat(model.tokenizer, conversations[i : i + batch_size], max_length=max_length)
+        b = encode_chat(model, conversations[i : i + batch_size], max_length=max_length)
         keep = (b.attention_mask.bool() & ~b.response_mask).to(dev)
 
         def grab(x, hook):

@@ -114,7 +114,7 @@ def _loss_estimates(model: Any, convs: list[Conversation], condition: Condition,
         losses = []
         with ctx:
             for i in range(0, len(data), cfg.batch_size):
-                b = encode_chat(model.tokenizer, data[i : i + cfg.batch_size], max_length=cfg.max_length).to(dev)
+                b = encode_chat(model, data[i : i + cfg.batch_size], max_length=cfg.max_length).to(dev)
                 with condition.perturb(model, b) if mode == "train_time" else nullcontext(), torch.no_grad():
                     logits = model(b.tokens, attention_mask=b.attention_mask)
                 losses.append(float(response_token_loss(logits, b.tokens, b.response_mask)))
@@ -250,7 +250,7 @@ def train(
         if len(order) < cfg.batch_size:
             order += torch.randperm(len(convs), generator=gen).tolist()
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        batch = encode_chat(work.tokenizer, condition.prepare([convs[i] for i in idx]),
+        batch = encode_chat(work, condition.prepare([convs[i] for i in idx]),
                             max_length=cfg.max_length).to(dev)
         with condition.perturb(work, batch), cap.attached(), condition.intervene(work):
             logits = work(batch.tokens, attention_mask=batch.attention_mask)

@@ -104,6 +104,23 @@ def _response_spans(tokenizer: Any, messages: Conversation, full: str) -> list[t
     return spans
 
 
+def _tokenizer_and_context(tok_or_model: Any) -> tuple[Any, int | None]:
+    """A tokenizer and the model's context length (None when given a bare tokenizer)."""
+    cfg = getattr(tok_or_model, "cfg", None)
+    if cfg is not None and hasattr(tok_or_model, "tokenizer"):
+        if tok_or_model.tokenizer is None:
+            raise DataError("this model has no tokenizer; pass one to the model (or give integer tokens)")
+        return tok_or_model.tokenizer, getattr(cfg, "n_ctx", None)
+    return tok_or_model, None
+
+
+def _check_context(rows: list[list[int]], n_ctx: int | None, what: str) -> None:
+    longest = max(len(r) for r in rows)
+    if n_ctx is not None and longest > n_ctx:
+        raise DataError(f"a {what} has {longest} tokens but the model's context is n_ctx={n_ctx} tokens; "
+                        f"set max_length ≤ {n_ctx} (e.g. TrainConfig.max_length) or shorten it")
+
+
 def _add_special(tokenizer: Any) -> bool:
     # Chat templates write their own BOS/special tokens; the plain format relies on the tokenizer.
     return not getattr(tokenizer, "chat_template", None)
@@ -118,9 +135,11 @@ def encode_chat(
 ) -> ChatBatch:
     """Tokenize whole conversations (with answers) into a `ChatBatch` with a response mask.
 
-    Rows longer than `max_length` are truncated on the right (their late answer tokens are lost);
-    a row that would keep no answer token raises `DataError`.
+    `tokenizer` may also be a model (its tokenizer is used and rows are checked against its
+    context length `n_ctx`). Rows longer than `max_length` are truncated on the right (their late
+    answer tokens are lost); a row that would keep no answer token raises `DataError`.
     """
+    tokenizer, n_ctx = _tokenizer_and_context(tokenizer)
     convs = [check_conversation(c, where=f"conversation {i}") for i, c in enumerate(conversations)]
     if not convs:
         raise DataError("no conversations to encode: the dataset is empty")
@@ -140,12 +159,15 @@ def encode_chat(
                 )
         rows.append(ids)
         masks.append(resp)
+    _check_context(rows, n_ctx, "conversation")
     return _pad(tokenizer, rows, masks, padding_side)
 
 
 def encode_prompts(tokenizer: Any, conversations: Iterable[Any], *, padding_side: str = "left") -> ChatBatch:
     """Tokenize conversations that end before the answer, with the generation prompt appended
-    (left-padded by default, for generation). The response mask is all False."""
+    (left-padded by default, for generation). The response mask is all False. `tokenizer` may be a
+    model, as in `encode_chat`."""
+    tokenizer, n_ctx = _tokenizer_and_context(tokenizer)
     rows = []
     for i, c in enumerate(conversations):
         conv = check_conversation(c, need_answer=False, where=f"prompt {i}")
@@ -155,6 +177,7 @@ def encode_prompts(tokenizer: Any, conversations: Iterable[Any], *, padding_side
         rows.append(list(tokenizer(text, add_special_tokens=_add_special(tokenizer))["input_ids"]))
     if not rows:
         raise DataError("no prompts to encode")
+    _check_context(rows, n_ctx, "prompt")
     return _pad(tokenizer, rows, [[False] * len(r) for r in rows], padding_side)
 
 

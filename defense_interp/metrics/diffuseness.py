@@ -22,6 +22,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from defense_interp.errors import ConfigError
+
 __all__ = ["participation_ratio", "singular_energy", "effective_rank", "top_k_share", "layer_entropy",
            "axis_share"]
 
@@ -29,7 +31,8 @@ __all__ = ["participation_ratio", "singular_energy", "effective_rank", "top_k_sh
 def participation_ratio(x: Float[Tensor, "... d"]) -> Float[Tensor, "..."]:
     """`(Σ x_i²)² / (d · Σ x_i⁴)` over the last dimension.
 
-    Example: `participation_ratio(torch.ones(8)) == 1`; a one-hot vector gives `1/8`.
+    Example: `participation_ratio(torch.ones(8)) == 1`; a one-hot vector gives `1/8`. A zero
+    vector has no direction: NaN.
     """
     x2 = x.double() ** 2
     num = x2.sum(-1) ** 2
@@ -52,7 +55,7 @@ def effective_rank(g: Float[Tensor, "token d"] | None = None, *, energy: Tensor 
 def top_k_share(g: Float[Tensor, "token d"] | None = None, *, k: int = 1, energy: Tensor | None = None) -> float:
     """Share of `‖G‖²_F` in the top `k` singular directions: `Σ_{i<k} σ_i² / Σ σ²`."""
     if k < 1:
-        raise ValueError(f"top_k_share needs k >= 1, got {k}")
+        raise ConfigError(f"top_k_share needs k >= 1, got {k}")
     e = singular_energy(g) if energy is None else energy.double()
     total = float(e.sum())
     return float(e[:k].sum()) / total if total > 0 else math.nan

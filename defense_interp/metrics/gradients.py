@@ -20,6 +20,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from defense_interp.errors import ConfigError
+
 __all__ = ["gradient_sums", "finalize_sums", "edit_gradient", "SUM_KEYS", "EDIT_MODES"]
 
 SUM_KEYS = ("proj", "abs_norm", "axis_energy", "energy", "gbar")
@@ -75,7 +77,7 @@ def edit_gradient(
     The part of `g` orthogonal to `û` is unchanged. Returns a new tensor in `g`'s dtype.
     """
     if mode not in EDIT_MODES:
-        raise ValueError(f"gradient edit mode must be one of {EDIT_MODES}, got {mode!r}")
+        raise ConfigError(f"gradient edit mode must be one of {EDIT_MODES}, got {mode!r}")
     uh = u.to(g.device, g.dtype)
     uh = uh / uh.norm().clamp_min(1e-12)
     c = (g @ uh)[..., None]

@@ -103,7 +103,8 @@ def proportion_ci(hits: Sequence[bool] | Tensor, *, over: str, level: float = 0.
     z = float(torch.special.ndtri(torch.tensor(0.5 + level / 2, dtype=torch.float64)))
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n, over, method, tuple(x.tolist()))
+    low, high = min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))  # rounding at p = 0 or 1
+    return Estimate(p, low, high, n, over, method, tuple(x.tolist()))
 
 
 def t_interval(x: Tensor, *, dim: int = 0, level: float = 0.95) -> tuple[Tensor, Tensor, Tensor]:

@@ -23,6 +23,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from defense_interp.errors import ConfigError
+
 __all__ = ["difference_svd", "DifferenceSVD"]
 
 
@@ -97,10 +99,10 @@ def difference_svd(
         >>> svd.explained[0], svd.explained_centered[0], svd.outlier_channels
     """
     if acts_a.shape != acts_b.shape or acts_a.ndim != 2:
-        raise ValueError(f"difference_svd needs two [n, d_model] tensors of one shape, got {tuple(acts_a.shape)} "
+        raise ConfigError(f"difference_svd needs two [n, d_model] tensors of one shape, got {tuple(acts_a.shape)} "
                          f"and {tuple(acts_b.shape)}")
     if acts_a.shape[0] < 2:
-        raise ValueError("difference_svd needs at least two pairs")
+        raise ConfigError("difference_svd needs at least two pairs (rows)")
     d = acts_a.double() - acts_b.double()
     k = min(k, *d.shape)
     explained, s, vh = _ratios(d, k)
