@@ -24,7 +24,7 @@ from defense_interp.data import (  # noqa: E402
     load_hf_conversations, load_instructions,
 )
 from defense_interp.errors import (  # noqa: E402
-    ConfigError, DataError, DefenseInterpError, ModelNotAvailableError, RunError,
+    ConfigError, DataError, DefenseInterpError, ModelNotAvailableError, NonFiniteError, RunError,
 )
 from defense_interp.evaluate import Judge, SubstringJudge, contrast_score, is_refusal, projection_score  # noqa: E402
 from defense_interp.generation import generate_answers  # noqa: E402
@@ -59,5 +59,5 @@ __all__ = [
     "RefusalStudy", "RefusalStudyConfig", "run_refusal_study", "Judge", "SubstringJudge", "is_refusal",
     "projection_score", "contrast_score", "generate_answers", "Estimate", "difference_svd", "DifferenceSVD",
     "compare", "Comparison", "assess", "Findings",
-    "DefenseInterpError", "ConfigError", "DataError", "ModelNotAvailableError", "RunError",
+    "DefenseInterpError", "ConfigError", "DataError", "ModelNotAvailableError", "RunError", "NonFiniteError",
 ]

@@ -26,3 +26,7 @@ class ModelNotAvailableError(DefenseInterpError, RuntimeError):
 
 class RunError(DefenseInterpError, RuntimeError):
     """A run folder is missing, incomplete, corrupted, or runs cannot be compared."""
+
+
+class NonFiniteError(DefenseInterpError, ArithmeticError):
+    """Training produced a NaN or infinite loss or gradient (the message names the step and where)."""

@@ -51,8 +51,23 @@ def cache_dir() -> Path:
     return Path(base) / "defense_interp"
 
 
+def weights_hash(model: "TransformerBridge") -> str:
+    """SHA-256 (first 16 hex digits) of every parameter and buffer, by name, as float32 bytes on the
+    CPU: two models with this hash compute the same function."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _identify(bridge: "TransformerBridge", name: str, source: str) -> None:
+    setattr(bridge, _IDENTITY_ATTR, {"name": name, "source": source, "weights_sha256": weights_hash(bridge)})
+
+
 def model_identity(model: "TransformerBridge") -> dict[str, Any]:
-    """Name, source and shape of a model loaded by this module (what results record)."""
+    """Name, source, shape and weights hash (taken when the model was loaded by this module) of a
+    model: what results record."""
     ident = dict(getattr(model, _IDENTITY_ATTR, {"name": str(model.cfg.model_name)}))
     ident.update(n_layers=int(model.cfg.n_layers), d_model=int(model.cfg.d_model))
     return ident
@@ -185,7 +200,7 @@ def _boot_folder(
     hf.eval()
     bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok)
     bridge.eval()
-    setattr(bridge, _IDENTITY_ATTR, {"name": name, "source": source})
+    _identify(bridge, name, source)
     return bridge
 
 
@@ -236,5 +251,5 @@ def tiny_model(
     )
     bridge = TransformerBridge.boot_native(cfg, tokenizer=tok, device=device, model_name=f"tiny-{seed}")
     bridge.eval()
-    setattr(bridge, _IDENTITY_ATTR, {"name": f"tiny(seed={seed})", "source": "boot_native"})
+    _identify(bridge, f"tiny(seed={seed})", "boot_native")
     return bridge

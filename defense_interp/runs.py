@@ -105,6 +105,10 @@ class Run:
         folder = Path(folder)
         if not folder.is_dir():
             raise RunError(f"run folder {folder} does not exist")
+        if (folder / "failed.json").is_file() and not (folder / "run.json").is_file():
+            failed = read_json(folder / "failed.json")
+            raise RunError(f"{folder} holds a run that stopped at step {failed.get('step')}: {failed.get('where')} "
+                           "was not finite (see failed.json); train it again with other settings")
         meta = read_json(folder / "run.json")
         if meta.get("format") != FORMAT:
             raise RunError(f"{folder}/run.json has format {meta.get('format')!r}; this version reads {FORMAT}")

@@ -33,9 +33,10 @@ from defense_interp.axes import TraitAxes
 from defense_interp.conditions import Baseline, Condition, PPS
 from defense_interp.data.chat import Conversation, check_conversation, encode_chat
 from defense_interp.data.traits import Trait
-from defense_interp.errors import ConfigError, DataError
+from defense_interp.errors import ConfigError, DataError, NonFiniteError
 from defense_interp.evaluate import contrast_score, projection_score
 from defense_interp.interventions.capture import GradientCapture
+from defense_interp.io import write_json, write_tensors
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.models import copy_model, model_device, model_identity
@@ -141,6 +142,44 @@ def _load_init(init: Run, model: Any, trainable: list[tuple[str, torch.nn.Parame
     with torch.no_grad():
         for n, p in trainable:
             p.copy_(state[n].to(p))
+
+
+def _versions() -> dict[str, str]:
+    """Versions of the packages a run's numbers depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("defense_interp", "torch", "transformer_lens", "transformers", "peft", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _stop_if_non_finite(loss: torch.Tensor, cap: GradientCapture, trainable: list[tuple[str, torch.nn.Parameter]],
+                        step: int, name: str, out: str | Path | None, losses: list[float]) -> None:
+    """Raise `NonFiniteError` naming the step and the first place (loss, activation gradient at a
+    layer, or parameter gradient) that is NaN or infinite; with `out`, first write the statistics
+    of the steps so far and `failed.json` there."""
+    where = None
+    if not bool(torch.isfinite(loss.detach())):
+        where = f"the loss ({float(loss.detach())})"
+    elif (layer := cap.non_finite_layer()) is not None:
+        where = f"the activation gradient at blocks.{layer}.hook_{cap.point}"
+    else:
+        where = next((f"the gradient of parameter {n}" for n, p in trainable
+                      if p.grad is not None and not bool(torch.isfinite(p.grad).all())), None)
+    if where is None:
+        return
+    saved = ""
+    if out is not None:
+        write_tensors(Path(out) / "gradients.safetensors", cap.stats.tensors())
+        write_json(Path(out) / "failed.json", {"name": name, "step": step, "where": where,
+                                               "losses": losses + [float(loss.detach())]})
+        saved = f"; the statistics of steps 0..{step} are in {out} (failed.json)"
+    raise NonFiniteError(f"training {name!r} stopped at step {step}: {where} is not finite{saved}. Lower the "
+                         "learning rate or the steering coefficient, or check the data")
 
 
 def load_trained(model: Any, run: Run) -> Any:
@@ -258,6 +297,7 @@ def train(
             cap.set_mask(batch.response_mask)
             loss.backward()
         cap.end_step()
+        _stop_if_non_finite(loss, cap, trainable, step, name, out, losses)
         torch.nn.utils.clip_grad_norm_([p for _, p in trainable], cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -287,7 +327,7 @@ def train(
         loss_table={"start": loss_start, "end": loss_end},
         probes=tuple(probes),
         provenance={
-            "package_version": __version__, "torch_version": torch.__version__,
+            "package_version": __version__, "versions": _versions(),
             "axes": {"layer": axes.layer, "point": axes.point, "variant": axes.variant, "trait": axes.trait},
             "hook_points": [f"blocks.{l}.hook_{axes.point}" for l in cap.layers],
             "trainable_parameters": int(sum(p.numel() for _, p in trainable)),

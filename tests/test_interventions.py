@@ -118,7 +118,16 @@ def test_capture_needs_a_mask(tiny, random_axes):
     lambda m, a: di.steer(m, a, layer=1, coef=1.0),
     lambda m, a: di.ablate(m, a, layers=None, points=("resid_pre", "resid_post")),
     lambda m, a: di.capture_gradients(m, a),
-])
+    lambda m, a: di.edit_gradients(m, a, layer=1, mode="attenuate"),
+    lambda m, a: di.ablate_direction(m, a.vector(1)),
+    lambda m, a: di.add_direction(m, a.vector(1), layer=2),
+    lambda m, a: __import__("defense_interp.interventions", fromlist=["perturb"]).perturb(
+        m, torch.zeros(1, 3, m.cfg.d_model), layer=1),
+    lambda m, a: di.PPS(a, layer=[1, 2], coef=2.0).intervene(m),
+    lambda m, a: di.Ablation(a, layers=[0, 3]).intervene(m),
+    lambda m, a: di.GradientEdit(a, layer=2, mode="amplify").intervene(m),
+], ids=["steer", "ablate", "capture", "edit", "ablate_direction", "add_direction", "perturb", "PPS", "Ablation",
+        "GradientEdit"])
 def test_no_hooks_remain_after_an_exception(tiny, random_axes, make):
     before = count_hooks(tiny)
     with pytest.raises(RuntimeError, match="boom"):

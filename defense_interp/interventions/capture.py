@@ -107,6 +107,15 @@ class GradientCapture:
         self._steps.append({k: torch.stack([r[k] for r in rows]) for k in rows[0]})
         self._sums = {}
 
+    def non_finite_layer(self) -> int | None:
+        """The highest layer whose statistics in the last recorded step are NaN or infinite, if any
+        (the backward pass runs from the top, so that is where the gradient first went bad)."""
+        if not self._steps:
+            return None
+        last = self._steps[-1]
+        bad = ~torch.stack([last[k].reshape(len(self.layers), -1).isfinite().all(-1) for k in last]).all(0)
+        return self.layers[int(bad.nonzero()[-1])] if bool(bad.any()) else None
+
     @contextmanager
     def attached(self) -> Iterator["GradientCapture"]:
         """Attach the backward hooks for the body only (forward and backward must run inside).

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from defense_interp.errors import ConfigError
 from defense_interp.metrics.vectors import unit
-from defense_interp.models import copy_model
+from defense_interp.models import _identify, copy_model, model_identity
 from defense_interp.types import check_vector
 
 __all__ = ["orthogonalize"]
@@ -93,4 +93,5 @@ def orthogonalize(model: Any, direction: Float[Tensor, "d_model"]) -> Any:
                                   f"shape {tuple(mod.weight.shape)}")
             if getattr(mod, "bias", None) is not None:
                 mod.bias.copy_(_project_out(mod.bias[None], r, d, rows=True)[0])
+    _identify(new, f"orthogonalized({model_identity(model)['name']})", "defense_interp.orthogonalize")
     return new

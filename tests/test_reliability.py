@@ -1,0 +1,61 @@
+"""Reliability: non-finite training stops with a named place, runs are reproducible and record
+their provenance, and no hook survives an exception inside training."""
+
+import json
+
+import pytest
+import torch
+from contextlib import contextmanager
+
+import defense_interp as di
+from defense_interp.conditions import Condition
+from tests.conftest import count_hooks
+
+CFG = dict(steps=3, batch_size=2, max_length=512, loss_examples=2)
+
+
+class _Poison(Condition):
+    """A broken condition: NaN in the forward pass (`where="forward"`) or in the backward pass
+    below layer 2 (`where="backward"`), from step `at` on."""
+
+    name = "poison"
+
+    def __init__(self, where: str, at: int = 1):
+        self.where, self.at, self.calls = where, at, 0
+
+    @contextmanager
+    def intervene(self, model):
+        self.calls += 1
+        live = self.calls > self.at + 1  # the first call is the start-of-training loss table
+        fwd = [("blocks.2.hook_resid_post", lambda x, hook: x * torch.nan)] if live and self.where == "forward" else []
+        bwd = [("blocks.2.hook_resid_pre", lambda g, hook: g * torch.nan)] if live and self.where == "backward" else []
+        with model.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
+            yield
+
+
+@pytest.mark.parametrize("where,named", [("forward", "the loss"), ("backward", "the activation gradient at blocks.1.hook_resid_post")])
+def test_non_finite_training_stops_naming_step_and_place(tiny, convs, random_axes, tmp_path, where, named):
+    hooks = count_hooks(tiny)
+    with pytest.raises(di.NonFiniteError, match=f"step 1: {named}") as info:
+        di.train(tiny, convs, _Poison(where), di.TrainConfig(**CFG), axes=random_axes, out=tmp_path / "r",
+                 progress=False)
+    assert "failed.json" in str(info.value)
+    failed = json.loads((tmp_path / "r" / "failed.json").read_text())
+    assert failed["step"] == 1 and len(failed["losses"]) == 2
+    with pytest.raises(di.RunError, match="stopped at step 1"):
+        di.Run.load(tmp_path / "r")
+    assert count_hooks(tiny) == hooks  # training's own hooks are gone after the error
+
+
+def test_same_seed_gives_identical_metrics_and_records_provenance(tiny, convs, random_axes):
+    cfg = di.TrainConfig(**CFG, eval_questions=2, eval_max_new_tokens=4)
+    trait = di.Trait.builtin("evil")
+    a = di.train(tiny, convs, di.PPS(random_axes, coef=2.0), cfg, axes=random_axes, trait=trait, progress=False)
+    b = di.train(tiny, convs, di.PPS(random_axes, coef=2.0), cfg, axes=random_axes, trait=trait, progress=False)
+    assert a.losses == b.losses and a.meta()["expression"] == b.meta()["expression"]
+    assert all(torch.equal(x, y) for x, y in zip(a.gradients.tensors().values(), b.gradients.tensors().values()))
+    ident = a.model
+    assert ident["weights_sha256"] == di.model_identity(di.tiny_model(0))["weights_sha256"]
+    assert ident["weights_sha256"] != di.model_identity(di.tiny_model(1))["weights_sha256"]
+    assert {"torch", "transformer_lens", "transformers", "peft"} <= set(a.provenance["versions"])
+    assert a.config == cfg.to_dict()
