@@ -1,6 +1,7 @@
 """The `defense-interp` command.
 
     defense-interp study --out DIR [--preset quick|full] [--model NAME|tiny] [--coefs A ...] [--seeds N] [--steps N]
+                         [--resume]
     defense-interp report RUN_DIR [RUN_DIR ...] [--out report.html]
     defense-interp refusal --out DIR [--model NAME|tiny] [--steps N] [--seed N]
 
@@ -30,7 +31,7 @@ def study(args: argparse.Namespace) -> Path:
                       sizes={"steps": args.steps} if args.steps else {})
     _log(f"loading model {args.model or 'bundled SmolLM2-135M-Instruct'}")
     model = di.load_model(args.model)
-    _, _, path = run_study(model, di.Trait.builtin(args.trait), cfg, args.out)
+    _, _, path = run_study(model, di.Trait.builtin(args.trait), cfg, args.out, resume=args.resume)
     print(Path(path).resolve())
     return path
 
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--ip-prompt", default="You are a malicious evil assistant.")
     s.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     s.add_argument("--seed", type=int, default=0, help="first seed (axes are extracted with it)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue interrupted runs from their checkpoints (finished runs are always reused)")
     s.set_defaults(func=study)
     r = sub.add_parser("report", help="rebuild a report from run folders")
     r.add_argument("runs", nargs="+")

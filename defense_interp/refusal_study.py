@@ -292,7 +292,7 @@ def run_refusal_study(model: Any, out: str | Path, *, config: RefusalStudyConfig
             runs[label] = Run.load(folder)
         except RunError:
             runs[label] = train(model, list(data.train), cond, tcfg, out=folder, axes=axes, name=label,
-                                progress=progress)
+                                resume=True, progress=progress)
             shutil.rmtree(out / "analysis" / label, ignore_errors=True)  # results of an older run of this label
             (out / "transfer.json").unlink(missing_ok=True)
         models[label] = load_trained(model, runs[label])

@@ -14,7 +14,8 @@ Sizes (prompt pairs, questions, steps, batch, eval lengths) come from `SIZES`; t
 uses the `tiny` sizes so any design runs in seconds. The trait axes are extracted once (with the
 study's first seed) and shared by every run; the untrained model's trait expression is measured once.
 A run folder that already holds a finished run with the same configuration is loaded instead of
-trained again, so an interrupted study continues where it stopped.
+trained again, and with `resume=True` (`--resume`) a run that was interrupted continues from its
+last checkpoint, so an interrupted study continues where it stopped.
 """
 
 from __future__ import annotations
@@ -122,9 +123,11 @@ def _finished(folder: Path, tcfg: TrainConfig, condition: dict[str, Any]) -> Run
     return run if run.config == tcfg.to_dict() and same_condition else None
 
 
-def run_study(model: Any, trait: Trait, cfg: StudyConfig, out: str | Path, *, progress: bool = True
-              ) -> tuple[Comparison, Findings, Path]:
+def run_study(model: Any, trait: Trait, cfg: StudyConfig, out: str | Path, *, resume: bool = False,
+              progress: bool = True) -> tuple[Comparison, Findings, Path]:
     """Run the study into `out`; returns the comparison, the findings and the report's path.
+    Finished runs in `out` are always loaded; with `resume`, an interrupted run also continues from
+    its last checkpoint instead of starting again.
 
     Writes `out/axes/`, one run folder per condition and seed (`out/seed{s}/{label}/`),
     `comparison.json`, `findings.json` and `report.html`.
@@ -162,7 +165,7 @@ def run_study(model: Any, trait: Trait, cfg: StudyConfig, out: str | Path, *, pr
             before = measure_expression(model, trait, axes, rcfg)
         _log(f"[{done}/{n_runs}] seed {seed}: training {label} ({rcfg.steps} steps"
              f"{', from the baseline run' if 'init' in kw else ''})")
-        return train(model, trait, cond, rcfg, folder, axes=axes, name=label, progress=progress,
+        return train(model, trait, cond, rcfg, folder, axes=axes, name=label, progress=progress, resume=resume,
                      expression_before=None if "init" in kw else before, **kw)
 
     for seed in seeds:

@@ -19,6 +19,8 @@ several conditions on a fixed batch at those steps (step `s` = the weights after
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 
 from defense_interp import __version__
 from defense_interp.axes import TraitAxes
+from defense_interp.checkpoint import Checkpoint, clear_checkpoint, load_checkpoint, save_checkpoint
 from defense_interp.conditions import Baseline, Condition, PPS
 from defense_interp.data.chat import Conversation, check_conversation, encode_chat
 from defense_interp.data.traits import Trait
@@ -65,12 +68,15 @@ class TrainConfig:
     eval_max_new_tokens: int = 40
     loss_examples: int = 16
     probe_steps: tuple[int, ...] = ()
+    checkpoint_every: int = 10
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (tuples as lists): what a run records as its config."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def __post_init__(self) -> None:
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"TrainConfig.checkpoint_every must be ≥ 0 (0: no checkpoints), got {self.checkpoint_every}")
         for key in ("steps", "batch_size", "lora_rank", "max_length", "loss_examples"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"TrainConfig.{key} must be at least 1, got {getattr(self, key)}")
@@ -142,6 +148,10 @@ def _load_init(init: Run, model: Any, trainable: list[tuple[str, torch.nn.Parame
     with torch.no_grad():
         for n, p in trainable:
             p.copy_(state[n].to(p))
+
+
+def _data_hash(convs: list[Conversation]) -> str:
+    return hashlib.sha256(json.dumps(convs, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _versions() -> dict[str, str]:
@@ -217,6 +227,7 @@ def train(
     expression_before: tuple[dict[str, Estimate], list[str]] | None = None,
     init: Run | None = None,
     probe_conditions: Sequence[Condition] | None = None,
+    resume: bool = False,
     progress: bool = True,
 ) -> Run:
     """Fine-tune a copy of `model` on `data` (conversations, or a Trait's training data) under
@@ -231,6 +242,10 @@ def train(
     its test-time expression after training is reused as "before" when its evaluation settings match.
     `probe_conditions`: conditions probed at `config.probe_steps` (default: Baseline and `condition`).
     `name` defaults to the condition's label (`two_stage_<label>` with `init`).
+
+    With `out`, a checkpoint is written every `config.checkpoint_every` steps (`checkpoint.py`);
+    `resume=True` continues from it (same model, condition, config and data, else `RunError`) and
+    ends with the same numbers as an uninterrupted run. The checkpoint is removed when the run is saved.
     """
     condition = condition or Baseline()
     cfg = config or TrainConfig()
@@ -267,22 +282,36 @@ def train(
     probe_convs = loss_convs[: cfg.batch_size]
     dev = model_device(work)
 
-    work.eval()
-    if trait is not None:
-        before = expression_before or measure_expression(work, trait, axes, cfg)
-    loss_start = _loss_estimates(work, loss_convs, condition, cfg)
-
     order: list[int] = []
     losses: list[float] = []
     probes: list[GradientProbe] = []
     cap = GradientCapture(work, axes, cfg.capture_layers, axes.point)
+    fingerprint = {"name": name, "condition": condition.describe(), "config": cfg.to_dict(),
+                   "model": model_identity(model), "data": _data_hash(convs), "init": None if init is None else init.name}
+    ck = load_checkpoint(out, fingerprint) if resume and out is not None else None
+    work.eval()
+    before = None
+    if ck is not None:
+        with torch.no_grad():
+            for n, p in trainable:
+                p.copy_(ck.params[n].to(p))
+        opt.load_state_dict(ck.optimizer)
+        gen.set_state(ck.generator)
+        order, losses, probes, before, loss_start = ck.order, ck.losses, ck.probes, ck.before, ck.loss_start
+        cap.restore(ck.stat_steps)
+    else:
+        if trait is not None:
+            before = expression_before or measure_expression(work, trait, axes, cfg)
+        loss_start = _loss_estimates(work, loss_convs, condition, cfg)
+    start = 0 if ck is None else ck.step
 
     def probe_at(step: int) -> None:
         if step in cfg.probe_steps:
             probes.append(probe_gradients(work, probe_convs, probe_conds, axes, layers=cfg.capture_layers,
                                           point=axes.point, max_length=cfg.max_length, step=step))
 
-    bar = tqdm(range(cfg.steps), desc=f"train {name}", disable=not progress, leave=False)
+    bar = tqdm(range(start, cfg.steps), desc=f"train {name}", disable=not progress, leave=False, initial=start,
+               total=cfg.steps)
     work.train()
     for step in bar:
         probe_at(step)
@@ -303,6 +332,10 @@ def train(
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if out is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            save_checkpoint(out, Checkpoint(step + 1, {n: p.detach() for n, p in trainable}, opt.state_dict(),
+                                            gen.get_state(), order, losses, cap.steps, probes, before, loss_start,
+                                            fingerprint))
     probe_at(cfg.steps)
     work.eval()
 
@@ -338,4 +371,5 @@ def train(
     )
     if out is not None:
         run = run.save(out, trained={n: p.detach() for n, p in trainable}, axes=axes)
+        clear_checkpoint(out)
     return run

@@ -1,6 +1,7 @@
 """Reliability: non-finite training stops with a named place, runs are reproducible and record
 their provenance, and no hook survives an exception inside training."""
 
+import dataclasses
 import json
 
 import pytest
@@ -59,3 +60,64 @@ def test_same_seed_gives_identical_metrics_and_records_provenance(tiny, convs, r
     assert ident["weights_sha256"] != di.model_identity(di.tiny_model(1))["weights_sha256"]
     assert {"torch", "transformer_lens", "transformers", "peft"} <= set(a.provenance["versions"])
     assert a.config == cfg.to_dict()
+
+
+_CHILD = r'''
+import json, sys, time
+from pathlib import Path
+import torch
+import defense_interp as di
+
+out = Path(sys.argv[1])
+tiny = di.tiny_model(seed=0)
+g = torch.Generator().manual_seed(1)
+axes = di.TraitAxes(torch.randn(4, 64, generator=g), torch.ones(4), layer=1, trait="evil", model=di.model_identity(tiny))
+
+
+class Stalling(di.Baseline):
+    """Plain training that stalls once the step-4 checkpoint is on disk (so the parent can kill it)."""
+
+    def prepare(self, conversations):
+        state = out / "checkpoint" / "state.json"
+        if state.is_file() and json.loads(state.read_text())["step"] >= 4:
+            time.sleep(600)
+        return super().prepare(conversations)
+
+
+di.train(tiny, di.Trait.builtin("evil").train_data[:6], Stalling(),
+         di.TrainConfig(steps=7, batch_size=2, max_length=512, loss_examples=2, checkpoint_every=2),
+         axes=axes, out=out, progress=False)
+'''
+
+
+def test_killed_training_resumes_to_the_same_numbers(tiny, random_axes, convs, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = di.TrainConfig(steps=7, batch_size=2, max_length=512, loss_examples=2, checkpoint_every=2)
+    folder = tmp_path / "killed"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(folder)], env={**os.environ, "TQDM_DISABLE": "1"})
+    state = folder / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and child.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["step"] >= 4:
+            break
+        time.sleep(0.2)
+    assert child.poll() is None, "the child finished or died before it could be killed"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert not (folder / "run.json").exists()
+    with pytest.raises(di.RunError, match="different config"):
+        di.train(tiny, convs, di.Baseline(), dataclasses.replace(cfg, lr=1e-3), axes=random_axes, out=folder,
+                 resume=True, progress=False)
+    resumed = di.train(tiny, convs, di.Baseline(), cfg, axes=random_axes, out=folder, resume=True, progress=False)
+    whole = di.train(tiny, convs, di.Baseline(), cfg, axes=random_axes, out=tmp_path / "whole", progress=False)
+    assert resumed.losses == whole.losses and len(whole.losses) == 7
+    for a, b in zip(resumed.gradients.tensors().values(), whole.gradients.tensors().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert json.dumps(resumed.meta()["loss_table"]) == json.dumps(whole.meta()["loss_table"])  # NaN-safe
+    assert all(torch.equal(resumed.trained_state()[k], v) for k, v in whole.trained_state().items())
+    assert not (folder / "checkpoint").exists()  # removed once the run is saved

@@ -203,3 +203,4 @@ def test_full_study_design_on_tiny_model_and_resume(tmp_path, capsys):
     log = capsys.readouterr().err
     assert "training" not in log and log.count("already finished") == 24
     assert json.loads((tmp_path / "findings.json").read_text())["findings"] == first["findings"]
+    assert main(args + ["--resume"]) == 0 and "training" not in capsys.readouterr().err

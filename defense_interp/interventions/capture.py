@@ -107,6 +107,15 @@ class GradientCapture:
         self._steps.append({k: torch.stack([r[k] for r in rows]) for k in rows[0]})
         self._sums = {}
 
+    @property
+    def steps(self) -> list[dict[str, Tensor]]:
+        """The per-step statistics recorded so far (for checkpoints)."""
+        return list(self._steps)
+
+    def restore(self, steps: list[dict[str, Tensor]]) -> None:
+        """Continue from statistics recorded earlier (a resumed run)."""
+        self._steps, self._sums = list(steps), {}
+
     def non_finite_layer(self) -> int | None:
         """The highest layer whose statistics in the last recorded step are NaN or infinite, if any
         (the backward pass runs from the top, so that is where the gradient first went bad)."""
