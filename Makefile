@@ -30,9 +30,13 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not acceptance"
 
+# Each benchmark prints JSON and keeps a copy in benchmarks/results/<name>.json.
 bench: install
 	$(PY) benchmarks/capture_overhead.py
+	$(PY) benchmarks/extraction_speed.py
+	$(PY) benchmarks/capture_memory.py
 	$(PY) benchmarks/probe_cost.py
+	$(PY) benchmarks/quick_study.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

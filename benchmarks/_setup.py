@@ -1,8 +1,11 @@
-"""Shared set-up of the benchmarks: a LoRA copy of a model, its optimiser, and the evil trait."""
+"""Shared set-up of the benchmarks: a LoRA copy of a model, its optimiser, the evil trait, and
+`emit()`, which prints a benchmark's JSON and keeps a copy in `benchmarks/results/<name>.json`."""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -19,3 +22,12 @@ def lora_setup(model_name: str | None) -> tuple[object, di.Trait, torch.optim.Op
     trainable = make_trainable(model, di.TrainConfig())
     model.train()
     return model, di.Trait.builtin("evil"), torch.optim.AdamW([p for _, p in trainable], lr=1e-5)
+
+
+def emit(result: dict) -> None:
+    """Print `result` as JSON and write it to `benchmarks/results/{result['benchmark']}.json`."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    folder = Path(__file__).parent / "results"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{result['benchmark']}.json").write_text(text + "\n")

@@ -2,7 +2,7 @@
 
 Bundled SmolLM2-135M-Instruct with LoRA, a batch of 4 training conversations of the evil trait.
 The two kinds of step alternate in one process (so machine noise hits both alike); the figure is
-the median of the per-pair ratios. Prints JSON. Target: ≤ 1.10.
+the median of the per-pair ratios. Prints JSON. Target: ≤ 1.05.
 
     python benchmarks/capture_overhead.py [--pairs 10] [--model tiny]
 """
@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import time
 
 import torch
-from _setup import lora_setup
+from _setup import emit, lora_setup
 
 import defense_interp as di
 from defense_interp.metrics.loss import response_token_loss
@@ -54,7 +53,7 @@ def main() -> None:
         order = (False, True) if i % 2 == 0 else (True, False)
         t = {c: step(c) for c in order}
         plain.append(t[False]); capt.append(t[True]); ratios.append(t[True] / t[False])
-    print(json.dumps({
+    emit({
         "benchmark": "capture_overhead",
         "model": di.model_identity(model)["name"],
         "batch_tokens": list(batch.tokens.shape),
@@ -63,10 +62,10 @@ def main() -> None:
         "median_plain_step_s": round(statistics.median(plain), 4),
         "median_capture_step_s": round(statistics.median(capt), 4),
         "median_ratio": round(statistics.median(ratios), 4),
-        "target_ratio": 1.10,
+        "target_ratio": 1.05,
         "device": str(next(model.parameters()).device),
         "threads": torch.get_num_threads(),
-    }, indent=1))
+    })
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ and the parameter-gradient dot products, and no optimiser step. Prints JSON. Tar
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
-from _setup import lora_setup
+from _setup import emit, lora_setup
 
 import defense_interp as di
 from defense_interp.metrics.loss import response_token_loss
@@ -58,7 +57,7 @@ def main() -> None:
     for i in range(args.repeats):
         t = (steps(), probe()) if i % 2 == 0 else tuple(reversed((probe(), steps())))
         plain.append(t[0]); probed.append(t[1]); ratios.append(t[1] / t[0])
-    print(json.dumps({
+    emit({
         "benchmark": "probe_cost",
         "model": di.model_identity(model)["name"],
         "conditions": len(conds),
@@ -69,7 +68,7 @@ def main() -> None:
         "median_ratio": round(statistics.median(ratios), 3),
         "target_ratio": 1.5,
         "threads": torch.get_num_threads(),
-    }, indent=1))
+    })
 
 
 if __name__ == "__main__":

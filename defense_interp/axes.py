@@ -170,8 +170,11 @@ def response_means(
         names.append(hook_name(0, "resid_pre"))
     dev = model_device(model)
     out, emb = [], []
+    lengths = [len(encode_chat(model, [c]).tokens[0]) for c in convs]
+    order = sorted(range(len(convs)), key=lambda i: lengths[i])  # similar lengths share a batch: less padding
+    stop = max(int(n.split(".")[1]) for n in names) + 1  # no block above the last hooked one, no unembedding
     for i in tqdm(range(0, len(convs), batch_size), desc=desc, leave=False):
-        batch = encode_chat(model, convs[i : i + batch_size])
+        batch = encode_chat(model, [convs[j] for j in order[i : i + batch_size]])
         resp = batch.response_mask
         if variant == "response":
             w = resp.float()
@@ -189,12 +192,14 @@ def response_means(
             acts[key] = torch.einsum("btd,bt->bd", x.float(), w).cpu()
 
         hooks = [(nm, lambda x, hook, key=nm: grab(x, hook, key)) for nm in names]
-        with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-            model(batch.tokens.to(dev), attention_mask=batch.attention_mask.to(dev))
+        with torch.no_grad():
+            model.run_with_hooks(batch.tokens.to(dev), fwd_hooks=hooks, stop_at_layer=stop,
+                                 attention_mask=batch.attention_mask.to(dev))
         out.append(torch.stack([acts[nm] for nm in names[:n_layers]], 1))
         if want_emb:
             emb.append(acts[names[-1]])
-    return torch.cat(out), (torch.cat(emb) if want_emb else None)
+    back = torch.argsort(torch.tensor(order))  # the caller's order
+    return torch.cat(out)[back], (torch.cat(emb)[back] if want_emb else None)
 
 
 def held_out_cohens_d(pos: Tensor, neg: Tensor, folds_pos: Tensor, folds_neg: Tensor) -> Tensor:

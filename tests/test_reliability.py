@@ -121,3 +121,22 @@ def test_killed_training_resumes_to_the_same_numbers(tiny, random_axes, convs, t
     assert json.dumps(resumed.meta()["loss_table"]) == json.dumps(whole.meta()["loss_table"])  # NaN-safe
     assert all(torch.equal(resumed.trained_state()[k], v) for k, v in whole.trained_state().items())
     assert not (folder / "checkpoint").exists()  # removed once the run is saved
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_capture_in_float32_with_constant_size(tiny, convs, random_axes, dtype):
+    """Statistics accumulate in float32 whatever the model dtype, and their size depends on neither
+    the sequence length nor the batch."""
+    half = di.copy_model(tiny).to(dtype)
+    sizes = []
+    for n, max_length in ((1, 300), (3, 600)):
+        batch = di.encode_chat(half, convs[:n], max_length=max_length)
+        with di.steer(half, random_axes, layer=1, coef=2.0), di.capture_gradients(half, random_axes) as cap:
+            logits = half(batch.tokens, attention_mask=batch.attention_mask)
+            cap.set_mask(batch.response_mask)
+            di.metrics.response_token_loss(logits, batch.tokens, batch.response_mask).backward()
+            cap.end_step()
+        tensors = cap.stats.tensors()
+        assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in tensors.values())
+        sizes.append(sum(t.numel() for t in tensors.values()))
+    assert sizes[0] == sizes[1]
