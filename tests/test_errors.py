@@ -100,6 +100,10 @@ CATALOGUE = [
     ("compare a single condition", lambda c: di.compare(*_two_runs(c)[:1]), di.RunError, "two conditions"),
     ("persona_vectors file with missing keys", lambda c: _persona_file(c, {"questions": ["q"]}), di.DataError,
      "instruction"),
+    ("persona_vectors questions given as one string", lambda c: _persona_file(
+        c, {"instruction": [{"pos": "a", "neg": "b"}], "questions": "one string"}), di.DataError, "list"),
+    ("persona_vectors pair that is not text", lambda c: _persona_file(
+        c, {"instruction": [{"pos": 1, "neg": None}], "questions": ["q"]}), di.DataError, "non-empty strings"),
     ("persona_vectors tensor of the wrong shape", lambda c: di.TraitAxes.from_persona_vectors(torch.ones(3), layer=1),
      di.ConfigError, r"n_layers \+ 1"),
     ("difference SVD of mismatched shapes", lambda c: di.difference_svd(torch.ones(4, 3), torch.ones(4, 5)),
@@ -213,3 +217,29 @@ def test_fuzz_difference_svd_ratios_are_distributions(n, d, seed):
     for ratios in (svd.explained, svd.explained_centered, svd.explained_without_outliers):
         assert torch.isfinite(ratios).all() and float(ratios.sum()) <= 1 + 1e-5
     assert float(svd.channel_share.sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+                           lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
+                               st.sampled_from(["instruction", "pos", "neg", "questions", "eval", "name", "messages",
+                                                "role", "content", "x"]), kids, max_size=4), max_leaves=10)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(json_values, max_size=3))
+def test_fuzz_chat_jsonl_and_persona_vectors_readers(tmp_path, rows):
+    """Arbitrary JSON (biased towards the expected keys) raises DataError or loads valid data."""
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    try:
+        for conv in di.load_chat_jsonl(path):
+            assert any(m["role"] == "assistant" for m in conv)
+    except di.DataError:
+        pass
+    trait_file = tmp_path / "trait.json"
+    trait_file.write_text(json.dumps(rows[0] if rows else {}))
+    try:
+        trait = di.Trait.from_persona_vectors_json(trait_file)
+        assert trait.pairs and all(isinstance(p, str) and isinstance(n, str) for p, n in trait.pairs)
+    except di.DataError:
+        pass

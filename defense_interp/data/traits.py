@@ -75,19 +75,28 @@ class Trait:
         for key in ("instruction", "questions"):
             if key not in data:
                 raise DataError(f"{where} is missing the key {key!r} (expected keys: instruction, questions)")
+        def texts(items: Any, what: str) -> tuple[str, ...]:
+            if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
+                raise DataError(f"{where}: {what} must be a list of non-empty strings")
+            return tuple(items)
+
         try:
-            pairs = tuple((str(p["pos"]), str(p["neg"])) for p in data["instruction"])
-            evals = tuple(EvalPair(str(e["question"]), str(e["trait"]), str(e["neutral"]))
-                          for e in data.get("eval", []))
+            pairs = tuple(texts([p["pos"], p["neg"]], "each instruction's 'pos' and 'neg'")
+                          for p in _as_list(data["instruction"], where, "instruction"))
+            evals = tuple(EvalPair(*texts([e["question"], e["trait"], e["neutral"]], "each eval item's fields"))
+                          for e in _as_list(data.get("eval", []), where, "eval"))
         except (KeyError, TypeError) as exc:
             raise DataError(f"{where}: each instruction needs 'pos' and 'neg', each eval item "
                             f"'question', 'trait' and 'neutral' ({exc!r})") from exc
+        if not pairs:
+            raise DataError(f"{where} has no instruction pairs")
+        questions = texts(data["questions"], "'questions'")
         convs = tuple(check_conversation(c, where=f"{where}, training conversation {i}")
                       for i, c in enumerate(train_data))
         return cls(
             name=str(data.get("name", "trait")),
             pairs=pairs,
-            questions=tuple(str(q) for q in data["questions"]),
+            questions=questions,
             eval_questions=tuple(e.question for e in evals) or tuple(data.get("eval_questions", ())),
             eval_pairs=evals,
             train_data=convs,
@@ -127,6 +136,13 @@ class Trait:
             "eval_questions": list(self.eval_questions),
             "eval_prompt": self.eval_prompt,
         }
+
+
+def _as_list(items: Any, where: str, what: str) -> list[Any]:
+    """`items` if it is a list, else `DataError` (a string would be read character by character)."""
+    if not isinstance(items, list):
+        raise DataError(f"{where}: {what!r} must be a list, got {type(items).__name__}")
+    return items
 
 
 def _read_json(path: Path) -> dict[str, Any]:
