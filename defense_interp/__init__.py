@@ -36,8 +36,10 @@ from defense_interp.metrics import DifferenceSVD, Estimate, difference_svd  # no
 from defense_interp.models import copy_model, load_model, model_identity, tiny_model  # noqa: E402
 from defense_interp.probe import GradientProbe, probe_gradients  # noqa: E402
 from defense_interp.refusal import (  # noqa: E402
-    DirectionSelection, LayerSweep, RefusalDirections, RefusalRate, TransferMatrix, ablate_direction,
-    add_direction, layer_sweep, refusal_directions, refusal_rate, select_direction, transfer_matrix,
+    DirectionSelection, RefusalDirections, ablate_direction, add_direction, refusal_directions, select_direction,
+)
+from defense_interp.refusal_attack import (  # noqa: E402
+    LayerSweep, RefusalRate, TransferMatrix, layer_sweep, refusal_rate, transfer_matrix,
 )
 from defense_interp.refusal_study import RefusalStudy, RefusalStudyConfig, run_refusal_study  # noqa: E402
 from defense_interp.runs import Run  # noqa: E402

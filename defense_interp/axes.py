@@ -172,7 +172,7 @@ def response_means(
     out, emb = [], []
     lengths = [len(encode_chat(model, [c]).tokens[0]) for c in convs]
     order = sorted(range(len(convs)), key=lambda i: lengths[i])  # similar lengths share a batch: less padding
-    stop = max(int(n.split(".")[1]) for n in names) + 1  # no block above the last hooked one, no unembedding
+    stop = max(layers) + 1  # no block above the last hooked one, no unembedding
     for i in tqdm(range(0, len(convs), batch_size), desc=desc, leave=False):
         batch = encode_chat(model, [convs[j] for j in order[i : i + batch_size]])
         resp = batch.response_mask

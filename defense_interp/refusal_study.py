@@ -45,9 +45,9 @@ from defense_interp.errors import ConfigError, RunError
 from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 from defense_interp.metrics.svd import DifferenceSVD, difference_svd
 from defense_interp.models import model_device, model_identity
-from defense_interp.refusal import (
-    DirectionSelection, LayerSweep, RefusalDirections, RefusalRate, TransferMatrix, layer_sweep,
-    refusal_directions, refusal_rate, select_direction, transfer_matrix,
+from defense_interp.refusal import DirectionSelection, RefusalDirections, refusal_directions, select_direction
+from defense_interp.refusal_attack import (
+    LayerSweep, RefusalRate, TransferMatrix, layer_sweep, refusal_rate, transfer_matrix,
 )
 from defense_interp.runs import Run
 from defense_interp.training import TrainConfig, load_trained, train
