@@ -6,6 +6,12 @@ same over neg examples, for every layer; the benchmark checks they agree (cosine
 0 … n−2; HF's last hidden state is after the final norm) and reports naive time / toolkit time in
 one process. Target: ≥ 3.
 
+It also reports the roofline of this machine: the floating-point work of the toolkit's forward
+passes (2 × padded tokens × the blocks' matmul weights, plus 4·T²·d_model per sequence and layer
+for attention) divided by a float32 matmul rate measured in the same process, and the best speedup
+any float32 implementation could reach against this naive loop (`naive_s / roofline_s`). On a
+compute-bound CPU that ceiling, not batching, limits the ratio.
+
     python benchmarks/extraction_speed.py [--examples 24] [--model tiny]
 """
 
@@ -32,6 +38,33 @@ def naive(model, convs) -> torch.Tensor:
     return torch.stack(rows).mean(0)
 
 
+def forward_flops(model, convs, batch_size: int = 16) -> float:
+    """Multiply-add work (×2) of the toolkit's batched forward passes over `convs` through every
+    block: the blocks' linear layers on every padded token plus attention scores and mixing."""
+    layers = model.original_model.model.layers
+    weights = sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
+    lengths = sorted(len(di.encode_chat(model, [c]).tokens[0]) for c in convs)
+    d, n = model.cfg.d_model, model.cfg.n_layers
+    total = 0.0
+    for i in range(0, len(lengths), batch_size):
+        chunk = lengths[i : i + batch_size]
+        t = max(chunk)
+        total += 2 * len(chunk) * t * weights + 4 * len(chunk) * t * t * d * n
+    return total
+
+
+def matmul_rate(rows: int, d: int, repeats: int = 20) -> float:
+    """Float32 multiply rate (FLOP/s) of a `[rows, d] @ [d, 4d]` product, best of three rounds."""
+    x, w = torch.randn(rows, d), torch.randn(d, 4 * d)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            x @ w
+        best = min(best, time.perf_counter() - t0)
+    return repeats * 2 * rows * d * 4 * d / best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=24)
@@ -49,6 +82,8 @@ def main() -> None:
     slow = time.perf_counter() - t0
     n = model.cfg.n_layers
     cos = torch.nn.functional.cosine_similarity(axes.vectors[: n - 1], ref[: n - 1], dim=-1)
+    flops = forward_flops(model, pos) + forward_flops(model, neg)
+    rate = matmul_rate(1024, model.cfg.d_model)
     emit({
         "benchmark": "extraction_speed",
         "model": di.model_identity(model)["name"],
@@ -58,6 +93,10 @@ def main() -> None:
         "speedup": round(slow / fast, 2),
         "target_speedup": 3.0,
         "min_cosine_with_naive": round(float(cos.min()), 6),
+        "toolkit_gflop_per_s": round(flops / fast / 1e9, 1),
+        "matmul_peak_gflop_per_s": round(rate / 1e9, 1),
+        "roofline_s": round(flops / rate, 3),
+        "ceiling_speedup": round(slow / (flops / rate), 2),
         "threads": torch.get_num_threads(),
     })
 
