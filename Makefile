@@ -8,8 +8,9 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench docs clean
 
 install: $(VENV)/.installed
 
@@ -38,5 +39,9 @@ bench: install
 	$(PY) benchmarks/probe_cost.py
 	$(PY) benchmarks/quick_study.py
 
+# The documentation site (mkdocs, material theme, API reference from the docstrings) in site/.
+docs: install
+	$(PY) -m mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

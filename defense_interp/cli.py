@@ -2,7 +2,7 @@
 
     defense-interp study --out DIR [--preset quick|full] [--model NAME|tiny] [--coefs A ...] [--seeds N] [--steps N]
                          [--resume]
-    defense-interp report RUN_DIR [RUN_DIR ...] [--out report.html]
+    defense-interp report RUN_DIR [RUN_DIR ...] [--out report.html] [--title TEXT]
     defense-interp refusal --out DIR [--model NAME|tiny] [--steps N] [--seed N]
 
 `study --preset full` runs every condition and control over several seeds and writes
@@ -41,7 +41,7 @@ def report(args: argparse.Namespace) -> Path:
 
     runs = [di.Run.load(p) for p in args.runs]
     cmp = di.compare(*runs)  # the plain baseline runs, if any, are found by compare()
-    path = cmp.report(args.out, axes=runs[0].axes(), findings=di.assess(cmp))
+    path = cmp.report(args.out, axes=runs[0].axes(), findings=di.assess(cmp), title=args.title)
     print(Path(path).resolve())
     return path
 
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("report", help="rebuild a report from run folders")
     r.add_argument("runs", nargs="+")
     r.add_argument("--out", default="report.html")
+    r.add_argument("--title", default=None, help="the report's heading (default: 'defense_interp report')")
     r.set_defaults(func=report)
     f = sub.add_parser("refusal", help="train SSFT/AT/LAT variants; SVD, refusal directions, ablation attacks")
     f.add_argument("--out", required=True, help="output folder (an interrupted study continues in it)")

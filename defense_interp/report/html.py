@@ -12,14 +12,14 @@ from defense_interp.metrics.stats import Estimate
 from defense_interp.viz import figures
 from defense_interp.viz import study as _study
 
-__all__ = ["write_report", "write_page"]
+__all__ = ["write_page", "write_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em} h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
 p.caption{color:#444;font-size:.92em;margin-top:.2em} table{border-collapse:collapse;font-size:.9em}
-td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right} th{background:#f6f6f6}
-td:first-child{text-align:left} .meta{color:#666;font-size:.85em} td{vertical-align:top}
+td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left} th{background:#f6f6f6}
+td.num{text-align:right;white-space:nowrap} .meta{color:#666;font-size:.85em} td{vertical-align:top}
 """
 
 #: A report section: heading, plotly figure (or None), caption, optional table rows.
@@ -32,12 +32,18 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _cell(v: Any) -> str:
+    """A table cell; numbers and estimates are right-aligned."""
+    numeric = isinstance(v, (int, float, Estimate)) and not isinstance(v, bool)
+    return f"<td class=num>{_fmt(v)}</td>" if numeric else f"<td>{_fmt(v)}</td>"
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p class=meta>(no data)</p>"
     cols = list(dict.fromkeys(k for row in rows for k in row))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(row.get(c, ''))}</td>" for c in cols) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_cell(row.get(c, "")) for c in cols) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -59,7 +65,7 @@ def _findings_html(findings: Any) -> str:
     for f in findings.findings:
         p = f.primary
         e = p.effect
-        effect = "not measured" if e is None else f"{e.mean:.4g} [{e.low:.4g}, {e.high:.4g}]"
+        effect = "not measured" if e is None else f"{e.mean:.4g}<br><span class=meta>[{e.low:.4g}, {e.high:.4g}]</span>"
         test = p.note or ("" if e is None else f"{e.method} over {e.n} {e.over}; predicted {p.prediction}")
         colour = _VERDICT_COLOURS[f.verdict]
         subs = "".join(f"<li>{html.escape(t.name)}: "
@@ -68,7 +74,7 @@ def _findings_html(findings: Any) -> str:
                        f"{' — ' + html.escape(t.note) if t.note else ''}</li>" for t in f.tests)
         rows.append(f"<tr><td>{f.claim}. <b>{html.escape(f.title)}</b><br><span class=meta>{html.escape(f.text)}</span>"
                     f"<details><summary class=meta>sub-tests</summary><ul class=meta>{subs}</ul></details></td>"
-                    f"<td>{html.escape(p.statistic)}</td><td>{effect}</td><td class=meta>{html.escape(test)}</td>"
+                    f"<td>{html.escape(p.statistic)}</td><td class=num>{effect}</td><td class=meta>{html.escape(test)}</td>"
                     f"<td style='color:{colour};font-weight:600'>{f.verdict}</td>"
                     f"<td class=meta>{html.escape(f.rule)}</td></tr>")
     return ("<h2>Findings</h2><p class=caption>One entry per claim of the seed paper, computed from the runs below by "

@@ -1,0 +1,86 @@
+"""Open a generated report in headless Chromium (Debian's `chromium`) with the network off.
+
+`render(path)` loads the page, waits for plotly to draw, and returns how many plotly graphs the
+page holds, how many of them hold their SVG, and every script error or console error it logged.
+Run as a script to save a screenshot of a report's first screen (the one in the README):
+
+    python tests/browser.py runs/study/report.html docs/img/report.png
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str | None:
+    """The system Chromium, or None."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@dataclass
+class Rendered:
+    graphs: int
+    graphs_with_svg: int
+    errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)  # every URL the page asked for beyond itself
+
+
+@contextmanager
+def open_page(path: str | Path, *, width: int = 1280, height: int = 800) -> Iterator[tuple[object, Rendered]]:
+    """A Playwright page showing the report at `path`, offline: any request other than the file
+    itself is recorded and aborted. Yields `(page, rendered)`; `rendered` is filled on entry."""
+    from playwright.sync_api import sync_playwright
+
+    url = Path(path).resolve().as_uri()
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        try:
+            context = browser.new_context(offline=True, viewport={"width": width, "height": height})
+            page = context.new_page()
+
+            def route(r):
+                if r.request.url == url:
+                    r.continue_()
+                else:
+                    requests.append(r.request.url)
+                    r.abort()
+
+            page.route("**/*", route)
+            page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+            page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}")
+                    if msg.type in ("error", "warning") else None)
+            page.goto(url, wait_until="load")
+            page.wait_for_timeout(500)  # plotly draws synchronously on load; leave time for late errors
+            graphs = page.locator("div.plotly-graph-div").count()
+            with_svg = page.evaluate(
+                "() => [...document.querySelectorAll('div.plotly-graph-div')]"
+                ".filter(d => d.querySelector('svg.main-svg') && d.querySelector('.plot-container')).length")
+            yield page, Rendered(graphs, with_svg, errors, requests)
+        finally:
+            browser.close()
+
+
+def render(path: str | Path) -> Rendered:
+    with open_page(path) as (_, rendered):
+        return rendered
+
+
+def main(argv: list[str]) -> None:
+    report, out = argv
+    with open_page(report) as (page, rendered):
+        page.screenshot(path=out)
+    print(f"{out}: {rendered.graphs_with_svg}/{rendered.graphs} graphs drawn, {len(rendered.errors)} errors")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,51 @@
+"""Generated reports in a real browser: headless Chromium, network off. Every plotly graph must hold
+its SVG and the page must log no script error and ask for nothing beyond itself."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+
+import pytest
+
+import defense_interp as di
+from defense_interp.cli import main
+from tests.browser import chromium_path, render
+
+REQUIRED = os.environ.get("DI_REQUIRE_BROWSER") == "1"  # set by .ci/run, which installs chromium
+missing = [what for what, ok in (("Debian's chromium", chromium_path() is not None),
+                                 ("playwright", importlib.util.find_spec("playwright") is not None)) if not ok]
+pytestmark = pytest.mark.skipif(bool(missing) and not REQUIRED, reason=f"needs {', '.join(missing)}")
+
+
+def _check(path) -> None:
+    expected = len(re.findall(r'class="plotly-graph-div"', path.read_text(encoding="utf-8")))
+    page = render(path)
+    assert expected >= 5 and page.graphs == expected, (expected, page.graphs)
+    assert page.graphs_with_svg == page.graphs, f"{page.graphs - page.graphs_with_svg} graphs did not render"
+    assert page.errors == [], page.errors
+    assert page.requests == [], f"the report is not self-contained: {page.requests}"
+
+
+def test_study_report_renders_offline(tmp_path, capsys):
+    assert main(["study", "--preset", "full", "--out", str(tmp_path), "--model", "tiny",
+                 "--steps", "2", "--seeds", "2"]) == 0
+    _check(tmp_path / "report.html")
+
+
+def test_refusal_report_renders_offline(tiny, tmp_path):
+    from defense_interp.refusal_study import REFUSAL_PRESETS
+
+    di.run_refusal_study(tiny, tmp_path, config=REFUSAL_PRESETS["tiny"], progress=False)
+    _check(tmp_path / "report.html")
+
+
+def test_a_broken_figure_is_caught(tmp_path):
+    """The check can fail: a page whose script throws and whose graph never draws."""
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><body><div class='plotly-graph-div'></div>"
+                   "<script>undefinedFunction()</script></body></html>")
+    page = render(bad)
+    assert page.graphs == 1 and page.graphs_with_svg == 0
+    assert any("undefinedFunction" in e for e in page.errors)
