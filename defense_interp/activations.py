@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from defense_interp.data.chat import encode_prompts, render
 from defense_interp.errors import ConfigError, DataError
-from defense_interp.models import model_device, model_identity
+from defense_interp.models import model_identity, read_activations
 from defense_interp.types import check_layers, hook_name
 
 __all__ = ["PromptActivations", "collect_activations", "post_instruction_positions", "instruction_prompts"]
@@ -133,7 +133,6 @@ def collect_activations(
     names = {hook_name(l, point): k for k, l in enumerate(layers)}
     pos = _positions(model, positions)
     prompts = instruction_prompts(instructions, system_prompt=system_prompt)
-    dev = model_device(model)
     out = torch.empty(len(prompts), len(layers), len(pos), int(model.cfg.d_model), dtype=torch.float32)
     pos_t = torch.tensor(pos)
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
@@ -145,7 +144,6 @@ def collect_activations(
         def grab(x, hook, k):
             out[rows, k] = x[:, pos_t.to(x.device)].detach().float().cpu()
 
-        hooks = [(nm, lambda x, hook, k=k: grab(x, hook, k)) for nm, k in names.items()]
-        with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-            model(batch.tokens.to(dev), attention_mask=batch.attention_mask.to(dev))
+        read_activations(model, batch.tokens, batch.attention_mask,
+                         [(nm, lambda x, hook, k=k: grab(x, hook, k)) for nm, k in names.items()])
     return PromptActivations(out, tuple(layers), pos, point, tuple(instructions), model_identity(model))

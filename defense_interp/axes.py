@@ -39,7 +39,7 @@ from defense_interp.errors import ConfigError, RunError
 from defense_interp.generation import generate_answers
 from defense_interp.metrics.stats import cohens_d
 from defense_interp.metrics.vectors import unit
-from defense_interp.models import model_device, model_identity
+from defense_interp.models import model_identity, read_activations
 from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 from defense_interp.types import hook_name
 
@@ -168,11 +168,9 @@ def response_means(
     want_emb = with_embedding
     if want_emb:
         names.append(hook_name(0, "resid_pre"))
-    dev = model_device(model)
     out, emb = [], []
     lengths = [len(encode_chat(model, [c]).tokens[0]) for c in convs]
     order = sorted(range(len(convs)), key=lambda i: lengths[i])  # similar lengths share a batch: less padding
-    stop = max(layers) + 1  # no block above the last hooked one, no unembedding
     for i in tqdm(range(0, len(convs), batch_size), desc=desc, leave=False):
         batch = encode_chat(model, [convs[j] for j in order[i : i + batch_size]])
         resp = batch.response_mask
@@ -185,16 +183,15 @@ def response_means(
                 w = (pos == (first - 1)[:, None]).float()
             else:
                 w = ((pos < first[:, None]) & batch.attention_mask.bool()).float()
-        w = (w / w.sum(1, keepdim=True).clamp_min(1)).to(dev)
+        w = w / w.sum(1, keepdim=True).clamp_min(1)
         acts: dict[str, Tensor] = {}
 
         def grab(x, hook, key=None):
-            acts[key] = torch.einsum("btd,bt->bd", x.float(), w).cpu()
+            acts[key] = torch.einsum("btd,bt->bd", x.float(), w.to(x.device)).cpu()
 
-        hooks = [(nm, lambda x, hook, key=nm: grab(x, hook, key)) for nm in names]
-        with torch.no_grad():
-            model.run_with_hooks(batch.tokens.to(dev), fwd_hooks=hooks, stop_at_layer=stop,
-                                 attention_mask=batch.attention_mask.to(dev))
+        # the pass ends at the last hooked point: no block above it, no unembedding
+        read_activations(model, batch.tokens, batch.attention_mask,
+                         [(nm, lambda x, hook, key=nm: grab(x, hook, key)) for nm in names])
         out.append(torch.stack([acts[nm] for nm in names[:n_layers]], 1))
         if want_emb:
             emb.append(acts[names[-1]])

