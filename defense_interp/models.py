@@ -257,10 +257,17 @@ def _boot_folder(
             f"cannot load model {name!r} offline ({exc.__class__.__name__}); pass a local folder, "
             "a .gguf file, or None for the bundled SmolLM2-135M-Instruct"
         ) from exc
+    except ValueError as exc:  # transformers does not know the model type
+        raise ModelNotAvailableError(f"transformers cannot build model {name!r}: {exc}") from exc
     if device is not None and device_map is None:
         hf = hf.to(device)
     hf.eval()
-    bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok)
+    try:
+        bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok)
+    except ValueError as exc:  # e.g. "Unsupported architecture"
+        raise ModelNotAvailableError(f"TransformerLens 4 cannot wrap model {name!r} ({type(hf).__name__}): {exc}. "
+                                     "defense_interp needs a TransformerBridge; see the TransformerLens list of "
+                                     "supported architectures") from exc
     bridge.eval()
     _identify(bridge, name, source)
     return bridge

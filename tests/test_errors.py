@@ -55,6 +55,15 @@ def _persona_file(c, data):
     di.Trait.from_persona_vectors_json(path)
 
 
+def _unknown_architecture(c):
+    """An HF folder whose config names a model type transformers does not know."""
+    folder = c.tmp / "unknown-arch"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "no_such_architecture", "architectures": ["NoSuchForCausalLM"]}')
+    c.m.tokenizer.save_pretrained(folder)
+    return di.load_model(folder)
+
+
 CATALOGUE = [
     # (what, call, error class, message fragment)
     ("steering vector of the wrong d_model", lambda c: _enter(di.steer(c.m, torch.ones(c.d + 1), layer=1, coef=1.0)),
@@ -89,6 +98,8 @@ CATALOGUE = [
     ("empty inoculation prompt", lambda c: di.IP("  "), di.ConfigError, "system prompt"),
     ("negative LAT epsilon", lambda c: di.LAT(1, -0.5, 2), di.ConfigError, "epsilon"),
     ("missing model", lambda c: di.load_model(str(c.tmp / "no-such-model")), di.ModelNotAvailableError, "offline"),
+    ("model folder of an unknown architecture", lambda c: _unknown_architecture(c), di.ModelNotAvailableError,
+     "cannot (build|wrap) model"),
     ("corrupted run folder", lambda c: _bad_run_folder(c, "corrupt"), di.RunError, "corrupted"),
     ("half-written run folder", lambda c: _bad_run_folder(c, "half"), di.RunError, "missing"),
     ("corrupted tensors in a run", lambda c: _bad_run_folder(c, "tensors"), di.RunError, "corrupted"),
