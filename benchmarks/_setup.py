@@ -1,8 +1,10 @@
-"""Shared set-up of the benchmarks: a LoRA copy of a model, its optimiser, the evil trait, and
-`emit()`, which prints a benchmark's JSON and keeps a copy in `benchmarks/results/<name>.json`."""
+"""Shared set-up of the benchmarks: the `--model`/`--device` options, a LoRA copy of a model, its
+optimiser, the evil trait, a device synchronisation for honest GPU timings, and `emit()`, which
+prints a benchmark's JSON and keeps a copy in `benchmarks/results/<name>.json`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -15,10 +17,22 @@ import defense_interp as di  # noqa: E402
 from defense_interp.training import make_trainable  # noqa: E402
 
 
-def lora_setup(model_name: str | None) -> tuple[object, di.Trait, torch.optim.Optimizer]:
+def model_args(ap: argparse.ArgumentParser) -> None:
+    """`--model` (default: the bundled model; "tiny" for a smoke run) and `--device` (default: CPU)."""
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--device", default=None, help="e.g. cuda (default: cpu)")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that wall-clock timings include it (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def lora_setup(model_name: str | None, device: str | None = None) -> tuple[object, di.Trait, torch.optim.Optimizer]:
     """`(model with LoRA adapters in train mode, evil trait, AdamW over the adapters)`, seeded."""
     torch.manual_seed(0)
-    model = di.copy_model(di.load_model(model_name))
+    model = di.copy_model(di.load_model(model_name, device=device))
     trainable = make_trainable(model, di.TrainConfig())
     model.train()
     return model, di.Trait.builtin("evil"), torch.optim.AdamW([p for _, p in trainable], lr=1e-5)

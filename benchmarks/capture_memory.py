@@ -4,7 +4,9 @@ for one LoRA training step at two sequence lengths and two batch sizes (bundled 
 The statistics are reduced on the fly (`O(layers · d_model)` per step), so their size must not
 depend on sequence length or batch; the peak memory of the step itself does (activations).
 
-    python benchmarks/capture_memory.py [--model tiny]
+On a GPU (`--device cuda`) it also reports the peak CUDA memory allocated so far.
+
+    python benchmarks/capture_memory.py [--model tiny] [--device cuda]
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 import resource
 
 import torch
-from _setup import emit, lora_setup
+from _setup import emit, lora_setup, model_args
 
 import defense_interp as di
 from defense_interp.metrics.loss import response_token_loss
@@ -21,27 +23,32 @@ from defense_interp.metrics.loss import response_token_loss
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=None)
+    model_args(ap)
     args = ap.parse_args()
-    model, trait, opt = lora_setup(args.model)
+    model, trait, opt = lora_setup(args.model, args.device)
+    dev = next(model.parameters()).device
     axes = torch.randn(model.cfg.n_layers, model.cfg.d_model)
+    short, long = (256, 512) if args.model == "tiny" else (64, 128)  # the tiny model's tokenizer is byte-level
     rows = []
-    for batch_size, max_length in ((2, 64), (2, 128), (4, 128)):
+    for batch_size, max_length in ((2, short), (2, long), (4, long)):
         batch = di.encode_chat(model, trait.train_data[:batch_size], max_length=max_length)
+        tokens, resp = batch.tokens.to(dev), batch.response_mask.to(dev)
         with di.capture_gradients(model, axes) as cap:
-            loss = response_token_loss(model(batch.tokens, attention_mask=batch.attention_mask), batch.tokens,
-                                       batch.response_mask)
-            cap.set_mask(batch.response_mask)
+            loss = response_token_loss(model(tokens, attention_mask=batch.attention_mask.to(dev)), tokens, resp)
+            cap.set_mask(resp)
             loss.backward()
             cap.end_step()
         opt.zero_grad(set_to_none=True)
         stats_bytes = sum(t.numel() * t.element_size() for t in cap.stats.tensors().values())
         rows.append({"batch": batch_size, "tokens": int(batch.tokens.shape[1]), "stats_bytes_per_step": stats_bytes,
-                     "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+                     "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                     **({"peak_cuda_mb_so_far": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)}
+                        if dev.type == "cuda" else {})})
     emit({
         "benchmark": "capture_memory",
         "model": di.model_identity(model)["name"],
         "layers_captured": model.cfg.n_layers,
+        "device": str(dev),
         "steps": rows,
         "stats_constant": len({r["stats_bytes_per_step"] for r in rows}) == 1,
         "note": "peak RSS is the process maximum so far (includes the model); the statistics are what capture keeps",

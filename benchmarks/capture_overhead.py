@@ -4,7 +4,7 @@ Bundled SmolLM2-135M-Instruct with LoRA, a batch of 4 training conversations of 
 The two kinds of step alternate in one process (so machine noise hits both alike); the figure is
 the median of the per-pair ratios. Prints JSON. Target: ≤ 1.05.
 
-    python benchmarks/capture_overhead.py [--pairs 10] [--model tiny]
+    python benchmarks/capture_overhead.py [--pairs 10] [--model tiny] [--device cuda]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import statistics
 import time
 
 import torch
-from _setup import emit, lora_setup
+from _setup import emit, lora_setup, model_args, synchronize
 
 import defense_interp as di
 from defense_interp.metrics.loss import response_token_loss
@@ -25,25 +25,28 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--model", default=None)
+    model_args(ap)
     args = ap.parse_args()
-    model, trait, opt = lora_setup(args.model)
+    model, trait, opt = lora_setup(args.model, args.device)
+    dev = next(model.parameters()).device
     batch = di.encode_chat(model.tokenizer, trait.train_data[:4], max_length=128)
+    tokens, mask, resp = batch.tokens.to(dev), batch.attention_mask.to(dev), batch.response_mask.to(dev)
     axes = torch.randn(model.cfg.n_layers, model.cfg.d_model)
 
     def step(capture: bool) -> float:
         t0 = time.perf_counter()
         ctx = di.capture_gradients(model, axes) if capture else contextlib.nullcontext()
         with ctx as cap:  # backward hooks attach at forward time: the forward runs inside
-            logits = model(batch.tokens, attention_mask=batch.attention_mask)
-            loss = response_token_loss(logits, batch.tokens, batch.response_mask)
+            logits = model(tokens, attention_mask=mask)
+            loss = response_token_loss(logits, tokens, resp)
             if capture:
-                cap.set_mask(batch.response_mask)
+                cap.set_mask(resp)
             loss.backward()
             if capture:
                 cap.end_step()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        synchronize(dev)
         return time.perf_counter() - t0
 
     for _ in range(args.warmup):
@@ -63,7 +66,7 @@ def main() -> None:
         "median_capture_step_s": round(statistics.median(capt), 4),
         "median_ratio": round(statistics.median(ratios), 4),
         "target_ratio": 1.05,
-        "device": str(next(model.parameters()).device),
+        "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
         "threads": torch.get_num_threads(),
     })
 

@@ -12,7 +12,10 @@ for attention) divided by a float32 matmul rate measured in the same process, an
 any float32 implementation could reach against this naive loop (`naive_s / roofline_s`). On a
 compute-bound CPU that ceiling, not batching, limits the ratio.
 
-    python benchmarks/extraction_speed.py [--examples 24] [--model tiny]
+    python benchmarks/extraction_speed.py [--examples 24] [--model HF_NAME_OR_FOLDER] [--device cuda]
+
+(The naive loop calls the Hugging Face model under the bridge, so `--model tiny`, a native
+TransformerLens model, does not apply.)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import argparse
 import time
 
 import torch
-from _setup import emit
+from _setup import emit, model_args, synchronize
 
 import defense_interp as di
 
@@ -29,12 +32,13 @@ import defense_interp as di
 def naive(model, convs) -> torch.Tensor:
     """Mean over examples of the response-token mean of every hidden state (one example at a time)."""
     rows = []
+    dev = next(model.parameters()).device
     for conv in convs:
         b = di.encode_chat(model, [conv])
         with torch.no_grad():
-            hs = model.original_model(b.tokens, output_hidden_states=True).hidden_states
-        m = b.response_mask[0]
-        rows.append(torch.stack([h[0][m].float().mean(0) for h in hs[1:]]))
+            hs = model.original_model(b.tokens.to(dev), output_hidden_states=True).hidden_states
+        m = b.response_mask[0].to(dev)
+        rows.append(torch.stack([h[0][m].float().mean(0).cpu() for h in hs[1:]]))
     return torch.stack(rows).mean(0)
 
 
@@ -53,14 +57,16 @@ def forward_flops(model, convs, batch_size: int = 16) -> float:
     return total
 
 
-def matmul_rate(rows: int, d: int, repeats: int = 20) -> float:
-    """Float32 multiply rate (FLOP/s) of a `[rows, d] @ [d, 4d]` product, best of three rounds."""
-    x, w = torch.randn(rows, d), torch.randn(d, 4 * d)
+def matmul_rate(rows: int, d: int, device: torch.device, repeats: int = 20) -> float:
+    """Float32 multiply rate (FLOP/s) of a `[rows, d] @ [d, 4d]` product on `device`, best of three rounds."""
+    x, w = torch.randn(rows, d, device=device), torch.randn(d, 4 * d, device=device)
     best = float("inf")
     for _ in range(3):
+        synchronize(device)
         t0 = time.perf_counter()
         for _ in range(repeats):
             x @ w
+        synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return repeats * 2 * rows * d * 4 * d / best
 
@@ -68,9 +74,10 @@ def matmul_rate(rows: int, d: int, repeats: int = 20) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=24)
-    ap.add_argument("--model", default=None)
+    model_args(ap)
     args = ap.parse_args()
-    model = di.load_model(args.model)
+    model = di.load_model(args.model, device=args.device)
+    dev = next(model.parameters()).device
     data = di.Trait.builtin("evil").train_data
     pos, neg = list(data[: args.examples]), list(data[args.examples : 2 * args.examples])
     di.axes_from_conversations(model, pos[:2], neg[:2])  # warm-up
@@ -83,7 +90,7 @@ def main() -> None:
     n = model.cfg.n_layers
     cos = torch.nn.functional.cosine_similarity(axes.vectors[: n - 1], ref[: n - 1], dim=-1)
     flops = forward_flops(model, pos) + forward_flops(model, neg)
-    rate = matmul_rate(1024, model.cfg.d_model)
+    rate = matmul_rate(1024, model.cfg.d_model, dev)
     emit({
         "benchmark": "extraction_speed",
         "model": di.model_identity(model)["name"],
@@ -97,6 +104,7 @@ def main() -> None:
         "matmul_peak_gflop_per_s": round(rate / 1e9, 1),
         "roofline_s": round(flops / rate, 3),
         "ceiling_speedup": round(slow / (flops / rate), 2),
+        "device": str(dev),
         "threads": torch.get_num_threads(),
     })
 
