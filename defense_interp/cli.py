@@ -1,9 +1,9 @@
 """The `defense-interp` command.
 
-    defense-interp study --out DIR [--preset quick|full] [--model NAME|tiny] [--coefs A ...] [--seeds N] [--steps N]
-                         [--resume]
+    defense-interp study --out DIR [--preset quick|full] [--model NAME|tiny] [--device cuda] [--dtype bfloat16]
+                         [--coefs A ...] [--seeds N] [--steps N] [--resume]
     defense-interp report RUN_DIR [RUN_DIR ...] [--out report.html] [--title TEXT]
-    defense-interp refusal --out DIR [--model NAME|tiny] [--steps N] [--seed N]
+    defense-interp refusal --out DIR [--model NAME|tiny] [--device cuda] [--dtype bfloat16] [--steps N] [--seed N]
 
 `study --preset full` runs every condition and control over several seeds and writes
 DIR/findings.json with a verdict per claim; `--model tiny` shrinks every size for smoke tests. `refusal` trains SSFT, embedding-AT and LAT
@@ -21,17 +21,36 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # this toolkit never needs the hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="HF folder/name, .gguf file, or 'tiny' (default: bundled)")
+    parser.add_argument("--device", default=None, help="where the model runs, e.g. cuda or cuda:1 (default: cpu)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="weight dtype; statistics stay float32 whatever it is")
+
+
+def _load(args: argparse.Namespace):
+    import torch
+
+    import defense_interp as di
+    from defense_interp.study import _log
+
+    _log(f"loading model {args.model or 'bundled SmolLM2-135M-Instruct'}"
+         f"{f' on {args.device}' if args.device else ''} ({args.dtype})")
+    return di.load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+
+
 def study(args: argparse.Namespace) -> Path:
     import defense_interp as di
-    from defense_interp.study import StudyConfig, _log, run_study
+    from defense_interp.study import StudyConfig, run_study
 
     coefs = tuple(args.coefs) if args.coefs else ((args.coef,) if args.coef is not None and args.preset == "quick" else None)
     cfg = StudyConfig(design=args.preset, size="tiny" if args.model == "tiny" else args.preset, seeds=args.seeds,
                       coefs=coefs, ip_prompt=args.ip_prompt, first_seed=args.seed,
                       sizes={"steps": args.steps} if args.steps else {})
-    _log(f"loading model {args.model or 'bundled SmolLM2-135M-Instruct'}")
-    model = di.load_model(args.model)
-    _, _, path = run_study(model, di.Trait.builtin(args.trait), cfg, args.out, resume=args.resume)
+    _, _, path = run_study(_load(args), di.Trait.builtin(args.trait), cfg, args.out, resume=args.resume)
     print(Path(path).resolve())
     return path
 
@@ -49,14 +68,12 @@ def report(args: argparse.Namespace) -> Path:
 def refusal(args: argparse.Namespace) -> Path:
     import dataclasses
 
-    import defense_interp as di
     from defense_interp.refusal_study import REFUSAL_PRESETS, run_refusal_study
     from defense_interp.study import _log
 
     cfg = REFUSAL_PRESETS["tiny" if args.model == "tiny" else "quick"]
     cfg = dataclasses.replace(cfg, seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
-    _log(f"loading model {args.model or 'bundled SmolLM2-135M-Instruct'}")
-    study = run_refusal_study(di.load_model(args.model), args.out, config=cfg)
+    study = run_refusal_study(_load(args), args.out, config=cfg)
     path = Path(args.out) / "report.html"
     _log(f"refusal study done in {study.wall_seconds:.0f} s")
     print(path.resolve())
@@ -71,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", required=True, help="output folder (an interrupted study continues in it)")
     s.add_argument("--preset", choices=["quick", "full"], default="quick",
                    help="quick: baseline/PPS/IP, one seed; full: α sweep, controls, gradient edits, two-stage, 3 seeds")
-    s.add_argument("--model", default=None, help="HF folder/name, .gguf file, or 'tiny' (default: bundled)")
+    _model_options(s)
     s.add_argument("--trait", default="evil")
     s.add_argument("--coef", type=float, default=None, help="PPS coefficient α of the quick preset (default 4)")
     s.add_argument("--coefs", type=float, nargs="+", default=None, help="the α sweep (default 2 4 8 for full)")
@@ -89,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(func=report)
     f = sub.add_parser("refusal", help="train SSFT/AT/LAT variants; SVD, refusal directions, ablation attacks")
     f.add_argument("--out", required=True, help="output folder (an interrupted study continues in it)")
-    f.add_argument("--model", default=None, help="HF folder/name, .gguf file, or 'tiny' (default: bundled)")
+    _model_options(f)
     f.add_argument("--steps", type=int, default=None, help="training steps per variant (default 32)")
     f.add_argument("--seed", type=int, default=0, help="seed of the data splits and of training")
     f.set_defaults(func=refusal)

@@ -204,3 +204,18 @@ def test_full_study_design_on_tiny_model_and_resume(tmp_path, capsys):
     assert "training" not in log and log.count("already finished") == 24
     assert json.loads((tmp_path / "findings.json").read_text())["findings"] == first["findings"]
     assert main(args + ["--resume"]) == 0 and "training" not in capsys.readouterr().err
+
+
+def test_cli_passes_device_and_dtype_to_load_model(monkeypatch, capsys):
+    import argparse
+
+    from defense_interp import cli
+
+    seen = {}
+    monkeypatch.setattr(di, "load_model", lambda name, **kw: seen.update(name=name, **kw) or "model")
+    args = argparse.Namespace(model="my/model", device="cuda:1", dtype="bfloat16")
+    assert cli._load(args) == "model"
+    assert seen == {"name": "my/model", "device": "cuda:1", "dtype": torch.bfloat16}
+    with pytest.raises(SystemExit):  # argparse refuses a dtype the toolkit does not support
+        main(["study", "--out", "x", "--dtype", "int8"])
+    assert "invalid choice" in capsys.readouterr().err
