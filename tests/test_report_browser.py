@@ -23,7 +23,7 @@ def _check(path) -> None:
     expected = len(re.findall(r'class="plotly-graph-div"', path.read_text(encoding="utf-8")))
     page = render(path)
     assert expected >= 5 and page.graphs == expected, (expected, page.graphs)
-    assert page.graphs_with_svg == page.graphs, f"{page.graphs - page.graphs_with_svg} graphs did not render"
+    assert page.graphs_drawn == page.graphs, f"{page.graphs - page.graphs_drawn} graphs did not render"
     assert page.errors == [], page.errors
     assert page.requests == [], f"the report is not self-contained: {page.requests}"
 
@@ -42,10 +42,12 @@ def test_refusal_report_renders_offline(tiny, tmp_path):
 
 
 def test_a_broken_figure_is_caught(tmp_path):
-    """The check can fail: a page whose script throws and whose graph never draws."""
+    """The check can fail: a page whose script throws late, whose graph never draws, and which asks
+    the network for an image."""
     bad = tmp_path / "bad.html"
-    bad.write_text("<html><body><div class='plotly-graph-div'></div>"
-                   "<script>undefinedFunction()</script></body></html>")
+    bad.write_text("<html><body><div class='plotly-graph-div'></div><img src='https://example.org/x.png'>"
+                   "<script>setTimeout(() => undefinedFunction(), 300)</script></body></html>")
     page = render(bad)
-    assert page.graphs == 1 and page.graphs_with_svg == 0
+    assert page.graphs == 1 and page.graphs_drawn == 0
     assert any("undefinedFunction" in e for e in page.errors)
+    assert page.requests == ["https://example.org/x.png"]
