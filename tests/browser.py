@@ -41,9 +41,11 @@ class Rendered:
 
 
 @contextmanager
-def open_page(path: str | Path, *, width: int = 1280, height: int = 800) -> Iterator[tuple[object, Rendered]]:
+def open_page(path: str | Path, *, width: int = 1280, height: int = 800,
+              draw_timeout_ms: int = 15_000) -> Iterator[tuple[object, Rendered]]:
     """A Playwright page showing the report at `path`, offline: any request other than the file
-    itself is recorded and aborted. Yields `(page, rendered)`; `rendered` is filled on entry."""
+    itself is recorded and aborted. Waits up to `draw_timeout_ms` for every graph to be drawn.
+    Yields `(page, rendered)`; `rendered` is filled on entry."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -70,7 +72,7 @@ def open_page(path: str | Path, *, width: int = 1280, height: int = 800) -> Iter
             page.goto(url, wait_until="load")
             graphs = page.locator("div.plotly-graph-div").count()
             try:  # plotly draws on load; wait until every graph is drawn (or give up and count)
-                page.wait_for_function(f"() => ({DRAWN})() === {graphs}", timeout=15_000)
+                page.wait_for_function(f"() => ({DRAWN})() === {graphs}", timeout=draw_timeout_ms)
             except PlaywrightTimeout:
                 pass
             page.wait_for_timeout(1_000)  # time for errors raised after drawing
@@ -79,8 +81,8 @@ def open_page(path: str | Path, *, width: int = 1280, height: int = 800) -> Iter
             browser.close()
 
 
-def render(path: str | Path) -> Rendered:
-    with open_page(path) as (_, rendered):
+def render(path: str | Path, **kw) -> Rendered:
+    with open_page(path, **kw) as (_, rendered):
         return rendered
 
 

@@ -40,3 +40,15 @@ def count_hooks(model) -> int:
 @pytest.fixture(scope="session")
 def bundled():
     return di.load_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_full_study(tmp_path_factory):
+    """`(folder, CLI arguments)` of the full study design on the tiny model (2 steps, 2 seeds), built
+    once per session through the command line."""
+    from defense_interp.cli import main
+
+    out = tmp_path_factory.mktemp("tiny_full_study")
+    args = ["study", "--preset", "full", "--out", str(out), "--model", "tiny", "--steps", "2", "--seeds", "2"]
+    assert main(args) == 0
+    return out, args

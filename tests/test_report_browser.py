@@ -10,7 +10,6 @@ import re
 import pytest
 
 import defense_interp as di
-from defense_interp.cli import main
 from tests.browser import chromium_path, render
 
 REQUIRED = os.environ.get("DI_REQUIRE_BROWSER") == "1"  # set by .ci/run, which installs chromium
@@ -28,10 +27,8 @@ def _check(path) -> None:
     assert page.requests == [], f"the report is not self-contained: {page.requests}"
 
 
-def test_study_report_renders_offline(tmp_path, capsys):
-    assert main(["study", "--preset", "full", "--out", str(tmp_path), "--model", "tiny",
-                 "--steps", "2", "--seeds", "2"]) == 0
-    _check(tmp_path / "report.html")
+def test_study_report_renders_offline(tiny_full_study):
+    _check(tiny_full_study[0] / "report.html")
 
 
 def test_refusal_report_renders_offline(tiny, tmp_path):
@@ -47,7 +44,7 @@ def test_a_broken_figure_is_caught(tmp_path):
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><div class='plotly-graph-div'></div><img src='https://example.org/x.png'>"
                    "<script>setTimeout(() => undefinedFunction(), 300)</script></body></html>")
-    page = render(bad)
+    page = render(bad, draw_timeout_ms=1_000)  # its graph never draws: do not wait the full 15 s
     assert page.graphs == 1 and page.graphs_drawn == 0
     assert any("undefinedFunction" in e for e in page.errors)
     assert page.requests == ["https://example.org/x.png"]

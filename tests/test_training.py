@@ -184,10 +184,9 @@ def test_cli_study_on_tiny_model_writes_runs_findings_and_report(tmp_path, capsy
                  "--out", str(tmp_path / "again.html")]) == 0
 
 
-def test_full_study_design_on_tiny_model_and_resume(tmp_path, capsys):
+def test_full_study_design_on_tiny_model_and_resume(tiny_full_study, capsys):
     """Every condition of the full design over two seeds; a second call loads every run instead of training."""
-    args = ["study", "--preset", "full", "--out", str(tmp_path), "--model", "tiny", "--steps", "2", "--seeds", "2"]
-    assert main(args) == 0
+    tmp_path, args = tiny_full_study
     labels = sorted(p.name for p in (tmp_path / "seed1").iterdir())
     assert labels == sorted(["baseline", "pps_a2", "pps_a4", "pps_a8", "ip", "random_pps_a8", "placebo_ip",
                              "edit_neutralize", "edit_attenuate", "edit_amplify", "two_stage_pps_a8", "two_stage_ip"])
