@@ -19,6 +19,7 @@ from _setup import emit, lora_setup, model_args
 
 import defense_interp as di
 from defense_interp.metrics.loss import response_token_loss
+from defense_interp.models import model_device
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     model_args(ap)
     args = ap.parse_args()
     model, trait, opt = lora_setup(args.model, args.device)
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     axes = torch.randn(model.cfg.n_layers, model.cfg.d_model)
     short, long = (256, 512) if args.model == "tiny" else (64, 128)  # the tiny model's tokenizer is byte-level
     rows = []

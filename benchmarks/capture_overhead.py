@@ -19,6 +19,7 @@ from _setup import emit, lora_setup, model_args, synchronize
 
 import defense_interp as di
 from defense_interp.metrics.loss import response_token_loss
+from defense_interp.models import model_device
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     model_args(ap)
     args = ap.parse_args()
     model, trait, opt = lora_setup(args.model, args.device)
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     batch = di.encode_chat(model.tokenizer, trait.train_data[:4], max_length=128)
     tokens, mask, resp = batch.tokens.to(dev), batch.attention_mask.to(dev), batch.response_mask.to(dev)
     axes = torch.randn(model.cfg.n_layers, model.cfg.d_model)

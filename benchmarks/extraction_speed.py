@@ -27,12 +27,13 @@ import torch
 from _setup import emit, model_args, synchronize
 
 import defense_interp as di
+from defense_interp.models import model_device
 
 
 def naive(model, convs) -> torch.Tensor:
     """Mean over examples of the response-token mean of every hidden state (one example at a time)."""
     rows = []
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     for conv in convs:
         b = di.encode_chat(model, [conv])
         with torch.no_grad():
@@ -77,7 +78,7 @@ def main() -> None:
     model_args(ap)
     args = ap.parse_args()
     model = di.load_model(args.model, device=args.device)
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     data = di.Trait.builtin("evil").train_data
     pos, neg = list(data[: args.examples]), list(data[args.examples : 2 * args.examples])
     di.axes_from_conversations(model, pos[:2], neg[:2])  # warm-up

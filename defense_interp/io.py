@@ -1,4 +1,5 @@
-"""Atomic file helpers every writer uses: JSON and safetensors.
+"""Atomic file helpers every writer uses (JSON, text, safetensors), and the content hash that
+fingerprints data.
 
 Every file is written to a temporary name in the same folder and renamed, so a folder never holds
 half a file; readers raise `RunError` with a fix for missing or corrupted files.
@@ -6,6 +7,7 @@ half a file; readers raise `RunError` with a fix for missing or corrupted files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -18,7 +20,7 @@ from torch import Tensor
 
 from defense_interp.errors import RunError
 
-__all__ = ["write_json", "read_json", "write_tensors", "read_tensors"]
+__all__ = ["write_json", "read_json", "write_text", "write_tensors", "read_tensors", "content_hash"]
 
 
 def _atomic(path: Path, write) -> None:
@@ -37,6 +39,17 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically (temporary file, then rename)."""
     text = json.dumps(data, indent=1, allow_nan=True)
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 text atomically (temporary file, then rename)."""
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def content_hash(data: Any) -> str:
+    """SHA-256 (first 16 hex digits) of JSON-serialisable `data` with sorted keys: a fingerprint
+    that changes whenever the data does."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def read_json(path: str | Path) -> Any:

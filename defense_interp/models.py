@@ -98,7 +98,7 @@ def read_activations(model: "TransformerBridge", tokens: Tensor, attention_mask:
     pending = set(names)
 
     def last_to_fire(name: str, fn: Callable[[Tensor, Any], None]) -> Callable[[Tensor, Any], None]:
-        def hook(x: Tensor, hook: Any) -> None:
+        def read(x: Tensor, hook: Any) -> None:
             if name not in pending:
                 raise ConfigError(f"hook point {name} fired twice in one pass; read it with a cache instead")
             fn(x, hook)
@@ -106,7 +106,7 @@ def read_activations(model: "TransformerBridge", tokens: Tensor, attention_mask:
             if not pending:
                 raise _AllRead
 
-        return hook
+        return read
 
     dev = model_device(model)
     try:

@@ -26,8 +26,6 @@ instead of mixing two studies, and a retrained run invalidates its analysis and 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -42,9 +40,9 @@ from defense_interp.conditions import LAT, Baseline, Condition, EmbeddingAT
 from defense_interp.data.chat import encode_chat
 from defense_interp.data.refusal import RefusalData
 from defense_interp.errors import ConfigError, RunError
-from defense_interp.io import read_json, read_tensors, write_json, write_tensors
+from defense_interp.io import content_hash, read_json, read_tensors, write_json, write_tensors
 from defense_interp.metrics.svd import DifferenceSVD, difference_svd
-from defense_interp.models import model_device, model_identity
+from defense_interp.models import model_identity, read_activations
 from defense_interp.refusal import DirectionSelection, RefusalDirections, refusal_directions, select_direction
 from defense_interp.refusal_attack import (
     LayerSweep, RefusalRate, TransferMatrix, layer_sweep, refusal_rate, transfer_matrix,
@@ -217,16 +215,14 @@ def median_token_norm(model: Any, conversations: list, *, layer: int, point: str
                       batch_size: int = 16) -> float:
     """Median L2 norm of the prompt tokens' residual stream at `blocks.{layer}.hook_{point}`."""
     norms: list[torch.Tensor] = []
-    dev = model_device(model)
     for i in range(0, len(conversations), batch_size):
         b = encode_chat(model, conversations[i : i + batch_size], max_length=max_length)
-        keep = (b.attention_mask.bool() & ~b.response_mask).to(dev)
+        keep = b.attention_mask.bool() & ~b.response_mask
 
         def grab(x, hook):
-            norms.append(x.detach().float().norm(dim=-1)[keep].cpu())
+            norms.append(x.detach().float().norm(dim=-1).cpu()[keep])
 
-        with torch.no_grad(), model.hooks(fwd_hooks=[(hook_name(layer, point), grab)]):
-            model(b.tokens.to(dev), attention_mask=b.attention_mask.to(dev))
+        read_activations(model, b.tokens, b.attention_mask, [(hook_name(layer, point), grab)])
     return float(torch.cat(norms).median())
 
 
@@ -246,8 +242,7 @@ def _conditions(model: Any, data: RefusalData, config: RefusalStudyConfig) -> di
 
 def _manifest(out: Path, model: Any, data: RefusalData, config: RefusalStudyConfig) -> None:
     """Record what the folder's results were computed from; refuse to mix a different study into it."""
-    fingerprint = hashlib.sha256(json.dumps([list(data.harmful), list(data.harmless), list(data.train)],
-                                            sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = content_hash([list(data.harmful), list(data.harmless), list(data.train)])
     manifest = {"config": config.to_dict(), "model": model_identity(model), "data": fingerprint}
     path = out / "manifest.json"
     if path.is_file():

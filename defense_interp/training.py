@@ -19,8 +19,6 @@ several conditions on a fixed batch at those steps (step `s` = the weights after
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -39,7 +37,7 @@ from defense_interp.data.traits import Trait
 from defense_interp.errors import ConfigError, DataError, NonFiniteError
 from defense_interp.evaluate import contrast_score, projection_score
 from defense_interp.interventions.capture import GradientCapture
-from defense_interp.io import write_json, write_tensors
+from defense_interp.io import content_hash, write_json, write_tensors
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.models import copy_model, model_device, model_identity
@@ -148,10 +146,6 @@ def _load_init(init: Run, model: Any, trainable: list[tuple[str, torch.nn.Parame
     with torch.no_grad():
         for n, p in trainable:
             p.copy_(state[n].to(p))
-
-
-def _data_hash(convs: list[Conversation]) -> str:
-    return hashlib.sha256(json.dumps(convs, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _versions() -> dict[str, str]:
@@ -287,7 +281,7 @@ def train(
     probes: list[GradientProbe] = []
     cap = GradientCapture(work, axes, cfg.capture_layers, axes.point)
     fingerprint = {"name": name, "condition": condition.describe(), "config": cfg.to_dict(),
-                   "model": model_identity(model), "data": _data_hash(convs), "init": None if init is None else init.name}
+                   "model": model_identity(model), "data": content_hash(convs), "init": None if init is None else init.name}
     ck = load_checkpoint(out, fingerprint) if resume and out is not None else None
     work.eval()
     before = None

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from defense_interp import __version__
+from defense_interp.io import write_text
 from defense_interp.metrics.stats import Estimate
 from defense_interp.viz import figures
 from defense_interp.viz import study as _study
@@ -192,8 +193,5 @@ def write_page(path: str | Path, title: str, head: list[str], sections: list[Sec
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
            f"</title><style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
            f"<body>{''.join(parts)}</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, doc)
     return path
