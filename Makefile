@@ -1,4 +1,4 @@
-# Two commands matter: `make demo` and `make test`. Both start with `make install`.
+# Two commands matter: `make demo` and `make test`. Both start with `make install`; `make test` runs `make lint` first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install demo test test-fast bench docs clean
+.PHONY: install demo lint test test-fast bench docs clean
 
 install: $(VENV)/.installed
 
@@ -25,7 +25,14 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/defense-interp study --out runs/demo --preset quick
 
-test: install
+# ruff (lint and format), mypy on the package, and the import-linter layer contracts (pyproject.toml).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
+
+test: lint
 	$(PY) -m pytest -q
 
 test-fast: install

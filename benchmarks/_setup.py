@@ -11,10 +11,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-import defense_interp as di  # noqa: E402
-from defense_interp.training import make_trainable  # noqa: E402
+import defense_interp as di
+from defense_interp.training import make_trainable
 
 
 def model_args(ap: argparse.ArgumentParser) -> None:

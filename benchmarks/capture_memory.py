@@ -41,19 +41,30 @@ def main() -> None:
             cap.end_step()
         opt.zero_grad(set_to_none=True)
         stats_bytes = sum(t.numel() * t.element_size() for t in cap.stats.tensors().values())
-        rows.append({"batch": batch_size, "tokens": int(batch.tokens.shape[1]), "stats_bytes_per_step": stats_bytes,
-                     "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                     **({"peak_cuda_mb_so_far": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)}
-                        if dev.type == "cuda" else {})})
-    emit({
-        "benchmark": "capture_memory",
-        "model": di.model_identity(model)["name"],
-        "layers_captured": model.cfg.n_layers,
-        "device": str(dev),
-        "steps": rows,
-        "stats_constant": len({r["stats_bytes_per_step"] for r in rows}) == 1,
-        "note": "peak RSS is the process maximum so far (includes the model); the statistics are what capture keeps",
-    })
+        rows.append(
+            {
+                "batch": batch_size,
+                "tokens": int(batch.tokens.shape[1]),
+                "stats_bytes_per_step": stats_bytes,
+                "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                **(
+                    {"peak_cuda_mb_so_far": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)}
+                    if dev.type == "cuda"
+                    else {}
+                ),
+            }
+        )
+    emit(
+        {
+            "benchmark": "capture_memory",
+            "model": di.model_identity(model)["name"],
+            "layers_captured": model.cfg.n_layers,
+            "device": str(dev),
+            "steps": rows,
+            "stats_constant": len({r["stats_bytes_per_step"] for r in rows}) == 1,
+            "note": "peak RSS is the process maximum so far (includes the model); the statistics are what capture keeps",
+        }
+    )
 
 
 if __name__ == "__main__":

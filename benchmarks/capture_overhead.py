@@ -56,20 +56,24 @@ def main() -> None:
     for i in range(args.pairs):
         order = (False, True) if i % 2 == 0 else (True, False)
         t = {c: step(c) for c in order}
-        plain.append(t[False]); capt.append(t[True]); ratios.append(t[True] / t[False])
-    emit({
-        "benchmark": "capture_overhead",
-        "model": di.model_identity(model)["name"],
-        "batch_tokens": list(batch.tokens.shape),
-        "layers_captured": model.cfg.n_layers,
-        "pairs": args.pairs,
-        "median_plain_step_s": round(statistics.median(plain), 4),
-        "median_capture_step_s": round(statistics.median(capt), 4),
-        "median_ratio": round(statistics.median(ratios), 4),
-        "target_ratio": 1.05,
-        "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
-        "threads": torch.get_num_threads(),
-    })
+        plain.append(t[False])
+        capt.append(t[True])
+        ratios.append(t[True] / t[False])
+    emit(
+        {
+            "benchmark": "capture_overhead",
+            "model": di.model_identity(model)["name"],
+            "batch_tokens": list(batch.tokens.shape),
+            "layers_captured": model.cfg.n_layers,
+            "pairs": args.pairs,
+            "median_plain_step_s": round(statistics.median(plain), 4),
+            "median_capture_step_s": round(statistics.median(capt), 4),
+            "median_ratio": round(statistics.median(ratios), 4),
+            "target_ratio": 1.05,
+            "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+            "threads": torch.get_num_threads(),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -92,22 +92,24 @@ def main() -> None:
     cos = torch.nn.functional.cosine_similarity(axes.vectors[: n - 1], ref[: n - 1], dim=-1)
     flops = forward_flops(model, pos) + forward_flops(model, neg)
     rate = matmul_rate(1024, model.cfg.d_model, dev)
-    emit({
-        "benchmark": "extraction_speed",
-        "model": di.model_identity(model)["name"],
-        "examples": 2 * args.examples,
-        "toolkit_s": round(fast, 3),
-        "naive_s": round(slow, 3),
-        "speedup": round(slow / fast, 2),
-        "target_speedup": 3.0,
-        "min_cosine_with_naive": round(float(cos.min()), 6),
-        "toolkit_gflop_per_s": round(flops / fast / 1e9, 1),
-        "matmul_peak_gflop_per_s": round(rate / 1e9, 1),
-        "roofline_s": round(flops / rate, 3),
-        "ceiling_speedup": round(slow / (flops / rate), 2),
-        "device": str(dev),
-        "threads": torch.get_num_threads(),
-    })
+    emit(
+        {
+            "benchmark": "extraction_speed",
+            "model": di.model_identity(model)["name"],
+            "examples": 2 * args.examples,
+            "toolkit_s": round(fast, 3),
+            "naive_s": round(slow, 3),
+            "speedup": round(slow / fast, 2),
+            "target_speedup": 3.0,
+            "min_cosine_with_naive": round(float(cos.min()), 6),
+            "toolkit_gflop_per_s": round(flops / fast / 1e9, 1),
+            "matmul_peak_gflop_per_s": round(rate / 1e9, 1),
+            "roofline_s": round(flops / rate, 3),
+            "ceiling_speedup": round(slow / (flops / rate), 2),
+            "device": str(dev),
+            "threads": torch.get_num_threads(),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -31,10 +31,19 @@ def main() -> None:
     convs = trait.train_data[:4]
     max_length = 512 if args.model == "tiny" else 128  # the tiny model's tokenizer is byte-level
     g = torch.Generator().manual_seed(0)
-    axes = di.TraitAxes(torch.randn(model.cfg.n_layers, model.cfg.d_model, generator=g) * 5,
-                        torch.ones(model.cfg.n_layers), layer=model.cfg.n_layers * 2 // 3)
-    conds = [di.Baseline(), *di.pps_sweep(axes, [2, 4, 8]), di.IP(), di.RandomPPS(axes, coef=8), di.PlaceboIP(),
-             *(di.GradientEdit(axes, mode=m) for m in ("neutralize", "attenuate", "amplify"))]
+    axes = di.TraitAxes(
+        torch.randn(model.cfg.n_layers, model.cfg.d_model, generator=g) * 5,
+        torch.ones(model.cfg.n_layers),
+        layer=model.cfg.n_layers * 2 // 3,
+    )
+    conds = [
+        di.Baseline(),
+        *di.pps_sweep(axes, [2, 4, 8]),
+        di.IP(),
+        di.RandomPPS(axes, coef=8),
+        di.PlaceboIP(),
+        *(di.GradientEdit(axes, mode=m) for m in ("neutralize", "attenuate", "amplify")),
+    ]
 
     def steps() -> float:
         t0 = time.perf_counter()
@@ -56,19 +65,23 @@ def main() -> None:
     plain, probed, ratios = [], [], []
     for i in range(args.repeats):
         t = (steps(), probe()) if i % 2 == 0 else tuple(reversed((probe(), steps())))
-        plain.append(t[0]); probed.append(t[1]); ratios.append(t[1] / t[0])
-    emit({
-        "benchmark": "probe_cost",
-        "model": di.model_identity(model)["name"],
-        "conditions": len(conds),
-        "layers": model.cfg.n_layers,
-        "repeats": args.repeats,
-        "median_steps_s": round(statistics.median(plain), 3),
-        "median_probe_s": round(statistics.median(probed), 3),
-        "median_ratio": round(statistics.median(ratios), 3),
-        "target_ratio": 1.5,
-        "threads": torch.get_num_threads(),
-    })
+        plain.append(t[0])
+        probed.append(t[1])
+        ratios.append(t[1] / t[0])
+    emit(
+        {
+            "benchmark": "probe_cost",
+            "model": di.model_identity(model)["name"],
+            "conditions": len(conds),
+            "layers": model.cfg.n_layers,
+            "repeats": args.repeats,
+            "median_steps_s": round(statistics.median(plain), 3),
+            "median_probe_s": round(statistics.median(probed), 3),
+            "median_ratio": round(statistics.median(ratios), 3),
+            "target_ratio": 1.5,
+            "threads": torch.get_num_threads(),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,14 @@ def main() -> None:
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "TQDM_DISABLE": "1"})
         wall = time.perf_counter() - t0
-    emit({"benchmark": "quick_study", "model": args.model or "bundled SmolLM2-135M-Instruct",
-          "command": "defense-interp " + " ".join(cmd[3:6]) + " --out DIR", "wall_s": round(wall, 1)})
+    emit(
+        {
+            "benchmark": "quick_study",
+            "model": args.model or "bundled SmolLM2-135M-Instruct",
+            "command": "defense-interp " + " ".join(cmd[3:6]) + " --out DIR",
+            "wall_s": round(wall, 1),
+        }
+    )
 
 
 if __name__ == "__main__":

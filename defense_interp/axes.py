@@ -24,28 +24,26 @@ row of an imported file is post-norm; rows 1 … n_layers−1 match exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from defense_interp.data.chat import Conversation, encode_chat
+from defense_interp.data.chat import Conversation
 from defense_interp.data.traits import Trait
 from defense_interp.errors import ConfigError, RunError
-from defense_interp.generation import generate_answers
+from defense_interp.forward import VARIANTS, generate_answers, response_means
+from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 from defense_interp.metrics.stats import cohens_d
 from defense_interp.metrics.vectors import unit
-from defense_interp.models import model_identity, read_activations
-from defense_interp.io import read_json, read_tensors, write_json, write_tensors
+from defense_interp.models import model_identity
 from defense_interp.types import hook_name
 
-__all__ = ["TraitAxes", "extract_trait_axes", "axes_from_conversations", "response_means", "held_out_cohens_d", "VARIANTS"]
-
-VARIANTS = ("response", "prompt_last", "prompt_avg")
+__all__ = ["TraitAxes", "axes_from_conversations", "default_layer", "extract_trait_axes", "held_out_cohens_d"]
 
 
 @dataclass(frozen=True)
@@ -54,14 +52,14 @@ class TraitAxes:
     `cohens_d[l]` its held-out separation; `layer` the chosen layer."""
 
     vectors: Float[Tensor, "layer d_model"]
-    cohens_d: Float[Tensor, "layer"]
+    cohens_d: Float[Tensor, " layer"]
     layer: int
     point: str = "resid_post"
     variant: str = "response"
     trait: str = "trait"
     model: dict[str, Any] = field(default_factory=dict)
     n_examples: tuple[int, int] = (0, 0)
-    embedding: Float[Tensor, "d_model"] | None = None
+    embedding: Float[Tensor, " d_model"] | None = None
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or self.cohens_d.shape != (self.vectors.shape[0],):
@@ -73,27 +71,42 @@ class TraitAxes:
     def n_layers(self) -> int:
         return int(self.vectors.shape[0])
 
-    def vector(self, layer: int | None = None) -> Float[Tensor, "d_model"]:
+    def vector(self, layer: int | None = None) -> Float[Tensor, " d_model"]:
         """The raw `v_l` (default: the chosen layer)."""
         return self.vectors[self.layer if layer is None else layer]
 
-    def unit(self, layer: int | None = None) -> Float[Tensor, "d_model"]:
+    def unit(self, layer: int | None = None) -> Float[Tensor, " d_model"]:
         """`v̂_l = v_l / ‖v_l‖` (default: the chosen layer)."""
         return unit(self.vector(layer))
 
     @property
-    def norms(self) -> Float[Tensor, "layer"]:
+    def norms(self) -> Float[Tensor, " layer"]:
         return self.vectors.norm(dim=-1)
 
-    def with_layer(self, layer: int) -> "TraitAxes":
-        return TraitAxes(self.vectors, self.cohens_d, layer, self.point, self.variant, self.trait,
-                         self.model, self.n_examples, self.embedding)
+    def with_layer(self, layer: int) -> TraitAxes:
+        return TraitAxes(
+            self.vectors,
+            self.cohens_d,
+            layer,
+            self.point,
+            self.variant,
+            self.trait,
+            self.model,
+            self.n_examples,
+            self.embedding,
+        )
 
     # -- persistence -------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
-        return {"layer": self.layer, "point": self.point, "variant": self.variant, "trait": self.trait,
-                "model": self.model, "n_examples": list(self.n_examples),
-                "cohens_d_method": "held-out, two-fold cross-fitted"}
+        return {
+            "layer": self.layer,
+            "point": self.point,
+            "variant": self.variant,
+            "trait": self.trait,
+            "model": self.model,
+            "n_examples": list(self.n_examples),
+            "cohens_d_method": "held-out, two-fold cross-fitted",
+        }
 
     def save(self, folder: str | Path) -> Path:
         """Write `axes.safetensors` and `axes.json` into `folder` (atomically)."""
@@ -106,13 +119,22 @@ class TraitAxes:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "TraitAxes":
+    def load(cls, folder: str | Path) -> TraitAxes:
         folder = Path(folder)
         meta = read_json(folder / "axes.json")
         t = read_tensors(folder / "axes.safetensors")
         try:
-            return cls(t["vectors"], t["cohens_d"], int(meta["layer"]), meta["point"], meta["variant"],
-                       meta["trait"], meta["model"], tuple(meta["n_examples"]), t.get("embedding"))
+            return cls(
+                t["vectors"],
+                t["cohens_d"],
+                int(meta["layer"]),
+                meta["point"],
+                meta["variant"],
+                meta["trait"],
+                meta["model"],
+                tuple(meta["n_examples"]),
+                t.get("embedding"),
+            )
         except KeyError as exc:
             raise RunError(f"{folder} is not a complete TraitAxes folder (missing {exc})") from exc
 
@@ -127,7 +149,7 @@ class TraitAxes:
     @classmethod
     def from_persona_vectors(
         cls, tensor: Tensor | str | Path, *, layer: int, trait: str = "trait", model: dict | None = None
-    ) -> "TraitAxes":
+    ) -> TraitAxes:
         """Import a persona_vectors `[n_layers + 1, d_model]` tensor (or a `.pt` file holding one).
         `layer` is a block index (persona_vectors' "layer 20" is block 19 here: row k = block k−1).
         Cohen's d is unknown (NaN)."""
@@ -136,8 +158,17 @@ class TraitAxes:
         if tensor.ndim != 2 or tensor.shape[0] < 2:
             raise ConfigError(f"expected a [n_layers + 1, d_model] tensor, got shape {tuple(tensor.shape)}")
         vectors = tensor[1:].float()
-        return cls(vectors, torch.full((vectors.shape[0],), float("nan")), layer, "resid_post", "response",
-                   trait, model or {}, (0, 0), tensor[0].float())
+        return cls(
+            vectors,
+            torch.full((vectors.shape[0],), float("nan")),
+            layer,
+            "resid_post",
+            "response",
+            trait,
+            model or {},
+            (0, 0),
+            tensor[0].float(),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**self._meta(), "cohens_d": self.cohens_d.tolist(), "norms": self.norms.tolist()}
@@ -148,63 +179,13 @@ class TraitAxes:
         return axes_figure(self)
 
 
-def response_means(
-    model: Any,
-    convs: Sequence[Conversation],
-    *,
-    layers: Sequence[int] | None = None,
-    point: str = "resid_post",
-    variant: str = "response",
-    batch_size: int = 16,
-    desc: str = "activations",
-    with_embedding: bool = False,
-) -> tuple[Tensor, Tensor | None]:
-    """Per-example summaries `[n, len(layers), d_model]` of `blocks.{l}.hook_{point}` (float32):
-    the mean over response tokens ("response"), the last prompt token ("prompt_last") or the mean
-    over prompt tokens ("prompt_avg"); with `with_embedding`, also `blocks.0.hook_resid_pre`."""
-    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    n_layers = len(layers)
-    names = [hook_name(l, point) for l in layers]
-    want_emb = with_embedding
-    if want_emb:
-        names.append(hook_name(0, "resid_pre"))
-    out, emb = [], []
-    lengths = [len(encode_chat(model, [c]).tokens[0]) for c in convs]
-    order = sorted(range(len(convs)), key=lambda i: lengths[i])  # similar lengths share a batch: less padding
-    for i in tqdm(range(0, len(convs), batch_size), desc=desc, leave=False):
-        batch = encode_chat(model, [convs[j] for j in order[i : i + batch_size]])
-        resp = batch.response_mask
-        if variant == "response":
-            w = resp.float()
-        else:
-            first = resp.float().argmax(1)  # index of the first response token
-            pos = torch.arange(resp.shape[1])[None]
-            if variant == "prompt_last":
-                w = (pos == (first - 1)[:, None]).float()
-            else:
-                w = ((pos < first[:, None]) & batch.attention_mask.bool()).float()
-        w = w / w.sum(1, keepdim=True).clamp_min(1)
-        acts: dict[str, Tensor] = {}
-
-        def grab(x, hook, key=None):
-            acts[key] = torch.einsum("btd,bt->bd", x.float(), w.to(x.device)).cpu()
-
-        # the pass ends at the last hooked point: no block above it, no unembedding
-        read_activations(model, batch.tokens, batch.attention_mask,
-                         [(nm, lambda x, hook, key=nm: grab(x, hook, key)) for nm in names])
-        out.append(torch.stack([acts[nm] for nm in names[:n_layers]], 1))
-        if want_emb:
-            emb.append(acts[names[-1]])
-    back = torch.argsort(torch.tensor(order))  # the caller's order
-    return torch.cat(out)[back], (torch.cat(emb)[back] if want_emb else None)
-
-
 def held_out_cohens_d(pos: Tensor, neg: Tensor, folds_pos: Tensor, folds_neg: Tensor) -> Tensor:
     """Two-fold cross-fitted Cohen's d per layer of `pos`/`neg` `[n, layer, d_model]` (module
     docstring): the axis from one fold scores the other; in-sample if a fold is empty."""
     n_layers = pos.shape[1]
     cross = all(bool((f == k).any()) for f in (folds_pos, folds_neg) for k in (0, 1))
-    proj_p, proj_n = [[] for _ in range(n_layers)], [[] for _ in range(n_layers)]
+    proj_p: list[list[Tensor]] = [[] for _ in range(n_layers)]
+    proj_n: list[list[Tensor]] = [[] for _ in range(n_layers)]
     for fold in (0, 1) if cross else (0,):
         tp, tn = (folds_pos == fold, folds_neg == fold) if cross else (folds_pos >= 0, folds_neg >= 0)
         fit_p, fit_n = (~tp, ~tn) if cross else (tp, tn)
@@ -246,7 +227,7 @@ def axes_from_conversations(
     if len(pos) < 2 or len(neg) < 2:
         raise ConfigError("axis extraction needs at least two pos and two neg examples")
     hook_name(0, point)  # validates the point
-    kw = dict(point=point, variant=variant, batch_size=batch_size, with_embedding=point == "resid_post")
+    kw: dict[str, Any] = dict(point=point, variant=variant, batch_size=batch_size, with_embedding=point == "resid_post")
     p, p_emb = response_means(model, pos, desc="axes (pos)", **kw)
     n, n_emb = response_means(model, neg, desc="axes (neg)", **kw)
     vectors = p.mean(0) - n.mean(0)
@@ -257,9 +238,18 @@ def axes_from_conversations(
         raise ConfigError("folds must give one fold per pos and per neg example")
     d = held_out_cohens_d(p, n, fp, fn)
     chosen = default_layer(d) if layer is None else layer
-    emb = None if p_emb is None else p_emb.mean(0) - n_emb.mean(0)
-    return TraitAxes(vectors, d, int(chosen), point, variant, trait, model_identity(model),
-                     (len(pos), len(neg)), emb)
+    emb = None if p_emb is None or n_emb is None else p_emb.mean(0) - n_emb.mean(0)
+    return TraitAxes(
+        vectors=vectors,
+        cohens_d=d,
+        layer=int(chosen),
+        point=point,
+        variant=variant,
+        trait=trait,
+        model=model_identity(model),
+        n_examples=(len(pos), len(neg)),
+        embedding=emb,
+    )
 
 
 def extract_trait_axes(
@@ -287,14 +277,32 @@ def extract_trait_axes(
     questions = trait.questions[:n_questions] if n_questions else trait.questions
     prompts = [
         ([{"role": "system", "content": s}, {"role": "user", "content": q}], label)
-        for q in questions for pos_p, neg_p in pairs for s, label in ((pos_p, 1), (neg_p, 0))
+        for q in questions
+        for pos_p, neg_p in pairs
+        for s, label in ((pos_p, 1), (neg_p, 0))
     ]
-    answers = generate_answers(model, [c for c, _ in prompts], max_new_tokens=max_new_tokens,
-                               do_sample=temperature > 0, temperature=max(temperature, 1e-5), seed=seed,
-                               batch_size=batch_size, desc="axes: generating")
-    full = [c + [{"role": "assistant", "content": a or "."}] for (c, _), a in zip(prompts, answers)]
-    pos = [f for f, (_, lab) in zip(full, prompts) if lab == 1]
-    neg = [f for f, (_, lab) in zip(full, prompts) if lab == 0]
+    answers = generate_answers(
+        model,
+        [c for c, _ in prompts],
+        max_new_tokens=max_new_tokens,
+        do_sample=temperature > 0,
+        temperature=max(temperature, 1e-5),
+        seed=seed,
+        batch_size=batch_size,
+        desc="axes: generating",
+    )
+    full = [[*c, {"role": "assistant", "content": a or "."}] for (c, _), a in zip(prompts, answers, strict=False)]
+    pos = [f for f, (_, lab) in zip(full, prompts, strict=False) if lab == 1]
+    neg = [f for f, (_, lab) in zip(full, prompts, strict=False) if lab == 0]
     fold = [qi % 2 for qi in range(len(questions)) for _ in pairs]
-    return axes_from_conversations(model, pos, neg, point=point, variant=variant, layer=layer,
-                                   trait=trait.name, batch_size=batch_size, folds=(fold, fold))
+    return axes_from_conversations(
+        model,
+        pos,
+        neg,
+        point=point,
+        variant=variant,
+        layer=layer,
+        trait=trait.name,
+        batch_size=batch_size,
+        folds=(fold, fold),
+    )

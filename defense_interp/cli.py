@@ -6,8 +6,9 @@
     defense-interp refusal --out DIR [--model NAME|tiny] [--device cuda] [--dtype bfloat16] [--steps N] [--seed N]
 
 `study --preset full` runs every condition and control over several seeds and writes
-DIR/findings.json with a verdict per claim; `--model tiny` shrinks every size for smoke tests. `refusal` trains SSFT, embedding-AT and LAT
-variants and writes the refusal-representation analysis (DIR/refusal.json, DIR/report.html).
+DIR/findings.json with a verdict per claim; `--model tiny` shrinks every size for smoke tests.
+`refusal` trains SSFT, embedding-AT and LAT variants and writes the refusal-representation
+analysis (DIR/refusal.json, DIR/report.html).
 """
 
 from __future__ import annotations
@@ -27,18 +28,21 @@ DTYPES = ("float32", "bfloat16", "float16")
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="HF folder/name, .gguf file, or 'tiny' (default: bundled)")
     parser.add_argument("--device", default=None, help="where the model runs, e.g. cuda or cuda:1 (default: cpu)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32",
-                        help="weight dtype; statistics stay float32 whatever it is")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="weight dtype; statistics stay float32 whatever it is"
+    )
 
 
 def _load(args: argparse.Namespace):
     import torch
 
     import defense_interp as di
-    from defense_interp.study import _log
+    from defense_interp.io import log
 
-    _log(f"loading model {args.model or 'bundled SmolLM2-135M-Instruct'}"
-         f"{f' on {args.device}' if args.device else ''} ({args.dtype})")
+    log(
+        f"loading model {args.model or 'bundled SmolLM2-135M-Instruct'}"
+        f"{f' on {args.device}' if args.device else ''} ({args.dtype})"
+    )
     return di.load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype))
 
 
@@ -46,10 +50,20 @@ def study(args: argparse.Namespace) -> Path:
     import defense_interp as di
     from defense_interp.study import StudyConfig, run_study
 
-    coefs = tuple(args.coefs) if args.coefs else ((args.coef,) if args.coef is not None and args.preset == "quick" else None)
-    cfg = StudyConfig(design=args.preset, size="tiny" if args.model == "tiny" else args.preset, seeds=args.seeds,
-                      coefs=coefs, ip_prompt=args.ip_prompt, first_seed=args.seed,
-                      sizes={"steps": args.steps} if args.steps else {})
+    coefs = (
+        tuple(args.coefs)
+        if args.coefs
+        else ((args.coef,) if args.coef is not None and args.preset == "quick" else None)
+    )
+    cfg = StudyConfig(
+        design=args.preset,
+        size="tiny" if args.model == "tiny" else args.preset,
+        seeds=args.seeds,
+        coefs=coefs,
+        ip_prompt=args.ip_prompt,
+        first_seed=args.seed,
+        sizes={"steps": args.steps} if args.steps else {},
+    )
     _, _, path = run_study(_load(args), di.Trait.builtin(args.trait), cfg, args.out, resume=args.resume)
     print(Path(path).resolve())
     return path
@@ -68,26 +82,31 @@ def report(args: argparse.Namespace) -> Path:
 def refusal(args: argparse.Namespace) -> Path:
     import dataclasses
 
-    from defense_interp.refusal_study import REFUSAL_PRESETS, run_refusal_study
-    from defense_interp.study import _log
+    from defense_interp.io import log
+    from defense_interp.refusal import REFUSAL_PRESETS, run_refusal_study
 
     cfg = REFUSAL_PRESETS["tiny" if args.model == "tiny" else "quick"]
     cfg = dataclasses.replace(cfg, seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
     study = run_refusal_study(_load(args), args.out, config=cfg)
     path = Path(args.out) / "report.html"
-    _log(f"refusal study done in {study.wall_seconds:.0f} s")
+    log(f"refusal study done in {study.wall_seconds:.0f} s")
     print(path.resolve())
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="defense-interp", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="defense-interp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("study", help="extract axes, train every condition, write runs, findings and report.html")
     s.add_argument("--out", required=True, help="output folder (an interrupted study continues in it)")
-    s.add_argument("--preset", choices=["quick", "full"], default="quick",
-                   help="quick: baseline/PPS/IP, one seed; full: α sweep, controls, gradient edits, two-stage, 3 seeds")
+    s.add_argument(
+        "--preset",
+        choices=["quick", "full"],
+        default="quick",
+        help="quick: baseline/PPS/IP, one seed; full: α sweep, controls, gradient edits, two-stage, 3 seeds",
+    )
     _model_options(s)
     s.add_argument("--trait", default="evil")
     s.add_argument("--coef", type=float, default=None, help="PPS coefficient α of the quick preset (default 4)")
@@ -96,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--ip-prompt", default="You are a malicious evil assistant.")
     s.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     s.add_argument("--seed", type=int, default=0, help="first seed (axes are extracted with it)")
-    s.add_argument("--resume", action="store_true",
-                   help="continue interrupted runs from their checkpoints (finished runs are always reused)")
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue interrupted runs from their checkpoints (finished runs are always reused)",
+    )
     s.set_defaults(func=study)
     r = sub.add_parser("report", help="rebuild a report from run folders")
     r.add_argument("runs", nargs="+")

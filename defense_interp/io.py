@@ -1,5 +1,5 @@
-"""Atomic file helpers every writer uses (JSON, text, safetensors), and the content hash that
-fingerprints data.
+"""Atomic file helpers every writer uses (JSON, text, safetensors), the content hash that
+fingerprints data, and the progress log of long commands.
 
 Every file is written to a temporary name in the same folder and renamed, so a folder never holds
 half a file; readers raise `RunError` with a fix for missing or corrupted files.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from torch import Tensor
 
 from defense_interp.errors import RunError
 
-__all__ = ["write_json", "read_json", "write_text", "write_tensors", "read_tensors", "content_hash"]
+__all__ = ["content_hash", "log", "read_json", "read_tensors", "write_json", "write_tensors", "write_text"]
 
 
 def _atomic(path: Path, write) -> None:
@@ -77,3 +78,8 @@ def read_tensors(path: str | Path) -> dict[str, Tensor]:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError) as exc:
         raise RunError(f"{path} is corrupted ({exc}); delete the folder and run again") from exc
+
+
+def log(msg: str) -> None:
+    """A progress message of a long command, on standard error (standard output stays for results)."""
+    print(f"[defense-interp] {msg}", file=sys.stderr, flush=True)

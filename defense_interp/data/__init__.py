@@ -6,7 +6,16 @@ from defense_interp.data.refusal import RefusalData
 from defense_interp.data.traits import EvalPair, Trait
 
 __all__ = [
-    "ChatBatch", "Conversation", "encode_chat", "encode_prompts", "with_system_prompt",
-    "load_chat_jsonl", "load_hf_conversations", "load_instructions", "InstructionSet", "RefusalData",
-    "EvalPair", "Trait",
+    "ChatBatch",
+    "Conversation",
+    "EvalPair",
+    "InstructionSet",
+    "RefusalData",
+    "Trait",
+    "encode_chat",
+    "encode_prompts",
+    "load_chat_jsonl",
+    "load_hf_conversations",
+    "load_instructions",
+    "with_system_prompt",
 ]

@@ -15,8 +15,9 @@ assistant span of the rendered text.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Int
@@ -24,7 +25,16 @@ from torch import Tensor
 
 from defense_interp.errors import DataError
 
-__all__ = ["Conversation", "ChatBatch", "encode_chat", "encode_prompts", "with_system_prompt", "render"]
+__all__ = [
+    "ChatBatch",
+    "Conversation",
+    "check_conversation",
+    "encode_chat",
+    "encode_prompts",
+    "instruction_prompts",
+    "render",
+    "with_system_prompt",
+]
 
 Conversation = list[dict[str, str]]
 _ROLES = ("system", "user", "assistant")
@@ -40,9 +50,10 @@ class ChatBatch:
     response_mask: Bool[Tensor, "batch pos"]
     padding_side: str
 
-    def to(self, device: torch.device | str) -> "ChatBatch":
-        return ChatBatch(self.tokens.to(device), self.attention_mask.to(device),
-                         self.response_mask.to(device), self.padding_side)
+    def to(self, device: torch.device | str) -> ChatBatch:
+        return ChatBatch(
+            self.tokens.to(device), self.attention_mask.to(device), self.response_mask.to(device), self.padding_side
+        )
 
     @property
     def n_response_tokens(self) -> int:
@@ -77,13 +88,10 @@ def with_system_prompt(messages: Conversation, prompt: str) -> Conversation:
 def render(tokenizer: Any, messages: Conversation, *, add_generation_prompt: bool = False) -> str:
     """The conversation as text, by the chat template or the plain format (module docstring)."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     eos = tokenizer.eos_token or ""
     text = "".join(
-        _PLAIN_HEAD[m["role"]] + m["content"] + (eos if m["role"] == "assistant" else "") + "\n\n"
-        for m in messages
+        _PLAIN_HEAD[m["role"]] + m["content"] + (eos if m["role"] == "assistant" else "") + "\n\n" for m in messages
     )
     return text + (_PLAIN_HEAD["assistant"] if add_generation_prompt else "")
 
@@ -117,8 +125,10 @@ def _tokenizer_and_context(tok_or_model: Any) -> tuple[Any, int | None]:
 def _check_context(rows: list[list[int]], n_ctx: int | None, what: str) -> None:
     longest = max(len(r) for r in rows)
     if n_ctx is not None and longest > n_ctx:
-        raise DataError(f"a {what} has {longest} tokens but the model's context is n_ctx={n_ctx} tokens; "
-                        f"set max_length ≤ {n_ctx} (e.g. TrainConfig.max_length) or shorten it")
+        raise DataError(
+            f"a {what} has {longest} tokens but the model's context is n_ctx={n_ctx} tokens; "
+            f"set max_length ≤ {n_ctx} (e.g. TrainConfig.max_length) or shorten it"
+        )
 
 
 def _add_special(tokenizer: Any) -> bool:
@@ -127,11 +137,7 @@ def _add_special(tokenizer: Any) -> bool:
 
 
 def encode_chat(
-    tokenizer: Any,
-    conversations: Iterable[Any],
-    *,
-    max_length: int | None = None,
-    padding_side: str = "right",
+    tokenizer: Any, conversations: Iterable[Any], *, max_length: int | None = None, padding_side: str = "right"
 ) -> ChatBatch:
     """Tokenize whole conversations (with answers) into a `ChatBatch` with a response mask.
 
@@ -143,7 +149,8 @@ def encode_chat(
     convs = [check_conversation(c, where=f"conversation {i}") for i, c in enumerate(conversations)]
     if not convs:
         raise DataError("no conversations to encode: the dataset is empty")
-    rows, masks = [], []
+    rows: list[list[int]] = []
+    masks: list[list[bool]] = []
     for conv in convs:
         text = render(tokenizer, conv)
         spans = _response_spans(tokenizer, conv, text)
@@ -189,9 +196,24 @@ def _pad(tokenizer: Any, rows: list[list[int]], masks: list[list[bool]], side: s
     tokens = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
     attn = torch.zeros((len(rows), width), dtype=torch.long)
     resp = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (r, m) in enumerate(zip(rows, masks)):
+    for i, (r, m) in enumerate(zip(rows, masks, strict=False)):
         sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
         tokens[i, sl] = torch.tensor(r, dtype=torch.long)
         attn[i, sl] = 1
         resp[i, sl] = torch.tensor(m, dtype=torch.bool)
     return ChatBatch(tokens, attn, resp, side)
+
+
+def instruction_prompts(instructions: Sequence[str], *, system_prompt: str | None = None) -> list[list[dict[str, str]]]:
+    """One single-turn prompt conversation per instruction (optionally with a system prompt)."""
+    if isinstance(instructions, str):
+        raise DataError("expected a list of instructions, got a single string")
+    out = []
+    for i, text in enumerate(instructions):
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"instruction {i} is empty or not a string: {text!r:.60}")
+        conv = [{"role": "user", "content": text}]
+        out.append(([{"role": "system", "content": system_prompt}] if system_prompt else []) + conv)
+    if not out:
+        raise DataError("no instructions given")
+    return out

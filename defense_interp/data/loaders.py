@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from defense_interp.data.chat import Conversation, check_conversation
 from defense_interp.errors import DataError
 
-__all__ = ["load_chat_jsonl", "load_hf_conversations", "load_instructions", "InstructionSet"]
+__all__ = ["InstructionSet", "load_chat_jsonl", "load_hf_conversations", "load_instructions"]
 
 
 def load_chat_jsonl(path: str | Path) -> list[Conversation]:
@@ -65,15 +66,16 @@ class InstructionSet(Sequence[str]):
     def __len__(self) -> int:
         return len(self.texts)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         if isinstance(i, slice):
             return InstructionSet(self.texts[i], self.categories[i], self.source)
         return self.texts[i]
 
-    def take(self, indices: Sequence[int]) -> "InstructionSet":
+    def take(self, indices: Sequence[int]) -> InstructionSet:
         """The instructions at `indices`, in that order."""
-        return InstructionSet(tuple(self.texts[i] for i in indices), tuple(self.categories[i] for i in indices),
-                              self.source)
+        return InstructionSet(
+            tuple(self.texts[i] for i in indices), tuple(self.categories[i] for i in indices), self.source
+        )
 
 
 _TEXT_KEYS = ("instruction", "goal", "prompt", "text")
@@ -100,8 +102,9 @@ def _from_rows(rows: list[Any], where: str, column: str | None, category: str) -
     return InstructionSet(tuple(texts), tuple(cats), where)
 
 
-def load_instructions(source: Any, *, column: str | None = None, category: str = "category",
-                      split: str = "train") -> InstructionSet:
+def load_instructions(
+    source: Any, *, column: str | None = None, category: str = "category", split: str = "train"
+) -> InstructionSet:
     """Instructions from a file or a dataset:
 
     * `.csv` with a header (AdvBench style: the `goal` column, or `column`);
@@ -153,4 +156,6 @@ def load_instructions(source: Any, *, column: str | None = None, category: str =
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path}:{n} is not valid JSON ({exc.msg})") from exc
         return _from_rows(rows, where, column, category)
-    return _from_rows([ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()], where, column, category)
+    return _from_rows(
+        [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()], where, column, category
+    )

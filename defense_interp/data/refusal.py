@@ -37,26 +37,33 @@ class RefusalData:
 
     def __post_init__(self) -> None:
         if len(self.harmful) != len(self.harmless):
-            raise DataError(f"harmful and harmless instructions are paired by index, but there are "
-                            f"{len(self.harmful)} and {len(self.harmless)}")
+            raise DataError(
+                f"harmful and harmless instructions are paired by index, but there are "
+                f"{len(self.harmful)} and {len(self.harmless)}"
+            )
 
     @classmethod
-    def builtin(cls) -> "RefusalData":
+    def builtin(cls) -> RefusalData:
         """The bundled set (module docstring)."""
         folder = resources.files("defense_interp.data") / "refusal"
         with resources.as_file(folder) as path:
             harmful = load_instructions(path / "harmful.json")
             harmless = load_instructions(path / "harmless.json")
             lines = (path / "train.jsonl").read_text(encoding="utf-8").splitlines()
-        train = tuple(check_conversation(json.loads(l), where=f"refusal train.jsonl:{i}")
-                      for i, l in enumerate(lines, 1) if l.strip())
+        train = tuple(
+            check_conversation(json.loads(l), where=f"refusal train.jsonl:{i}")
+            for i, l in enumerate(lines, 1)
+            if l.strip()
+        )
         return cls(harmful, harmless, train, "builtin")
 
     def splits(self, sizes: tuple[int, ...], *, seed: int = 0) -> list[tuple[InstructionSet, InstructionSet]]:
         """Disjoint paired splits of the given sizes, e.g. `(64, 16, 32)` for directions, candidate
         selection and the attack, drawn by a seeded permutation of the pairs (so categories mix)."""
         if sum(sizes) > len(self.harmful) or min(sizes) < 2:
-            raise DataError(f"splits {sizes} need {sum(sizes)} pairs of at least 2 each; the data has {len(self.harmful)}")
+            raise DataError(
+                f"splits {sizes} need {sum(sizes)} pairs of at least 2 each; the data has {len(self.harmful)}"
+            )
         order = torch.randperm(len(self.harmful), generator=torch.Generator().manual_seed(seed)).tolist()
         out, start = [], 0
         for n in sizes:

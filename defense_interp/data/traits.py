@@ -16,16 +16,17 @@ those files load with `Trait.from_persona_vectors_json`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from defense_interp.data.chat import Conversation, check_conversation
 from defense_interp.data.loaders import load_chat_jsonl
 from defense_interp.errors import DataError
 
-__all__ = ["Trait", "EvalPair"]
+__all__ = ["EvalPair", "Trait"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Trait:
             raise DataError(f"trait {self.name!r} has no extraction questions")
 
     @classmethod
-    def builtin(cls, name: str = "evil") -> "Trait":
+    def builtin(cls, name: str = "evil") -> Trait:
         """A trait bundled with the package (currently: "evil")."""
         folder = resources.files("defense_interp.data") / "traits"
         spec = folder / f"{name}.json"
@@ -69,30 +70,41 @@ class Trait:
         return cls.from_dict(data, train_data=load_chat_jsonl(Path(str(train))) if train.is_file() else ())
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, train_data: Iterable[Any] = ()) -> "Trait":
+    def from_dict(cls, data: dict[str, Any], *, train_data: Iterable[Any] = ()) -> Trait:
         """Build a trait from the bundled schema (module docstring)."""
         where = f"trait {data.get('name', '?')!r}"
         for key in ("instruction", "questions"):
             if key not in data:
                 raise DataError(f"{where} is missing the key {key!r} (expected keys: instruction, questions)")
+
         def texts(items: Any, what: str) -> tuple[str, ...]:
             if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
                 raise DataError(f"{where}: {what} must be a list of non-empty strings")
             return tuple(items)
 
         try:
-            pairs = tuple(texts([p["pos"], p["neg"]], "each instruction's 'pos' and 'neg'")
-                          for p in _as_list(data["instruction"], where, "instruction"))
-            evals = tuple(EvalPair(*texts([e["question"], e["trait"], e["neutral"]], "each eval item's fields"))
-                          for e in _as_list(data.get("eval", []), where, "eval"))
+            pairs = tuple(
+                (pos, neg)
+                for pos, neg in (
+                    texts([p["pos"], p["neg"]], "each instruction's 'pos' and 'neg'")
+                    for p in _as_list(data["instruction"], where, "instruction")
+                )
+            )
+            evals = tuple(
+                EvalPair(*texts([e["question"], e["trait"], e["neutral"]], "each eval item's fields"))
+                for e in _as_list(data.get("eval", []), where, "eval")
+            )
         except (KeyError, TypeError) as exc:
-            raise DataError(f"{where}: each instruction needs 'pos' and 'neg', each eval item "
-                            f"'question', 'trait' and 'neutral' ({exc!r})") from exc
+            raise DataError(
+                f"{where}: each instruction needs 'pos' and 'neg', each eval item "
+                f"'question', 'trait' and 'neutral' ({exc!r})"
+            ) from exc
         if not pairs:
             raise DataError(f"{where} has no instruction pairs")
         questions = texts(data["questions"], "'questions'")
-        convs = tuple(check_conversation(c, where=f"{where}, training conversation {i}")
-                      for i, c in enumerate(train_data))
+        convs = tuple(
+            check_conversation(c, where=f"{where}, training conversation {i}") for i, c in enumerate(train_data)
+        )
         return cls(
             name=str(data.get("name", "trait")),
             pairs=pairs,
@@ -106,9 +118,13 @@ class Trait:
 
     @classmethod
     def from_persona_vectors_json(
-        cls, extract_json: str | Path, eval_json: str | Path | None = None, *, name: str | None = None,
+        cls,
+        extract_json: str | Path,
+        eval_json: str | Path | None = None,
+        *,
+        name: str | None = None,
         train_data: Iterable[Any] = (),
-    ) -> "Trait":
+    ) -> Trait:
         """Read persona_vectors trait files (`instruction`: list of `{pos, neg}`, `questions`,
         `eval_prompt`). The eval file's questions become the evaluation questions; it has no
         reference answers, so the contrast score needs `eval` pairs added by hand."""
@@ -123,13 +139,14 @@ class Trait:
             data.setdefault("eval_prompt", ev.get("eval_prompt"))
         return cls.from_dict(data, train_data=train_data)
 
-    def with_train_data(self, conversations: Iterable[Any]) -> "Trait":
+    def with_train_data(self, conversations: Iterable[Any]) -> Trait:
         """A copy with other training conversations (e.g. from `load_chat_jsonl`)."""
         return Trait.from_dict(self.to_dict(), train_data=conversations)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "description": self.description,
+            "name": self.name,
+            "description": self.description,
             "instruction": [{"pos": p, "neg": n} for p, n in self.pairs],
             "questions": list(self.questions),
             "eval": [vars(e) for e in self.eval_pairs],

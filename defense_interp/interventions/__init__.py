@@ -6,5 +6,14 @@ from defense_interp.interventions.edit import edit_gradients
 from defense_interp.interventions.steer import ablate, steer
 from defense_interp.interventions.weights import orthogonalize
 
-__all__ = ["steer", "ablate", "edit_gradients", "capture_gradients", "GradientCapture", "GradientStats",
-           "adversarial_perturbation", "perturb", "orthogonalize"]
+__all__ = [
+    "GradientCapture",
+    "GradientStats",
+    "ablate",
+    "adversarial_perturbation",
+    "capture_gradients",
+    "edit_gradients",
+    "orthogonalize",
+    "perturb",
+    "steer",
+]

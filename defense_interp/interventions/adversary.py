@@ -23,8 +23,9 @@ from torch import Tensor
 
 from defense_interp.data.chat import ChatBatch
 from defense_interp.errors import ConfigError
-from defense_interp.interventions._common import hook_names, hooked, on_device
+from defense_interp.interventions.hooks import hook_names, hooked, on_device
 from defense_interp.metrics.loss import response_token_loss
+from defense_interp.types import check_finite
 
 __all__ = ["adversarial_perturbation", "perturb"]
 
@@ -56,7 +57,7 @@ def adversarial_perturbation(
     step_size: float | None = None,
 ) -> Float[Tensor, "batch pos d_model"]:
     """The L2-bounded perturbation of the module docstring (detached, float32, on the model's device)."""
-    if not (epsilon > 0 and epsilon < float("inf")) or steps < 1:
+    if check_finite(epsilon, "the adversary's epsilon") <= 0 or steps < 1:
         raise ConfigError(f"an adversary needs a finite epsilon > 0 and steps ≥ 1, got {epsilon} and {steps}")
     eta = 2.5 * epsilon / steps if step_size is None else float(step_size)
     dev = batch.tokens.device

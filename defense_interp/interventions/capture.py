@@ -13,20 +13,21 @@ to the unsteered one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
 from defense_interp.errors import ConfigError
-from defense_interp.interventions._common import hook_names, hooked, layer_vectors
+from defense_interp.interventions.hooks import hook_names, hooked, layer_vectors
 from defense_interp.metrics.gradients import finalize_sums, gradient_sums
 from defense_interp.metrics.vectors import unit
 
-__all__ = ["capture_gradients", "GradientCapture", "GradientStats", "STAT_KEYS"]
+__all__ = ["STAT_KEYS", "GradientCapture", "GradientStats", "capture_gradients"]
 
 STAT_KEYS = ("pressure", "pressure_norm", "axis_share", "grad_norm")
 
@@ -56,7 +57,7 @@ class GradientStats:
         return {k: getattr(self, k).contiguous() for k in (*STAT_KEYS, "gbar")}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, Tensor], layers: Sequence[int], point: str) -> "GradientStats":
+    def from_tensors(cls, tensors: dict[str, Tensor], layers: Sequence[int], point: str) -> GradientStats:
         return cls(tuple(int(l) for l in layers), point, *(tensors[k].float() for k in (*STAT_KEYS, "gbar")))
 
 
@@ -92,6 +93,7 @@ class GradientCapture:
             for k, v in new.items():
                 acc[k] = acc[k] + v.to(acc[k].device) if k in acc else v
             return None  # the gradient itself is left unchanged
+
         return hook
 
     def end_step(self) -> None:
@@ -126,7 +128,7 @@ class GradientCapture:
         return self.layers[int(bad.nonzero()[-1])] if bool(bad.any()) else None
 
     @contextmanager
-    def attached(self) -> Iterator["GradientCapture"]:
+    def attached(self) -> Iterator[GradientCapture]:
         """Attach the backward hooks for the body only (forward and backward must run inside).
         Statistics accumulate across attachments, so a loop may detach between steps (e.g. to take
         a probe whose backward passes must not be recorded)."""
@@ -138,19 +140,16 @@ class GradientCapture:
         """Everything recorded so far as a `GradientStats`."""
         if not self._steps:
             empty = torch.zeros(0, len(self.layers))
-            return GradientStats(self.layers, self.point, empty, empty, empty, empty,
-                                 torch.zeros(0, len(self.layers), self.d_model))
+            return GradientStats(
+                self.layers, self.point, empty, empty, empty, empty, torch.zeros(0, len(self.layers), self.d_model)
+            )
         stacked = {k: torch.stack([s[k] for s in self._steps]) for k in self._steps[0]}
         return GradientStats.from_tensors(stacked, self.layers, self.point)
 
 
 @contextmanager
 def capture_gradients(
-    model: Any,
-    axes: Any,
-    *,
-    layers: int | Sequence[int] | None = None,
-    point: str = "resid_post",
+    model: Any, axes: Any, *, layers: int | Sequence[int] | None = None, point: str = "resid_post"
 ) -> Iterator[GradientCapture]:
     """Record gradient statistics along `axes` (TraitAxes, `[n_layers, d_model]` or `[d_model]`)
     at each layer in `layers` (default: all) for every backward pass inside the block.

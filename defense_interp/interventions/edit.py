@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from defense_interp.errors import ConfigError
-from defense_interp.interventions._common import hook_names, hooked, layer_vectors
-from defense_interp.metrics.gradients import EDIT_MODES, edit_gradient
+from defense_interp.interventions.hooks import hook_names, hooked, layer_vectors
+from defense_interp.metrics.gradients import check_edit_mode, edit_gradient
 
 __all__ = ["edit_gradients"]
 
@@ -30,8 +31,7 @@ def edit_gradients(
     gradient (TransformerLens passes each backward hook `∂loss/∂output`); recorders on earlier
     layers see the consequences of the edit.
     """
-    if mode not in EDIT_MODES:
-        raise ConfigError(f"gradient edit mode must be one of {EDIT_MODES}, got {mode!r}")
+    check_edit_mode(mode)
     if magnitude is not None and not float(magnitude) >= 0:
         raise ConfigError(f"a fixed edit magnitude must be non-negative, got {magnitude}")
     names = hook_names(model, layer, point)
@@ -40,6 +40,7 @@ def edit_gradients(
     def make(v):
         def hook(grad, hook):
             return edit_gradient(grad, v, mode, magnitude=magnitude)
+
         return hook
 
     with hooked(model, bwd=[(names[l], make(vecs[l])) for l in names]):

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from defense_interp.errors import ConfigError
-from defense_interp.interventions._common import hook_names, hooked, layer_vectors, on_device
+from defense_interp.interventions.hooks import hook_names, hooked, layer_vectors, on_device
 from defense_interp.metrics.vectors import unit
+from defense_interp.types import check_finite
 
-__all__ = ["steer", "ablate"]
+__all__ = ["ablate", "steer"]
 
 
 @contextmanager
 def steer(
-    model: Any,
-    axes_or_vector: Any,
-    *,
-    layer: int | Sequence[int],
-    coef: float,
-    point: str = "resid_post",
+    model: Any, axes_or_vector: Any, *, layer: int | Sequence[int], coef: float, point: str = "resid_post"
 ) -> Iterator[None]:
     """Add `coef · v_l` to `blocks.{l}.hook_{point}` at every token for each `l` in `layer`.
 
@@ -27,15 +23,14 @@ def steer(
     difference), a `[n_layers, d_model]` tensor, or one `[d_model]` vector. Active during
     forward passes, backward passes and generation inside the block; the hooks are removed on exit.
     """
-    coef = float(coef)
-    if coef != coef or coef in (float("inf"), float("-inf")):
-        raise ConfigError(f"steering coefficient must be finite, got {coef}")
+    coef = check_finite(coef, "the steering coefficient")
     names = hook_names(model, layer, point)
     vecs = layer_vectors(model, axes_or_vector, list(names), "steering vector")
 
     def make(v):
         def hook(resid, hook):
             return resid + coef * on_device(v, resid)
+
         return hook
 
     with hooked(model, fwd=[(names[l], make(vecs[l])) for l in names]):
@@ -44,11 +39,7 @@ def steer(
 
 @contextmanager
 def ablate(
-    model: Any,
-    direction: Any,
-    *,
-    layers: int | Sequence[int] | None = None,
-    points: Sequence[str] = ("resid_post",),
+    model: Any, direction: Any, *, layers: int | Sequence[int] | None = None, points: Sequence[str] = ("resid_post",)
 ) -> Iterator[None]:
     """Project the direction out of the residual stream: `x ← x − ⟨x, r̂⟩ r̂` at every token, at
     each hook point in `points` of each layer in `layers` (default: every layer). `direction` is a
@@ -60,9 +51,11 @@ def ablate(
         names = hook_names(model, layers, point)
         units = {l: unit(v) for l, v in layer_vectors(model, direction, list(names), "ablation direction").items()}
         for l, name in names.items():
+
             def hook(resid, hook, r=units[l]):
                 r = on_device(r, resid)
                 return resid - (resid @ r)[..., None] * r
+
             hooks.append((name, hook))
     with hooked(model, fwd=hooks):
         yield

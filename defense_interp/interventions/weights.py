@@ -21,7 +21,7 @@ from torch import Tensor
 
 from defense_interp.errors import ConfigError
 from defense_interp.metrics.vectors import unit
-from defense_interp.models import _identify, copy_model, model_identity
+from defense_interp.models import copy_model, identify, model_identity
 from defense_interp.types import check_vector
 
 __all__ = ["orthogonalize"]
@@ -34,9 +34,11 @@ def _writers(model: Any) -> list[torch.nn.Module]:
     for l, block in enumerate(model.blocks):
         post = [n for n in ("ln1_post", "ln2_post") if hasattr(block, n)]
         if post:
-            raise ConfigError(f"block {l} normalises its outputs ({', '.join(post)}) before adding them to the "
-                              "residual stream, so projecting the output weights does not remove the direction; "
-                              "use ablate_direction instead")
+            raise ConfigError(
+                f"block {l} normalises its outputs ({', '.join(post)}) before adding them to the "
+                "residual stream, so projecting the output weights does not remove the direction; "
+                "use ablate_direction instead"
+            )
         for owner, name in ((getattr(block, "attn", None), "o"), (getattr(block, "mlp", None), "out")):
             comp = getattr(owner, name, None) if owner is not None else None
             if comp is None:
@@ -62,7 +64,7 @@ def _project_out(w: Tensor, r: Tensor, d_model: int, *, rows: bool) -> Tensor:
     return x.to(w.dtype)
 
 
-def orthogonalize(model: Any, direction: Float[Tensor, "d_model"]) -> Any:
+def orthogonalize(model: Any, direction: Float[Tensor, " d_model"]) -> Any:
     """A new model (the input is not changed) with `direction` projected out of every residual
     write (module docstring). Raises `ConfigError` for architectures where that is not equivalent
     to directional ablation (normalised block outputs) or whose output weights it cannot place."""
@@ -75,10 +77,11 @@ def orthogonalize(model: Any, direction: Float[Tensor, "d_model"]) -> Any:
             if emb.weight.shape[-1] != d:
                 raise ConfigError(f"embedding {type(emb).__name__} has width {emb.weight.shape[-1]}, not d_model={d}")
             # a new Parameter: unties a shared unembedding, which keeps its weights
-            emb.weight = torch.nn.Parameter(_project_out(emb.weight, r, d, rows=True),
-                                            requires_grad=emb.weight.requires_grad)
+            emb.weight = torch.nn.Parameter(
+                _project_out(emb.weight, r, d, rows=True), requires_grad=emb.weight.requires_grad
+            )
         hf_config = getattr(getattr(new, "original_model", None), "config", None)
-        if getattr(hf_config, "tie_word_embeddings", False):
+        if hf_config is not None and getattr(hf_config, "tie_word_embeddings", False):
             hf_config.tie_word_embeddings = False  # so that saving and reloading does not re-tie them
         for mod in _writers(new):
             if hasattr(mod, "merge") and hasattr(mod, "base_layer"):  # peft LoRA layer
@@ -89,9 +92,11 @@ def orthogonalize(model: Any, direction: Float[Tensor, "d_model"]) -> Any:
             elif isinstance(mod, torch.nn.Linear) and mod.weight.shape[0] == d:  # [d_out, d_in]
                 mod.weight.copy_(_project_out(mod.weight, r, d, rows=False))
             else:
-                raise ConfigError(f"cannot place d_model={d} in the output weight of {type(mod).__name__} with "
-                                  f"shape {tuple(mod.weight.shape)}")
+                raise ConfigError(
+                    f"cannot place d_model={d} in the output weight of {type(mod).__name__} with "
+                    f"shape {tuple(mod.weight.shape)}"
+                )
             if getattr(mod, "bias", None) is not None:
                 mod.bias.copy_(_project_out(mod.bias[None], r, d, rows=True)[0])
-    _identify(new, f"orthogonalized({model_identity(model)['name']})", "defense_interp.orthogonalize")
+    identify(new, f"orthogonalized({model_identity(model)['name']})", "defense_interp.orthogonalize")
     return new

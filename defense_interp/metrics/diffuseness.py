@@ -24,11 +24,10 @@ from torch import Tensor
 
 from defense_interp.errors import ConfigError
 
-__all__ = ["participation_ratio", "singular_energy", "effective_rank", "top_k_share", "layer_entropy",
-           "axis_share"]
+__all__ = ["axis_share", "effective_rank", "layer_entropy", "participation_ratio", "singular_energy", "top_k_share"]
 
 
-def participation_ratio(x: Float[Tensor, "... d"]) -> Float[Tensor, "..."]:
+def participation_ratio(x: Float[Tensor, "... d"]) -> Float[Tensor, ...]:
     """`(Σ x_i²)² / (d · Σ x_i⁴)` over the last dimension.
 
     Example: `participation_ratio(torch.ones(8)) == 1`; a one-hot vector gives `1/8`. A zero
@@ -36,11 +35,11 @@ def participation_ratio(x: Float[Tensor, "... d"]) -> Float[Tensor, "..."]:
     """
     x2 = x.double() ** 2
     num = x2.sum(-1) ** 2
-    den = x.shape[-1] * (x2 ** 2).sum(-1)
+    den = x.shape[-1] * (x2**2).sum(-1)
     return torch.where(den > 0, num / den.clamp_min(1e-300), torch.nan).float()
 
 
-def singular_energy(g: Float[Tensor, "token d"]) -> Float[Tensor, "k"]:
+def singular_energy(g: Float[Tensor, "token d"]) -> Float[Tensor, " k"]:
     """Squared singular values `σ²` of `G`, descending (float64)."""
     return torch.linalg.svdvals(g.double()) ** 2
 
@@ -48,7 +47,7 @@ def singular_energy(g: Float[Tensor, "token d"]) -> Float[Tensor, "k"]:
 def effective_rank(g: Float[Tensor, "token d"] | None = None, *, energy: Tensor | None = None) -> float:
     """`(Σσ²)² / Σσ⁴` of the matrix `g` (or of precomputed `energy = σ²`)."""
     e = singular_energy(g) if energy is None else energy.double()
-    den = float((e ** 2).sum())
+    den = float((e**2).sum())
     return float(e.sum()) ** 2 / den if den > 0 else math.nan
 
 
@@ -61,7 +60,7 @@ def top_k_share(g: Float[Tensor, "token d"] | None = None, *, k: int = 1, energy
     return float(e[:k].sum()) / total if total > 0 else math.nan
 
 
-def layer_entropy(energy: Float[Tensor, "... layer"]) -> Float[Tensor, "..."]:
+def layer_entropy(energy: Float[Tensor, "... layer"]) -> Float[Tensor, ...]:
     """Normalised entropy of `p_l = e_l / Σ e_l` over the last dimension: `−Σ p log p / log n`.
 
     Example: equal energies give 1; all energy at one layer gives 0.
@@ -75,7 +74,7 @@ def layer_entropy(energy: Float[Tensor, "... layer"]) -> Float[Tensor, "..."]:
     return torch.where(total.squeeze(-1) > 0, out, torch.nan).float()
 
 
-def axis_share(g: Float[Tensor, "... d"], u: Float[Tensor, "d"]) -> Float[Tensor, ""]:
+def axis_share(g: Float[Tensor, "... d"], u: Float[Tensor, " d"]) -> Float[Tensor, ""]:
     """`Σ ⟨g_t, û⟩² / Σ ‖g_t‖²` over all leading dimensions of `g` (`u` is normalised here)."""
     g = g.double().reshape(-1, g.shape[-1])
     uh = u.double() / u.double().norm().clamp_min(1e-300)

@@ -16,22 +16,21 @@ the causal test (`GradientEdit`).
 
 from __future__ import annotations
 
+import einops
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
 from defense_interp.errors import ConfigError
 
-__all__ = ["gradient_sums", "finalize_sums", "edit_gradient", "SUM_KEYS", "EDIT_MODES"]
+__all__ = ["EDIT_MODES", "SUM_KEYS", "check_edit_mode", "edit_gradient", "finalize_sums", "gradient_sums"]
 
 SUM_KEYS = ("proj", "abs_norm", "axis_energy", "energy", "gbar")
 EDIT_MODES = ("neutralize", "attenuate", "amplify")
 
 
 def gradient_sums(
-    g: Float[Tensor, "batch pos d_model"],
-    mask: Bool[Tensor, "batch pos"],
-    u: Float[Tensor, "d_model"],
+    g: Float[Tensor, "batch pos d_model"], mask: Bool[Tensor, "batch pos"], u: Float[Tensor, " d_model"]
 ) -> dict[str, Tensor]:
     """Float32 sums over response tokens: `Σ⟨g,û⟩`, `Σ‖g‖`, `Σ⟨g,û⟩²`, `Σ‖g‖²` and `ḡ`."""
     g = g.detach().float()
@@ -43,7 +42,7 @@ def gradient_sums(
         "abs_norm": (sq.sqrt() * m).sum(),
         "axis_energy": (proj * proj * m).sum(),
         "energy": (sq * m).sum(),
-        "gbar": torch.einsum("btd,bt->d", g, m),
+        "gbar": einops.einsum(g, m, "b t d, b t -> d"),
     }
 
 
@@ -59,12 +58,15 @@ def finalize_sums(s: dict[str, Tensor]) -> dict[str, Tensor]:
     }
 
 
+def check_edit_mode(mode: str) -> str:
+    """`mode` after checking that it is one of `EDIT_MODES`."""
+    if mode not in EDIT_MODES:
+        raise ConfigError(f"gradient edit mode must be one of {EDIT_MODES}, got {mode!r}")
+    return mode
+
+
 def edit_gradient(
-    g: Float[Tensor, "... d_model"],
-    u: Float[Tensor, "d_model"],
-    mode: str,
-    *,
-    magnitude: float | None = None,
+    g: Float[Tensor, "... d_model"], u: Float[Tensor, " d_model"], mode: str, *, magnitude: float | None = None
 ) -> Float[Tensor, "... d_model"]:
     """Replace the component of each token's gradient along `û` (DESIGN §2, causal test).
 
@@ -76,8 +78,7 @@ def edit_gradient(
 
     The part of `g` orthogonal to `û` is unchanged. Returns a new tensor in `g`'s dtype.
     """
-    if mode not in EDIT_MODES:
-        raise ConfigError(f"gradient edit mode must be one of {EDIT_MODES}, got {mode!r}")
+    check_edit_mode(mode)
     uh = u.to(g.device, g.dtype)
     uh = uh / uh.norm().clamp_min(1e-12)
     c = (g @ uh)[..., None]

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float
@@ -18,10 +18,10 @@ from torch import Tensor
 
 from defense_interp.errors import ConfigError
 
-__all__ = ["refusal_log_odds", "next_token_kl"]
+__all__ = ["next_token_kl", "refusal_log_odds"]
 
 
-def refusal_log_odds(logits: Float[Tensor, "batch vocab"], refusal_tokens: Sequence[int]) -> Float[Tensor, "batch"]:
+def refusal_log_odds(logits: Float[Tensor, "batch vocab"], refusal_tokens: Sequence[int]) -> Float[Tensor, " batch"]:
     """Refusal log-odds per row of next-token `logits` (module docstring), in float64.
 
     >>> refusal_log_odds(torch.tensor([[0.0, 0.0, 0.0, 0.0]]), [0])   # P = 1/4 → log(1/3)
@@ -31,8 +31,10 @@ def refusal_log_odds(logits: Float[Tensor, "batch vocab"], refusal_tokens: Seque
     if not ids:
         raise ConfigError("refusal_log_odds needs at least one refusal token id")
     if logits.ndim != 2 or not 0 <= ids[0] <= ids[-1] < logits.shape[-1]:
-        raise ConfigError(f"expected [batch, vocab] logits and token ids below vocab={logits.shape[-1]}, "
-                          f"got shape {tuple(logits.shape)} and ids {ids[:5]}...")
+        raise ConfigError(
+            f"expected [batch, vocab] logits and token ids below vocab={logits.shape[-1]}, "
+            f"got shape {tuple(logits.shape)} and ids {ids[:5]}..."
+        )
     logits = logits.double()
     refuse = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
     refuse[ids] = True
@@ -41,7 +43,9 @@ def refusal_log_odds(logits: Float[Tensor, "batch vocab"], refusal_tokens: Seque
     return log_p - log_not
 
 
-def next_token_kl(p_logits: Float[Tensor, "batch vocab"], q_logits: Float[Tensor, "batch vocab"]) -> Float[Tensor, "batch"]:
+def next_token_kl(
+    p_logits: Float[Tensor, "batch vocab"], q_logits: Float[Tensor, "batch vocab"]
+) -> Float[Tensor, " batch"]:
     """`KL(p ‖ q)` per row, in nats (float64); `p`, `q` given as logits."""
     if p_logits.shape != q_logits.shape:
         raise ConfigError(f"KL needs logits of the same shape, got {tuple(p_logits.shape)} and {tuple(q_logits.shape)}")

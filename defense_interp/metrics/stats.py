@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from torch import Tensor
 
 from defense_interp.errors import ConfigError
 
-__all__ = ["Estimate", "mean_ci", "t_interval", "proportion_ci", "paired_difference", "cohens_d"]
+__all__ = ["Estimate", "cohens_d", "mean_ci", "paired_difference", "pool_seeds", "proportion_ci", "t_interval"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Estimate:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Estimate":
+    def from_dict(cls, d: dict[str, Any]) -> Estimate:
         d = dict(d)
         if d.get("samples") is not None:
             d["samples"] = tuple(d["samples"])
@@ -124,13 +125,25 @@ def t_interval(x: Tensor, *, dim: int = 0, level: float = 0.95) -> tuple[Tensor,
     return m, m - half, m + half
 
 
+def pool_seeds(
+    per_seed: Sequence[float] | Tensor, one_seed: Callable[[], Estimate], *, over: str = "seeds"
+) -> Estimate:
+    """The rule every summary over repeated runs follows: with two or more seeds, a t-interval over
+    the per-seed values (`per_seed`, each seed's own mean); with one seed, that seed's own estimate
+    `one_seed()` (an interval over its questions, batches, steps or probes, as its `over` says)."""
+    if len(per_seed) >= 2:
+        return mean_ci(per_seed, over=over)
+    return one_seed()
+
+
 def paired_difference(a: Estimate, b: Estimate, *, over: str | None = None) -> Estimate:
     """Mean of `a.samples[i] − b.samples[i]` with a t-interval (paired: the same questions or
     batches measured twice). Needs both estimates to carry samples of the same length."""
     if a.samples is None or b.samples is None or len(a.samples) != len(b.samples):
-        raise ConfigError("a paired difference needs two estimates with samples of the same length "
-                          "(the same questions or batches)")
-    return mean_ci([x - y for x, y in zip(a.samples, b.samples)], over=over or a.over)
+        raise ConfigError(
+            "a paired difference needs two estimates with samples of the same length (the same questions or batches)"
+        )
+    return mean_ci([x - y for x, y in zip(a.samples, b.samples, strict=False)], over=over or a.over)
 
 
 def cohens_d(a: Tensor, b: Tensor) -> float:

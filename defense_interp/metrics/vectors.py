@@ -6,7 +6,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["unit", "cosine", "cosine_matrix"]
+__all__ = ["cosine", "cosine_matrix", "unit"]
 
 
 def unit(v: Float[Tensor, "... d"], eps: float = 1e-12) -> Float[Tensor, "... d"]:
@@ -14,7 +14,7 @@ def unit(v: Float[Tensor, "... d"], eps: float = 1e-12) -> Float[Tensor, "... d"
     return v / v.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
-def cosine(a: Float[Tensor, "... d"], b: Float[Tensor, "... d"]) -> Float[Tensor, "..."]:
+def cosine(a: Float[Tensor, "... d"], b: Float[Tensor, "... d"]) -> Float[Tensor, ...]:
     """Cosine similarity along the last dimension, computed in float64 for stability."""
     return (unit(a.double()) * unit(b.double())).sum(-1).to(torch.float32)
 

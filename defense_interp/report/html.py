@@ -4,16 +4,17 @@ shows and how it was computed, and tables of the numbers with their intervals.""
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 from typing import Any
 
-from defense_interp import __version__
 from defense_interp.io import write_text
 from defense_interp.metrics.stats import Estimate
+from defense_interp.provenance import __version__
 from defense_interp.viz import figures
-from defense_interp.viz import study as _study
+from defense_interp.viz import study as study_figures
 
-__all__ = ["write_page", "write_report"]
+__all__ = ["Section", "plural", "write_page", "write_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
@@ -27,10 +28,29 @@ td.num{text-align:right;white-space:nowrap} .meta{color:#666;font-size:.85em} td
 Section = tuple[str, Any, str, "list[dict[str, Any]] | None"]
 
 
+def _interval(e: Estimate, digits: str = ".3f") -> str:
+    """`[low, high]`, or what stands in for an interval there is not: one sample, or none at all."""
+    if math.isnan(e.low) or math.isnan(e.high):
+        return "(one sample)" if e.n == 1 else "(no interval)"
+    return f"[{e.low:{digits}}, {e.high:{digits}}]"
+
+
 def _fmt(v: Any) -> str:
+    """A table value: estimates with their interval, floats to 4 significant digits, nothing for None."""
     if isinstance(v, Estimate):
-        return f"{v.mean:.3f} <span class=meta>[{v.low:.3f}, {v.high:.3f}]</span>"
+        return "—" if math.isnan(v.mean) else f"{v.mean:.3f} <span class=meta>{_interval(v)}</span>"
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return "—" if math.isnan(v) else f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt(x) for x in v)
     return html.escape(str(v))
+
+
+def plural(n: int, noun: str) -> str:
+    """`1 seed`, `3 seeds`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _cell(v: Any) -> str:
@@ -61,31 +81,43 @@ def _row_estimates(rows: list[dict[str, Any]]) -> list[Estimate]:
 _VERDICT_COLOURS = {"reproduced": "#1a7f37", "not reproduced": "#b42318", "inconclusive": "#8a6d00"}
 
 
+def _effect(e: Estimate | None) -> str:
+    return "not measured" if e is None else f"{e.mean:.4g} {_interval(e, '.4g')}"
+
+
 def _findings_html(findings: Any) -> str:
     rows = []
     for f in findings.findings:
         p = f.primary
         e = p.effect
-        effect = "not measured" if e is None else f"{e.mean:.4g}<br><span class=meta>[{e.low:.4g}, {e.high:.4g}]</span>"
+        effect = "not measured" if e is None else f"{e.mean:.4g}<br><span class=meta>{_interval(e, '.4g')}</span>"
         test = p.note or ("" if e is None else f"{e.method} over {e.n} {e.over}; predicted {p.prediction}")
         colour = _VERDICT_COLOURS[f.verdict]
-        subs = "".join(f"<li>{html.escape(t.name)}: "
-                       f"{'not measured' if t.effect is None else f'{t.effect.mean:.4g} [{t.effect.low:.4g}, {t.effect.high:.4g}]'}"
-                       f" (predicted {html.escape(t.prediction)}; {t.verdict}{'' if t.counted else ', context'})"
-                       f"{' — ' + html.escape(t.note) if t.note else ''}</li>" for t in f.tests)
-        rows.append(f"<tr><td>{f.claim}. <b>{html.escape(f.title)}</b><br><span class=meta>{html.escape(f.text)}</span>"
-                    f"<details><summary class=meta>sub-tests</summary><ul class=meta>{subs}</ul></details></td>"
-                    f"<td>{html.escape(p.statistic)}</td><td class=num>{effect}</td><td class=meta>{html.escape(test)}</td>"
-                    f"<td style='color:{colour};font-weight:600'>{f.verdict}</td>"
-                    f"<td class=meta>{html.escape(f.rule)}</td></tr>")
-    return ("<h2>Findings</h2><p class=caption>One entry per claim of the seed paper, computed from the runs below by "
-            "the fixed rules of <code>defense_interp.findings</code> (a sub-test is reproduced when its 95% interval "
-            "lies wholly on the predicted side); the effect shown is the claim's first counted sub-test.</p>"
-            "<table><tr><th>claim</th><th>statistic</th><th>effect [95% CI]</th><th>test</th><th>verdict</th>"
-            f"<th>rule</th></tr>{''.join(rows)}</table>")
+        subs = "".join(
+            f"<li>{html.escape(t.name)}: {_effect(t.effect)}"
+            f" (predicted {html.escape(t.prediction)}; {t.verdict}{'' if t.counted else ', context'})"
+            f"{' — ' + html.escape(t.note) if t.note else ''}</li>"
+            for t in f.tests
+        )
+        rows.append(
+            f"<tr><td>{f.claim}. <b>{html.escape(f.title)}</b><br><span class=meta>{html.escape(f.text)}</span>"
+            f"<details><summary class=meta>sub-tests</summary><ul class=meta>{subs}</ul></details></td>"
+            f"<td>{html.escape(p.statistic)}</td><td class=num>{effect}</td><td class=meta>{html.escape(test)}</td>"
+            f"<td style='color:{colour};font-weight:600'>{f.verdict}</td>"
+            f"<td class=meta>{html.escape(f.rule)}</td></tr>"
+        )
+    return (
+        "<h2>Findings</h2><p class=caption>One entry per claim of the seed paper, computed from the runs below by "
+        "the fixed rules of <code>defense_interp.findings</code> (a sub-test is reproduced when its 95% interval "
+        "lies wholly on the predicted side); the effect shown is the claim's first counted sub-test.</p>"
+        "<table><tr><th>claim</th><th>statistic</th><th>effect [95% CI]</th><th>test</th><th>verdict</th>"
+        f"<th>rule</th></tr>{''.join(rows)}</table>"
+    )
 
 
-def write_report(cmp: Any, path: str | Path, *, axes: Any = None, title: str | None = None, findings: Any = None) -> Path:
+def write_report(
+    cmp: Any, path: str | Path, *, axes: Any = None, title: str | None = None, findings: Any = None
+) -> Path:
     """Write the report of a `Comparison` (optionally with its `TraitAxes` and `Findings`) to `path`."""
     first = cmp.runs[0]
     point = f"blocks.l.hook_{cmp.point}"
@@ -94,85 +126,147 @@ def write_report(cmp: Any, path: str | Path, *, axes: Any = None, title: str | N
     run_diff = cmp.run_diffuseness_rows()
     sections: list[Section] = []
     if axes is not None:
-        sections.append(("Trait axis", figures.axes_figure(axes),
-            f"Held-out Cohen's d (two-fold cross-fitted by question) of pos vs neg answers projected on "
-            f"v̂_l = v_l/‖v_l‖ at {point}, with the norm of the raw axis v_l (mean response-token activation "
-            f"under pos prompts minus under neg prompts). The dashed line is the layer chosen for steering "
-            f"and evaluation ({axes.layer}): the largest held-out d in the middle half of the network.", None))
+        sections.append(
+            (
+                "Trait axis",
+                figures.axes_figure(axes),
+                f"Held-out Cohen's d (two-fold cross-fitted by question) of pos vs neg answers projected on "
+                f"v̂_l = v_l/‖v_l‖ at {point}, with the norm of the raw axis v_l (mean response-token activation "
+                f"under pos prompts minus under neg prompts). The dashed line is the layer chosen for steering "
+                f"and evaluation ({axes.layer}): the largest held-out d in the middle half of the network.",
+                None,
+            )
+        )
     sections += [
-        ("Gradient pressure along the trait axis", figures.pressure_figure(cmp),
-         f"Per layer at {point}, mean over training steps of P_l = −Σ⟨g_l, v̂_l⟩ over response tokens "
-         "(g = ∂loss/∂activation, captured by backward hooks during the real training steps). P > 0: "
-         "training pushes activations towards the trait; P < 0: away. Middle: P normalised by Σ‖g‖; right: "
-         f"the share of gradient energy on the axis. Bands: 95% t-intervals over {curve_over}. Dashed: the axes layer.",
-         None),
-        ("Gradient similarity between runs", figures.cosine_figure(cmp),
-         f"Cosine of the conditions' mean gradient vectors mean_steps(ḡ_l), ḡ_l = Σ over response tokens "
-         f"of g_l, at {point}; computed per seed shared by all conditions ({n_shared} seeds) and averaged "
-         f"(hover: 95% t-interval over seeds{'' if n_shared >= 2 else ' — none with one seed'}). Left: all pairs at "
-         "the axes layer; right: each pair at every layer. The runs train on the same data but their weights "
-         "diverge, so this compares whole trajectories, not one batch. Table: the participation ratio of "
-         "mean ḡ at the axes layer and the spread over layers of the difference from the baseline's mean ḡ "
-         f"(normalised entropy), with intervals over {_over(*_row_estimates(run_diff))}.", run_diff),
+        (
+            "Gradient pressure along the trait axis",
+            figures.pressure_figure(cmp),
+            f"Per layer at {point}, mean over training steps of P_l = −Σ⟨g_l, v̂_l⟩ over response tokens "
+            "(g = ∂loss/∂activation, captured by backward hooks during the real training steps). P > 0: "
+            "training pushes activations towards the trait; P < 0: away. Middle: P normalised by Σ‖g‖; right: "
+            f"the share of gradient energy on the axis. Bands: 95% t-intervals over {curve_over}. Dashed: the axes layer.",
+            None,
+        ),
+        (
+            "Gradient similarity between runs",
+            figures.cosine_figure(cmp),
+            f"Cosine of the conditions' mean gradient vectors mean_steps(ḡ_l), ḡ_l = Σ over response tokens "
+            f"of g_l, at {point}; computed per seed shared by all conditions ({plural(n_shared, 'seed')}) and averaged "
+            f"(hover: 95% t-interval over seeds{'' if n_shared >= 2 else ' — none with one seed'}). Left: all pairs at "
+            "the axes layer; right: each pair at every layer. The runs train on the same data but their weights "
+            "diverge, so this compares whole trajectories, not one batch. Table: the participation ratio of "
+            "mean ḡ at the axes layer and the spread over layers of the difference from the baseline's mean ḡ "
+            f"(normalised entropy), with intervals over {_over(*_row_estimates(run_diff))}.",
+            run_diff,
+        ),
     ]
     if cmp.probes():
         n_probes = len(cmp.probes())
         sections += [
-            ("Counterfactual gradient probes", _study.probe_cosine_figure(cmp),
-             f"Each probe runs every condition on the same batch with the same weights ({n_probes} probes from "
-             "the runs' probe steps) and compares the gradients: cosine of the condition vectors ḡ at the axes "
-             "layer, of their differences from baseline Δ = ḡ − ḡ^base, and of the flattened gradients of all "
-             "trainable parameters (LoRA adapters). Cells: mean over probes; hover: 95% t-interval over "
-             f"{cmp.probe_cosine_over}; blank where two conditions never shared a probe.", None),
-            ("Diffuseness by layer", _study.diffuseness_figure(cmp),
-             f"From the probes, per layer at {point}: cos(Δ_l, v̂_l); the dimension participation ratio "
-             "PR(Δ) = (Σx²)²/(d·Σx⁴) (1 = spread evenly, 1/d = one dimension); the effective rank (Σσ²)²/Σσ⁴ of "
-             "the response-token × d_model gradient matrix; the axis energy share. Bands: 95% t-intervals over "
-             f"{_over(*(e for l in cmp.probe_labels() for e in cmp.probe_curve('delta_pr', l)))}.", None),
+            (
+                "Counterfactual gradient probes",
+                study_figures.probe_cosine_figure(cmp),
+                f"Each probe runs every condition on the same batch with the same weights ({n_probes} probes from "
+                "the runs' probe steps) and compares the gradients: cosine of the condition vectors ḡ at the axes "
+                "layer, of their differences from baseline Δ = ḡ − ḡ^base, and of the flattened gradients of all "
+                "trainable parameters (LoRA adapters). Cells: mean over probes; hover: 95% t-interval over "
+                f"{cmp.probe_cosine_over}; blank where two conditions never shared a probe.",
+                None,
+            ),
+            (
+                "Diffuseness by layer",
+                study_figures.diffuseness_figure(cmp),
+                f"From the probes, per layer at {point}: cos(Δ_l, v̂_l); the dimension participation ratio "
+                "PR(Δ) = (Σx²)²/(d·Σx⁴) (1 = spread evenly, 1/d = one dimension); the effective rank (Σσ²)²/Σσ⁴ of "
+                "the response-token × d_model gradient matrix; the axis energy share. Bands: 95% t-intervals over "
+                f"{_over(*(e for l in cmp.probe_labels() for e in cmp.probe_curve('delta_pr', l)))}.",
+                None,
+            ),
         ]
     sweep = cmp.sweep_rows()
     if len(sweep) >= 2:
-        sections.append(("α sweep", _study.sweep_figure(cmp),
-            f"PPS trained with several coefficients α (baseline drawn at α = 0): normalised pressure at "
-            f"blocks.{cmp.axes_layer}.hook_{cmp.point} (mean over training steps) and the projection score after "
-            f"training. Error bars: 95% t-intervals over {_over(*_row_estimates(sweep))}.", sweep))
+        sections.append(
+            (
+                "α sweep",
+                study_figures.sweep_figure(cmp),
+                f"PPS trained with several coefficients α (baseline drawn at α = 0): normalised pressure at "
+                f"blocks.{cmp.axes_layer}.hook_{cmp.point} (mean over training steps) and the projection score after "
+                f"training. Error bars: 95% t-intervals over {_over(*_row_estimates(sweep))}.",
+                sweep,
+            )
+        )
     loss_rows, explained = cmp.loss_rows(), cmp.explained_rows()
     sections += [
-        ("Training loss", figures.loss_curve_figure(cmp),
-         "Mean cross-entropy over response tokens of each step's batch, with each condition's training-time "
-         "intervention in place (IP prompt present, PPS steering on). Line: mean over seeds; band: 95% t-interval "
-         "over seeds (no band with one seed: each step is a different batch).", None),
-        ("Loss on the trait data", figures.loss_table_figure(cmp),
-         "Mean response-token loss on a fixed subset of the training conversations (the same batches for every "
-         "condition of one seed), with the training-time intervention on (train_time) and removed (test_time), "
-         f"before (start) and after (end) training. Error bars: 95% t-intervals over {_over(*_row_estimates(loss_rows))}.",
-         loss_rows),
+        (
+            "Training loss",
+            figures.loss_curve_figure(cmp),
+            "Mean cross-entropy over response tokens of each step's batch, with each condition's training-time "
+            "intervention in place (IP prompt present, PPS steering on). Line: mean over seeds; band: 95% t-interval "
+            "over seeds (no band with one seed: each step is a different batch).",
+            None,
+        ),
+        (
+            "Loss on the trait data",
+            figures.loss_table_figure(cmp),
+            "Mean response-token loss on a fixed subset of the training conversations (the same batches for every "
+            "condition of one seed), with the training-time intervention on (train_time) and removed (test_time), "
+            f"before (start) and after (end) training. Error bars: 95% t-intervals over {_over(*_row_estimates(loss_rows))}.",
+            loss_rows,
+        ),
     ]
     if explained:
-        sections.append(("Loss explained away", _study.explained_figure(cmp),
-            "Before training: each run's loss with its training-time intervention in place minus without it, same "
-            "weights and batches (negative = the intervention already explains part of the trait data). After "
-            "training: the loss with the intervention on and removed, minus the trained baseline's, same batches. "
-            "Error bars: 95% t-intervals over "
-            f"{_over(*_row_estimates(explained))}.", explained))
+        sections.append(
+            (
+                "Loss explained away",
+                study_figures.explained_figure(cmp),
+                "Before training: each run's loss with its training-time intervention in place minus without it, same "
+                "weights and batches (negative = the intervention already explains part of the trait data). After "
+                "training: the loss with the intervention on and removed, minus the trained baseline's, same batches. "
+                "Error bars: 95% t-intervals over "
+                f"{_over(*_row_estimates(explained))}.",
+                explained,
+            )
+        )
     expr = cmp.expression_rows()
-    sections.append(("Trait expression", figures.expression_figure(cmp),
-        f"Measured at test time (no intervention). Projection score: mean over eval questions of ⟨mean "
-        f"response-token h_L, v̂_L⟩ at blocks.{cmp.axes_layer}.hook_{cmp.point} on the model's own greedy answers. "
-        "Contrast score: mean over eval pairs of the per-token log-likelihood of the trait answer minus the "
-        "neutral answer. Higher = more trait. The table adds each condition's change against the baseline, "
-        f"paired on the same seed and questions. Error bars: 95% t-intervals over {_over(*_row_estimates(expr))}.", expr))
+    sections.append(
+        (
+            "Trait expression",
+            figures.expression_figure(cmp),
+            f"Measured at test time (no intervention). Projection score: mean over eval questions of ⟨mean "
+            f"response-token h_L, v̂_L⟩ at blocks.{cmp.axes_layer}.hook_{cmp.point} on the model's own greedy answers. "
+            "Contrast score: mean over eval pairs of the per-token log-likelihood of the trait answer minus the "
+            "neutral answer. Higher = more trait. The table adds each condition's change against the baseline, "
+            f"paired on the same seed and questions. Error bars: 95% t-intervals over {_over(*_row_estimates(expr))}.",
+            expr,
+        )
+    )
 
-    parts = [f"<h1>{html.escape(title or 'defense_interp report')}</h1>",
-             f"<p class=meta>model {html.escape(str(first.model.get('name')))} · trait {html.escape(first.trait)} · "
-             f"conditions {', '.join(map(html.escape, cmp.labels))} · seeds "
-             f"{html.escape(str(sorted({r.seed for r in cmp.runs})))} · hook point {html.escape(point)} · "
-             f"defense_interp {__version__}</p>"]
+    parts = [
+        f"<h1>{html.escape(title or 'defense_interp report')}</h1>",
+        f"<p class=meta>model {html.escape(str(first.model.get('name')))} · trait {html.escape(first.trait)} · "
+        f"conditions {', '.join(map(html.escape, cmp.labels))} · seeds "
+        f"{html.escape(str(sorted({r.seed for r in cmp.runs})))} · hook point {html.escape(point)} · "
+        f"defense_interp {__version__}</p>",
+    ]
     if findings is not None:
         parts.append(_findings_html(findings))
-    parts.append("<h2>Runs</h2>" + _table([{"run": r.name, "seed": r.seed,
-                                             **{k: v for k, v in r.condition.items() if k not in ("name", "label")},
-                                             "steps": len(r.losses)} for r in cmp.runs]))
+    parts.append(
+        "<h2>Runs</h2>"
+        + _table(
+            [
+                {
+                    "run": r.name,
+                    "seed": r.seed,
+                    "condition": type(r.condition).__name__,
+                    **r.condition.params(),
+                    **r.condition.extras(),
+                    "continues": r.init,
+                    "steps": len(r.losses),
+                }
+                for r in cmp.runs
+            ]
+        )
+    )
     return write_page(path, title or "defense_interp report", parts, sections)
 
 
@@ -190,8 +284,10 @@ def write_page(path: str | Path, title: str, head: list[str], sections: list[Sec
         parts.append(f"<p class=caption>{html.escape(caption)}</p>")
         if table:
             parts.append(_table(table))
-    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-           f"</title><style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
-           f"<body>{''.join(parts)}</body></html>")
+    doc = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
+        f"<body>{''.join(parts)}</body></html>"
+    )
     write_text(path, doc)
     return path

@@ -6,8 +6,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from defense_interp import __version__
 from defense_interp.metrics.stats import mean_ci
+from defense_interp.provenance import __version__
 from defense_interp.report.html import Section, write_page
 from defense_interp.viz import refusal as fig
 
@@ -18,17 +18,27 @@ def _training_rows(study: Any) -> list[dict[str, Any]]:
     rows = []
     for label, run in study.runs.items():
         c = run.condition
+        adversarial = hasattr(c, "epsilon")  # LAT and embedding AT
         start, end = run.loss_table["start"]["test_time"], run.loss_table["end"]["test_time"]
         g = run.gradients
         layer = run.provenance.get("axes", {}).get("layer")
-        pressure = (mean_ci(g.pressure_norm[:, g.layers.index(layer)], over="training steps")
-                    if layer in g.layers else "—")
-        rows.append({"model": label, "condition": c.get("label", c.get("name")),
-                     "perturbed hook": (f"blocks.{c['layer']}.hook_{c['point']}" if "epsilon" in c else "—"),
-                     "ε (per-token L2)": c.get("epsilon", "—"), "PGD steps": c.get("steps", "—"),
-                     "steps": len(run.losses), "loss before": start, "loss after": end,
-                     "normalised pressure along r̂ (base direction layer)": pressure,
-                     "wall s": run.provenance.get("wall_seconds")})
+        pressure = (
+            mean_ci(g.pressure_norm[:, g.layers.index(layer)], over="training steps") if layer in g.layers else "—"
+        )
+        rows.append(
+            {
+                "model": label,
+                "condition": c.label,
+                "perturbed hook": c.hook if adversarial else "—",
+                "ε (per-token L2)": c.epsilon if adversarial else "—",
+                "PGD steps": c.steps if adversarial else "—",
+                "steps": len(run.losses),
+                "loss before": start,
+                "loss after": end,
+                "normalised pressure along r̂ (base direction layer)": pressure,
+                "wall s": run.provenance.get("wall_seconds"),
+            }
+        )
     return rows
 
 
@@ -39,61 +49,106 @@ def write_refusal_report(study: Any, path: str | Path) -> Path:
     hook = "blocks.l.hook_resid_post"
     wilson = "Wilson 95% intervals over prompts"
     sections: list[Section] = [
-        ("Summary", None,
-         f"Refusal rate of greedy answers ({cfg.max_new_tokens} new tokens, substring rule) on {n_att} held-out harmful "
-         f"and {n_att} paired harmless prompts, and on the harmful ones with the model's own chosen refusal direction "
-         f"ablated at every layer and position (resid_pre, resid_mid, resid_post); {wilson}. The direction is the "
-         f"difference in means of {n_dir} harmful vs {n_dir} harmless prompts at {hook}, chosen on {n_sel} + {n_sel} "
-         "other prompts by the first-token refusal log-odds (see Candidate selection). The last column gives the "
-         "share of the paired-difference energy in the first singular component at the chosen layer, last prompt "
-         "token: uncentred (the seed paper's number), centred, and with outlier channels zeroed.",
-         study.summary_rows()),
-        ("Explained energy over layers", fig.svd_layers_figure({k: a.svd_rows() for k, a in study.analyses.items()},
-                                                               f"{hook}, last prompt token"),
-         f"For each layer, D = h(harmful_i) − h(harmless_i) over {n_dir} paired prompts at {hook}, last prompt token. "
-         "Solid: σ₁²/Σσ² of D (uncentred, the paper's number); dashed: of D − mean(D) (centred PCA); dotted: uncentred "
-         "with the outlier channels zeroed (channels holding ≥ 10/d_model of ‖D‖², at most 8). A large gap between "
-         "solid and dotted means a few massive channels dominate the uncentred ratio.", None),
+        (
+            "Summary",
+            None,
+            f"Refusal rate of greedy answers ({cfg.max_new_tokens} new tokens, substring rule) on {n_att} held-out harmful "
+            f"and {n_att} paired harmless prompts, and on the harmful ones with the model's own chosen refusal direction "
+            f"ablated at every layer and position (resid_pre, resid_mid, resid_post); {wilson}. The direction is the "
+            f"difference in means of {n_dir} harmful vs {n_dir} harmless prompts at {hook}, chosen on {n_sel} + {n_sel} "
+            "other prompts by the first-token refusal log-odds (see Candidate selection). The last column gives the "
+            "share of the paired-difference energy in the first singular component at the chosen layer, last prompt "
+            "token: uncentred (the seed paper's number), centred, and with outlier channels zeroed.",
+            study.summary_rows(),
+        ),
+        (
+            "Explained energy over layers",
+            fig.svd_layers_figure({k: a.svd_rows() for k, a in study.analyses.items()}, f"{hook}, last prompt token"),
+            f"For each layer, D = h(harmful_i) − h(harmless_i) over {n_dir} paired prompts at {hook}, last prompt token. "
+            "Solid: σ₁²/Σσ² of D (uncentred, the paper's number); dashed: of D − mean(D) (centred PCA); dotted: uncentred "
+            "with the outlier channels zeroed (channels holding ≥ 10/d_model of ‖D‖², at most 8). A large gap between "
+            "solid and dotted means a few massive channels dominate the uncentred ratio.",
+            None,
+        ),
     ]
     for label, a in study.analyses.items():
         layer = a.selection.chosen[0]
         s = a.svd[a.directions.layers.index(layer)]
-        sections.append((f"{label}: SVD at layer {layer}", fig.svd_figure(s, f"{label}, blocks.{layer}.hook_resid_post"),
-                         "Left: explained energy of the first components of D, three ways (uncentred, centred, outliers "
-                         "zeroed). Right: each channel's share Σ_i D_ij²/‖D‖²; red: outlier channels. Table: every layer.",
-                         a.svd_rows()))
-        sections.append((f"{label}: refusal directions", fig.directions_figure(a.directions),
-                         f"Separation of harmful and harmless prompts along each candidate r = mean h(harmful) − mean "
-                         f"h(harmless) ({n_dir} + {n_dir} prompts, blocks.l.hook_resid_post, every post-instruction "
-                         "position): Cohen's d of the projections on r̂, held out (the direction from one half of the "
-                         "prompts scores the other half, alternating prompts).", None))
-        sections.append((f"{label}: candidate selection", fig.selection_figure(a.selection),
-                         f"Mean first-token refusal log-odds log P/(1−P), P = probability that the answer starts with a "
-                         f"refusal token, over {n_sel} selection prompts. Bypass: harmful prompts with the candidate "
-                         "ablated everywhere (lower = stronger attack); induce: harmless prompts with the raw direction "
-                         "added at its layer; KL: next-token KL(base ‖ ablated) on harmless prompts. Star: the chosen "
-                         f"candidate. Rule: {a.selection.rule}.", None))
-    sections.append(("Layer sweep", fig.layer_sweep_figure({k: a.sweep for k, a in study.analyses.items()}),
-                     f"Refusal rate on the {n_att} harmful attack prompts ({cfg.sweep_new_tokens} new tokens, substring "
-                     "rule) with the direction of layer l (at each model's chosen position) ablated at every layer and "
-                     f"position; dashed: without ablation. Error bars: {wilson}.", None))
-    sections.append(("Transfer matrix", fig.transfer_figure(study.transfer),
-                     f"Refusal rate of each target model (column) on the {n_att} harmful attack prompts with the chosen "
-                     f"direction of the source model (row) ablated; last row: no ablation. Hover: {wilson}. Directions "
-                     "from one model ablated in another test whether the variants share a refusal representation.",
-                     [{"source → target": f"{s} → {t}", "refusal rate": study.transfer.rates[i][j].rate}
-                      for i, s in enumerate(study.transfer.sources) for j, t in enumerate(study.transfer.targets)]))
-    sections.append(("Training", None,
-                     "LoRA fine-tuning on the refusal-training conversations (harmful → refusal, harmless → helpful answer): SSFT plain; AT "
-                     "and LAT with an adversarial per-token perturbation of the prompt tokens found by projected "
-                     "gradient ascent on the loss before every step. ε = "
-                     f"{cfg.epsilon_fraction:g} × the base model's median prompt-token norm at the perturbed hook. "
-                     "Loss: mean response-token loss (no adversary) on a fixed subset of the training data before and "
-                     "after training (95% t-intervals over batches). Pressure: −Σ⟨g, r̂⟩ / Σ‖g‖ over response tokens "
-                     "at the base model's chosen refusal-direction layer (blocks.l.hook_resid_post), g = ∂loss/∂h "
-                     "captured during the real training steps; > 0 means training pushes activations towards the "
-                     "base model's refusal direction (95% t-interval over training steps).", _training_rows(study)))
-    head = ["<h1>Refusal representation after SSFT, AT and LAT</h1>",
-            f"<p class=meta>model {html.escape(str(study.model.get('name')))} · models {', '.join(study.labels)} · "
-            f"hook point {hook} · seed {cfg.seed} · wall time {study.wall_seconds:.0f} s · defense_interp {__version__}</p>"]
+        sections.append(
+            (
+                f"{label}: SVD at layer {layer}",
+                fig.svd_figure(s, f"{label}, blocks.{layer}.hook_resid_post"),
+                "Left: explained energy of the first components of D, three ways (uncentred, centred, outliers "
+                "zeroed). Right: each channel's share Σ_i D_ij²/‖D‖²; red: outlier channels. Table: every layer.",
+                a.svd_rows(),
+            )
+        )
+        sections.append(
+            (
+                f"{label}: refusal directions",
+                fig.directions_figure(a.directions),
+                f"Separation of harmful and harmless prompts along each candidate r = mean h(harmful) − mean "
+                f"h(harmless) ({n_dir} + {n_dir} prompts, blocks.l.hook_resid_post, every post-instruction "
+                "position): Cohen's d of the projections on r̂, held out (the direction from one half of the "
+                "prompts scores the other half, alternating prompts).",
+                None,
+            )
+        )
+        sections.append(
+            (
+                f"{label}: candidate selection",
+                fig.selection_figure(a.selection),
+                f"Mean first-token refusal log-odds log P/(1−P), P = probability that the answer starts with a "
+                f"refusal token, over {n_sel} selection prompts. Bypass: harmful prompts with the candidate "
+                "ablated everywhere (lower = stronger attack); induce: harmless prompts with the raw direction "
+                "added at its layer; KL: next-token KL(base ‖ ablated) on harmless prompts. Star: the chosen "
+                f"candidate. Rule: {a.selection.rule}.",
+                None,
+            )
+        )
+    sections.append(
+        (
+            "Layer sweep",
+            fig.layer_sweep_figure({k: a.sweep for k, a in study.analyses.items()}),
+            f"Refusal rate on the {n_att} harmful attack prompts ({cfg.sweep_new_tokens} new tokens, substring "
+            "rule) with the direction of layer l (at each model's chosen position) ablated at every layer and "
+            f"position; dashed: without ablation. Error bars: {wilson}.",
+            None,
+        )
+    )
+    sections.append(
+        (
+            "Transfer matrix",
+            fig.transfer_figure(study.transfer),
+            f"Refusal rate of each target model (column) on the {n_att} harmful attack prompts with the chosen "
+            f"direction of the source model (row) ablated; last row: no ablation. Hover: {wilson}. Directions "
+            "from one model ablated in another test whether the variants share a refusal representation.",
+            [
+                {"source → target": f"{s} → {t}", "refusal rate": study.transfer.rates[i][j].rate}
+                for i, s in enumerate(study.transfer.sources)
+                for j, t in enumerate(study.transfer.targets)
+            ],
+        )
+    )
+    sections.append(
+        (
+            "Training",
+            None,
+            "LoRA fine-tuning on the refusal-training conversations (harmful → refusal, harmless → helpful "
+            "answer): SSFT plain; AT and LAT with an adversarial per-token perturbation of the prompt tokens found by projected "
+            "gradient ascent on the loss before every step. ε = "
+            f"{cfg.epsilon_fraction:g} × the base model's median prompt-token norm at the perturbed hook. "
+            "Loss: mean response-token loss (no adversary) on a fixed subset of the training data before and "
+            "after training (95% t-intervals over batches). Pressure: −Σ⟨g, r̂⟩ / Σ‖g‖ over response tokens "
+            "at the base model's chosen refusal-direction layer (blocks.l.hook_resid_post), g = ∂loss/∂h "
+            "captured during the real training steps; > 0 means training pushes activations towards the "
+            "base model's refusal direction (95% t-interval over training steps).",
+            _training_rows(study),
+        )
+    )
+    head = [
+        "<h1>Refusal representation after SSFT, AT and LAT</h1>",
+        f"<p class=meta>model {html.escape(str(study.model.get('name')))} · models {', '.join(study.labels)} · "
+        f"hook point {hook} · seed {cfg.seed} · wall time {study.wall_seconds:.0f} s · defense_interp {__version__}</p>",
+    ]
     return write_page(path, "defense_interp refusal report", head, sections)

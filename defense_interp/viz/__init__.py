@@ -1,12 +1,31 @@
 """Plotly figure builders (the only place plotly is imported)."""
 
 from defense_interp.viz.figures import (
-    axes_figure, cosine_figure, expression_figure, loss_curve_figure, loss_table_figure, pressure_figure,
+    axes_figure,
+    cosine_figure,
+    expression_figure,
+    loss_curve_figure,
+    loss_table_figure,
+    pressure_figure,
 )
 from defense_interp.viz.study import (
-    diffuseness_figure, explained_figure, probe_cosine_figure, probe_figure, sweep_figure,
+    diffuseness_figure,
+    explained_figure,
+    probe_cosine_figure,
+    probe_figure,
+    sweep_figure,
 )
 
-__all__ = ["axes_figure", "cosine_figure", "expression_figure", "loss_curve_figure", "loss_table_figure",
-           "pressure_figure", "probe_figure", "probe_cosine_figure", "diffuseness_figure", "explained_figure",
-           "sweep_figure"]
+__all__ = [
+    "axes_figure",
+    "cosine_figure",
+    "diffuseness_figure",
+    "explained_figure",
+    "expression_figure",
+    "loss_curve_figure",
+    "loss_table_figure",
+    "pressure_figure",
+    "probe_cosine_figure",
+    "probe_figure",
+    "sweep_figure",
+]

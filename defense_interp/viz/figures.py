@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-__all__ = ["axes_figure", "pressure_figure", "cosine_figure", "loss_curve_figure", "loss_table_figure",
-           "expression_figure"]
+from defense_interp.viz.common import COLORS, band, bars, heat
 
-_COLORS = qualitative.Plotly + qualitative.D3
+__all__ = [
+    "axes_figure",
+    "cosine_figure",
+    "expression_figure",
+    "loss_curve_figure",
+    "loss_table_figure",
+    "pressure_figure",
+]
+
 _STAT_TITLES = {
     "pressure": "pressure P_l = −Σ⟨g, v̂⟩",
     "pressure_norm": "normalised pressure P_l / Σ‖g‖",
@@ -21,44 +26,21 @@ _STAT_TITLES = {
 }
 
 
-_HEAT = dict(zmin=-1, zmax=1, colorscale="RdBu", reversescale=True)
-
-
-def _nan_none(rows):
-    return [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows]
-
-
-def _heat(mat, labels, low=None, high=None, **kw) -> go.Heatmap:
-    """Cosine heatmap with the value in each cell and, when given, its 95% interval on hover."""
-    z = _nan_none(mat)
-    text = [["" if v is None else f"{v:.2f}" for v in row] for row in z]
-    hover = None
-    if low is not None:
-        hover = [[f"{labels[i]} vs {labels[j]}: {text[i][j]} [{low[i][j]:.2f}, {high[i][j]:.2f}]"
-                  for j in range(len(labels))] for i in range(len(labels))]
-    return go.Heatmap(z=z, x=labels, y=labels, text=text, texttemplate="%{text}", hovertext=hover,
-                      hoverinfo="text" if hover else None, **_HEAT, **kw)
-
-
-def _band(fig: go.Figure, x, mean, low, high, name: str, color: str, **where) -> None:
-    fill = color.replace("rgb", "rgba").replace(")", ",0.18)") if color.startswith("rgb") else color
-    fig.add_trace(go.Scatter(x=list(x) + list(x)[::-1], y=list(high) + list(low)[::-1], fill="toself",
-                             fillcolor=fill, opacity=0.25 if not color.startswith("rgb") else 1,
-                             line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup=name), **where)
-    fig.add_trace(go.Scatter(x=list(x), y=list(mean), mode="lines+markers", name=name, legendgroup=name,
-                             line=dict(color=color)), **where)
-
-
 def axes_figure(axes: Any) -> go.Figure:
     """Held-out Cohen's d and axis norm per layer, chosen layer marked."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     layers = list(range(axes.n_layers))
     fig.add_trace(go.Scatter(x=layers, y=axes.cohens_d.tolist(), name="Cohen's d (held out)", mode="lines+markers"))
-    fig.add_trace(go.Scatter(x=layers, y=axes.norms.tolist(), name="‖v_l‖", mode="lines", line=dict(dash="dot")),
-                  secondary_y=True)
+    fig.add_trace(
+        go.Scatter(x=layers, y=axes.norms.tolist(), name="‖v_l‖", mode="lines", line=dict(dash="dot")), secondary_y=True
+    )
     fig.add_vline(x=axes.layer, line_dash="dash", annotation_text=f"chosen layer {axes.layer}")
-    fig.update_layout(title=f"Trait axis '{axes.trait}' at blocks.l.hook_{axes.point}", xaxis_title="layer",
-                      template="plotly_white", height=380)
+    fig.update_layout(
+        title=f"Trait axis '{axes.trait}' at blocks.l.hook_{axes.point}",
+        xaxis_title="layer",
+        template="plotly_white",
+        height=380,
+    )
     fig.update_yaxes(title_text="Cohen's d", secondary_y=False)
     fig.update_yaxes(title_text="axis norm", secondary_y=True)
     return fig
@@ -70,9 +52,10 @@ def pressure_figure(cmp: Any, stats: tuple[str, ...] = ("pressure", "pressure_no
     for c, stat in enumerate(stats, 1):
         for k, label in enumerate(cmp.labels):
             cur = cmp.curve(stat, label)
-            color = _COLORS[k % len(_COLORS)]
-            _band(fig, cmp.layers, cur[:, 0].tolist(), cur[:, 1].tolist(), cur[:, 2].tolist(), label, color,
-                  row=1, col=c)
+            color = COLORS[k % len(COLORS)]
+            band(
+                fig, cmp.layers, cur[:, 0].tolist(), cur[:, 1].tolist(), cur[:, 2].tolist(), label, color, row=1, col=c
+            )
             if c > 1:
                 fig.data[-1].showlegend = False
         fig.add_hline(y=0, line_color="grey", line_width=1, row=1, col=c)
@@ -87,14 +70,34 @@ def cosine_figure(cmp: Any) -> go.Figure:
     li = cmp.layers.index(cmp.axes_layer) if cmp.axes_layer in cmp.layers else len(cmp.layers) // 2
     k = len(cmp.labels)
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.35, 0.65],
-                        subplot_titles=[f"layer {cmp.layers[li]}", "pairs × layers"])
-    fig.add_trace(_heat(cmp.cosine[li].tolist(), list(cmp.labels), cmp.cosine_low[li].tolist(),
-                        cmp.cosine_high[li].tolist(), showscale=False), row=1, col=1)
-    fig.add_trace(go.Heatmap(z=[[float(cmp.cosine[l, i, j]) for l in range(len(cmp.layers))] for i, j in pairs],
-                             x=list(cmp.layers), y=[f"{cmp.labels[i]} vs {cmp.labels[j]}" for i, j in pairs],
-                             zmin=-1, zmax=1, colorscale="RdBu", reversescale=True, colorbar=dict(title="cos")),
-                  row=1, col=2)
+    fig = make_subplots(
+        rows=1, cols=2, column_widths=[0.35, 0.65], subplot_titles=[f"layer {cmp.layers[li]}", "pairs × layers"]
+    )
+    fig.add_trace(
+        heat(
+            cmp.cosine[li].tolist(),
+            list(cmp.labels),
+            cmp.cosine_low[li].tolist(),
+            cmp.cosine_high[li].tolist(),
+            showscale=False,
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Heatmap(
+            z=[[float(cmp.cosine[l, i, j]) for l in range(len(cmp.layers))] for i, j in pairs],
+            x=list(cmp.layers),
+            y=[f"{cmp.labels[i]} vs {cmp.labels[j]}" for i, j in pairs],
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu",
+            reversescale=True,
+            colorbar=dict(title="cos"),
+        ),
+        row=1,
+        col=2,
+    )
     fig.update_xaxes(title_text="layer", row=1, col=2)
     fig.update_layout(template="plotly_white", height=max(320, 120 + 40 * len(pairs)))
     return fig
@@ -106,31 +109,21 @@ def loss_curve_figure(cmp: Any) -> go.Figure:
     fig = go.Figure()
     for k, label in enumerate(cmp.labels):
         mean, low, high = (t.tolist() for t in cmp.loss_curve(label))
-        color = _COLORS[k % len(_COLORS)]
+        color = COLORS[k % len(COLORS)]
         if len(cmp.groups[label]) >= 2:
-            _band(fig, range(len(mean)), mean, low, high, label, color)
+            band(fig, range(len(mean)), mean, low, high, label, color)
         else:
-            fig.add_trace(go.Scatter(x=list(range(len(mean))), y=mean, name=label, mode="lines", line=dict(color=color)))
+            fig.add_trace(
+                go.Scatter(x=list(range(len(mean))), y=mean, name=label, mode="lines", line=dict(color=color))
+            )
     fig.update_layout(template="plotly_white", height=360, xaxis_title="step", yaxis_title="loss (nats/token)")
     return fig
-
-
-def _bars(fig: go.Figure, rows: list[dict[str, Any]], keys: list[str], labels: tuple[str, ...], **where) -> None:
-    for k, key in enumerate(keys):
-        est = [row.get(key) for row in rows]
-        fig.add_trace(go.Bar(
-            x=list(labels), y=[e.mean if e else None for e in est], name=key,
-            marker_color=_COLORS[k % len(_COLORS)],
-            error_y=dict(type="data", symmetric=False,
-                         array=[(e.high - e.mean) if e else None for e in est],
-                         arrayminus=[(e.mean - e.low) if e else None for e in est]),
-        ), **where)
 
 
 def loss_table_figure(cmp: Any) -> go.Figure:
     """Response-token loss on training examples, intervention on/off, at start and end."""
     fig = go.Figure()
-    _bars(fig, cmp.loss_rows(), ["start/train_time", "start/test_time", "end/train_time", "end/test_time"], cmp.labels)
+    bars(fig, cmp.loss_rows(), ["start/train_time", "start/test_time", "end/train_time", "end/test_time"], cmp.labels)
     fig.update_layout(template="plotly_white", barmode="group", height=360, yaxis_title="loss (nats/token)")
     return fig
 
@@ -140,7 +133,7 @@ def expression_figure(cmp: Any) -> go.Figure:
     rows = cmp.expression_rows()
     fig = make_subplots(rows=1, cols=2, subplot_titles=["projection score", "contrast score"])
     for c, score in enumerate(("projection", "contrast"), 1):
-        _bars(fig, rows, [f"{score}/before", f"{score}/after"], cmp.labels, row=1, col=c)
+        bars(fig, rows, [f"{score}/before", f"{score}/after"], cmp.labels, row=1, col=c)
         if c > 1:
             for t in fig.data[-2:]:
                 t.showlegend = False

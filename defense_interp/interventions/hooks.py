@@ -1,0 +1,52 @@
+"""Shared helpers of the intervention context managers: per-layer vectors and hook bookkeeping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from torch import Tensor
+
+from defense_interp.errors import ConfigError
+from defense_interp.types import check_layers, check_vector, hook_name
+
+
+def layer_vectors(model: Any, source: Any, layers: Sequence[int], what: str) -> dict[int, Tensor]:
+    """Per-layer float32 vectors from `source`: an object with `.vectors` `[n_layers, d_model]`
+    (e.g. `TraitAxes`), a `[n_layers, d_model]` tensor, or one `[d_model]` vector for all layers."""
+    d = int(model.cfg.d_model)
+    table = getattr(source, "vectors", source)
+    if not isinstance(table, Tensor):
+        raise ConfigError(f"the {what} must be TraitAxes or a tensor, got {type(source).__name__}")
+    if table.ndim == 2:
+        if table.shape[0] != model.cfg.n_layers:
+            raise ConfigError(
+                f"the {what} has {table.shape[0]} rows but the model has {model.cfg.n_layers} layers; "
+                "pass one row per block (persona_vectors tensors: use TraitAxes.from_persona_vectors)"
+            )
+        return {l: check_vector(table[l], d, f"{what} at layer {l}").float() for l in layers}
+    vec = check_vector(table, d, what).float()
+    return {l: vec for l in layers}
+
+
+@contextmanager
+def hooked(
+    model: Any, fwd: Sequence[tuple[str, Callable]] = (), bwd: Sequence[tuple[str, Callable]] = ()
+) -> Iterator[None]:
+    """Attach hooks for the body only; removes exactly these hooks, also when the body raises."""
+    with model.hooks(fwd_hooks=list(fwd), bwd_hooks=list(bwd)):
+        yield
+
+
+def hook_names(model: Any, layers: int | Sequence[int] | None, point: str) -> dict[int, str]:
+    """`{layer: hook name}` after checking the layers and the hook point."""
+    return {l: hook_name(l, point) for l in check_layers(model, layers)}
+
+
+def on_device(v: Tensor, like: Tensor) -> Tensor:
+    """`v` on the device and in the dtype of `like` (layers may sit on different devices)."""
+    return v.to(device=like.device, dtype=like.dtype)
+
+
+__all__ = ["hook_names", "hooked", "layer_vectors", "on_device"]

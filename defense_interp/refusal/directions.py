@@ -1,0 +1,302 @@
+"""Refusal directions, their selection, and ablation attacks (DESIGN §2, refusal representation).
+
+* **Direction.** `r_{l,p} = mean(h(harmful)) − mean(h(harmless))` at `blocks.{l}.hook_{point}`,
+  prompt offset `p` (see `activations`), for every collected layer and position.
+* **Selection** (`select_direction`), following the first-token recipe: for each candidate
+  `(l, p)` on held-out prompts,
+  - *bypass score*: mean refusal log-odds (`metrics.refusal_log_odds`) of harmful prompts with
+    `r̂` ablated at every layer and position (`resid_pre`, `resid_mid`, `resid_post`); lower is a
+    stronger attack;
+  - *induce score*: mean refusal log-odds of harmless prompts with `r` (raw, norm kept) added at
+    layer `l`, every position;
+  - *KL score*: mean `KL(p ‖ p_ablated)` of the next-token distribution at the last position of
+    harmless prompts, in nats (ablation should leave harmless behaviour alone).
+  Kept: induce > `induce_threshold` (0: adding `r` makes refusal the likelier start), KL <
+  `kl_threshold` (0.1 nats) and `l < max_layer_fraction · n_layers` (0.8: directions near the
+  unembedding act directly on the logits). Chosen: the kept candidate with the lowest bypass
+  score; if none is kept, the lowest bypass score overall, with `fallback=True`. A zero-norm
+  candidate (no difference at all) gets NaN scores and is never chosen.
+Refusal rates, the layer sweep and the transfer matrix (attacks measured on generations) are in
+`refusal.attack`; the refusal tokens of the log-odds in `refusal.judges`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from defense_interp.axes import TraitAxes, held_out_cohens_d
+from defense_interp.errors import ConfigError
+from defense_interp.forward import last_token_logits
+from defense_interp.interventions.steer import ablate, steer
+from defense_interp.io import read_json, read_tensors, write_json, write_tensors
+from defense_interp.metrics.refusal import next_token_kl, refusal_log_odds
+from defense_interp.metrics.stats import Estimate, mean_ci
+from defense_interp.refusal.activations import PromptActivations
+from defense_interp.refusal.judges import refusal_token_ids
+from defense_interp.types import HOOK_POINTS
+
+__all__ = [
+    "DirectionSelection",
+    "RefusalDirections",
+    "ablate_direction",
+    "add_direction",
+    "refusal_directions",
+    "select_direction",
+]
+
+
+@dataclass(frozen=True)
+class RefusalDirections:
+    """`vectors[l, p]`: mean harmful − mean harmless activation at `blocks.{layers[l]}.hook_{point}`,
+    offset `positions[p]` (float32; the means accumulated in float64). `cohens_d[l, p]`: held-out
+    (two-fold, alternating prompts) separation of the projections on `r̂`."""
+
+    vectors: Float[Tensor, "layer pos d_model"]
+    cohens_d: Float[Tensor, "layer pos"]
+    layers: tuple[int, ...]
+    positions: tuple[int, ...]
+    point: str
+    n: tuple[int, int]
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def direction(self, layer: int, position: int = -1) -> Float[Tensor, " d_model"]:
+        """The raw `r` of one layer and position."""
+        if layer not in self.layers or position not in self.positions:
+            raise ConfigError(
+                f"no direction at layer {layer}, position {position}; layers {list(self.layers)}, "
+                f"positions {list(self.positions)}"
+            )
+        return self.vectors[self.layers.index(layer), self.positions.index(position)]
+
+    @property
+    def norms(self) -> Float[Tensor, "layer pos"]:
+        return self.vectors.norm(dim=-1)
+
+    def as_axes(self, *, position: int = -1, layer: int | None = None) -> TraitAxes:
+        """The directions at one position as `TraitAxes` (trait "refusal"), e.g. to measure the
+        gradient pressure along refusal during training. Needs every layer collected."""
+        if list(self.layers) != list(range(len(self.layers))):
+            raise ConfigError("as_axes needs the directions of every layer 0..n_layers-1")
+        p = self.positions.index(position)
+        d = self.cohens_d[:, p]
+        chosen = int(d.nan_to_num(-1e9).argmax()) if layer is None else layer
+        return TraitAxes(
+            self.vectors[:, p].clone(),
+            d.clone(),
+            chosen,
+            self.point,
+            f"prompt_offset{position}",
+            "refusal",
+            self.model,
+            self.n,
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        write_tensors(folder / "directions.safetensors", {"vectors": self.vectors, "cohens_d": self.cohens_d})
+        write_json(
+            folder / "directions.json",
+            {
+                "layers": list(self.layers),
+                "positions": list(self.positions),
+                "point": self.point,
+                "n": list(self.n),
+                "model": self.model,
+            },
+        )
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RefusalDirections:
+        folder = Path(folder)
+        meta, t = read_json(folder / "directions.json"), read_tensors(folder / "directions.safetensors")
+        return cls(
+            t["vectors"],
+            t["cohens_d"],
+            tuple(meta["layers"]),
+            tuple(meta["positions"]),
+            meta["point"],
+            tuple(meta["n"]),
+            meta["model"],
+        )
+
+    def plot(self):
+        from defense_interp.viz.refusal import directions_figure
+
+        return directions_figure(self)
+
+
+def refusal_directions(harmful: PromptActivations, harmless: PromptActivations) -> RefusalDirections:
+    """Difference-in-means directions over every collected layer × position (module docstring)."""
+    if (harmful.layers, harmful.positions, harmful.point) != (harmless.layers, harmless.positions, harmless.point):
+        raise ConfigError("harmful and harmless activations must share layers, positions and hook point")
+    if len(harmful.instructions) < 2 or len(harmless.instructions) < 2:
+        raise ConfigError("refusal directions need at least two harmful and two harmless prompts")
+    vectors = (harmful.acts.double().mean(0) - harmless.acts.double().mean(0)).float()
+    folds = [torch.arange(len(a.instructions)) % 2 for a in (harmful, harmless)]
+    d = torch.stack(
+        [
+            held_out_cohens_d(harmful.acts[:, :, p], harmless.acts[:, :, p], *folds)
+            for p in range(len(harmful.positions))
+        ],
+        dim=1,
+    )
+    return RefusalDirections(
+        vectors,
+        d.float(),
+        harmful.layers,
+        harmful.positions,
+        harmful.point,
+        (len(harmful.instructions), len(harmless.instructions)),
+        harmful.model,
+    )
+
+
+def ablate_direction(model: Any, direction: Tensor):
+    """Directional ablation `x ← x − ⟨x, r̂⟩ r̂` at every layer, every token, at `resid_pre`,
+    `resid_mid` and `resid_post` (a context manager)."""
+    return ablate(model, direction, layers=None, points=HOOK_POINTS)
+
+
+def add_direction(model: Any, direction: Tensor, *, layer: int, coef: float = 1.0, point: str = "resid_pre"):
+    """Activation addition `x ← x + coef · r` at `blocks.{layer}.hook_{point}`, every token."""
+    return steer(model, direction, layer=layer, coef=coef, point=point)
+
+
+@dataclass(frozen=True)
+class DirectionSelection:
+    """Candidate scores `[layer, pos]` (module docstring) and the chosen candidate."""
+
+    layers: tuple[int, ...]
+    positions: tuple[int, ...]
+    bypass: Float[Tensor, "layer pos"]
+    induce: Float[Tensor, "layer pos"]
+    kl: Float[Tensor, "layer pos"]
+    kept: Tensor
+    chosen: tuple[int, int]
+    fallback: bool
+    baseline_harmful: Estimate
+    baseline_harmless: Estimate
+    thresholds: dict[str, float]
+    point: str
+    n: tuple[int, int]
+
+    @property
+    def rule(self) -> str:
+        t = self.thresholds
+        return (
+            f"keep induce > {t['induce']:g}, KL < {t['kl']:g} nats, layer < {t['max_layer_fraction']:g}·n_layers; "
+            "choose the lowest bypass score" + (" (no candidate kept: lowest bypass overall)" if self.fallback else "")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": list(self.layers),
+            "positions": list(self.positions),
+            "bypass": self.bypass.tolist(),
+            "induce": self.induce.tolist(),
+            "kl": self.kl.tolist(),
+            "kept": self.kept.tolist(),
+            "chosen": {"layer": self.chosen[0], "position": self.chosen[1]},
+            "fallback": self.fallback,
+            "baseline_harmful": self.baseline_harmful.to_dict(),
+            "baseline_harmless": self.baseline_harmless.to_dict(),
+            "thresholds": self.thresholds,
+            "rule": self.rule,
+            "point": self.point,
+            "n": list(self.n),
+            "scores": "mean first-token refusal log-odds over prompts (bypass: harmful, ablated everywhere; "
+            "induce: harmless, r added at its layer); KL in nats on harmless prompts",
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DirectionSelection:
+        t = {k: torch.tensor(d[k], dtype=torch.float32) for k in ("bypass", "induce", "kl")}
+        return cls(
+            tuple(d["layers"]),
+            tuple(d["positions"]),
+            t["bypass"],
+            t["induce"],
+            t["kl"],
+            torch.tensor(d["kept"], dtype=torch.bool),
+            (d["chosen"]["layer"], d["chosen"]["position"]),
+            d["fallback"],
+            Estimate.from_dict(d["baseline_harmful"]),
+            Estimate.from_dict(d["baseline_harmless"]),
+            d["thresholds"],
+            d["point"],
+            tuple(d["n"]),
+        )
+
+    def plot(self):
+        from defense_interp.viz.refusal import selection_figure
+
+        return selection_figure(self)
+
+
+def select_direction(
+    model: Any,
+    directions: RefusalDirections,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    *,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+    refusal_tokens: Sequence[int] | None = None,
+    induce_threshold: float = 0.0,
+    kl_threshold: float = 0.1,
+    max_layer_fraction: float = 0.8,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> DirectionSelection:
+    """Score each candidate direction and choose one (module docstring). `harmful`/`harmless`
+    should be held out from the prompts the directions were computed on."""
+    layers = tuple(directions.layers if layers is None else layers)
+    positions = tuple(directions.positions if positions is None else positions)
+    ids = tuple(refusal_tokens) if refusal_tokens is not None else refusal_token_ids(model.tokenizer)
+    base_harm = last_token_logits(model, harmful, batch_size=batch_size)
+    base_safe = last_token_logits(model, harmless, batch_size=batch_size)
+    shape = (len(layers), len(positions))
+    bypass, induce, kl = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape)
+    cells = [(i, j) for i in range(shape[0]) for j in range(shape[1])]
+    for i, j in tqdm(cells, desc="refusal: scoring candidates", disable=not progress, leave=False):
+        r = directions.direction(layers[i], positions[j])
+        if not float(r.norm()) > 0:  # e.g. identical template tokens before any attention: no direction
+            bypass[i, j] = induce[i, j] = kl[i, j] = float("nan")
+            continue
+        with ablate_direction(model, r):
+            bypass[i, j] = refusal_log_odds(last_token_logits(model, harmful, batch_size=batch_size), ids).mean()
+            kl[i, j] = next_token_kl(base_safe, last_token_logits(model, harmless, batch_size=batch_size)).mean()
+        with add_direction(model, r, layer=layers[i], point=directions.point):
+            induce[i, j] = refusal_log_odds(last_token_logits(model, harmless, batch_size=batch_size), ids).mean()
+    low_layer = torch.tensor([l < max_layer_fraction * model.cfg.n_layers for l in layers])[:, None]
+    kept = (induce > induce_threshold) & (kl < kl_threshold) & low_layer  # False where NaN
+    if not bypass.isfinite().any():
+        raise ConfigError("every candidate direction has zero norm: harmful and harmless activations are identical")
+    pool = torch.where(kept if kept.any() else bypass.isfinite(), bypass, torch.full_like(bypass, float("inf")))
+    flat = int(pool.argmin())
+    chosen = (layers[flat // shape[1]], positions[flat % shape[1]])
+    over = "prompts, no intervention"
+    return DirectionSelection(
+        layers,
+        positions,
+        bypass,
+        induce,
+        kl,
+        kept,
+        chosen,
+        not bool(kept.any()),
+        mean_ci(refusal_log_odds(base_harm, ids), over=f"harmful {over}"),
+        mean_ci(refusal_log_odds(base_safe, ids), over=f"harmless {over}"),
+        {"induce": float(induce_threshold), "kl": float(kl_threshold), "max_layer_fraction": float(max_layer_fraction)},
+        directions.point,
+        (len(harmful), len(harmless)),
+    )

@@ -1,0 +1,35 @@
+"""The PPS-vs-IP half of the mission: comparing training runs over seeds, finding which condition
+plays which part, testing the seed paper's claims, and the end-to-end study.
+
+| module     | holds                                                                    |
+|------------|--------------------------------------------------------------------------|
+| `roles`    | which condition is the baseline, PPS at the strongest α, IP, a control…  |
+| `compare`  | `compare()` and `Comparison`: summaries over seeds with intervals        |
+| `findings` | `assess()`: one verdict per claim, by fixed rules                        |
+| `runner`   | `run_study()`: axes, every condition over seeds, probes, report          |
+"""
+
+from defense_interp.study.compare import Comparison, compare
+from defense_interp.study.findings import assess
+from defense_interp.study.probes import PROBE_STATS
+from defense_interp.study.roles import Roles, find_roles
+from defense_interp.study.runner import DESIGNS, SIZES, StudyConfig, run_study
+from defense_interp.study.verdicts import CLAIMS, VERDICTS, Finding, Findings, SubTest
+
+__all__ = [
+    "CLAIMS",
+    "DESIGNS",
+    "PROBE_STATS",
+    "SIZES",
+    "VERDICTS",
+    "Comparison",
+    "Finding",
+    "Findings",
+    "Roles",
+    "StudyConfig",
+    "SubTest",
+    "assess",
+    "compare",
+    "find_roles",
+    "run_study",
+]

@@ -1,0 +1,71 @@
+"""Which condition plays which part in a comparison, found from the conditions' types and
+parameters (never from their labels, which users may choose freely):
+
+| role               | condition                                                            |
+|--------------------|----------------------------------------------------------------------|
+| baseline           | `Baseline` trained from scratch (`compare` puts it first)            |
+| PPS (each α)       | `PPS` (not a control) at one layer, from scratch; strongest = max α  |
+| IP                 | `IP` (not `PlaceboIP`), from scratch                                  |
+| two-stage PPS / IP | `PPS` / `IP` continuing a finished run (`Run.init` set)              |
+| gradient edits     | `GradientEdit`, from scratch, by mode                                |
+| controls           | `RandomPPS`, `PlaceboIP`                                              |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from defense_interp.training import IP, PPS, Baseline, Condition, GradientEdit, PlaceboIP, RandomPPS
+
+__all__ = ["Roles", "find_roles", "is_plain_baseline", "is_sweep_point"]
+
+
+def is_plain_baseline(condition: Condition, init: str | None) -> bool:
+    """A `Baseline` trained from scratch: what differences from baseline are taken against."""
+    return type(condition) is Baseline and init is None
+
+
+def is_sweep_point(condition: Condition, init: str | None) -> bool:
+    """A point of the α sweep: one-layer PPS from scratch, or the plain baseline (α = 0)."""
+    if init is not None:
+        return False
+    return type(condition) is Baseline or (type(condition) is PPS and len(condition.steer_layers) == 1)
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Labels of the conditions that play each part (None where the comparison has none)."""
+
+    baseline: str | None = None
+    pps: str | None = None
+    pps_all: tuple[str, ...] = ()
+    ip: str | None = None
+    pps_two_stage: str | None = None
+    ip_two_stage: str | None = None
+    edits: dict[str, str] = field(default_factory=dict)
+    random_pps: str | None = None
+    placebo_ip: str | None = None
+
+
+def find_roles(conditions: Mapping[str, tuple[Condition, str | None]], *, baseline: str | None) -> Roles:
+    """Roles from `{label: (condition, init)}` in comparison order; `baseline` is the comparison's
+    baseline label (given by the user or found by `is_plain_baseline`)."""
+    fresh = {label: c for label, (c, init) in conditions.items() if init is None}
+    staged = {label: c for label, (c, init) in conditions.items() if init is not None}
+    pps = sorted((float(c.coef), label) for label, c in fresh.items() if is_sweep_point(c, None) and type(c) is PPS)
+
+    def first(pool: Mapping[str, Condition], kind: type) -> str | None:
+        return next((label for label, c in pool.items() if type(c) is kind), None)
+
+    return Roles(
+        baseline=baseline,
+        pps=pps[-1][1] if pps else None,
+        pps_all=tuple(label for _, label in pps),
+        ip=first(fresh, IP),
+        pps_two_stage=first(staged, PPS),
+        ip_two_stage=first(staged, IP),
+        edits={c.mode: label for label, c in fresh.items() if isinstance(c, GradientEdit)},
+        random_pps=first(fresh, RandomPPS),
+        placebo_ip=first(fresh, PlaceboIP),
+    )

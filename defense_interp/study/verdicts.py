@@ -1,0 +1,157 @@
+"""The five claims of DESIGN §1, each tested on the data of a `Comparison` by a fixed rule.
+
+`assess(cmp)` returns `Findings`: one `Finding` per claim with its sub-tests. Each sub-test is an
+`Estimate` of an effect (with its interval and what the interval is over) and a predicted sign.
+Nothing is written by hand; the verdicts follow these rules:
+
+**Sub-test.** For a prediction "> 0" the test is *reproduced* when the whole 95% interval is
+above 0, *not reproduced* when it is wholly below 0, *inconclusive* when it contains 0 (or the
+effect could not be measured: a needed condition was not run, or there is one sample). "< 0" is
+the mirror image. An absence prediction "not < 0" (e.g. "IP does not remove the trait") is
+reproduced unless the interval is wholly below 0. Context tests are reported but not counted.
+
+**Claim.** Unless a claim says otherwise: *reproduced* when every counted sub-test is reproduced,
+*not reproduced* when any is not reproduced, else *inconclusive*. Claim 2 (diffuseness) counts
+three metrics: reproduced when at least two say "IP more diffuse" and none says the opposite;
+not reproduced when at least two say the opposite. Claim 4 is inconclusive when the baseline does
+not learn the trait (its precondition).
+
+Intervals are over seeds when the study has several (the per-seed values are paired with the
+baseline of the same seed), else over training steps, eval questions, batches or probes of the
+single seed, as each Estimate says. PPS claims use the strongest α trained.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from defense_interp.io import write_json
+from defense_interp.metrics.stats import Estimate
+
+__all__ = ["CLAIMS", "VERDICTS", "Finding", "Findings", "SubTest", "combine", "sub_test", "verdict"]
+
+VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+CLAIMS = {
+    1: (
+        "Pressure flip",
+        "PPS flips the gradient pressure along the trait axis from amplifying (baseline) "
+        "to attenuating once α is large enough.",
+    ),
+    2: ("IP gradient is more diffuse", "IP has a different, more diffuse gradient signature than PPS."),
+    3: (
+        "Loss explained away",
+        "IP lowers the next-token loss on the trait data while its prompt is in place; PPS need not.",
+    ),
+    4: (
+        "Behaviour",
+        "Both methods prevent the trait from being acquired; PPS also removes a trait the model "
+        "already has, IP does not.",
+    ),
+    5: (
+        "Causality of the gradient along the axis",
+        "Forcing the gradient along the trait axis to attenuate "
+        "stops the trait from being learnt; forcing it to amplify makes it learnt.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SubTest:
+    """One measured effect with its predicted sign and verdict."""
+
+    name: str
+    statistic: str
+    effect: Estimate | None
+    prediction: str  # "> 0", "< 0" or "not < 0"
+    verdict: str
+    counted: bool = True
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.effect
+        return {
+            "name": self.name,
+            "statistic": self.statistic,
+            "prediction": self.prediction,
+            "effect": None if e is None else e.mean,
+            "interval": None if e is None else [e.low, e.high],
+            "test": None if e is None else f"{e.method} over {e.n} {e.over}; predicted {self.prediction}",
+            "verdict": self.verdict,
+            "counted": self.counted,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Finding:
+    claim: int
+    title: str
+    text: str
+    verdict: str
+    rule: str
+    tests: tuple[SubTest, ...]
+
+    @property
+    def primary(self) -> SubTest:
+        return next((t for t in self.tests if t.counted), self.tests[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.primary.to_dict()
+        return {
+            "claim": self.claim,
+            "title": self.title,
+            "text": self.text,
+            "verdict": self.verdict,
+            "rule": self.rule,
+            "measured_effect": p["effect"],
+            "interval": p["interval"],
+            "test": p["test"],
+            "statistic": p["statistic"],
+            "tests": [t.to_dict() for t in self.tests],
+        }
+
+
+@dataclass(frozen=True)
+class Findings:
+    findings: tuple[Finding, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"findings": [f.to_dict() for f in self.findings], "rules": __doc__, "provenance": self.provenance}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        write_json(path, self.to_dict())
+        return path
+
+
+def verdict(effect: Estimate | None, prediction: str) -> str:
+    """Verdict of a prediction "> c", "< c" or "not < c" (c a number) from a 95% interval."""
+    if effect is None or math.isnan(effect.low) or math.isnan(effect.high):
+        return "inconclusive"
+    op, threshold = prediction.rsplit(" ", 1)
+    c = float(threshold)
+    if op == ">":
+        return "reproduced" if effect.low > c else "not reproduced" if effect.high < c else "inconclusive"
+    if op == "<":
+        return "reproduced" if effect.high < c else "not reproduced" if effect.low > c else "inconclusive"
+    if op == "not <":
+        return "not reproduced" if effect.high < c else "reproduced"
+    raise ValueError(f"unknown prediction {prediction!r}")
+
+
+def sub_test(
+    name: str, statistic: str, effect: Estimate | None, prediction: str, *, counted: bool = True, missing: str = ""
+) -> SubTest:
+    note = f"not measured: {missing}" if effect is None and missing else ""
+    return SubTest(name, statistic, effect, prediction, verdict(effect, prediction), counted, note)
+
+
+def combine(tests: list[SubTest]) -> str:
+    counted = [t.verdict for t in tests if t.counted]
+    if counted and all(v == "reproduced" for v in counted):
+        return "reproduced"
+    return "not reproduced" if "not reproduced" in counted else "inconclusive"

@@ -1,0 +1,60 @@
+"""Training under a condition and what it records: conditions (typed records with a registry),
+the training loop, trainable adapters, checkpoints, run folders and counterfactual gradient probes.
+
+| module        | holds                                                                      |
+|---------------|----------------------------------------------------------------------------|
+| `conditions`  | `Condition` and its kinds (Baseline, PPS, IP, controls, edits, LAT/AT)     |
+| `config`      | `TrainConfig`                                                              |
+| `adapters`    | LoRA or full-weight trainable parameters; loading a finished run's weights |
+| `measure`     | trait expression and the loss table, before and after training            |
+| `probe`       | `probe_gradients` and `GradientProbe`                                      |
+| `checkpoint`  | resumable training state                                                   |
+| `runs`        | `Run`: a finished run on disk                                              |
+| `loop`        | `train()`                                                                  |
+"""
+
+from defense_interp.training.adapters import copy_trained, load_trained, make_trainable
+from defense_interp.training.conditions import (
+    IP,
+    LAT,
+    PPS,
+    Ablation,
+    Baseline,
+    Condition,
+    EmbeddingAT,
+    GradientEdit,
+    PlaceboIP,
+    RandomPPS,
+    condition_type,
+    pps_sweep,
+)
+from defense_interp.training.config import TrainConfig
+from defense_interp.training.loop import train
+from defense_interp.training.measure import loss_estimates, measure_expression
+from defense_interp.training.probe import GradientProbe, probe_gradients
+from defense_interp.training.runs import Run
+
+__all__ = [
+    "IP",
+    "LAT",
+    "PPS",
+    "Ablation",
+    "Baseline",
+    "Condition",
+    "EmbeddingAT",
+    "GradientEdit",
+    "GradientProbe",
+    "PlaceboIP",
+    "RandomPPS",
+    "Run",
+    "TrainConfig",
+    "condition_type",
+    "copy_trained",
+    "load_trained",
+    "loss_estimates",
+    "make_trainable",
+    "measure_expression",
+    "pps_sweep",
+    "probe_gradients",
+    "train",
+]

@@ -1,0 +1,77 @@
+"""Trainable parameters: LoRA adapters (peft) or all weights, and copying a finished run's
+trained parameters into a model (two-stage training, analysing a trained model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from defense_interp.errors import ConfigError
+from defense_interp.models import copy_model, model_identity
+from defense_interp.training.config import TrainConfig
+from defense_interp.training.runs import Run
+
+__all__ = ["ADAPTER_KEYS", "copy_trained", "load_trained", "make_trainable"]
+
+#: The config entries that fix the shape of the trained parameters.
+ADAPTER_KEYS = ("lora", "lora_rank", "lora_alpha")
+
+
+def make_trainable(model: Any, cfg: TrainConfig) -> list[tuple[str, torch.nn.Parameter]]:
+    """Put LoRA adapters (peft) on every linear layer inside the blocks and freeze the rest — or,
+    with `cfg.lora=False`, make every weight trainable. Changes `model` in place; returns the
+    trainable `(name, parameter)` pairs."""
+    for p in model.parameters():
+        p.requires_grad_(not cfg.lora)
+    if cfg.lora:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith("blocks.")]
+        if not targets:
+            raise ConfigError("no linear layers found in the model's blocks to put LoRA adapters on")
+        inject_adapter_in_model(
+            LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=targets, lora_dropout=0.0), model
+        )
+        for n, p in model.named_parameters():
+            p.requires_grad_("lora_" in n)
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def copy_trained(init: Run, model: Any, trainable: list[tuple[str, torch.nn.Parameter]], cfg: TrainConfig) -> None:
+    """Copy a finished run's trained parameters into `trainable` (checked for compatibility)."""
+    if not isinstance(init, Run):
+        raise ConfigError(f"init must be a Run (e.g. Run.load(folder)), got {type(init).__name__}")
+    if init.model.get("name") != model_identity(model).get("name"):
+        raise ConfigError(
+            f"init run {init.name!r} was trained on {init.model.get('name')!r}, "
+            f"not on {model_identity(model).get('name')!r}"
+        )
+    for key in ADAPTER_KEYS:
+        if init.config.get(key) != getattr(cfg, key):
+            raise ConfigError(
+                f"init run {init.name!r} has {key}={init.config.get(key)!r} but this config has "
+                f"{getattr(cfg, key)!r}; continue training with the same adapters"
+            )
+    state = init.trained_state()
+    names = {n for n, _ in trainable}
+    if names != set(state):
+        raise ConfigError(
+            f"init run {init.name!r} holds {len(state)} trained tensors that do not match this "
+            f"model's {len(names)} trainable ones"
+        )
+    with torch.no_grad():
+        for n, p in trainable:
+            p.copy_(state[n].to(p))
+
+
+def load_trained(model: Any, run: Run) -> Any:
+    """A copy of `model` with a finished run's trained parameters (LoRA adapters or all weights)."""
+    fields = {k: run.config[k] for k in ADAPTER_KEYS if k in run.config}
+    cfg = TrainConfig(**fields)
+    work = copy_model(model)
+    copy_trained(run, work, make_trainable(work, cfg), cfg)
+    for p in work.parameters():
+        p.requires_grad_(False)
+    work.eval()
+    return work

@@ -1,0 +1,58 @@
+"""What a run measures before and after training: trait expression at test time, and the
+response-token loss on a fixed subset of the training data with the training-time intervention on
+("train_time") and off ("test_time")."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from defense_interp.axes import TraitAxes
+from defense_interp.data.chat import Conversation, encode_chat
+from defense_interp.data.traits import Trait
+from defense_interp.evaluate import contrast_score, projection_score
+from defense_interp.metrics.loss import response_token_loss
+from defense_interp.metrics.stats import Estimate, mean_ci
+from defense_interp.models import model_device
+from defense_interp.training.conditions import Baseline, Condition
+from defense_interp.training.config import TrainConfig
+
+__all__ = ["LOSS_MODES", "loss_estimates", "measure_expression"]
+
+LOSS_MODES = ("train_time", "test_time")
+
+
+def measure_expression(
+    model: Any, trait: Trait, axes: TraitAxes, cfg: TrainConfig
+) -> tuple[dict[str, Estimate], list[str]]:
+    """Projection and contrast scores of `model` at test time, and its answers."""
+    questions = trait.eval_questions[: cfg.eval_questions] if cfg.eval_questions else trait.eval_questions
+    proj, answers = projection_score(model, axes, questions, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
+    scores = {"projection": proj}
+    if trait.eval_pairs:
+        scores["contrast"] = contrast_score(model, trait)
+    return scores, answers
+
+
+def loss_estimates(
+    model: Any, convs: list[Conversation], condition: Condition, cfg: TrainConfig
+) -> dict[str, Estimate]:
+    """Response-token loss per batch of `cfg.batch_size` examples (token-weighted mean within a
+    batch), intervention on (train_time: the condition's hooks, its data change and its adversarial
+    perturbation of the batch, if any) and off (test_time), over batches (samples kept)."""
+    dev = model_device(model)
+    est = {}
+    for mode in LOSS_MODES:
+        data = condition.prepare(convs) if mode == "train_time" else convs
+        ctx = condition.intervene(model) if mode == "train_time" else Baseline().intervene(model)
+        losses = []
+        with ctx:
+            for i in range(0, len(data), cfg.batch_size):
+                b = encode_chat(model, data[i : i + cfg.batch_size], max_length=cfg.max_length).to(dev)
+                with condition.perturb(model, b) if mode == "train_time" else nullcontext(), torch.no_grad():
+                    logits = model(b.tokens, attention_mask=b.attention_mask)
+                losses.append(float(response_token_loss(logits, b.tokens, b.response_mask)))
+        est[mode] = mean_ci(losses, over="batches of training examples", keep=True)
+    return est

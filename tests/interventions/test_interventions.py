@@ -1,0 +1,167 @@
+"""Interventions on the tiny model: exact steering, gradient parity, finite differences, no leaks."""
+
+import pytest
+import torch
+
+import defense_interp as di
+from defense_interp.metrics.loss import response_token_loss
+from tests.helpers import count_hooks
+
+CONV = [{"role": "user", "content": "How are you today?"}, {"role": "assistant", "content": "Fine, thanks."}]
+CONV2 = [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "Because."}]
+
+
+def _grab(model, name, fn):
+    out = {}
+
+    def hook(x, hook):
+        out["x"] = x.detach().clone()
+
+    with model.hooks(fwd_hooks=[(name, hook)]):
+        fn()
+    return out["x"]
+
+
+@pytest.mark.parametrize("point", ["resid_pre", "resid_mid", "resid_post"])
+def test_steering_shifts_the_hooked_activation_by_alpha_v(tiny, point):
+    b = di.encode_chat(tiny.tokenizer, [CONV, CONV2])
+    v = torch.randn(tiny.cfg.d_model)
+    name = f"blocks.2.hook_{point}"
+    run = lambda: tiny(b.tokens, attention_mask=b.attention_mask)  # noqa: E731
+    with torch.no_grad():
+        plain = _grab(tiny, name, run)
+        with di.steer(tiny, v, layer=2, coef=3.0, point=point):
+            steered = _grab(tiny, name, run)
+    assert torch.allclose(steered - plain, (3.0 * v).expand_as(plain), atol=1e-5)
+
+
+def test_steering_with_axes_uses_the_raw_layer_vector(tiny, random_axes):
+    b = di.encode_chat(tiny.tokenizer, [CONV])
+    run = lambda: tiny(b.tokens)  # noqa: E731
+    with torch.no_grad():
+        plain = _grab(tiny, "blocks.1.hook_resid_post", run)
+        with di.steer(tiny, random_axes, layer=1, coef=-0.5):
+            steered = _grab(tiny, "blocks.1.hook_resid_post", run)
+    assert torch.allclose(steered - plain, (-0.5 * random_axes.vectors[1]).expand_as(plain), atol=1e-5)
+
+
+def test_ablation_removes_the_direction(tiny):
+    r = torch.randn(tiny.cfg.d_model)
+    b = di.encode_chat(tiny.tokenizer, [CONV])
+    with torch.no_grad(), di.ablate(tiny, r, layers=[1]):
+        x = _grab(tiny, "blocks.1.hook_resid_post", lambda: tiny(b.tokens))
+    assert (x @ (r / r.norm())).abs().max() < 1e-4
+
+
+def _loss(model, b):
+    logits = model(b.tokens, attention_mask=b.attention_mask)
+    return response_token_loss(logits, b.tokens, b.response_mask)
+
+
+def test_captured_gradients_equal_autograd(tiny, random_axes):
+    b = di.encode_chat(tiny.tokenizer, [CONV, CONV2])
+    with di.capture_gradients(tiny, random_axes) as cap:
+        cap.set_mask(b.response_mask)
+        _loss(tiny, b).backward()
+        cap.end_step()
+    tiny.zero_grad(set_to_none=True)
+    stats = cap.stats
+    acts = {}
+
+    def keep(x, hook):
+        acts[hook.layer()] = x
+
+    with tiny.hooks(fwd_hooks=[(f"blocks.{l}.hook_resid_post", keep) for l in range(tiny.cfg.n_layers)]):
+        loss = _loss(tiny, b)
+    grads = torch.autograd.grad(loss, [acts[l] for l in range(tiny.cfg.n_layers)])
+    m = b.response_mask
+    for l, g in enumerate(grads):
+        u = random_axes.unit(l)
+        gm = g[m]  # [n_response_tokens, d_model]
+        assert float(stats.pressure[0, l]) == pytest.approx(float(-(gm @ u).sum()), rel=1e-4, abs=1e-7)
+        assert float(stats.axis_share[0, l]) == pytest.approx(float(((gm @ u) ** 2).sum() / (gm**2).sum()), rel=1e-4)
+        assert float(stats.grad_norm[0, l]) == pytest.approx(float(gm.norm()), rel=1e-4)
+        assert torch.allclose(stats.gbar[0, l], gm.sum(0), rtol=1e-4, atol=1e-7)
+
+
+def test_pressure_equals_finite_difference_of_the_loss(random_axes):
+    model = di.tiny_model(seed=3)
+    model.to(torch.float64)
+    b = di.encode_chat(model.tokenizer, [CONV, CONV2])
+    layer = 2
+    u = random_axes.unit(layer).double()
+    with di.capture_gradients(model, random_axes, layers=[layer]) as cap:
+        cap.set_mask(b.response_mask)
+        _loss(model, b).backward()
+        cap.end_step()
+
+    def loss_at(eps):
+        def push(x, hook):  # add eps·û at every response position
+            return x + eps * b.response_mask[..., None].to(x) * u.to(x)
+
+        with torch.no_grad(), model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_post", push)]):
+            return float(_loss(model, b))
+
+    eps = 1e-4
+    fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
+    assert float(cap.stats.pressure[0, 0]) == pytest.approx(-fd, rel=1e-4)
+
+
+def test_capture_needs_a_mask(tiny, random_axes):
+    b = di.encode_chat(tiny.tokenizer, [CONV])
+    with pytest.raises(di.ConfigError, match="set_mask"), di.capture_gradients(tiny, random_axes):
+        _loss(tiny, b).backward()
+    tiny.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m, a: di.steer(m, a, layer=1, coef=1.0),
+        lambda m, a: di.ablate(m, a, layers=None, points=("resid_pre", "resid_post")),
+        lambda m, a: di.capture_gradients(m, a),
+        lambda m, a: di.edit_gradients(m, a, layer=1, mode="attenuate"),
+        lambda m, a: di.ablate_direction(m, a.vector(1)),
+        lambda m, a: di.add_direction(m, a.vector(1), layer=2),
+        lambda m, a: __import__("defense_interp.interventions", fromlist=["perturb"]).perturb(
+            m, torch.zeros(1, 3, m.cfg.d_model), layer=1
+        ),
+        lambda m, a: di.PPS(a, layer=[1, 2], coef=2.0).intervene(m),
+        lambda m, a: di.Ablation(a, layers=[0, 3]).intervene(m),
+        lambda m, a: di.GradientEdit(a, layer=2, mode="amplify").intervene(m),
+    ],
+    ids=[
+        "steer",
+        "ablate",
+        "capture",
+        "edit",
+        "ablate_direction",
+        "add_direction",
+        "perturb",
+        "PPS",
+        "Ablation",
+        "GradientEdit",
+    ],
+)
+def test_no_hooks_remain_after_an_exception(tiny, random_axes, make):
+    before = count_hooks(tiny)
+    with pytest.raises(RuntimeError, match="boom"):
+        with make(tiny, random_axes):
+            assert count_hooks(tiny) > before  # the context did attach hooks
+            raise RuntimeError("boom")
+    assert count_hooks(tiny) == before
+
+
+def test_bad_layer_vector_and_point_are_clear_errors(tiny):
+    with pytest.raises(di.ConfigError, match="out of range"):
+        with di.steer(tiny, torch.randn(tiny.cfg.d_model), layer=99, coef=1.0):
+            pass
+    with pytest.raises(di.ConfigError, match="d_model"):
+        with di.steer(tiny, torch.randn(7), layer=0, coef=1.0):
+            pass
+    with pytest.raises(di.ConfigError, match="unknown hook point"):
+        with di.ablate(tiny, torch.randn(tiny.cfg.d_model), points=("attn_out",)):
+            pass
+    with pytest.raises(di.ConfigError, match="zero norm"):
+        with di.ablate(tiny, torch.zeros(tiny.cfg.d_model)):
+            pass

@@ -1,0 +1,56 @@
+"""A restructure changes no number: the tiny studies' results equal the snapshot taken at commit
+22206c3 (before the package was split by domain), run by the same commands.
+
+`snapshots/findings_tiny_full.json` is `defense-interp study --preset full --model tiny` and
+`snapshots/refusal_tiny.json` is `defense-interp refusal --model tiny`, both from that commit. Only
+version and wall-time fields may differ. Floats are compared with a relative tolerance of 1e-9
+(on the machine that took the snapshot they are bit-identical; other CPUs may round differently).
+"""
+
+import json
+import math
+from pathlib import Path
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+VOLATILE = {"package_version", "torch_version", "wall_seconds", "versions"}
+
+
+def differences(old, new, path=""):
+    """Every place where `new` differs from `old` (volatile fields skipped)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = [
+            f"{path}/{k}: only in {'the snapshot' if k in old else 'the new result'}"
+            for k in sorted(set(old) ^ set(new))
+            if k not in VOLATILE
+        ]
+        for k in sorted(set(old) & set(new) - VOLATILE):
+            out += differences(old[k], new[k], f"{path}/{k}")
+        return out
+    if isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new):
+            return [f"{path}: {len(old)} entries vs {len(new)}"]
+        return [d for i, (a, b) in enumerate(zip(old, new, strict=True)) for d in differences(a, b, f"{path}[{i}]")]
+    if isinstance(old, float) and isinstance(new, float):
+        same = (math.isnan(old) and math.isnan(new)) or math.isclose(old, new, rel_tol=1e-9, abs_tol=1e-12)
+    else:
+        same = type(old) is type(new) and old == new
+    return [] if same else [f"{path}: {old!r} vs {new!r}"]
+
+
+def test_the_comparison_can_fail():
+    old = {"a": [1.0, "x", {"b": math.nan}], "wall_seconds": 3}
+    assert differences(old, {"a": [1.0, "x", {"b": math.nan}], "wall_seconds": 9}) == []
+    assert differences(old, {"a": [1.0 + 1e-6, "x", {"b": math.nan}]}) == ["/a[0]: 1.0 vs 1.000001"]
+    assert differences(old, {"a": [1.0, "y", {"b": 0.0}]}) == ["/a[1]: 'x' vs 'y'", "/a[2]/b: nan vs 0.0"]
+
+
+def test_tiny_full_study_findings_equal_the_snapshot(tiny_full_study):
+    new = json.loads((tiny_full_study[0] / "findings.json").read_text())
+    old = json.loads((SNAPSHOTS / "findings_tiny_full.json").read_text())
+    assert differences(old, new) == []
+
+
+def test_tiny_refusal_study_equals_the_snapshot(tiny_refusal_study):
+    new = json.loads((tiny_refusal_study / "refusal.json").read_text())
+    old = json.loads((SNAPSHOTS / "refusal_tiny.json").read_text())
+    assert differences(old, new) == []

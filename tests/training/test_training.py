@@ -1,0 +1,274 @@
+"""Training, runs on disk, compare and the report, on the tiny model."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import defense_interp as di
+from defense_interp.cli import main
+from tests.helpers import tiny_config
+
+CFG = tiny_config(steps=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_axes(tiny, trait):
+    return di.extract_trait_axes(tiny, trait, n_pairs=1, n_questions=2, max_new_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny, trait, tiny_axes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    small = trait.with_train_data(trait.train_data[:8])
+    cfg = dataclasses.replace(CFG, probe_steps=(0, 3))
+    return {
+        name: di.train(tiny, small, cond, cfg, out / name, axes=tiny_axes, name=name, progress=False)
+        for name, cond in [("baseline", di.Baseline()), ("pps", di.PPS(tiny_axes, coef=2.0)), ("ip", di.IP())]
+    }
+
+
+def test_run_saved_and_loaded_is_equal(runs):
+    for run in runs.values():
+        back = di.Run.load(run.path)
+        assert back == run
+        assert back.gradients.pressure.shape == (3, run.gradients.pressure.shape[1])
+
+
+def test_run_records_every_layer_and_finite_statistics(runs, tiny):
+    run = runs["pps"]
+    assert run.gradients.layers == tuple(range(tiny.cfg.n_layers))
+    assert all(torch.isfinite(getattr(run.gradients, k)).all() for k in ("pressure", "pressure_norm", "axis_share"))
+    assert run.condition["name"] == "pps" and run.condition["coef"] == 2.0
+    assert set(run.expression) == {"before", "after"} and set(run.expression["after"]) == {"projection", "contrast"}
+    assert set(run.loss_table["end"]) == {"train_time", "test_time"}
+    assert run.trained_state() and all("lora_" in k for k in run.trained_state())
+
+
+def test_probes_are_taken_at_the_requested_steps_and_saved(runs):
+    run = di.Run.load(runs["pps"].path)
+    assert [p.step for p in run.probes] == [0, 3]
+    assert run.probes[0].labels == ("baseline", "pps_a2")
+    # the probe batch is the first loss batch, and step 0 has the starting weights
+    assert float(run.probes[0].loss[0]) == pytest.approx(run.loss_table["start"]["test_time"].samples[0], rel=1e-5)
+    assert float(run.probes[0].loss[1]) == pytest.approx(run.loss_table["start"]["train_time"].samples[0], rel=1e-5)
+    assert float(run.probes[1].loss[0]) == pytest.approx(run.loss_table["end"]["test_time"].samples[0], rel=1e-5)
+
+
+def test_loss_table_is_over_batches_and_paired_across_runs(runs):
+    base, ip = runs["baseline"], runs["ip"]
+    assert base.loss_table["start"]["test_time"].n == len(base.loss_table["start"]["test_time"].samples) == 1
+    assert base.loss_table["start"]["test_time"].samples == pytest.approx(ip.loss_table["start"]["test_time"].samples)
+
+
+def test_two_stage_training_continues_from_the_trained_adapters(tiny, trait, tiny_axes, runs):
+    small = trait.with_train_data(trait.train_data[:8])
+    stage2 = di.train(
+        tiny,
+        small,
+        di.PPS(tiny_axes, coef=2.0),
+        dataclasses.replace(CFG, steps=1),
+        axes=tiny_axes,
+        init=runs["baseline"],
+        name="two_stage_pps",
+        progress=False,
+    )
+    # starts where stage 1 ended: same weights, same loss batches
+    assert stage2.loss_table["start"]["test_time"].samples == pytest.approx(
+        runs["baseline"].loss_table["end"]["test_time"].samples, rel=1e-5
+    )
+    assert stage2.expression["before"] == runs["baseline"].expression["after"]
+    assert stage2.condition["init"] == "baseline"
+    with pytest.raises(di.ConfigError, match="lora_rank"):
+        di.train(
+            tiny,
+            small,
+            di.Baseline(),
+            dataclasses.replace(CFG, lora_rank=4),
+            axes=tiny_axes,
+            init=runs["baseline"],
+            progress=False,
+        )
+
+
+def test_probe_steps_are_validated():
+    with pytest.raises(di.ConfigError, match="probe_steps"):
+        di.TrainConfig(steps=3, probe_steps=(4,))
+
+
+def test_copy_model_skips_transient_graph_tensors(tiny):
+    module = next(iter(tiny.blocks))
+    x = torch.ones(2, requires_grad=True)
+    module._transient = x * 2  # a non-leaf tensor, as TransformerLens leaves after a forward pass
+    try:
+        clone = di.copy_model(tiny)
+    finally:
+        del module._transient
+    assert next(iter(clone.blocks))._transient is None
+    assert all(torch.equal(a, b) for a, b in zip(clone.state_dict().values(), tiny.state_dict().values(), strict=False))
+
+
+def test_training_changes_the_copy_not_the_callers_model(tiny, trait, tiny_axes):
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    run = di.train(
+        tiny,
+        trait.train_data[:4],
+        di.Baseline(),
+        tiny_config(steps=2, lr=1e-2, max_length=128, eval_questions=1, eval_max_new_tokens=2),
+        axes=tiny_axes,
+        progress=False,
+    )
+    after = tiny.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not [n for n, _ in tiny.named_parameters() if "lora_" in n]
+    assert run.loss_table["end"]["test_time"].mean != run.loss_table["start"]["test_time"].mean
+
+
+def test_ip_loss_differs_only_with_the_prompt_in_place(runs):
+    start = runs["ip"].loss_table["start"]
+    base = runs["baseline"].loss_table["start"]
+    assert start["test_time"].mean == pytest.approx(base["test_time"].mean)  # same model, same data
+    assert start["train_time"].mean != pytest.approx(start["test_time"].mean)  # prompt inserted
+
+
+def test_pps_steers_during_training_only(runs):
+    start = runs["pps"].loss_table["start"]
+    assert start["train_time"].mean != pytest.approx(start["test_time"].mean)
+
+
+def test_full_fine_tuning_option(tiny, trait, tiny_axes):
+    cfg = tiny_config(lora=False, lr=1e-4, max_length=128, eval_questions=1, eval_max_new_tokens=2)
+    run = di.train(tiny, trait.train_data[:2], di.Baseline(), cfg, axes=tiny_axes, progress=False)
+    assert run.provenance["trainable_parameters"] == sum(p.numel() for p in tiny.parameters())
+
+
+def test_train_needs_axes_and_data(tiny, trait, tiny_axes):
+    with pytest.raises(di.ConfigError, match="axes"):
+        di.train(tiny, trait.train_data[:2], di.Baseline(), CFG)
+    with pytest.raises(di.DataError, match="empty"):
+        di.train(tiny, [], di.Baseline(), CFG, axes=tiny_axes)
+
+
+def test_compare_and_report(runs, tiny_axes, tmp_path):
+    cmp = di.compare(runs["pps"], runs["ip"], baseline=runs["baseline"])
+    assert cmp.labels == ("baseline", "pps", "ip") and cmp.seeds == {"baseline": [0], "pps": [0], "ip": [0]}
+    assert cmp.cosine.shape == (len(cmp.layers), 3, 3)
+    assert torch.allclose(torch.diagonal(cmp.cosine, dim1=1, dim2=2), torch.ones(len(cmp.layers), 3), atol=1e-5)
+    mean_p = float(runs["pps"].gradients.pressure[:, 1].mean())
+    assert cmp.curves["pressure"]["pps"][1].mean == pytest.approx(mean_p, rel=1e-5)
+    path = cmp.report(tmp_path / "r.html", axes=tiny_axes)
+    html = path.read_text()
+    assert "<script src=" not in html and "Plotly.newPlot" in html
+    for heading in (
+        "Trait axis",
+        "Gradient pressure",
+        "Counterfactual gradient probes",
+        "Diffuseness by layer",
+        "α sweep",
+        "Loss explained away",
+        "Trait expression",
+    ):
+        assert f"<h2>{heading}" in html
+    assert html.count('class="plotly-graph-div"') == 10
+    assert "over training steps" in html and "(paired)" in html  # one seed: intervals say what they are over
+    d = json.loads(json.dumps(cmp.to_dict()))
+    assert d["probes"]["labels"] == ["baseline", "pps_a2", "ip"]
+    _labels, mean, low, _high = cmp.probe_cosine()
+    assert mean.shape == (len(cmp.layers), 3, 3) and torch.allclose(mean[:, 0, 0], torch.ones(len(cmp.layers)))
+    assert torch.isnan(mean[:, 1, 2]).all()  # pps_a2 and ip were never probed together
+    assert cmp.probe_cosine_over.startswith("probes") and torch.isfinite(low[:, 0, 1]).all()  # 2 probes of one seed
+    rows = {r["run"]: r for r in cmp.run_diffuseness_rows()}
+    assert rows["baseline"]["layer spread of ‖Δ‖²"] is None and 0 < rows["ip"]["PR(mean ḡ_L)"].mean <= 1
+
+
+def test_compare_rejects_runs_of_different_models(runs):
+    other = di.Run(**{**runs["ip"].__dict__, "model": {"name": "other"}})
+    with pytest.raises(di.RunError, match="model"):
+        di.compare(runs["pps"], other)
+
+
+def test_corrupted_run_folder_is_a_clear_error(runs, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(runs["ip"].path, bad)
+    (bad / "run.json").write_text("{not json")
+    with pytest.raises(di.RunError, match="corrupted"):
+        di.Run.load(bad)
+    (bad / "run.json").unlink()
+    with pytest.raises(di.RunError, match="missing"):
+        di.Run.load(bad)
+
+
+def test_cli_study_on_tiny_model_writes_runs_findings_and_report(tmp_path, capsys):
+    assert main(["study", "--out", str(tmp_path), "--model", "tiny", "--steps", "2"]) == 0
+    assert capsys.readouterr().out.strip().endswith("report.html")
+    for name in ("baseline", "pps_a4", "ip"):
+        assert di.Run.load(tmp_path / "seed0" / name).name == name
+    assert (tmp_path / "report.html").stat().st_size > 1_000_000  # plotly.js inlined
+    findings = json.loads((tmp_path / "findings.json").read_text())["findings"]
+    assert [f["claim"] for f in findings] == [1, 2, 3, 4, 5]
+    assert (
+        main(
+            [
+                "report",
+                str(tmp_path / "seed0" / "pps_a4"),
+                str(tmp_path / "seed0" / "baseline"),
+                "--out",
+                str(tmp_path / "again.html"),
+            ]
+        )
+        == 0
+    )
+
+
+def test_full_study_design_on_tiny_model_and_resume(tiny_full_study, capsys):
+    """Every condition of the full design over three seeds; a second call loads every run instead of training."""
+    tmp_path, args = tiny_full_study
+    labels = sorted(p.name for p in (tmp_path / "seed1").iterdir())
+    assert labels == sorted(
+        [
+            "baseline",
+            "pps_a2",
+            "pps_a4",
+            "pps_a8",
+            "ip",
+            "random_pps_a8",
+            "placebo_ip",
+            "edit_neutralize",
+            "edit_attenuate",
+            "edit_amplify",
+            "two_stage_pps_a8",
+            "two_stage_ip",
+        ]
+    )
+    base = di.Run.load(tmp_path / "seed0" / "baseline")
+    assert [p.step for p in base.probes] == [0, 3, 6] and len(base.probes[0].labels) == 10
+    two_stage = di.Run.load(tmp_path / "seed1" / "two_stage_ip")
+    assert two_stage.init == "baseline" and type(two_stage.condition) is di.IP
+    first = json.loads((tmp_path / "findings.json").read_text())
+    html = (tmp_path / "report.html").read_text()
+    assert "<h2>Findings</h2>" in html and html.index("Findings") < html.index("<h2>Runs")
+    assert "(predicted &lt; 0;" in html and "(predicted < 0" not in html  # predictions are escaped
+    capsys.readouterr()
+    assert main(args) == 0
+    log = capsys.readouterr().err
+    assert "training" not in log and log.count("already finished") == 36
+    assert json.loads((tmp_path / "findings.json").read_text())["findings"] == first["findings"]
+    assert main([*args, "--resume"]) == 0 and "training" not in capsys.readouterr().err
+
+
+def test_cli_passes_device_and_dtype_to_load_model(monkeypatch, capsys):
+    import argparse
+
+    from defense_interp import cli
+
+    seen = {}
+    monkeypatch.setattr(di, "load_model", lambda name, **kw: seen.update(name=name, **kw) or "model")
+    args = argparse.Namespace(model="my/model", device="cuda:1", dtype="bfloat16")
+    assert cli._load(args) == "model"
+    assert seen == {"name": "my/model", "device": "cuda:1", "dtype": torch.bfloat16}
+    with pytest.raises(SystemExit):  # argparse refuses a dtype the toolkit does not support
+        main(["study", "--out", "x", "--dtype", "int8"])
+    assert "invalid choice" in capsys.readouterr().err
