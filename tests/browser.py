@@ -50,25 +50,30 @@ class Rendered:
 
 @contextmanager
 def open_page(
-    path: str | Path, *, width: int = 1280, height: int = 800, draw_timeout_ms: int = 15_000
+    path: str | Path, *, width: int = 1280, height: int = 800, draw_timeout_ms: int = 15_000, allow: str | None = None
 ) -> Iterator[tuple[object, Rendered]]:
-    """A Playwright page showing the report at `path`, offline: any request other than the file
-    itself is recorded and aborted. Waits up to `draw_timeout_ms` for every graph to be drawn.
-    Yields `(page, rendered)`; `rendered` is filled on entry."""
+    """A Playwright page showing the report at `path` (a file, or an `http://127.0.0.1…` URL),
+    offline: any request other than the page itself (or, with `allow`, a URL starting with it, e.g.
+    a local server's other files) is recorded and aborted. Waits up to `draw_timeout_ms` for every
+    graph to be drawn. Yields `(page, rendered)`; `rendered` is filled on entry."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    url = Path(path).resolve().as_uri()
+    url = str(path) if str(path).startswith("http://127.0.0.1") else Path(path).resolve().as_uri()
     errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
         try:
-            context = browser.new_context(offline=True, viewport={"width": width, "height": height})
+            # a page served from 127.0.0.1 needs the network stack on; the route below still aborts
+            # (and records) every request outside the page and `allow`
+            context = browser.new_context(
+                offline=not url.startswith("http"), viewport={"width": width, "height": height}
+            )
             page = context.new_page()
 
             def route(r):
-                if r.request.url == url:
+                if r.request.url == url or (allow is not None and r.request.url.startswith(allow)):
                     r.continue_()
                 else:
                     requests.append(r.request.url)

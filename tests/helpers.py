@@ -1,10 +1,15 @@
-"""Builders shared by the tests: small training configs, hook counting, study fixtures' commands."""
+"""Builders shared by the tests: small training configs, hook counting, the study fixtures' commands,
+and runs with planted statistics (a comparison whose right answers are known)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 import defense_interp as di
+from defense_interp.interventions.capture import GradientStats
+from defense_interp.metrics import mean_ci
 
 #: What every test training run on the tiny model shares: two examples a batch, the tiny model's
 #: byte-level tokens (long), a two-example loss table and no evaluation beyond two short answers.
@@ -24,3 +29,79 @@ def tiny_config(**overrides: Any) -> di.TrainConfig:
 def count_hooks(model: Any) -> int:
     """Forward, backward and forward-pre hooks attached to any module of `model`."""
     return sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+# -- planted runs -------------------------------------------------------------------------------
+LAYERS = (0, 1, 2)
+AXES_LAYER = 1
+
+
+def _est(values: list[float]) -> di.Estimate:
+    return mean_ci(values, over="eval questions", keep=True)
+
+
+PLANTED_AXES = di.TraitAxes(
+    torch.randn(len(LAYERS), 8, generator=torch.Generator().manual_seed(0)),
+    torch.ones(len(LAYERS)),
+    layer=AXES_LAYER,
+    trait="evil",
+)
+
+
+def fake_run(
+    name, condition, seed, *, key=None, init=None, pn=0.0, before=0.0, after=0.0, start_train=3.0, start_test=3.0
+):
+    """A Run of `condition` with planted statistics: normalised pressure `pn` at the axes layer (0
+    elsewhere), projection scores before/after, and start-of-training losses (4 questions / batches,
+    small noise that depends on the seed and `key`, default the name)."""
+    g = torch.Generator().manual_seed(seed * 1000 + sum(map(ord, key or name)))
+    noise = lambda n: (torch.randn(n, generator=g) * 0.01).tolist()  # noqa: E731
+    steps = 5
+    stat = torch.zeros(steps, len(LAYERS))
+    stat[:, LAYERS.index(AXES_LAYER)] = pn + torch.tensor(noise(steps))
+    grads = GradientStats(
+        LAYERS, "resid_post", stat * 10, stat, stat.abs(), torch.ones(steps, 3), torch.randn(steps, 3, 8, generator=g)
+    )
+    expr = {w: {"projection": _est([v + e for e in noise(4)])} for w, v in (("before", before), ("after", after))}
+    loss = {
+        "start": {
+            "train_time": _est([start_train + e for e in noise(4)]),
+            "test_time": _est([start_test + e for e in noise(4)]),
+        },
+        "end": {"train_time": _est([2.0 + e for e in noise(4)]), "test_time": _est([2.0 + e for e in noise(4)])},
+    }
+    return di.Run(
+        name=name,
+        condition=condition,
+        config={"seed": seed},
+        model={"name": "m"},
+        trait="evil",
+        losses=[1.0] * steps,
+        gradients=grads,
+        expression=expr,
+        loss_table=loss,
+        provenance={"axes": {"layer": AXES_LAYER}},
+        init=init,
+    )
+
+
+def planted(flip=True, names=None):
+    """The planted study; `names` renames runs (label → new label): roles come from the conditions."""
+    names = names or {}
+    spec = [
+        ("baseline", di.Baseline(), {}, dict(pn=0.05, before=0.0, after=5.0)),
+        ("pps_a2", di.PPS(PLANTED_AXES, layer=1, coef=2.0), {}, dict(pn=0.02, after=3.0)),
+        ("pps_a8", di.PPS(PLANTED_AXES, layer=1, coef=8.0), {}, dict(pn=-0.05 if flip else 0.05, after=-1.0)),
+        ("ip", di.IP(), {}, dict(pn=0.03, after=1.0, start_train=2.5)),
+        ("edit_attenuate", di.GradientEdit(PLANTED_AXES, mode="attenuate"), {}, dict(after=0.5)),
+        ("edit_amplify", di.GradientEdit(PLANTED_AXES, mode="amplify"), {}, dict(after=8.0)),
+        ("two_stage_pps_a8", di.PPS(PLANTED_AXES, coef=8.0), {"init": "baseline"}, dict(before=5.0, after=1.0)),
+        ("two_stage_ip", di.IP(), {"init": "baseline"}, dict(before=5.0, after=5.0)),
+    ]
+    runs = [
+        fake_run(names.get(label, label), cond, seed, key=label, **init, **stats)
+        for seed in range(3)
+        for label, cond, init, stats in spec
+    ]
+    base = names.get("baseline", "baseline")
+    return di.compare(*[r for r in runs if r.name != base], baseline=[r for r in runs if r.name == base])

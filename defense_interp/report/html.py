@@ -108,7 +108,7 @@ def _findings_html(findings: Any) -> str:
         )
     return (
         "<h2>Findings</h2><p class=caption>One entry per claim of the seed paper, computed from the runs below by "
-        "the fixed rules of <code>defense_interp.findings</code> (a sub-test is reproduced when its 95% interval "
+        "the fixed rules of <code>defense_interp.study.verdicts</code> (a sub-test is reproduced when its 95% interval "
         "lies wholly on the predicted side); the effect shown is the claim's first counted sub-test.</p>"
         "<table><tr><th>claim</th><th>statistic</th><th>effect [95% CI]</th><th>test</th><th>verdict</th>"
         f"<th>rule</th></tr>{''.join(rows)}</table>"

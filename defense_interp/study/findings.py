@@ -77,7 +77,7 @@ def _pressure_flip(cmp: Comparison, r: Roles, hp: str) -> Claim:
             missing="a baseline run",
         ),
         sub_test(
-            f"PPS ({r.pps}) pressure is attenuating",
+            f"PPS ({r.pps or 'not run'}) pressure is attenuating",
             f"normalised pressure at {hp} under PPS, strongest α",
             pn(r.pps),
             "< 0",
@@ -98,7 +98,7 @@ def _pressure_flip(cmp: Comparison, r: Roles, hp: str) -> Claim:
             counted=False,
         ),
         sub_test(
-            f"PPS ({r.pps}) pressure at step 0 (probes)",
+            f"PPS ({r.pps or 'not run'}) pressure at step 0 (probes)",
             "the same under PPS, same batch and weights",
             pn_step0(r.pps),
             "< 0",

@@ -4,17 +4,24 @@ pages cover what they promise."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
 import defense_interp as di
+from tests import browser
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 pytest.importorskip("mkdocs")
 
 
@@ -39,6 +46,7 @@ def test_docs_build_strict_with_every_page(site):
         "quickstart/index.html",
         "concepts/index.html",
         "errors/index.html",
+        "architecture/index.html",
         "how-to/own-model/index.html",
         "how-to/own-trait/index.html",
         "how-to/own-judge/index.html",
@@ -93,3 +101,62 @@ def test_concepts_page_has_every_design_definition_as_a_formula():
     ):
         assert heading in text, heading
     assert text.count("$$") >= 20  # display formulas, not prose
+
+
+@contextmanager
+def serve(folder: Path) -> Iterator[str]:
+    """Serve `folder` over HTTP on 127.0.0.1 (a free port) for the body; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    """Serves quietly; remembers every path it had to answer with 404."""
+
+    missing: ClassVar[list[str]] = []
+
+    def send_error(self, code: int, *args: Any, **kwargs: Any) -> None:
+        if code == 404:
+            self.missing.append(self.path)
+        super().send_error(code, *args, **kwargs)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+#: MathJax 2 probes for its TeX fonts (the bundle carries STIX-Web, which it then uses) and tests
+#: local fonts with an about:blank @font-face: harmless console errors, told apart from real ones.
+FONT_PROBES = ("/javascripts/mathjax/fonts/HTML-CSS/TeX/",)
+PROBE_MESSAGES = ("Access to font at 'about:blank'", "net::ERR_FAILED", "status of 404")
+
+
+def test_formulas_render_offline(site):
+    """The concepts page, served from 127.0.0.1 as `mkdocs serve` would, typesets every formula
+    with the MathJax the site carries: no request leaves the site and no script error is logged."""
+    if browser.chromium_path() is None and os.environ.get("DI_REQUIRE_BROWSER") != "1":
+        pytest.skip("needs Debian's chromium")
+    assert "unpkg.com" not in (site / "concepts" / "index.html").read_text(encoding="utf-8")
+    with serve(site) as base, browser.open_page(base + "concepts/", allow=base) as (page, rendered):
+        page.wait_for_function(
+            "() => window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0 && "
+            "document.querySelectorAll('.arithmatex .MathJax, .arithmatex .MathJax_Display').length > 0",
+            timeout=30_000,
+        )
+        typeset = page.evaluate(
+            "() => document.querySelectorAll('.arithmatex .MathJax, .arithmatex .MathJax_Display').length"
+        )
+        raw = page.evaluate(
+            "() => [...document.querySelectorAll('.arithmatex')].filter(e => /\\\\[(\\[]/.test(e.textContent)).length"
+        )
+        page.wait_for_timeout(1_000)  # web fonts load after typesetting
+    assert typeset >= 20 and raw == 0  # every formula typeset, none left as TeX source
+    assert rendered.requests == []  # nothing asked of any host but the local server
+    assert [p for p in _QuietHandler.missing if not p.startswith(FONT_PROBES)] == []
+    assert [e for e in rendered.errors if not any(m in e for m in PROBE_MESSAGES)] == []

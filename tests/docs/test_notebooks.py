@@ -10,7 +10,7 @@ import pytest
 
 import defense_interp as di
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 ALLOWED_IMPORTS = {"defense_interp", "torch", "dataclasses", "json", "math", "pathlib"}
 PUBLIC = set(di.__all__) | {"metrics"}
 
