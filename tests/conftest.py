@@ -11,6 +11,19 @@ import defense_interp as di
 from tests.helpers import TINY_FULL_STUDY_ARGS, TINY_REFUSAL_ARGS
 
 
+@pytest.fixture()
+def users_view():
+    """Run the body as users run the package: without the test suite's run-time annotation checks,
+    so that a bad input meets the package's own validation and its documented error."""
+    import jaxtyping
+
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", False)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     return di.tiny_model(seed=0)

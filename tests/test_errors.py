@@ -17,6 +17,9 @@ from defense_interp.metrics import participation_ratio, proportion_ci, refusal_l
 from defense_interp.metrics.diffuseness import layer_entropy
 from tests.helpers import tiny_config
 
+# Every entry is a bad input as a user meets it: without the suite's run-time annotation checks.
+pytestmark = pytest.mark.usefixtures("users_view")
+
 
 @pytest.fixture()
 def ctx(tiny, random_axes, convs, tmp_path):

@@ -48,7 +48,7 @@ def test_missing_model_and_bad_dtype_are_clear_errors(tmp_path):
 
 def test_read_activations_matches_a_full_pass_and_stops_after_the_last_hook(tiny):
     from defense_interp.forward import read_activations
-    from tests.conftest import count_hooks
+    from tests.helpers import count_hooks
 
     batch = di.encode_prompts(
         tiny, [[{"role": "user", "content": "Tell me a story."}], [{"role": "user", "content": "Hi"}]]
@@ -92,7 +92,7 @@ def test_read_activations_matches_a_full_pass_and_stops_after_the_last_hook(tiny
 )
 def test_read_activations_refuses_reads_that_would_be_partial(tiny, names, fragment):
     from defense_interp.forward import read_activations
-    from tests.conftest import count_hooks
+    from tests.helpers import count_hooks
 
     batch = di.encode_prompts(tiny, [[{"role": "user", "content": "Hi"}]])
     hooks_before = count_hooks(tiny)

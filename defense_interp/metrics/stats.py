@@ -90,7 +90,7 @@ def mean_ci(values: Sequence[float] | Tensor, *, over: str, level: float = 0.95,
     return Estimate(m, m - half, m + half, n, over, method, samples)
 
 
-def proportion_ci(hits: Sequence[bool] | Tensor, *, over: str, level: float = 0.95) -> Estimate:
+def proportion_ci(hits: Sequence[bool | int] | Tensor, *, over: str, level: float = 0.95) -> Estimate:
     """Share of true `hits` with a Wilson score interval
     `(p̂ + z²/2n ± z √(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)` (z the normal quantile of `level`),
     which stays inside [0, 1] and is sensible at 0 or n hits, unlike the normal approximation.

@@ -42,8 +42,12 @@ def test_mean_cosine_is_oriented_and_float16_inputs_work():
     svd = di.difference_svd(a.half(), b.half(), k=4)
     assert float(svd.mean_cosine[0]) == pytest.approx(1.0, abs=1e-2) and float(svd.vectors[0, 3]) > 0.99
     assert svd.explained.shape == (4,) and svd.to_dict()["n"] == 50
-    with pytest.raises(ValueError, match="n, d_model"):
-        di.difference_svd(a, b[:10])
+
+
+def test_mismatched_shapes_are_a_config_error(users_view):
+    a = torch.zeros(50, 16)
+    with pytest.raises(di.ConfigError, match="n, d_model"):
+        di.difference_svd(a, a[:10])
 
 
 def test_plot_draws_the_three_ratios_and_marks_outliers():

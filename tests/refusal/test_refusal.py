@@ -9,6 +9,7 @@ import torch
 
 import defense_interp as di
 from defense_interp.data.chat import encode_prompts
+from defense_interp.forward import last_token_logits
 from defense_interp.metrics import next_token_kl, proportion_ci, refusal_log_odds
 from defense_interp.refusal import post_instruction_positions
 from tests.helpers import count_hooks, tiny_config
@@ -187,7 +188,7 @@ def test_orthogonalization_merges_lora_adapters(tiny, convs, random_axes, tmp_pa
     torch.testing.assert_close(_logits(di.orthogonalize(trained, r)), hooked, atol=1e-4, rtol=1e-4)
 
 
-def test_lat_perturbation_respects_epsilon_and_raises_the_loss(tiny, convs):
+def test_lat_perturbation_respects_epsilon_and_raises_the_loss(tiny, convs, users_view):
     work = di.copy_model(tiny)
     batch = di.encode_chat(tiny.tokenizer, convs[:3], max_length=512)
     eps = 0.75
@@ -224,7 +225,7 @@ def test_lat_and_embedding_at_train_against_their_adversary(tiny, convs, random_
     base = di.train(tiny, convs, di.Baseline(), cfg, axes=random_axes, progress=False)
     for cond in (di.LAT(2, 0.5, 2), di.EmbeddingAT(0.1, 2)):
         run = di.train(tiny, convs, cond, cfg, axes=random_axes, out=tmp_path / cond.label, progress=False)
-        assert run.condition["epsilon"] == cond.epsilon and len(run.losses) == 2
+        assert run.condition is cond and run.condition.epsilon == cond.epsilon and len(run.losses) == 2
         # same seed, weights and batch at step 0: the adversary raises the training loss
         assert run.losses[0] > base.losses[0]
         start = run.loss_table["start"]
@@ -258,7 +259,7 @@ def test_selection_scores_match_direct_measurement_and_follow_the_rule(tiny, tin
     )
     r = tiny_directions.direction(1, -1)
     with di.ablate_direction(tiny, r):
-        want = refusal_log_odds(di.refusal.last_token_logits(tiny, HARMFUL[4:]), ids).mean()
+        want = refusal_log_odds(last_token_logits(tiny, HARMFUL[4:]), ids).mean()
     assert float(sel.bypass[1, 1]) == pytest.approx(float(want), abs=1e-4)
     assert sel.kept[:, :].tolist() == [[True, True]] * 3 + [[False, False]]  # layer 3 ≥ 0.7 · 4
     assert not sel.fallback and sel.chosen[0] < 3

@@ -188,7 +188,7 @@ def test_condition_labels_and_validation(axes):
     v = rnd.steering_vectors()
     torch.testing.assert_close(v.norm(dim=-1), axes.norms.float())
     torch.testing.assert_close(v, di.RandomPPS(axes, coef=1.0, seed=4).steering_vectors())
-    assert abs(rnd.describe()["cos_with_axis"][0]) < 0.6
+    assert abs(rnd.to_dict()["cos_with_axis"][0]) < 0.6
     with pytest.raises(di.ConfigError, match="mode"):
         di.GradientEdit(axes, mode="flip")
     with pytest.raises(di.ConfigError, match="out of range"):
@@ -210,7 +210,7 @@ def test_ablation_condition_removes_the_axis_component(tiny, convs, axes):
     for l in (1, 2):
         assert float((seen[l] @ axes.unit(l)).abs().max()) < 1e-4
     assert float((seen[0] @ axes.unit(0)).abs().max()) > 1e-2  # layers not listed are untouched
-    assert cond.label == "ablation_L1-2" and cond.describe()["layers"] == [1, 2]
+    assert cond.label == "ablation_L1-2" and cond.to_dict()["ablated_layers"] == [1, 2]
 
 
 def test_multi_layer_pps_adds_its_vector_at_each_layer(tiny, convs, axes):
@@ -231,4 +231,4 @@ def test_multi_layer_pps_adds_its_vector_at_each_layer(tiny, convs, axes):
     # at the last layer the steered output is the unsteered-at-3 output plus 2·v_3
     only0 = di.PPS(axes, layer=0, coef=2.0)
     torch.testing.assert_close(resid(two, 3), resid(only0, 3) + 2.0 * axes.vectors[3], rtol=1e-5, atol=1e-5)
-    assert two.describe()["layer"] == [0, 3]
+    assert two.to_dict()["steer_layers"] == [0, 3]

@@ -4,6 +4,7 @@ their provenance, and no hook survives an exception inside training."""
 import dataclasses
 import json
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,32 +66,33 @@ def test_same_seed_gives_identical_metrics_and_records_provenance(tiny, convs, r
     assert a.config == cfg.to_dict()
 
 
-_CHILD = r'''
-import json, sys, time
+_CHILD = r"""
+import sys, time
 from pathlib import Path
 import torch
 import defense_interp as di
+from defense_interp.training import loop
+from tests.helpers import tiny_config
 
 out = Path(sys.argv[1])
 tiny = di.tiny_model(seed=0)
 g = torch.Generator().manual_seed(1)
 axes = di.TraitAxes(torch.randn(4, 64, generator=g), torch.ones(4), layer=1, trait="evil", model=di.model_identity(tiny))
+save = loop.save_checkpoint
 
 
-class Stalling(di.Baseline):
-    """Plain training that stalls once the step-4 checkpoint is on disk (so the parent can kill it)."""
-
-    def prepare(self, conversations):
-        state = out / "checkpoint" / "state.json"
-        if state.is_file() and json.loads(state.read_text())["step"] >= 4:
-            time.sleep(600)
-        return super().prepare(conversations)
+def save_then_stall(folder, checkpoint):
+    # plain training that stalls once the step-4 checkpoint is on disk (so the parent can kill it)
+    save(folder, checkpoint)
+    if checkpoint.step >= 4:
+        time.sleep(600)
 
 
-di.train(tiny, di.Trait.builtin("evil").train_data[:6], Stalling(),
-         tiny_config(steps=7, checkpoint_every=2),
+loop.save_checkpoint = save_then_stall
+di.train(tiny, di.Trait.builtin("evil").train_data[:6], di.Baseline(),
+         tiny_config(steps=7, checkpoint_every=2),  # the parent resumes with the same condition and config
          axes=axes, out=out, progress=False)
-'''
+"""
 
 
 def test_killed_training_resumes_to_the_same_numbers(tiny, random_axes, convs, tmp_path):
@@ -102,7 +104,11 @@ def test_killed_training_resumes_to_the_same_numbers(tiny, random_axes, convs, t
 
     cfg = tiny_config(steps=7, checkpoint_every=2)
     folder = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(folder)], env={**os.environ, "TQDM_DISABLE": "1"})
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(folder)],
+        env={**os.environ, "TQDM_DISABLE": "1"},
+        cwd=Path(__file__).parents[2],  # the repository root, where `tests.helpers` is found
+    )
     state = folder / "checkpoint" / "state.json"
     deadline = time.time() + 240
     while time.time() < deadline and child.poll() is None:

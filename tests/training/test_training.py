@@ -40,7 +40,7 @@ def test_run_records_every_layer_and_finite_statistics(runs, tiny):
     run = runs["pps"]
     assert run.gradients.layers == tuple(range(tiny.cfg.n_layers))
     assert all(torch.isfinite(getattr(run.gradients, k)).all() for k in ("pressure", "pressure_norm", "axis_share"))
-    assert run.condition["name"] == "pps" and run.condition["coef"] == 2.0
+    assert type(run.condition) is di.PPS and run.condition.coef == 2.0
     assert set(run.expression) == {"before", "after"} and set(run.expression["after"]) == {"projection", "contrast"}
     assert set(run.loss_table["end"]) == {"train_time", "test_time"}
     assert run.trained_state() and all("lora_" in k for k in run.trained_state())
@@ -79,7 +79,7 @@ def test_two_stage_training_continues_from_the_trained_adapters(tiny, trait, tin
         runs["baseline"].loss_table["end"]["test_time"].samples, rel=1e-5
     )
     assert stage2.expression["before"] == runs["baseline"].expression["after"]
-    assert stage2.condition["init"] == "baseline"
+    assert stage2.init == "baseline" and type(stage2.condition) is di.PPS
     with pytest.raises(di.ConfigError, match="lora_rank"):
         di.train(
             tiny,
