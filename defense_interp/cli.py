@@ -84,11 +84,12 @@ def refusal(args: argparse.Namespace) -> Path:
 
     from defense_interp.io import log
     from defense_interp.refusal import REFUSAL_PRESETS, run_refusal_study
+    from defense_interp.refusal.study import REPORT_FILE
 
     cfg = REFUSAL_PRESETS["tiny" if args.model == "tiny" else "quick"]
     cfg = dataclasses.replace(cfg, seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
     study = run_refusal_study(_load(args), args.out, config=cfg)
-    path = Path(args.out) / "report.html"
+    path = Path(args.out) / REPORT_FILE
     log(f"refusal study done in {study.wall_seconds:.0f} s")
     print(path.resolve())
     return path

@@ -11,6 +11,7 @@ from typing import Any
 from defense_interp.io import write_text
 from defense_interp.metrics.stats import Estimate
 from defense_interp.provenance import __version__
+from defense_interp.types import hook_name
 from defense_interp.viz import figures
 from defense_interp.viz import study as study_figures
 
@@ -190,7 +191,7 @@ def write_report(
                 "α sweep",
                 study_figures.sweep_figure(cmp),
                 f"PPS trained with several coefficients α (baseline drawn at α = 0): normalised pressure at "
-                f"blocks.{cmp.axes_layer}.hook_{cmp.point} (mean over training steps) and the projection score after "
+                f"{hook_name(cmp.axes_layer, cmp.point)} (mean over training steps) and the projection score after "
                 f"training. Error bars: 95% t-intervals over {_over(*_row_estimates(sweep))}.",
                 sweep,
             )
@@ -233,7 +234,7 @@ def write_report(
             "Trait expression",
             figures.expression_figure(cmp),
             f"Measured at test time (no intervention). Projection score: mean over eval questions of ⟨mean "
-            f"response-token h_L, v̂_L⟩ at blocks.{cmp.axes_layer}.hook_{cmp.point} on the model's own greedy answers. "
+            f"response-token h_L, v̂_L⟩ at {hook_name(cmp.axes_layer, cmp.point)} on the model's own greedy answers. "
             "Contrast score: mean over eval pairs of the per-token log-likelihood of the trait answer minus the "
             "neutral answer. Higher = more trait. The table adds each condition's change against the baseline, "
             f"paired on the same seed and questions. Error bars: 95% t-intervals over {_over(*_row_estimates(expr))}.",

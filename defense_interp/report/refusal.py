@@ -9,6 +9,7 @@ from typing import Any
 from defense_interp.metrics.stats import mean_ci
 from defense_interp.provenance import __version__
 from defense_interp.report.html import Section, write_page
+from defense_interp.types import hook_name
 from defense_interp.viz import refusal as fig
 
 __all__ = ["write_refusal_report"]
@@ -77,7 +78,7 @@ def write_refusal_report(study: Any, path: str | Path) -> Path:
         sections.append(
             (
                 f"{label}: SVD at layer {layer}",
-                fig.svd_figure(s, f"{label}, blocks.{layer}.hook_resid_post"),
+                fig.svd_figure(s, f"{label}, {hook_name(layer)}"),
                 "Left: explained energy of the first components of D, three ways (uncentred, centred, outliers "
                 "zeroed). Right: each channel's share Σ_i D_ij²/‖D‖²; red: outlier channels. Table: every layer.",
                 a.svd_rows(),

@@ -54,41 +54,16 @@ COMPARISON_FILE = "comparison.json"
 FINDINGS_FILE = "findings.json"
 REPORT_FILE = "report.html"
 
+# fmt: off
 SIZES = {
-    "quick": dict(
-        n_pairs=5,
-        n_questions=10,
-        axes_tokens=32,
-        steps=30,
-        batch_size=4,
-        eval_questions=12,
-        eval_tokens=32,
-        loss_examples=12,
-        max_length=128,
-    ),
-    "full": dict(
-        n_pairs=5,
-        n_questions=10,
-        axes_tokens=32,
-        steps=24,
-        batch_size=4,
-        eval_questions=12,
-        eval_tokens=32,
-        loss_examples=16,
-        max_length=128,
-    ),
-    "tiny": dict(
-        n_pairs=2,
-        n_questions=4,
-        axes_tokens=12,
-        steps=6,
-        batch_size=2,
-        eval_questions=4,
-        eval_tokens=12,
-        loss_examples=4,
-        max_length=512,
-    ),
+    "quick": dict(n_pairs=5, n_questions=10, axes_tokens=32, steps=30, batch_size=4, eval_questions=12,
+                  eval_tokens=32, loss_examples=12, max_length=128),
+    "full": dict(n_pairs=5, n_questions=10, axes_tokens=32, steps=24, batch_size=4, eval_questions=12,
+                 eval_tokens=32, loss_examples=16, max_length=128),
+    "tiny": dict(n_pairs=2, n_questions=4, axes_tokens=12, steps=6, batch_size=2, eval_questions=4,
+                 eval_tokens=12, loss_examples=4, max_length=512),
 }
+# fmt: on
 
 
 @dataclass(frozen=True)
