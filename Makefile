@@ -33,10 +33,8 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-# Two workers (the machines here have two cores); the slow session fixtures stay on one worker each.
-TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q
 
 test-fast: install
 	$(PY) -m pytest -q -m "not acceptance"

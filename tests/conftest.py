@@ -11,18 +11,6 @@ import defense_interp as di
 from tests.helpers import TINY_FULL_STUDY_ARGS, TINY_REFUSAL_ARGS
 
 
-#: Session fixtures that take minutes: every test using one runs on the same xdist worker, so each
-#: is built once (`make test` runs the suite on two workers with `--dist loadgroup`).
-SHARED_FIXTURES = {"tiny_full_study": "studies", "tiny_refusal_study": "studies", "bundled": "bundled"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        group = next((g for name, g in SHARED_FIXTURES.items() if name in item.fixturenames), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture()
 def users_view():
     """Run the body as users run the package: without the test suite's run-time annotation checks,

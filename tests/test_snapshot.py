@@ -3,8 +3,10 @@
 
 `snapshots/findings_tiny_full.json` is `defense-interp study --preset full --model tiny` and
 `snapshots/refusal_tiny.json` is `defense-interp refusal --model tiny`, both from that commit. Only
-version and wall-time fields may differ. Floats are compared with a relative tolerance of 1e-9
-(on the machine that took the snapshot they are bit-identical; other CPUs may round differently).
+version and wall-time fields may differ. Floats are compared to a relative 1e-5 (absolute 1e-6
+near zero): on the two-core machines that took the snapshot and run CI they are bit-identical, but
+the number of torch threads alone moves them by up to 2e-6 (measured: one thread against two),
+while a change in what is computed moves them far more.
 """
 
 import json
@@ -31,7 +33,7 @@ def differences(old, new, path=""):
             return [f"{path}: {len(old)} entries vs {len(new)}"]
         return [d for i, (a, b) in enumerate(zip(old, new, strict=True)) for d in differences(a, b, f"{path}[{i}]")]
     if isinstance(old, float) and isinstance(new, float):
-        same = (math.isnan(old) and math.isnan(new)) or math.isclose(old, new, rel_tol=1e-9, abs_tol=1e-12)
+        same = (math.isnan(old) and math.isnan(new)) or math.isclose(old, new, rel_tol=1e-5, abs_tol=1e-6)
     else:
         same = type(old) is type(new) and old == new
     return [] if same else [f"{path}: {old!r} vs {new!r}"]
@@ -40,7 +42,8 @@ def differences(old, new, path=""):
 def test_the_comparison_can_fail():
     old = {"a": [1.0, "x", {"b": math.nan}], "wall_seconds": 3}
     assert differences(old, {"a": [1.0, "x", {"b": math.nan}], "wall_seconds": 9}) == []
-    assert differences(old, {"a": [1.0 + 1e-6, "x", {"b": math.nan}]}) == ["/a[0]: 1.0 vs 1.000001"]
+    assert differences(old, {"a": [1.0 + 1e-7, "x", {"b": math.nan}]}) == []  # thread-count rounding
+    assert differences(old, {"a": [1.0001, "x", {"b": math.nan}]}) == ["/a[0]: 1.0 vs 1.0001"]
     assert differences(old, {"a": [1.0, "y", {"b": 0.0}]}) == ["/a[1]: 'x' vs 'y'", "/a[2]/b: nan vs 0.0"]
 
 

@@ -79,6 +79,12 @@ class Condition:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        known = _REGISTRY.get(cls.__name__)
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ConfigError(
+                f"a condition type named {cls.__name__!r} is already defined in {known.__module__}; "
+                "records name their type by class name, so give this one another name"
+            )
         _REGISTRY[cls.__name__] = cls
 
     @property
@@ -108,11 +114,14 @@ class Condition:
         """The JSON-safe record of this condition (module docstring); `from_dict` reads it back."""
         return {"type": type(self).__name__, "name": self.name, "label": self.label, **self.params(), **self.extras()}
 
-    @staticmethod
-    def from_dict(record: Mapping[str, Any], *, axes: TraitAxes | None = None) -> Condition:
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any], *, axes: TraitAxes | None = None) -> Condition:
         """Rebuild a condition from its `to_dict()` record; `axes` are needed by the conditions that
-        act along a trait axis (PPS, RandomPPS, Ablation, GradientEdit)."""
+        act along a trait axis (PPS, RandomPPS, Ablation, GradientEdit). Called on a subclass
+        (`PPS.from_dict`), the record must be of that kind."""
         kind = condition_type(record)
+        if not issubclass(kind, cls):
+            raise ConfigError(f"the record is a {kind.__name__}, not a {cls.__name__}")
         init: set[str] = (
             {f.name for f in dataclasses.fields(kind) if f.init} if dataclasses.is_dataclass(kind) else set()
         )

@@ -64,6 +64,14 @@ def test_bad_records_are_clear_errors(axes):
         di.Condition.from_dict({"name": "pps"})  # a record without its type
     with pytest.raises(di.ConfigError, match="axes="):
         di.Condition.from_dict(di.PPS(axes).to_dict())
+    with pytest.raises(di.ConfigError, match="not a PPS"):
+        di.PPS.from_dict(di.IP().to_dict())
+    assert type(di.IP.from_dict(di.PlaceboIP().to_dict())) is di.PlaceboIP  # a PlaceboIP is an IP
+
+
+def test_two_condition_types_cannot_share_a_name():
+    with pytest.raises(di.ConfigError, match="already defined"):
+        type("PPS", (di.Condition,), {"__module__": "elsewhere"})
 
 
 def test_a_loaded_run_carries_its_condition(tiny, convs, random_axes, tmp_path):
