@@ -38,6 +38,7 @@ from defense_interp.metrics.vectors import cosine_matrix
 from defense_interp.study.probes import PROBE_STATS, ProbeSummaries
 from defense_interp.study.roles import Roles, find_roles, is_plain_baseline, is_sweep_point
 from defense_interp.training import PPS, Condition, Run
+from defense_interp.training.measure import LOSS_MODES
 
 __all__ = ["Comparison", "compare", "expression_at", "loss_at"]
 
@@ -133,7 +134,7 @@ class Comparison(ProbeSummaries):
         for label, _runs in self.groups.items():
             row: dict[str, Any] = {"run": label}
             for when in ("start", "end"):
-                for mode in ("train_time", "test_time"):
+                for mode in LOSS_MODES:
                     row[f"{when}/{mode}"] = self.pooled(label, loss_at(when, mode))
             rows.append(row)
         return rows
@@ -153,7 +154,7 @@ class Comparison(ProbeSummaries):
             row["start: on − off"] = self.paired(
                 label, loss_at("start", "train_time"), label, loss_at("start", "test_time")
             )
-            for mode in ("train_time", "test_time"):
+            for mode in LOSS_MODES:
                 row[f"end/{mode} − baseline"] = self.paired(
                     label, loss_at("end", mode), self.baseline, loss_at("end", "test_time")
                 )

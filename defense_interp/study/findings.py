@@ -38,16 +38,20 @@ def _change(cmp: Comparison, label: str | None) -> Estimate | None:
 
 
 def _probe_stat(
-    cmp: Comparison, need: tuple[str, ...], fn: Callable[[GradientProbe], float], *, step: int | None = None
+    cmp: Comparison, need: tuple[str, ...], fn: Callable[..., float], *, step: int | None = None
 ) -> Estimate | None:
-    """`fn(probe)` on every probe holding the labels `need` and a baseline (only probes taken at
-    `step`, if given), pooled by `compare.pool_probes`."""
+    """`fn(probe, *indices)` on every probe holding a baseline and the conditions of the runs `need`
+    (`indices`: where the probe holds each; a run's condition is found in a probe by the condition's
+    own label, whatever the run is named), only probes taken at `step` if given; pooled by
+    `study.probes.pool_probes`."""
+    keys = tuple(cmp.condition(run).label for run in need)
     by_seed: dict[int, list[torch.Tensor]] = {}
     for seed, p in cmp.probes():
         if step is not None and p.step != step:
             continue
-        if all(l in p.labels for l in need) and p.has_baseline:
-            by_seed.setdefault(seed, []).append(torch.tensor([fn(p)], dtype=torch.float64))
+        if all(k in p.labels for k in keys) and p.has_baseline:
+            value = fn(p, *(p.index(k) for k in keys))
+            by_seed.setdefault(seed, []).append(torch.tensor([value], dtype=torch.float64))
     return pool_probes(by_seed)[0] if by_seed else None
 
 
@@ -65,7 +69,7 @@ def _pressure_flip(cmp: Comparison, r: Roles, hp: str) -> Claim:
         if label is None or li is None:
             return None
         return _probe_stat(
-            cmp, (label,), lambda p: float(p.pressure_norm[p.index(label), p.layers.index(cmp.axes_layer)]), step=0
+            cmp, (label,), lambda p, i: float(p.pressure_norm[i, p.layers.index(cmp.axes_layer)]), step=0
         )
 
     tests = [
@@ -119,7 +123,7 @@ def _diffuseness(cmp: Comparison, r: Roles, hp: str) -> Claim:
     def ip_minus_pps(fn: Callable[[GradientProbe, int], float]) -> Estimate | None:
         if not measurable:
             return None
-        return _probe_stat(cmp, (ip, pps), lambda p: fn(p, p.index(ip)) - fn(p, p.index(pps)))
+        return _probe_stat(cmp, (ip, pps), lambda p, i, j: fn(p, i) - fn(p, j))
 
     miss = "probes holding baseline, IP and PPS"
     tests = [
@@ -148,7 +152,7 @@ def _diffuseness(cmp: Comparison, r: Roles, hp: str) -> Claim:
     cos_est = (
         None
         if not measurable
-        else _probe_stat(cmp, (ip, pps), lambda p: float(p.delta_cosine()[at_axes(p), p.index(ip), p.index(pps)]))
+        else _probe_stat(cmp, (ip, pps), lambda p, i, j: float(p.delta_cosine()[at_axes(p), i, j]))
     )
     tests.append(
         sub_test(
@@ -268,7 +272,7 @@ _CLAIM_TESTS = (_pressure_flip, _diffuseness, _loss_explained, _behaviour, _caus
 
 
 def assess(cmp: Comparison) -> Findings:
-    """Test the five claims of DESIGN §1 on `cmp` by the rules of the module docstring."""
+    """Test the five claims of DESIGN §1 on `cmp` by the rules of `study.verdicts` (its module docstring)."""
     roles = cmp.roles
     hp = hook_name(cmp.axes_layer, cmp.point)
     findings = []

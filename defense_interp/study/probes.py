@@ -1,9 +1,10 @@
 """Summaries of the gradient probes that a comparison's runs took (`training.probe`), pooled over
 probes and seeds: per-layer statistics, condition × condition cosines and per-condition scalars.
 
-Every probe statistic is pooled by one rule (`pool_probes`): each seed's probes are averaged, then
-a t-interval is taken over seeds; with one seed, over its probes (training steps, which are
-autocorrelated, so that interval is optimistic).
+Every per-condition statistic is pooled by one rule (`pool_probes`): each seed's probes are
+averaged, then a t-interval is taken over seeds; with one seed, over its probes (training steps,
+which are autocorrelated, so that interval is optimistic). Cosine matrices follow the same rule
+entry by entry (`t_interval`), skipping pairs of conditions a probe does not hold.
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ class ProbeSummaries:
         a probe (or where there is no interval)."""
         labels = self.probe_labels()
         k = len(labels)
+        if of not in ("gbar", "delta", "param"):
+            raise ConfigError(f"probe_cosine(of=...) takes 'gbar', 'delta' or 'param', got {of!r}")
         n_l = 1 if of == "param" else len(self.layers)
         by_seed: dict[int, list[Tensor]] = {}
         for seed, p in self.probes():

@@ -65,7 +65,7 @@ def find_roles(conditions: Mapping[str, tuple[Condition, str | None]], *, baseli
         ip=first(fresh, IP),
         pps_two_stage=first(staged, PPS),
         ip_two_stage=first(staged, IP),
-        edits={c.mode: label for label, c in fresh.items() if isinstance(c, GradientEdit)},
+        edits={c.mode: label for label, c in fresh.items() if type(c) is GradientEdit},
         random_pps=first(fresh, RandomPPS),
         placebo_ip=first(fresh, PlaceboIP),
     )

@@ -2,8 +2,8 @@
 
 Each step: a batch of conversations is prepared by the condition (IP inserts its prompt), encoded
 with a response mask, run forward under the condition's hooks (PPS steers), and the mean
-cross-entropy over response tokens is backpropagated while `capture_gradients` reduces the
-activation gradients at every captured layer. LoRA adapters (peft) on every linear layer of every
+cross-entropy over response tokens is backpropagated while a `GradientCapture` (the recorder of
+`capture_gradients`) reduces the activation gradients at every captured layer. LoRA adapters (peft) on every linear layer of every
 block are trained by default; `TrainConfig(lora=False)` trains all weights. The caller's model is
 never changed: training works on a deep copy.
 

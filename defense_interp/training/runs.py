@@ -8,7 +8,7 @@ Layout of a run folder:
     gradients.safetensors  GradientStats: pressure, pressure_norm, axis_share, grad_norm [step, layer];
                            gbar [step, layer, d_model]
     axes/                  the TraitAxes the gradients were projected on
-    condition_axes/        the condition's own TraitAxes, only when they differ from axes/
+    condition_axes/        the condition's own TraitAxes, when it has axes other than those of axes/
     trained.safetensors    the trained parameters (LoRA adapters, or all weights)
     probes/stepNNNN.*      counterfactual gradient probes taken during training (GradientProbe)
 
@@ -53,6 +53,10 @@ def _estimates(d: dict[str, Any]) -> dict[str, Any]:
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v.to_dict() if isinstance(v, Estimate) else _plain(v) for k, v in d.items()}
+
+
+def _same_axes(a: TraitAxes, b: TraitAxes | None) -> bool:
+    return b is not None and (a is b or ((a.layer, a.point) == (b.layer, b.point) and torch.equal(a.vectors, b.vectors)))
 
 
 def _load_condition(folder: Path, record: dict[str, Any]) -> Condition:
@@ -132,9 +136,9 @@ class Run:
             write_tensors(folder / TRAINED_FILE, trained)
         if axes is not None:
             axes.save(folder / AXES_DIR)
-            own = getattr(self.condition, "axes", None)
-            if own is not None and own is not axes:
-                own.save(folder / CONDITION_AXES_DIR)
+        own = getattr(self.condition, "axes", None)
+        if own is not None and not _same_axes(own, axes):
+            own.save(folder / CONDITION_AXES_DIR)
         for probe in self.probes:
             probe.save(folder / probe_file(probe.step))
         write_json(folder / RUN_FILE, self.meta())

@@ -65,7 +65,7 @@ def probe_cosine_figure(cmp: Any) -> go.Figure:
 def diffuseness_figure(
     cmp: Any, stats: tuple[str, ...] = ("delta_axis_cos", "delta_pr", "eff_rank", "axis_share")
 ) -> go.Figure:
-    """Probe statistics per layer and condition (mean with 95% interval; see `study.compare.PROBE_STATS`)."""
+    """Probe statistics per layer and condition (mean with 95% interval; see `study.probes.PROBE_STATS`)."""
     fig = make_subplots(rows=2, cols=2, subplot_titles=[cmp.probe_stat_title(s) for s in stats], vertical_spacing=0.16)
     for j, stat in enumerate(stats):
         row, col = j // 2 + 1, j % 2 + 1

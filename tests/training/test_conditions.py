@@ -1,6 +1,7 @@
 """Conditions are typed records that round-trip through `to_dict()` / `Condition.from_dict()`, and a
 loaded run carries a real condition."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 import defense_interp as di
 from defense_interp.training import condition_type
 from defense_interp.training.conditions import _REGISTRY
-from tests.helpers import tiny_config
+from tests.helpers import PLANTED_AXES, fake_run, tiny_config
 
 
 @pytest.fixture()
@@ -92,3 +93,13 @@ def test_a_condition_with_its_own_axes_is_rebuilt_with_them(tiny, convs, random_
     loaded = di.Run.load(tmp_path / "r")
     assert loaded.condition.axes.layer == 2 and loaded.axes().layer == random_axes.layer
     assert loaded.condition.label == run.condition.label == "pps_a1"
+
+
+def test_a_run_saved_without_axes_still_rebuilds_its_condition(tmp_path):
+    run = fake_run("pps", di.PPS(PLANTED_AXES, coef=2.0), 0)
+    loaded = di.Run.load(run.save(tmp_path / "bare").path)
+    assert loaded.condition.to_dict() == run.condition.to_dict()
+    copy = dataclasses.replace(PLANTED_AXES, vectors=PLANTED_AXES.vectors.clone())  # equal, not the same object
+    run.save(tmp_path / "with_axes", axes=copy)
+    assert not (tmp_path / "with_axes" / "condition_axes").exists()  # equal axes are written once
+    assert (tmp_path / "bare" / "condition_axes").is_dir()
