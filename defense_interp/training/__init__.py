@@ -3,7 +3,8 @@ the training loop, trainable adapters, checkpoints, run folders and counterfactu
 
 | module        | holds                                                                      |
 |---------------|----------------------------------------------------------------------------|
-| `conditions`  | `Condition` and its kinds (Baseline, PPS, IP, controls, edits, LAT/AT)     |
+| `conditions`  | `Condition`, its registry and kinds (Baseline, PPS, IP, controls, edits)   |
+| `adversarial` | LAT and embedding-space AT                                                 |
 | `config`      | `TrainConfig`                                                              |
 | `adapters`    | LoRA or full-weight trainable parameters; loading a finished run's weights |
 | `measure`     | trait expression and the loss table, before and after training            |
@@ -14,14 +15,13 @@ the training loop, trainable adapters, checkpoints, run folders and counterfactu
 """
 
 from defense_interp.training.adapters import copy_trained, load_trained, make_trainable
+from defense_interp.training.adversarial import LAT, EmbeddingAT
 from defense_interp.training.conditions import (
     IP,
-    LAT,
     PPS,
     Ablation,
     Baseline,
     Condition,
-    EmbeddingAT,
     GradientEdit,
     PlaceboIP,
     RandomPPS,

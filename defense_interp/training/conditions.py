@@ -23,7 +23,7 @@ condition plays (baseline, IP, PPS at some α, a control) asks its type and para
 | PlaceboIP     | a system prompt of similar length that does not ask for the trait (control) |
 | Ablation      | `h_l ← h_l − ⟨h_l, v̂_l⟩ v̂_l` at every token (CAFT)                          |
 | GradientEdit  | backward pass: `∂loss/∂h_L` edited along `v̂_L` (neutralize/attenuate/amplify) |
-| LAT           | `h_L ← h_L + δ`, `δ` an L2-bounded (per token) perturbation of the prompt tokens |
+| LAT           | `h_L ← h_L + δ`, `δ` an L2-bounded (per token) perturbation of the prompt tokens (`adversarial`) |
 |               | found by projected gradient ascent on the batch's loss                      |
 | EmbeddingAT   | the same on the embeddings (`blocks.0.hook_resid_pre`)                      |
 
@@ -33,8 +33,8 @@ SSFT (supervised safety fine-tuning) is `Baseline` on refusal-training data.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -44,23 +44,20 @@ from torch import Tensor
 from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import ChatBatch, Conversation, with_system_prompt
 from defense_interp.errors import ConfigError
-from defense_interp.interventions.adversary import adversarial_perturbation, perturb
 from defense_interp.interventions.edit import edit_gradients
 from defense_interp.interventions.steer import ablate, steer
 from defense_interp.metrics.gradients import check_edit_mode
 from defense_interp.metrics.vectors import cosine
-from defense_interp.types import check_finite, hook_name
+from defense_interp.types import check_finite
 
 __all__ = [
     "DEFAULT_IP_PROMPT",
     "DEFAULT_PLACEBO_PROMPT",
     "IP",
-    "LAT",
     "PPS",
     "Ablation",
     "Baseline",
     "Condition",
-    "EmbeddingAT",
     "GradientEdit",
     "PlaceboIP",
     "RandomPPS",
@@ -334,72 +331,3 @@ class GradientEdit(Condition):
 
     def extras(self) -> dict[str, Any]:
         return {"edit_layers": list(_layers(self.axes, self.layer)), "point": self.axes.point, "trait": self.axes.trait}
-
-
-@dataclass(frozen=True)
-class LAT(Condition):
-    """Latent adversarial training: before each training step, find `δ` with `‖δ_t‖ ≤ epsilon` per
-    prompt token at `blocks.{layer}.hook_{point}` by `steps` of projected gradient ascent on the
-    batch's loss (`interventions.adversary`), then take the training step with `δ` added.
-    `epsilon` is in the residual stream's own units (compare it with the typical token norm there)."""
-
-    layer: int = 0
-    epsilon: float = 1.0
-    steps: int = 4
-    point: str = "resid_post"
-    step_size: float | None = None
-    name = "lat"
-
-    def __post_init__(self) -> None:
-        if (
-            check_finite(self.epsilon, "epsilon") <= 0
-            or not isinstance(self.steps, int)
-            or self.steps < 1
-            or not isinstance(self.layer, int)
-            or self.layer < 0
-        ):
-            raise ConfigError(
-                f"{type(self).__name__} needs epsilon > 0, an integer steps ≥ 1 and an integer layer "
-                f"≥ 0; got {self.epsilon}, {self.steps}, {self.layer}"
-            )
-        hook_name(self.layer, self.point)  # validates the point
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}_L{self.layer}_e{float(self.epsilon):g}"
-
-    @contextmanager
-    def perturb(self, model: Any, batch: ChatBatch) -> Iterator[None]:
-        delta = adversarial_perturbation(
-            model,
-            batch,
-            layer=self.layer,
-            epsilon=self.epsilon,
-            steps=self.steps,
-            point=self.point,
-            step_size=self.step_size,
-        )
-        with perturb(model, delta, layer=self.layer, point=self.point):
-            yield
-
-    @property
-    def hook(self) -> str:
-        """The perturbed hook point."""
-        return hook_name(self.layer, self.point)
-
-    def extras(self) -> dict[str, Any]:
-        return {"hook": self.hook, "perturbed": "prompt tokens, per-token L2 ball"}
-
-
-@dataclass(frozen=True)
-class EmbeddingAT(LAT):
-    """Embedding-space adversarial training: `LAT` on the token embeddings
-    (`blocks.0.hook_resid_pre`, the input of the first block)."""
-
-    layer: int = field(default=0, init=False)
-    point: str = field(default="resid_pre", init=False)
-    name = "embedding_at"
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}_e{float(self.epsilon):g}"

@@ -56,7 +56,9 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _same_axes(a: TraitAxes, b: TraitAxes | None) -> bool:
-    return b is not None and (a is b or ((a.layer, a.point) == (b.layer, b.point) and torch.equal(a.vectors, b.vectors)))
+    return b is not None and (
+        a is b or ((a.layer, a.point) == (b.layer, b.point) and torch.equal(a.vectors, b.vectors))
+    )
 
 
 def _load_condition(folder: Path, record: dict[str, Any]) -> Condition:
