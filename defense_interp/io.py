@@ -7,6 +7,7 @@ half a file; readers raise `RunError` with a fix for missing or corrupted files.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,7 +22,16 @@ from torch import Tensor
 
 from defense_interp.errors import RunError
 
-__all__ = ["content_hash", "log", "read_json", "read_tensors", "write_json", "write_tensors", "write_text"]
+__all__ = [
+    "content_hash",
+    "json_fields",
+    "log",
+    "read_json",
+    "read_tensors",
+    "write_json",
+    "write_tensors",
+    "write_text",
+]
 
 
 def _atomic(path: Path, write) -> None:
@@ -78,6 +88,11 @@ def read_tensors(path: str | Path) -> dict[str, Tensor]:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError) as exc:
         raise RunError(f"{path} is corrupted ({exc}); delete the folder and run again") from exc
+
+
+def json_fields(record: Any) -> dict[str, Any]:
+    """A frozen dataclass's fields as JSON-safe values (tuples as lists): what configs record."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(record).items()}
 
 
 def log(msg: str) -> None:

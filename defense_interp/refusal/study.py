@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from defense_interp.data.chat import encode_chat
 from defense_interp.data.refusal import RefusalData
 from defense_interp.errors import ConfigError, RunError
 from defense_interp.forward import read_activations
-from defense_interp.io import content_hash, read_json, write_json
+from defense_interp.io import content_hash, json_fields, read_json, write_json
 from defense_interp.models import model_identity
 from defense_interp.refusal.analysis import ModelAnalysis, analyse_refusal
 from defense_interp.refusal.attack import RefusalRate, TransferMatrix, refusal_rate, transfer_matrix
@@ -108,7 +108,7 @@ class RefusalStudyConfig:
             raise ConfigError("RefusalStudyConfig needs svd_k ≥ 2 and three splits (directions, selection, attack)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return json_fields(self)
 
 
 REFUSAL_PRESETS = {

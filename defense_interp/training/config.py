@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from defense_interp.errors import ConfigError
+from defense_interp.io import json_fields
 
 __all__ = ["TrainConfig"]
 
@@ -33,7 +34,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (tuples as lists): what a run records as its config."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return json_fields(self)
 
     def __post_init__(self) -> None:
         if self.checkpoint_every < 0:
