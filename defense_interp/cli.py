@@ -1,14 +1,20 @@
 """The `defense-interp` command.
 
     defense-interp study --out DIR [--preset quick|full] [--model NAME|tiny] [--device cuda] [--dtype bfloat16]
-                         [--coefs A ...] [--seeds N] [--steps N] [--resume]
+                         [--coefs A ...] [--seeds N] [--steps N] [--resume] [--plan] [EXECUTOR OPTIONS]
     defense-interp report RUN_DIR [RUN_DIR ...] [--out report.html] [--title TEXT]
     defense-interp refusal --out DIR [--model NAME|tiny] [--device cuda] [--dtype bfloat16] [--steps N] [--seed N]
+                           [--plan] [EXECUTOR OPTIONS]
+
+    EXECUTOR OPTIONS: [--executor local|ray] [--ray-address ADDR] [--cpus-per-task N] [--gpus-per-task F]
+                      [--max-retries N] [--shared-dir DIR]
 
 `study --preset full` runs every condition and control over several seeds and writes
 DIR/findings.json with a verdict per claim; `--model tiny` shrinks every size for smoke tests.
 `refusal` trains SSFT, embedding-AT and LAT variants and writes the refusal-representation
-analysis (DIR/refusal.json, DIR/report.html).
+analysis (DIR/refusal.json, DIR/report.html). A study is a plan of tasks: `--plan` prints it with
+an estimate per task (from a measured training step) and exits; `--executor ray` runs the tasks
+on a Ray cluster (docs/scaling.md), with the same numbers as in-process.
 """
 
 from __future__ import annotations
@@ -33,20 +39,63 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", action="store_true", help="print the plan of tasks with estimates, then exit")
+    parser.add_argument(
+        "--executor", choices=["local", "ray"], default="local", help="where tasks run (default: in this process)"
+    )
+    parser.add_argument(
+        "--ray-address", default=None, help="Ray cluster to use (default: a running one, else a new local one)"
+    )
+    parser.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs (torch threads) per Ray task")
+    parser.add_argument(
+        "--gpus-per-task", type=float, default=0.0, help="GPUs per Ray task; fractional packs tasks (0.25: four)"
+    )
+    parser.add_argument("--max-retries", type=int, default=3, help="reruns of a task whose worker died")
+    parser.add_argument(
+        "--shared-dir", default=None, help="a folder every node sees: a retried task resumes from its checkpoint there"
+    )
+
+
+def _execution(args: argparse.Namespace) -> dict:
+    """`run_study`/`run_refusal_study` keyword arguments for the chosen executor."""
+    if args.executor == "local":
+        return {}
+    from defense_interp.execution import RayExecutor
+
+    ray = RayExecutor(
+        address=args.ray_address,
+        cpus_per_task=args.cpus_per_task,
+        gpus_per_task=args.gpus_per_task,
+        max_retries=args.max_retries,
+    )
+    return {"executor": ray, "device": args.device, "shared_dir": args.shared_dir}
+
+
 def _load(args: argparse.Namespace):
+    """The model, on `--device`; with a remote executor the driver keeps its copy on the CPU (it
+    only fingerprints the model and sends its spec; the workers load it on the device)."""
     import torch
 
     import defense_interp as di
     from defense_interp.io import log
 
+    device = args.device if args.executor == "local" or args.plan else None
     log(
         f"loading model {args.model or 'bundled SmolLM2-135M-Instruct'}"
-        f"{f' on {args.device}' if args.device else ''} ({args.dtype})"
+        f"{f' on {device}' if device else ''} ({args.dtype})"
     )
-    return di.load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    return di.load_model(args.model, device=device, dtype=getattr(torch, args.dtype))
 
 
-def study(args: argparse.Namespace) -> Path:
+def _print_plan(plan, model, examples, tcfg) -> None:
+    from defense_interp.execution.estimate import estimate_plan, measure_units
+
+    units = measure_units(model, examples, tcfg)
+    print(plan.describe(estimate_plan(plan, units)))
+
+
+def study(args: argparse.Namespace) -> Path | None:
     import defense_interp as di
     from defense_interp.study import StudyConfig, run_study
 
@@ -64,7 +113,13 @@ def study(args: argparse.Namespace) -> Path:
         first_seed=args.seed,
         sizes={"steps": args.steps} if args.steps else {},
     )
-    _, _, path = run_study(_load(args), di.Trait.builtin(args.trait), cfg, args.out, resume=args.resume)
+    model, trait = _load(args), di.Trait.builtin(args.trait)
+    if args.plan:
+        from defense_interp.study import study_plan
+
+        _print_plan(study_plan(model, trait, cfg), model, trait.train_data, cfg.train_config(cfg.first_seed))
+        return None
+    _, _, path = run_study(model, trait, cfg, args.out, resume=args.resume, **_execution(args))
     print(Path(path).resolve())
     return path
 
@@ -79,7 +134,7 @@ def report(args: argparse.Namespace) -> Path:
     return path
 
 
-def refusal(args: argparse.Namespace) -> Path:
+def refusal(args: argparse.Namespace) -> Path | None:
     import dataclasses
 
     from defense_interp.io import log
@@ -88,7 +143,17 @@ def refusal(args: argparse.Namespace) -> Path:
 
     cfg = REFUSAL_PRESETS["tiny" if args.model == "tiny" else "quick"]
     cfg = dataclasses.replace(cfg, seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
-    study = run_refusal_study(_load(args), args.out, config=cfg)
+    model = _load(args)
+    if args.plan:
+        from defense_interp.data.refusal import RefusalData
+        from defense_interp.refusal.study import refusal_plan
+        from defense_interp.training import TrainConfig
+
+        data = RefusalData.builtin()
+        tcfg = TrainConfig(batch_size=cfg.batch_size, max_length=cfg.max_length)
+        _print_plan(refusal_plan(data, cfg), model, data.train, tcfg)
+        return None
+    study = run_refusal_study(model, args.out, config=cfg, **_execution(args))
     path = Path(args.out) / REPORT_FILE
     log(f"refusal study done in {study.wall_seconds:.0f} s")
     print(path.resolve())
@@ -101,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("study", help="extract axes, train every condition, write runs, findings and report.html")
-    s.add_argument("--out", required=True, help="output folder (an interrupted study continues in it)")
+    s.add_argument("--out", help="output folder (an interrupted study continues in it); not needed with --plan")
     s.add_argument(
         "--preset",
         choices=["quick", "full"],
@@ -121,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="continue interrupted runs from their checkpoints (finished runs are always reused)",
     )
+    _executor_options(s)
     s.set_defaults(func=study)
     r = sub.add_parser("report", help="rebuild a report from run folders")
     r.add_argument("runs", nargs="+")
@@ -128,12 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--title", default=None, help="the report's heading (default: 'defense_interp report')")
     r.set_defaults(func=report)
     f = sub.add_parser("refusal", help="train SSFT/AT/LAT variants; SVD, refusal directions, ablation attacks")
-    f.add_argument("--out", required=True, help="output folder (an interrupted study continues in it)")
+    f.add_argument("--out", help="output folder (an interrupted study continues in it); not needed with --plan")
     _model_options(f)
     f.add_argument("--steps", type=int, default=None, help="training steps per variant (default 32)")
     f.add_argument("--seed", type=int, default=0, help="seed of the data splits and of training")
+    _executor_options(f)
     f.set_defaults(func=refusal)
     args = parser.parse_args(argv)
+    if args.command in ("study", "refusal") and args.out is None and not args.plan:
+        parser.error(f"{args.command} needs --out DIR (unless --plan)")
     from defense_interp.errors import DefenseInterpError
 
     try:

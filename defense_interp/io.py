@@ -13,25 +13,34 @@ import json
 import os
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from defense_interp.errors import RunError
+from defense_interp.errors import ConfigError, RunError
 
 __all__ = [
     "content_hash",
+    "from_json_fields",
     "json_fields",
     "log",
+    "log_to",
     "read_json",
     "read_tensors",
+    "write_bytes",
     "write_json",
     "write_tensors",
     "write_text",
 ]
+
+_LOG_FILES: list[Path] = []
+_T = TypeVar("_T")
 
 
 def _atomic(path: Path, write) -> None:
@@ -55,6 +64,11 @@ def write_json(path: str | Path, data: Any) -> None:
 def write_text(path: str | Path, text: str) -> None:
     """Write UTF-8 text atomically (temporary file, then rename)."""
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes atomically (temporary file, then rename)."""
+    _atomic(Path(path), lambda tmp: Path(tmp).write_bytes(data))
 
 
 def content_hash(data: Any) -> str:
@@ -95,6 +109,31 @@ def json_fields(record: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(record).items()}
 
 
+def from_json_fields(cls: type[_T], record: dict[str, Any]) -> _T:
+    """The inverse of `json_fields`: a dataclass of `cls` from its record (lists back to tuples);
+    `ConfigError` for a key that `cls` does not have."""
+    unknown = set(record) - {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} keys {sorted(unknown)}")
+    kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
+    return cls(**kwargs)
+
+
 def log(msg: str) -> None:
     """A progress message of a long command, on standard error (standard output stays for results)."""
     print(f"[defense-interp] {msg}", file=sys.stderr, flush=True)
+    for path in _LOG_FILES:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+
+
+@contextmanager
+def log_to(path: str | Path) -> Iterator[None]:
+    """While inside, `log` also appends each message, with its time, to `path` (a study's log)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _LOG_FILES.append(path)
+    try:
+        yield
+    finally:
+        _LOG_FILES.remove(path)

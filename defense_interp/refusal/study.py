@@ -18,46 +18,48 @@ into *direction*, *selection* and *attack* sets, `config.splits`):
 4. The transfer matrix: each model's chosen direction ablated in every model (attack set), and each
    model's refusal rate on the harmless attack prompts (over-refusal).
 
-Each finished training run and each model's analysis is written to `out` as it completes; a rerun
-in the same folder loads them instead of recomputing (an interrupted study resumes). `manifest.json`
+The study is a plan (`refusal_plan`): a DAG of tasks (`tasks.py`) run in this process or on
+workers (`execution.execute`); the transfer matrix is one task per target model, after every
+analysis it needs. Each finished training run, analysis and transfer row is written to `out` as it
+completes; a rerun in the same folder loads them instead of recomputing (an interrupted study
+resumes). `manifest.json`
 records the config, model and data fingerprint: a rerun with different ones raises `ConfigError`
-instead of mixing two studies, and a retrained run invalidates its analysis and the transfer matrix.
+instead of mixing two studies, and a retrained run clears its analysis and the transfer matrix.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from tqdm.auto import tqdm
-
-from defense_interp.data.chat import encode_chat
 from defense_interp.data.refusal import RefusalData
-from defense_interp.errors import ConfigError, RunError
-from defense_interp.forward import read_activations
-from defense_interp.io import content_hash, json_fields, read_json, write_json
+from defense_interp.errors import ConfigError
+from defense_interp.execution import Plan, Task, TaskContext, execute
+from defense_interp.io import content_hash, log_to, read_json, write_json
 from defense_interp.models import model_identity
-from defense_interp.refusal.analysis import ModelAnalysis, analyse_refusal
-from defense_interp.refusal.attack import RefusalRate, TransferMatrix, refusal_rate, transfer_matrix
+from defense_interp.refusal.analysis import ModelAnalysis
+from defense_interp.refusal.attack import RefusalRate, TransferMatrix
+from defense_interp.refusal.config import REFUSAL_PRESETS, RefusalStudyConfig, median_token_norm
 from defense_interp.refusal.directions import DirectionSelection
-from defense_interp.training import LAT, Baseline, Condition, EmbeddingAT, Run, TrainConfig, load_trained, train
-from defense_interp.types import hook_name
+from defense_interp.refusal.tasks import ANALYSIS_DIR, RUNS_DIR, TRANSFER_DIR
+from defense_interp.training import LAT, Run
 
 __all__ = [
     "ANALYSIS_DIR",
+    "LOG_FILE",
     "MANIFEST_FILE",
     "REFUSAL_PRESETS",
     "REPORT_FILE",
     "RESULT_FILE",
     "RUNS_DIR",
+    "TRANSFER_DIR",
     "TRANSFER_FILE",
     "RefusalStudy",
     "RefusalStudyConfig",
     "median_token_norm",
+    "refusal_plan",
     "run_refusal_study",
 ]
 
@@ -65,66 +67,9 @@ MANIFEST_FILE = "manifest.json"
 RESULT_FILE = "refusal.json"
 REPORT_FILE = "report.html"
 TRANSFER_FILE = "transfer.json"
-RUNS_DIR = "runs"
-ANALYSIS_DIR = "analysis"
-
-
-@dataclass(frozen=True)
-class RefusalStudyConfig:
-    """Sizes of the refusal study (module docstring)."""
-
-    steps: int = 32
-    batch_size: int = 4
-    lr: float = 3e-4
-    seed: int = 0
-    pgd_steps: int = 3
-    epsilon_fraction: float = 0.05
-    lat_layer: int | None = None
-    splits: tuple[int, int, int] = (64, 16, 32)
-    candidate_stride: int = 3
-    candidate_positions: int = 3
-    sweep_stride: int = 3
-    max_new_tokens: int = 24
-    sweep_new_tokens: int = 16
-    svd_k: int = 10
-    max_length: int = 128
-
-    def __post_init__(self) -> None:
-        if (
-            min(
-                self.steps,
-                self.pgd_steps,
-                self.candidate_stride,
-                self.candidate_positions,
-                self.sweep_stride,
-                self.max_new_tokens,
-                self.sweep_new_tokens,
-            )
-            < 1
-            or not self.epsilon_fraction > 0
-        ):
-            raise ConfigError(f"every size in RefusalStudyConfig must be positive: {self}")
-        if self.svd_k < 2 or len(self.splits) != 3:
-            raise ConfigError("RefusalStudyConfig needs svd_k ≥ 2 and three splits (directions, selection, attack)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_fields(self)
-
-
-REFUSAL_PRESETS = {
-    "quick": RefusalStudyConfig(),
-    "tiny": RefusalStudyConfig(
-        steps=4,
-        pgd_steps=2,
-        splits=(16, 6, 8),
-        candidate_stride=1,
-        candidate_positions=2,
-        sweep_stride=2,
-        max_new_tokens=6,
-        sweep_new_tokens=4,
-        max_length=512,
-    ),
-}
+LOG_FILE = "study.log"
+VARIANTS = ("ssft", "at", "lat")
+_TASKS = "defense_interp.refusal.tasks"
 
 
 @dataclass(frozen=True)
@@ -192,41 +137,6 @@ def _cell(sel: DirectionSelection) -> int:
     return sel.layers.index(sel.chosen[0]) * len(sel.positions) + sel.positions.index(sel.chosen[1])
 
 
-def median_token_norm(
-    model: Any, conversations: list, *, layer: int, point: str, max_length: int, batch_size: int = 16
-) -> float:
-    """Median L2 norm of the prompt tokens' residual stream at `blocks.{layer}.hook_{point}`."""
-    norms: list[torch.Tensor] = []
-    for i in range(0, len(conversations), batch_size):
-        b = encode_chat(model, conversations[i : i + batch_size], max_length=max_length)
-        keep = b.attention_mask.bool() & ~b.response_mask
-
-        def grab(x: torch.Tensor, hook: Any, keep: torch.Tensor = keep) -> None:
-            norms.append(x.detach().float().norm(dim=-1).cpu()[keep])
-
-        read_activations(model, b.tokens, b.attention_mask, [(hook_name(layer, point), grab)])
-    return float(torch.cat(norms).median())
-
-
-def _conditions(model: Any, data: RefusalData, config: RefusalStudyConfig) -> dict[str, Condition]:
-    n = model.cfg.n_layers
-    lat_layer = n // 3 if config.lat_layer is None else config.lat_layer
-    if not 0 <= lat_layer < n:
-        raise ConfigError(f"lat_layer {lat_layer} is outside 0..{n - 1}")
-    convs = list(data.train[:32])
-    eps = {
-        "at": config.epsilon_fraction
-        * median_token_norm(model, convs, layer=0, point="resid_pre", max_length=config.max_length),
-        "lat": config.epsilon_fraction
-        * median_token_norm(model, convs, layer=lat_layer, point="resid_post", max_length=config.max_length),
-    }
-    return {
-        "ssft": Baseline(),
-        "at": EmbeddingAT(round(eps["at"], 4), config.pgd_steps),
-        "lat": LAT(lat_layer, round(eps["lat"], 4), config.pgd_steps),
-    }
-
-
 def _manifest(out: Path, model: Any, data: RefusalData, config: RefusalStudyConfig) -> None:
     """Record what the folder's results were computed from; refuse to mix a different study into it."""
     fingerprint = content_hash([list(data.harmful), list(data.harmless), list(data.train)])
@@ -244,58 +154,112 @@ def _manifest(out: Path, model: Any, data: RefusalData, config: RefusalStudyConf
         write_json(path, manifest)
 
 
-def _variants(
-    model: Any, data: RefusalData, config: RefusalStudyConfig, out: Path, axes: Any, progress: bool
-) -> dict[str, Run]:
-    """Train (or load) each variant's run; a retrained run invalidates its analysis and the transfer matrix."""
-    tcfg = TrainConfig(
-        steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=config.seed, max_length=config.max_length
-    )
-    runs: dict[str, Run] = {}
-    for label, cond in tqdm(
-        _conditions(model, data, config).items(), desc="refusal study: variants", disable=not progress
-    ):
-        folder = out / RUNS_DIR / label
-        try:
-            runs[label] = Run.load(folder)
-        except RunError:
-            runs[label] = train(
-                model, list(data.train), cond, tcfg, out=folder, axes=axes, name=label, resume=True, progress=progress
-            )
-            shutil.rmtree(out / ANALYSIS_DIR / label, ignore_errors=True)  # results of an older run of this label
-            (out / TRANSFER_FILE).unlink(missing_ok=True)
-    return runs
-
-
-def _transfer(
-    models: dict[str, Any],
-    analyses: dict[str, ModelAnalysis],
-    sets: list,
-    config: RefusalStudyConfig,
-    out: Path,
-    progress: bool,
-) -> tuple[TransferMatrix, dict[str, RefusalRate]]:
-    """The transfer matrix and each model's over-refusal on the harmless attack prompts (saved once)."""
-    att_h, att_s = sets[2]
-    path = out / TRANSFER_FILE
-    if path.is_file():
-        saved = read_json(path)
-        return (
-            TransferMatrix.from_dict(saved["transfer"]),
-            {k: RefusalRate.from_dict(v) for k, v in saved["harmless"].items()},
+def refusal_plan(data: RefusalData, config: RefusalStudyConfig, *, started: float | None = None) -> Plan:
+    """The study as a DAG of tasks (module docstring): the base model's analysis; each variant's
+    training after it, then its analysis; one transfer row per model after every analysis; the
+    results and report last (in the driver; `started` is when the study began, for its wall time)."""
+    common = {"data": data.to_dict(), "config": config.to_dict()}
+    labels = ["base", *VARIANTS]
+    run = {"base": None, **{v: f"{RUNS_DIR}/{v}" for v in VARIANTS}}
+    s = config
+    analysis_cost = {"forwards": sum(s.splits) // 8, "decode_steps": (len(labels) + 2) * s.sweep_new_tokens}
+    attack_cost = {"decode_steps": 2 * (len(labels) + 1) * -(-s.splits[2] // 16) * s.max_new_tokens}
+    tasks = [
+        Task(
+            "analysis/base",
+            f"{_TASKS}:analyse",
+            {"label": "base", **common, "run": None},
+            writes=(f"{ANALYSIS_DIR}/base",),
+            done=f"{_TASKS}:analysis_done",
+            cost=analysis_cost,
         )
-    transfer = transfer_matrix(
-        models,
-        {k: a.direction for k, a in analyses.items()},
-        att_h,
-        max_new_tokens=config.max_new_tokens,
-        progress=progress,
+    ]
+    for v in VARIANTS:
+        tasks += [
+            Task(
+                f"train/{v}",
+                f"{_TASKS}:train_variant",
+                {"label": v, **common},
+                deps=("analysis/base",),
+                reads=(f"{ANALYSIS_DIR}/base",),
+                writes=(f"{RUNS_DIR}/{v}",),
+                clears=(f"{ANALYSIS_DIR}/{v}", TRANSFER_DIR, TRANSFER_FILE),
+                done=f"{_TASKS}:variant_done",
+                cost={"train_steps": s.steps * (1 if v == "ssft" else s.pgd_steps + 1), "forwards": 8},
+            ),
+            Task(
+                f"analysis/{v}",
+                f"{_TASKS}:analyse",
+                {"label": v, **common, "run": run[v]},
+                deps=(f"train/{v}",),
+                reads=(f"{RUNS_DIR}/{v}",),
+                writes=(f"{ANALYSIS_DIR}/{v}",),
+                done=f"{_TASKS}:analysis_done",
+                cost=analysis_cost,
+            ),
+        ]
+    analyses = tuple(f"{ANALYSIS_DIR}/{k}" for k in labels)
+    for k in labels:
+        tasks.append(
+            Task(
+                f"transfer/{k}",
+                f"{_TASKS}:transfer_row",
+                {"target": k, "run": run[k], "labels": labels, **common},
+                deps=tuple(f"analysis/{x}" for x in labels),
+                reads=(*analyses, *((run[k],) if run[k] else ())),
+                writes=(f"{TRANSFER_DIR}/{k}.json",),
+                done=f"{_TASKS}:transfer_row_done",
+                cost=attack_cost,
+            )
+        )
+    tasks.append(
+        Task(
+            "results and report",
+            f"{__name__}:results",
+            {"labels": labels, "config": config.to_dict(), "started": time.time() if started is None else started},
+            deps=tuple(f"transfer/{k}" for k in labels),
+            model=False,
+        )
     )
-    harmless = {
-        k: refusal_rate(m, att_s, max_new_tokens=config.max_new_tokens, progress=False) for k, m in models.items()
-    }
-    write_json(path, {"transfer": transfer.to_dict(), "harmless": {k: v.to_dict() for k, v in harmless.items()}})
-    return transfer, harmless
+    return Plan.of(tasks)
+
+
+def _join(parts: dict[str, TransferMatrix], labels: list[str]) -> TransferMatrix:
+    """The transfer matrix from its rows (one target each)."""
+    sources = parts[labels[0]].sources
+    return TransferMatrix(
+        sources,
+        tuple(labels),
+        tuple(tuple(parts[t].rates[i][0] for t in labels) for i in range(len(sources))),
+        tuple(parts[t].baseline[0] for t in labels),
+    )
+
+
+def results(ctx: TaskContext, *, labels: list[str], config: dict[str, Any], started: float) -> RefusalStudy:
+    """Assemble the study from its finished pieces; write `transfer.json`, `refusal.json` and the report."""
+    folder = ctx.folder
+    saved = {k: read_json(folder / TRANSFER_DIR / f"{k}.json") for k in labels}
+    transfer = _join({k: TransferMatrix.from_dict(v["transfer"]) for k, v in saved.items()}, labels)
+    harmless = {k: RefusalRate.from_dict(v["harmless"]) for k, v in saved.items()}
+    write_json(
+        folder / TRANSFER_FILE,
+        {"transfer": transfer.to_dict(), "harmless": {k: v.to_dict() for k, v in harmless.items()}},
+    )
+    runs = {v: Run.load(folder / RUNS_DIR / v) for v in VARIANTS}
+    study = RefusalStudy(
+        labels=tuple(labels),
+        analyses={k: ModelAnalysis.load(folder / ANALYSIS_DIR / k) for k in labels},
+        transfer=transfer,
+        harmless_rates=harmless,
+        runs=runs,
+        epsilons={k: float(r.condition.epsilon) for k, r in runs.items() if isinstance(r.condition, LAT)},
+        config=RefusalStudyConfig.from_dict(config),
+        model=read_json(folder / MANIFEST_FILE)["model"],
+        wall_seconds=round(time.time() - started, 1),
+    )
+    write_json(folder / RESULT_FILE, study.to_dict())
+    study.report(folder / REPORT_FILE)
+    return study
 
 
 def run_refusal_study(
@@ -305,44 +269,18 @@ def run_refusal_study(
     config: RefusalStudyConfig | None = None,
     data: RefusalData | None = None,
     progress: bool = True,
+    executor: Any = None,
+    **execution: Any,
 ) -> RefusalStudy:
-    """Run the whole study (module docstring) and write `out/refusal.json` and `out/report.html`."""
+    """Run the whole study (module docstring) and write `out/refusal.json` and `out/report.html`.
+    `executor` and `execution` as in `execution.execute` (None: in this process)."""
     started = time.time()
     config = config or RefusalStudyConfig()
     data = data or RefusalData.builtin()
     out = Path(out)
-    sets = data.splits(config.splits, seed=config.seed)
+    data.splits(config.splits, seed=config.seed)  # bad sizes fail here, before any task
     _manifest(out, model, data, config)
-
-    def analysed(label: str, m: Any) -> ModelAnalysis:
-        folder = out / ANALYSIS_DIR / label
-        if ModelAnalysis.is_saved(folder):
-            return ModelAnalysis.load(folder)
-        a = analyse_refusal(m, label, sets, config, progress=progress)
-        a.save(folder)
-        return a
-
-    analyses = {"base": analysed("base", model)}
-    layer, position = analyses["base"].selection.chosen
-    runs = _variants(
-        model, data, config, out, analyses["base"].directions.as_axes(position=position, layer=layer), progress
-    )
-    models: dict[str, Any] = {"base": model}
-    for label, run in runs.items():
-        models[label] = load_trained(model, run)
-        analyses[label] = analysed(label, models[label])
-    transfer, harmless = _transfer(models, analyses, sets, config, out, progress)
-    study = RefusalStudy(
-        labels=tuple(models),
-        analyses=analyses,
-        transfer=transfer,
-        harmless_rates=harmless,
-        runs=runs,
-        epsilons={k: float(r.condition.epsilon) for k, r in runs.items() if isinstance(r.condition, LAT)},
-        config=config,
-        model=model_identity(model),
-        wall_seconds=round(time.time() - started, 1),
-    )
-    write_json(out / RESULT_FILE, study.to_dict())
-    study.report(out / REPORT_FILE)
-    return study
+    plan = refusal_plan(data, config, started=started)
+    with log_to(out / LOG_FILE):
+        done = execute(plan, out, model=model, executor=executor, resume=True, progress=progress, **execution)
+    return done[plan.tasks[-1].key]

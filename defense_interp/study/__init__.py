@@ -6,14 +6,15 @@ plays which part, testing the seed paper's claims, and the end-to-end study.
 | `roles`    | which condition is the baseline, PPS at the strongest α, IP, a control…  |
 | `compare`  | `compare()` and `Comparison`: summaries over seeds with intervals        |
 | `findings` | `assess()`: one verdict per claim, by fixed rules                        |
-| `runner`   | `run_study()`: axes, every condition over seeds, probes, report          |
+| `runner`   | `run_study()` and its plan: axes, every condition over seeds, report     |
+| `tasks`    | the plan's tasks (axes, shared measurements, runs, analysis)             |
 """
 
 from defense_interp.study.compare import Comparison, compare
 from defense_interp.study.findings import assess
 from defense_interp.study.probes import PROBE_STATS
 from defense_interp.study.roles import Roles, find_roles
-from defense_interp.study.runner import DESIGNS, SIZES, StudyConfig, run_study
+from defense_interp.study.runner import DESIGNS, SIZES, StudyConfig, run_study, study_plan
 from defense_interp.study.verdicts import CLAIMS, VERDICTS, Finding, Findings, SubTest
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "compare",
     "find_roles",
     "run_study",
+    "study_plan",
 ]

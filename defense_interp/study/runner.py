@@ -13,6 +13,9 @@ Designs:
 Sizes (prompt pairs, questions, steps, batch, eval lengths) come from `SIZES`; the tiny random model
 uses the `tiny` sizes so any design runs in seconds. The trait axes are extracted once (with the
 study's first seed) and shared by every run; the untrained model's trait expression is measured once.
+
+A study is a plan (`study_plan`): a DAG of tasks that are plain data (`execution.Task`; the task
+functions are in `tasks.py`), run in this process by default or on workers (`execution.execute`).
 A run folder that already holds a finished run with the same configuration is loaded instead of
 trained again, and with `resume=True` (`--resume`) a run that was interrupted continues from its
 last checkpoint, so an interrupted study continues where it stopped.
@@ -20,18 +23,28 @@ last checkpoint, so an interrupted study continues where it stopped.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from defense_interp.axes import TraitAxes, extract_trait_axes
+import torch
+
+from defense_interp.axes import TraitAxes
 from defense_interp.data.traits import Trait
-from defense_interp.errors import ConfigError, RunError
-from defense_interp.io import log, write_json
-from defense_interp.study.compare import Comparison, compare
-from defense_interp.study.findings import Findings, assess
+from defense_interp.errors import ConfigError
+from defense_interp.execution import Plan, Task, execute
+from defense_interp.io import log, log_to
+from defense_interp.study.compare import Comparison
+from defense_interp.study.findings import Findings
+from defense_interp.study.tasks import (
+    BEFORE_FILE,
+    COMPARISON_FILE,
+    FINDINGS_FILE,
+    REPORT_FILE,
+    START_LOSS_FILE,
+    trait_record,
+)
 from defense_interp.training import (
     IP,
     PPS,
@@ -40,19 +53,25 @@ from defense_interp.training import (
     GradientEdit,
     PlaceboIP,
     RandomPPS,
-    Run,
     TrainConfig,
-    measure_expression,
     pps_sweep,
-    train,
 )
 from defense_interp.training.runs import AXES_DIR
 
-__all__ = ["COMPARISON_FILE", "DESIGNS", "FINDINGS_FILE", "REPORT_FILE", "SIZES", "StudyConfig", "run_study"]
+__all__ = [
+    "COMPARISON_FILE",
+    "DESIGNS",
+    "FINDINGS_FILE",
+    "LOG_FILE",
+    "REPORT_FILE",
+    "SIZES",
+    "StudyConfig",
+    "run_study",
+    "study_plan",
+]
 
-COMPARISON_FILE = "comparison.json"
-FINDINGS_FILE = "findings.json"
-REPORT_FILE = "report.html"
+LOG_FILE = "study.log"
+_TASKS = "defense_interp.study.tasks"
 
 # fmt: off
 SIZES = {
@@ -144,142 +163,163 @@ def _conditions(cfg: StudyConfig, axes: TraitAxes) -> list[Condition]:
     return conds
 
 
-def _finished(folder: Path, tcfg: TrainConfig, condition: Condition, init: Run | None) -> Run | None:
-    """The run in `folder` if it finished with this configuration, condition and first stage, else None."""
-    if not Run.is_finished(folder):
-        return None
-    try:
-        run = Run.load(folder)
-    except RunError:
-        return None
-    same = json.dumps(run.condition.to_dict(), sort_keys=True) == json.dumps(condition.to_dict(), sort_keys=True)
-    return run if same and run.config == tcfg.to_dict() and run.init == (init.name if init else None) else None
+def _naming_axes(model: Any) -> TraitAxes:
+    """Stand-in axes of the model's shape: they name the study's conditions before the real axes
+    exist (labels and parameters do not depend on the vectors; the tasks rebuild each condition
+    with the real axes)."""
+    n, d = int(model.cfg.n_layers), int(model.cfg.d_model)
+    return TraitAxes(torch.zeros(n, d), torch.zeros(n), layer=n // 2)
 
 
-@dataclass
-class _Study:
-    """One study's shared inputs and progress: trains (or reloads) each run in turn."""
-
-    model: Any
-    trait: Trait
-    axes: TraitAxes
-    out: Path
-    n_runs: int
-    resume: bool
-    progress: bool
-    done: int = 0
-    before: tuple[dict[str, Any], list[str]] | None = None
-
-    def run(
-        self,
-        seed: int,
-        cond: Condition,
-        rcfg: TrainConfig,
-        *,
-        label: str | None = None,
-        init: Run | None = None,
-        probe_conditions: list[Condition] | None = None,
-    ) -> Run:
-        """The finished run of `cond` with `seed` (loaded if the folder already holds it)."""
-        label = label or cond.label
-        self.done += 1
-        folder = self.out / f"seed{seed}" / label
-        run = _finished(folder, rcfg, cond, init)
-        if run is not None:
-            log(f"[{self.done}/{self.n_runs}] seed {seed}: {label} already finished, loaded")
-            return run
-        if self.before is None and init is None:
-            log("measuring trait expression of the untrained model")
-            self.before = measure_expression(self.model, self.trait, self.axes, rcfg)
-        log(
-            f"[{self.done}/{self.n_runs}] seed {seed}: training {label} ({rcfg.steps} steps"
-            f"{', from the baseline run' if init is not None else ''})"
-        )
-        return train(
-            self.model,
-            self.trait,
-            cond,
-            rcfg,
-            folder,
-            axes=self.axes,
-            name=label,
-            progress=self.progress,
-            resume=self.resume,
-            expression_before=None if init is not None else self.before,
-            init=init,
-            probe_conditions=probe_conditions,
-        )
+def _record(condition: Condition) -> dict[str, Any]:
+    return {"type": type(condition).__name__, **condition.params()}
 
 
-def _axes(model: Any, trait: Trait, cfg: StudyConfig, out: Path) -> TraitAxes:
-    """The study's trait axes: reused from `out`, else extracted with the first seed and saved."""
+def _train_cost(cfg: TrainConfig, n_probed: int) -> dict[str, int]:
+    """What a run does, in the units of `execution.estimate`: optimiser steps, probe passes,
+    forward batches (loss tables at start and end, the scores) and decode steps (eval answers)."""
+    b = cfg.batch_size
+    loss_batches = -(-cfg.loss_examples // b)
+    eval_q = cfg.eval_questions or 16
+    return {
+        "train_steps": cfg.steps + n_probed * len(cfg.probe_steps),
+        "forwards": 4 * loss_batches + 2 * -(-eval_q // b),
+        "decode_steps": -(-eval_q // 16) * cfg.eval_max_new_tokens,
+    }
+
+
+def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
+    """The study as a DAG of tasks (module docstring): the axes, the untrained model's expression,
+    each (condition, seed) run (two-stage runs after their seed's baseline run), then the
+    comparison, findings and report."""
+    conds = _conditions(cfg, _naming_axes(model))
+    strongest = max(cfg.alphas)
+    tr = trait_record(trait)
     s = cfg.s
-    try:
-        axes = TraitAxes.load(out / AXES_DIR)
-        log(f"reusing axes in {out / AXES_DIR}")
-    except RunError:
-        log(f"extracting '{trait.name}' axes ({s['n_pairs']} prompt pairs x {s['n_questions']} questions)")
-        axes = extract_trait_axes(
-            model,
-            trait,
-            n_pairs=s["n_pairs"],
-            n_questions=s["n_questions"],
-            max_new_tokens=s["axes_tokens"],
-            seed=cfg.first_seed,
+    first = cfg.train_config(cfg.first_seed)
+    tasks = [
+        Task(
+            "axes",
+            f"{_TASKS}:extract_axes",
+            {
+                "trait": tr,
+                "sizes": {k: s[k] for k in ("n_pairs", "n_questions", "axes_tokens")},
+                "seed": cfg.first_seed,
+            },
+            writes=(AXES_DIR,),
+            done=f"{_TASKS}:axes_done",
+            cost={"forwards": 4 * s["n_pairs"], "decode_steps": 2 * s["n_pairs"] * s["axes_tokens"]},
+        ),
+        Task(
+            "untrained model",
+            f"{_TASKS}:measure_before",
+            {"trait": tr, "config": first.to_dict(), "path": BEFORE_FILE},
+            deps=("axes",),
+            reads=(AXES_DIR,),
+            writes=(BEFORE_FILE,),
+            done=f"{_TASKS}:file_done",
+            cost={**_train_cost(first, 0), "train_steps": 0},
+        ),
+    ]
+
+    def run(seed: int, cond: Condition, rcfg: TrainConfig, label: str, init: str | None = None, probed=()) -> str:
+        folder = f"seed{seed}/{label}"
+        start = None if init else f"seed{seed}/{START_LOSS_FILE}"  # a two-stage run starts from its first stage
+        before: tuple[str, ...] = (init,) if init else (f"seed{seed}/{START_LOSS_FILE}",)
+        tasks.append(
+            Task(
+                folder,
+                f"{_TASKS}:train_run",
+                {
+                    "trait": tr,
+                    "condition": _record(cond),
+                    "config": rcfg.to_dict(),
+                    "run_dir": folder,
+                    "label": label,
+                    "init": init,
+                    "start_loss": start,
+                    "probe_conditions": [_record(c) for c in probed] if probed else None,
+                },
+                deps=("axes", "untrained model", *before),
+                reads=(AXES_DIR, BEFORE_FILE, *before),
+                writes=(folder,),
+                done=f"{_TASKS}:train_done",
+                cost=_train_cost(rcfg, len(probed)),
+            )
         )
-        axes.save(out / AXES_DIR)
-    log(f"axes layer {axes.layer}: held-out Cohen's d {float(axes.cohens_d[axes.layer]):.2f}")
-    return axes
+        return folder
+
+    for seed in [cfg.first_seed + i for i in range(cfg.n_seeds)]:
+        tcfg = cfg.train_config(seed)
+        plain = replace(tcfg, probe_steps=())
+        path = f"seed{seed}/{START_LOSS_FILE}"
+        lb = -(-tcfg.loss_examples // tcfg.batch_size)
+        tasks.append(
+            Task(
+                path,
+                f"{_TASKS}:measure_start_loss",
+                {"trait": tr, "config": tcfg.to_dict(), "path": path},
+                writes=(path,),
+                done=f"{_TASKS}:file_done",
+                cost={"forwards": lb},
+            )
+        )
+        base = run(seed, conds[0], tcfg, conds[0].label, probed=conds)
+        for c in conds[1:]:
+            run(seed, c, plain, c.label)
+        if cfg.design == "full":
+            run(seed, PPS(_naming_axes(model), coef=strongest), plain, f"two_stage_pps_a{strongest:g}", init=base)
+            run(seed, IP(cfg.ip_prompt), plain, "two_stage_ip", init=base)
+    runs = [t.key for t in tasks if t.fn.endswith(":train_run")]
+    tasks.append(
+        Task(
+            "comparison and report",
+            f"{_TASKS}:analyse",
+            {
+                "runs": runs,
+                "baseline": [r for r in runs if r.endswith("/" + conds[0].label)],
+                "title": f"Defences against '{trait.name}': {cfg.design} study",
+            },
+            deps=tuple(runs),
+            reads=(AXES_DIR, *runs),
+            writes=(COMPARISON_FILE, FINDINGS_FILE, REPORT_FILE),
+            model=False,
+        )
+    )
+    return Plan.of(tasks)
 
 
 def run_study(
-    model: Any, trait: Trait, cfg: StudyConfig, out: str | Path, *, resume: bool = False, progress: bool = True
+    model: Any,
+    trait: Trait,
+    cfg: StudyConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    executor: Any = None,
+    **execution: Any,
 ) -> tuple[Comparison, Findings, Path]:
     """Run the study into `out`; returns the comparison, the findings and the report's path.
-    Finished runs in `out` are always loaded; with `resume`, an interrupted run also continues from
+    Finished runs in `out` are always reused; with `resume`, an interrupted run also continues from
     its last checkpoint instead of starting again.
 
+    `executor`: None (in this process), a `RayExecutor`, or any `concurrent.futures.Executor`;
+    `execution` takes `execute`'s other options (`device`, `threads_per_task`, `shared_dir`).
+    The numbers do not depend on where the tasks ran.
+
     Writes `out/axes/`, one run folder per condition and seed (`out/seed{s}/{label}/`),
-    `comparison.json`, `findings.json` and `report.html`.
+    `comparison.json`, `findings.json`, `report.html` and the log `study.log`.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    axes = _axes(model, trait, cfg, out)
-    conds = _conditions(cfg, axes)
-    strongest = max(cfg.alphas)
-    seeds = [cfg.first_seed + i for i in range(cfg.n_seeds)]
-    study = _Study(
-        model,
-        trait,
-        axes,
-        out,
-        n_runs=len(seeds) * (len(conds) + (2 if cfg.design == "full" else 0)),
-        resume=resume,
-        progress=progress,
-    )
-    runs: list[Run] = []
-    for seed in seeds:
-        tcfg = cfg.train_config(seed)
-        plain = replace(tcfg, probe_steps=())
-        base_run = study.run(seed, conds[0], tcfg, probe_conditions=conds)
-        runs += [base_run, *(study.run(seed, c, plain) for c in conds[1:])]
-        if cfg.design == "full":
-            runs += [
-                study.run(seed, PPS(axes, coef=strongest), plain, label=f"two_stage_pps_a{strongest:g}", init=base_run),
-                study.run(seed, IP(cfg.ip_prompt), plain, label="two_stage_ip", init=base_run),
-            ]
-    cmp = compare(
-        *[r for r in runs if r.name != conds[0].label], baseline=[r for r in runs if r.name == conds[0].label]
-    )
-    findings = assess(cmp)
-    write_json(out / COMPARISON_FILE, cmp.to_dict())
-    findings.save(out / FINDINGS_FILE)
-    report = cmp.report(
-        out / REPORT_FILE, axes=axes, findings=findings, title=f"Defences against '{trait.name}': {cfg.design} study"
-    )
-    log(
-        f"done in {time.time() - t0:.0f} s; verdicts: "
-        + ", ".join(f"{f.claim}: {f.verdict}" for f in findings.findings)
-    )
+    plan = study_plan(model, trait, cfg)
+    with log_to(out / LOG_FILE):
+        log(f"{cfg.design} study: {len(plan)} tasks into {out}")
+        results = execute(plan, out, model=model, executor=executor, resume=resume, progress=progress, **execution)
+        cmp, findings, report = results["comparison and report"]
+        log(
+            f"done in {time.time() - t0:.0f} s; verdicts: "
+            + ", ".join(f"{f.claim}: {f.verdict}" for f in findings.findings)
+        )
     return cmp, findings, report

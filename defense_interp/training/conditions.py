@@ -97,6 +97,14 @@ class Condition:
     def perturb(self, model: Any, batch: ChatBatch) -> AbstractContextManager[Any]:
         return nullcontext()
 
+    @property
+    def keeps_forward(self) -> bool:
+        """Whether training runs the same forward pass as plain training (gradients may still
+        differ), so that its train-time loss is its test-time loss: true when the condition changes
+        neither the data, the activations nor the inputs."""
+        cls = type(self)
+        return all(getattr(cls, m) is getattr(Condition, m) for m in ("prepare", "intervene", "perturb"))
+
     def params(self) -> dict[str, Any]:
         """The constructor arguments (JSON-safe; the axes, if any, are not included)."""
         if not dataclasses.is_dataclass(self):
@@ -314,6 +322,10 @@ class GradientEdit(Condition):
     def __post_init__(self) -> None:
         check_edit_mode(self.mode)
         _layers(self.axes, self.layer)
+
+    @property
+    def keeps_forward(self) -> bool:
+        return True  # its hooks replace activation gradients only
 
     @property
     def label(self) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from defense_interp.errors import ConfigError
-from defense_interp.io import json_fields
+from defense_interp.io import from_json_fields, json_fields
 
 __all__ = ["TrainConfig"]
 
@@ -35,6 +35,11 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (tuples as lists): what a run records as its config."""
         return json_fields(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> TrainConfig:
+        """The config `to_dict` recorded (unknown keys raise `ConfigError`)."""
+        return from_json_fields(cls, record)
 
     def __post_init__(self) -> None:
         if self.checkpoint_every < 0:

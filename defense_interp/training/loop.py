@@ -46,7 +46,7 @@ from defense_interp.training.adapters import copy_trained, make_trainable
 from defense_interp.training.checkpoint import Checkpoint, clear_checkpoint, load_checkpoint, save_checkpoint
 from defense_interp.training.conditions import PPS, Baseline, Condition
 from defense_interp.training.config import TrainConfig
-from defense_interp.training.measure import loss_estimates, measure_expression
+from defense_interp.training.measure import loss_estimates, loss_examples, measure_expression
 from defense_interp.training.probe import GradientProbe, probe_gradients
 from defense_interp.training.runs import FAILED_FILE, GRADIENTS_FILE, Run
 from defense_interp.types import hook_name
@@ -269,6 +269,7 @@ def train(
     trait: Trait | None = None,
     name: str | None = None,
     expression_before: Expression | None = None,
+    loss_before: dict[str, Estimate] | None = None,
     init: Run | None = None,
     probe_conditions: Sequence[Condition] | None = None,
     resume: bool = False,
@@ -280,7 +281,9 @@ def train(
     Gradient statistics are projected on `axes` (default: the PPS condition's axes). Trait
     expression needs `trait` (default: the Trait bundled under the axes' trait name, if any).
     `expression_before` reuses scores of the starting model already measured (as returned by
-    `measure_expression`), since they do not depend on the condition.
+    `measure_expression`), since they do not depend on the condition; `loss_before` reuses its loss
+    table entries already measured on this run's loss examples (`measure.loss_examples`), e.g. the
+    test-time loss every run of a seed shares.
 
     `init`: continue from this finished run's trained parameters (same model and adapter shape);
     its test-time expression after training is reused as "before" when its evaluation settings match.
@@ -296,7 +299,7 @@ def train(
     session = _Session.start(model, run, init)
     if init is not None and expression_before is None:
         expression_before = _before_from_init(init, run)
-    loss_convs = [run.convs[int(i)] for i in torch.randperm(len(run.convs), generator=session.gen)[: cfg.loss_examples]]
+    loss_convs = loss_examples(run.convs, cfg, session.gen)
     probe_convs = loss_convs[: cfg.batch_size]
     fingerprint = {
         "name": run.name,
@@ -316,7 +319,7 @@ def train(
         before = None
         if run.trait is not None:
             before = expression_before or measure_expression(work, run.trait, run.axes, cfg)
-        loss_start = loss_estimates(work, loss_convs, run.condition, cfg)
+        loss_start = loss_estimates(work, loss_convs, run.condition, cfg, known=loss_before)
     start = 0 if ck is None else ck.step
 
     bar = tqdm(

@@ -4,6 +4,7 @@ response-token loss on a fixed subset of the training data with the training-tim
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -19,7 +20,7 @@ from defense_interp.models import model_device
 from defense_interp.training.conditions import Baseline, Condition
 from defense_interp.training.config import TrainConfig
 
-__all__ = ["LOSS_MODES", "loss_estimates", "measure_expression"]
+__all__ = ["LOSS_MODES", "loss_estimates", "loss_examples", "measure_expression"]
 
 LOSS_MODES = ("train_time", "test_time")
 
@@ -36,15 +37,36 @@ def measure_expression(
     return scores, answers
 
 
+def loss_examples(convs: Sequence[Conversation], cfg: TrainConfig, gen: torch.Generator) -> list[Conversation]:
+    """The fixed subset a run's loss table is measured on: `cfg.loss_examples` conversations drawn
+    with `gen` (a run's generator, freshly seeded with `cfg.seed`: every run of a seed uses the same)."""
+    return [convs[int(i)] for i in torch.randperm(len(convs), generator=gen)[: cfg.loss_examples]]
+
+
 def loss_estimates(
-    model: Any, convs: list[Conversation], condition: Condition, cfg: TrainConfig
+    model: Any,
+    convs: list[Conversation],
+    condition: Condition,
+    cfg: TrainConfig,
+    *,
+    modes: Sequence[str] = LOSS_MODES,
+    known: dict[str, Estimate] | None = None,
 ) -> dict[str, Estimate]:
     """Response-token loss per batch of `cfg.batch_size` examples (token-weighted mean within a
     batch), intervention on (train_time: the condition's hooks, its data change and its adversarial
-    perturbation of the batch, if any) and off (test_time), over batches (samples kept)."""
+    perturbation of the batch, if any) and off (test_time), over batches (samples kept).
+
+    `known`: estimates of this model on these examples already measured (e.g. the test-time loss
+    of the untrained model, shared by every run of a seed); they are reused, and so is the
+    test-time loss as the train-time one for a condition that `keeps_forward`.
+    """
+    est = dict(known or {})
     dev = model_device(model)
-    est = {}
-    for mode in LOSS_MODES:
+    for mode in sorted(modes, key=lambda m: m != "test_time"):  # test time first: it may stand for train time
+        if mode == "train_time" and "test_time" in est and condition.keeps_forward:
+            est.setdefault(mode, est["test_time"])
+        if mode in est:
+            continue
         data = condition.prepare(convs) if mode == "train_time" else convs
         ctx = condition.intervene(model) if mode == "train_time" else Baseline().intervene(model)
         losses = []
@@ -55,4 +77,4 @@ def loss_estimates(
                     logits = model(b.tokens, attention_mask=b.attention_mask)
                 losses.append(float(response_token_loss(logits, b.tokens, b.response_mask)))
         est[mode] = mean_ci(losses, over="batches of training examples", keep=True)
-    return est
+    return {m: est[m] for m in modes}

@@ -1,0 +1,95 @@
+"""The refusal study's sizes (`RefusalStudyConfig`, `REFUSAL_PRESETS`) and the token norm its ε is
+scaled by (`median_token_norm`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from defense_interp.data.chat import encode_chat
+from defense_interp.errors import ConfigError
+from defense_interp.forward import read_activations
+from defense_interp.io import from_json_fields, json_fields
+from defense_interp.types import hook_name
+
+__all__ = ["REFUSAL_PRESETS", "RefusalStudyConfig", "median_token_norm"]
+
+
+@dataclass(frozen=True)
+class RefusalStudyConfig:
+    """Sizes of the refusal study (module docstring)."""
+
+    steps: int = 32
+    batch_size: int = 4
+    lr: float = 3e-4
+    seed: int = 0
+    pgd_steps: int = 3
+    epsilon_fraction: float = 0.05
+    lat_layer: int | None = None
+    splits: tuple[int, int, int] = (64, 16, 32)
+    candidate_stride: int = 3
+    candidate_positions: int = 3
+    sweep_stride: int = 3
+    max_new_tokens: int = 24
+    sweep_new_tokens: int = 16
+    svd_k: int = 10
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        if (
+            min(
+                self.steps,
+                self.pgd_steps,
+                self.candidate_stride,
+                self.candidate_positions,
+                self.sweep_stride,
+                self.max_new_tokens,
+                self.sweep_new_tokens,
+            )
+            < 1
+            or not self.epsilon_fraction > 0
+        ):
+            raise ConfigError(f"every size in RefusalStudyConfig must be positive: {self}")
+        if self.svd_k < 2 or len(self.splits) != 3:
+            raise ConfigError("RefusalStudyConfig needs svd_k ≥ 2 and three splits (directions, selection, attack)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_fields(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> RefusalStudyConfig:
+        return from_json_fields(cls, record)
+
+
+REFUSAL_PRESETS = {
+    "quick": RefusalStudyConfig(),
+    "tiny": RefusalStudyConfig(
+        steps=4,
+        pgd_steps=2,
+        splits=(16, 6, 8),
+        candidate_stride=1,
+        candidate_positions=2,
+        sweep_stride=2,
+        max_new_tokens=6,
+        sweep_new_tokens=4,
+        max_length=512,
+    ),
+}
+
+
+def median_token_norm(
+    model: Any, conversations: list, *, layer: int, point: str, max_length: int, batch_size: int = 16
+) -> float:
+    """Median L2 norm of the prompt tokens' residual stream at `blocks.{layer}.hook_{point}`."""
+    norms: list[torch.Tensor] = []
+    for i in range(0, len(conversations), batch_size):
+        b = encode_chat(model, conversations[i : i + batch_size], max_length=max_length)
+        keep = b.attention_mask.bool() & ~b.response_mask
+
+        def grab(x: torch.Tensor, hook: Any, keep: torch.Tensor = keep) -> None:
+            norms.append(x.detach().float().norm(dim=-1).cpu()[keep])
+
+        read_activations(model, b.tokens, b.attention_mask, [(hook_name(layer, point), grab)])
+    return float(torch.cat(norms).median())

@@ -1,0 +1,122 @@
+"""The tasks of the refusal study (`study.refusal_plan`), as functions a worker can call.
+
+Parameters are plain data: the data as `RefusalData.to_dict()`, the config as
+`RefusalStudyConfig.to_dict()`, labels and folder names. Each task reads what it needs from
+`ctx.folder` and writes its result there; the `*_done` functions tell the driver whether a result is
+already in the study folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from defense_interp.data.refusal import RefusalData
+from defense_interp.errors import ConfigError, RunError
+from defense_interp.execution import TaskContext
+from defense_interp.io import write_json
+from defense_interp.refusal.analysis import ModelAnalysis, analyse_refusal
+from defense_interp.refusal.attack import refusal_rate, transfer_matrix
+from defense_interp.refusal.config import RefusalStudyConfig, median_token_norm
+from defense_interp.training import LAT, Baseline, Condition, EmbeddingAT, Run, TrainConfig, load_trained, train
+
+__all__ = [
+    "ANALYSIS_DIR",
+    "RUNS_DIR",
+    "TRANSFER_DIR",
+    "analyse",
+    "analysis_done",
+    "train_variant",
+    "transfer_row",
+    "transfer_row_done",
+    "variant_done",
+]
+
+RUNS_DIR = "runs"
+ANALYSIS_DIR = "analysis"
+TRANSFER_DIR = "transfer"
+
+
+def _model(ctx: TaskContext, run: str | None) -> Any:
+    """The base model, or the trained variant whose run folder is `run`."""
+    return ctx.model if run is None else load_trained(ctx.model, Run.load(ctx.folder / run))
+
+
+def _sets(data: dict[str, Any], config: RefusalStudyConfig) -> list:
+    return RefusalData.from_dict(data).splits(config.splits, seed=config.seed)
+
+
+def analyse(ctx: TaskContext, *, label: str, data: dict[str, Any], config: dict[str, Any], run: str | None) -> None:
+    """Step 1 (or 3) of the study for the base model (or a variant) into `analysis/{label}`."""
+    cfg = RefusalStudyConfig.from_dict(config)
+    analyse_refusal(_model(ctx, run), label, _sets(data, cfg), cfg, progress=ctx.progress).save(
+        ctx.folder / ANALYSIS_DIR / label
+    )
+
+
+def analysis_done(folder: Path, *, label: str, **_: Any) -> bool:
+    return ModelAnalysis.is_saved(folder / ANALYSIS_DIR / label)
+
+
+def condition(model: Any, data: RefusalData, config: RefusalStudyConfig, label: str) -> Condition:
+    """The variant's condition; AT's and LAT's ε = `epsilon_fraction` × the base model's median token
+    norm at the perturbed hook on the first 32 training conversations."""
+    n = model.cfg.n_layers
+    lat_layer = n // 3 if config.lat_layer is None else config.lat_layer
+    if not 0 <= lat_layer < n:
+        raise ConfigError(f"lat_layer {lat_layer} is outside 0..{n - 1}")
+    if label == "ssft":
+        return Baseline()
+    layer, point = (0, "resid_pre") if label == "at" else (lat_layer, "resid_post")
+    norm = median_token_norm(model, list(data.train[:32]), layer=layer, point=point, max_length=config.max_length)
+    eps = round(config.epsilon_fraction * norm, 4)
+    return EmbeddingAT(eps, config.pgd_steps) if label == "at" else LAT(lat_layer, eps, config.pgd_steps)
+
+
+def train_variant(ctx: TaskContext, *, label: str, data: dict[str, Any], config: dict[str, Any]) -> None:
+    """Train one variant (LoRA) into `runs/{label}`, its gradients captured along the base model's
+    chosen refusal direction."""
+    cfg = RefusalStudyConfig.from_dict(config)
+    d = RefusalData.from_dict(data)
+    base = ModelAnalysis.load(ctx.folder / ANALYSIS_DIR / "base")
+    layer, position = base.selection.chosen
+    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_length=cfg.max_length)
+    train(
+        ctx.model,
+        list(d.train),
+        condition(ctx.model, d, cfg, label),
+        tcfg,
+        out=ctx.folder / RUNS_DIR / label,
+        axes=base.directions.as_axes(position=position, layer=layer),
+        name=label,
+        resume=True,
+        progress=ctx.progress,
+    )
+
+
+def variant_done(folder: Path, *, label: str, **_: Any) -> bool:
+    try:
+        Run.load(folder / RUNS_DIR / label)
+    except RunError:
+        return False
+    return True
+
+
+def transfer_row(
+    ctx: TaskContext, *, target: str, run: str | None, labels: list[str], data: dict[str, Any], config: dict[str, Any]
+) -> None:
+    """One target model's refusal rate on the harmful attack prompts with each model's chosen
+    direction ablated (and unattacked), and on the harmless attack prompts: `transfer/{target}.json`."""
+    cfg = RefusalStudyConfig.from_dict(config)
+    att_h, att_s = _sets(data, cfg)[2]
+    model = _model(ctx, run)
+    directions = {k: ModelAnalysis.load(ctx.folder / ANALYSIS_DIR / k).direction for k in labels}
+    part = transfer_matrix({target: model}, directions, att_h, max_new_tokens=cfg.max_new_tokens, progress=False)
+    harmless = refusal_rate(model, att_s, max_new_tokens=cfg.max_new_tokens, progress=False)
+    write_json(
+        ctx.folder / TRANSFER_DIR / f"{target}.json", {"transfer": part.to_dict(), "harmless": harmless.to_dict()}
+    )
+
+
+def transfer_row_done(folder: Path, *, target: str, **_: Any) -> bool:
+    return (folder / TRANSFER_DIR / f"{target}.json").is_file()

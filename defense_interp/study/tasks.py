@@ -1,0 +1,184 @@
+"""The tasks of the PPS-vs-IP study (`runner.study_plan`), as functions a worker can call.
+
+Each takes a `TaskContext` and plain-data parameters (the trait as its record and training
+conversations, conditions as `Condition.to_dict()`-style records, `TrainConfig.to_dict()`), reads
+its inputs from `ctx.folder` and writes its results there. The `*_done` functions tell the driver
+whether a task's result is already in the study folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from defense_interp.axes import TraitAxes, extract_trait_axes
+from defense_interp.data.traits import Trait
+from defense_interp.errors import RunError
+from defense_interp.execution import TaskContext
+from defense_interp.io import log, read_json, write_json
+from defense_interp.metrics.stats import Estimate
+from defense_interp.study.compare import compare
+from defense_interp.study.findings import assess
+from defense_interp.training import Baseline, Condition, Run, TrainConfig, measure_expression, train
+from defense_interp.training.measure import loss_estimates, loss_examples
+from defense_interp.training.runs import AXES_DIR
+
+__all__ = [
+    "BEFORE_FILE",
+    "COMPARISON_FILE",
+    "FINDINGS_FILE",
+    "REPORT_FILE",
+    "START_LOSS_FILE",
+    "analyse",
+    "axes_done",
+    "extract_axes",
+    "file_done",
+    "measure_before",
+    "measure_start_loss",
+    "train_done",
+    "train_run",
+    "trait_record",
+]
+
+BEFORE_FILE = "expression_before.json"
+START_LOSS_FILE = "start_loss.json"
+COMPARISON_FILE = "comparison.json"
+FINDINGS_FILE = "findings.json"
+REPORT_FILE = "report.html"
+
+
+def trait_record(trait: Trait) -> dict[str, Any]:
+    """A trait as task parameters: its record and its training conversations."""
+    return {"record": trait.to_dict(), "train": [list(c) for c in trait.train_data]}
+
+
+def _trait(record: dict[str, Any]) -> Trait:
+    return Trait.from_dict(record["record"], train_data=record["train"])
+
+
+def extract_axes(ctx: TaskContext, *, trait: dict[str, Any], sizes: dict[str, int], seed: int) -> None:
+    """The study's trait axes, extracted with its first seed, into `axes/`."""
+    t = _trait(trait)
+    log(f"extracting '{t.name}' axes ({sizes['n_pairs']} prompt pairs x {sizes['n_questions']} questions)")
+    axes = extract_trait_axes(
+        ctx.model,
+        t,
+        n_pairs=sizes["n_pairs"],
+        n_questions=sizes["n_questions"],
+        max_new_tokens=sizes["axes_tokens"],
+        seed=seed,
+    )
+    axes.save(ctx.folder / AXES_DIR)
+    log(f"axes layer {axes.layer}: held-out Cohen's d {float(axes.cohens_d[axes.layer]):.2f}")
+
+
+def axes_done(folder: Path, **_: Any) -> bool:
+    try:
+        TraitAxes.load(folder / AXES_DIR)
+    except RunError:
+        return False
+    return True
+
+
+def measure_before(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str, Any], path: str) -> None:
+    """Trait expression of the untrained model (shared by every one-stage run) into `BEFORE_FILE`."""
+    scores, answers = measure_expression(
+        ctx.model, _trait(trait), TraitAxes.load(ctx.folder / AXES_DIR), TrainConfig.from_dict(config)
+    )
+    write_json(ctx.folder / path, {"scores": {k: v.to_dict() for k, v in scores.items()}, "answers": answers})
+
+
+def measure_start_loss(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str, Any], path: str) -> None:
+    """The untrained model's test-time loss on a seed's loss examples, into `path`: every
+    one-stage run of that seed starts from it (`train(loss_before=...)`)."""
+    tcfg = TrainConfig.from_dict(config)
+    convs = loss_examples(list(_trait(trait).train_data), tcfg, torch.Generator().manual_seed(tcfg.seed))
+    est = loss_estimates(ctx.model, convs, Baseline(), tcfg, modes=("test_time",))
+    write_json(ctx.folder / path, {k: v.to_dict() for k, v in est.items()})
+
+
+def file_done(folder: Path, *, path: str, **_: Any) -> bool:
+    return (folder / path).is_file()
+
+
+def _before(folder: Path) -> tuple[dict[str, Estimate], list[str]]:
+    saved = read_json(folder / BEFORE_FILE)
+    return {k: Estimate.from_dict(v) for k, v in saved["scores"].items()}, saved["answers"]
+
+
+def _inputs(folder: Path, condition: dict[str, Any], config: dict[str, Any], init: str | None):
+    axes = TraitAxes.load(folder / AXES_DIR)
+    return (
+        axes,
+        Condition.from_dict(condition, axes=axes),
+        TrainConfig.from_dict(config),
+        None if init is None else Run.load(folder / init),
+    )
+
+
+def train_run(
+    ctx: TaskContext,
+    *,
+    trait: dict[str, Any],
+    condition: dict[str, Any],
+    config: dict[str, Any],
+    run_dir: str,
+    label: str,
+    init: str | None = None,
+    start_loss: str | None = None,
+    probe_conditions: list[dict[str, Any]] | None = None,
+) -> None:
+    """Train one (condition, seed) run into `run_dir` (from the run in `init`, for a two-stage run;
+    `start_loss`: the file of the seed's shared start-of-training loss)."""
+    axes, cond, tcfg, first = _inputs(ctx.folder, condition, config, init)
+    shared = None if start_loss is None else read_json(ctx.folder / start_loss)
+    train(
+        ctx.model,
+        _trait(trait),
+        cond,
+        tcfg,
+        ctx.folder / run_dir,
+        axes=axes,
+        name=label,
+        progress=ctx.progress,
+        resume=ctx.resume,
+        expression_before=None if first is not None else _before(ctx.folder),
+        loss_before=None if shared is None else {k: Estimate.from_dict(v) for k, v in shared.items()},
+        init=first,
+        probe_conditions=None
+        if probe_conditions is None
+        else [Condition.from_dict(c, axes=axes) for c in probe_conditions],
+    )
+
+
+def train_done(
+    folder: Path, *, condition: dict[str, Any], config: dict[str, Any], init: str | None = None, **params: Any
+) -> bool:
+    """Whether the run folder holds a finished run with this condition, configuration and first stage."""
+    where = folder / params["run_dir"]
+    if not Run.is_finished(where):
+        return False
+    try:
+        run = Run.load(where)
+        _, cond, tcfg, first = _inputs(folder, condition, config, init)
+    except RunError:
+        return False
+    return (
+        json.dumps(run.condition.to_dict(), sort_keys=True) == json.dumps(cond.to_dict(), sort_keys=True)
+        and run.config == tcfg.to_dict()
+        and run.init == (first.name if first else None)
+    )
+
+
+def analyse(ctx: TaskContext, *, runs: list[str], baseline: list[str], title: str) -> tuple[Any, Any, Path]:
+    """The comparison, findings and report of the finished runs (in the driver; no model)."""
+    loaded = {r: Run.load(ctx.folder / r) for r in runs}
+    cmp = compare(*[loaded[r] for r in runs if r not in baseline], baseline=[loaded[r] for r in baseline])
+    findings = assess(cmp)
+    write_json(ctx.folder / COMPARISON_FILE, cmp.to_dict())
+    findings.save(ctx.folder / FINDINGS_FILE)
+    axes = TraitAxes.load(ctx.folder / AXES_DIR)
+    return cmp, findings, cmp.report(ctx.folder / REPORT_FILE, axes=axes, findings=findings, title=title)
