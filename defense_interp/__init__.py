@@ -33,6 +33,7 @@ from defense_interp.errors import (
     RunError,
 )
 from defense_interp.evaluate import Judge, contrast_score, projection_score
+from defense_interp.execution import RayExecutor
 from defense_interp.forward import generate_answers
 from defense_interp.interventions import (
     GradientStats,
@@ -44,7 +45,7 @@ from defense_interp.interventions import (
     steer,
 )
 from defense_interp.metrics import DifferenceSVD, Estimate, difference_svd
-from defense_interp.models import copy_model, load_model, model_identity, tiny_model
+from defense_interp.models import ModelSpec, copy_model, load_model, model_identity, tiny_model
 from defense_interp.provenance import __version__
 from defense_interp.refusal import (
     DirectionSelection,
@@ -67,7 +68,7 @@ from defense_interp.refusal import (
     select_direction,
     transfer_matrix,
 )
-from defense_interp.study import Comparison, Findings, assess, compare
+from defense_interp.study import Comparison, Findings, StudyConfig, assess, compare, run_study
 from defense_interp.training import (
     IP,
     LAT,
@@ -114,10 +115,12 @@ __all__ = [
     "Judge",
     "LayerSweep",
     "ModelNotAvailableError",
+    "ModelSpec",
     "NonFiniteError",
     "PlaceboIP",
     "PromptActivations",
     "RandomPPS",
+    "RayExecutor",
     "RefusalData",
     "RefusalDirections",
     "RefusalRate",
@@ -125,6 +128,7 @@ __all__ = [
     "RefusalStudyConfig",
     "Run",
     "RunError",
+    "StudyConfig",
     "SubstringJudge",
     "TrainConfig",
     "Trait",
@@ -165,6 +169,7 @@ __all__ = [
     "refusal_directions",
     "refusal_rate",
     "run_refusal_study",
+    "run_study",
     "select_direction",
     "steer",
     "tiny_model",

@@ -3,6 +3,7 @@ and runs with planted statistics (a comparison whose right answers are known).""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -105,3 +106,30 @@ def planted(flip=True, names=None):
     ]
     base = names.get("baseline", "baseline")
     return di.compare(*[r for r in runs if r.name != base], baseline=[r for r in runs if r.name == base])
+
+
+# Result fields that are allowed to differ between two runs of one study (versions, timings).
+VOLATILE = {"package_version", "torch_version", "wall_seconds", "versions"}
+
+
+def differences(old, new, path=""):
+    """Every place where `new` differs from `old` (volatile fields skipped; floats to a relative 1e-5
+    or an absolute 1e-6: the torch thread count alone moves them by up to 2e-6)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = [
+            f"{path}/{k}: only in {'the snapshot' if k in old else 'the new result'}"
+            for k in sorted(set(old) ^ set(new))
+            if k not in VOLATILE
+        ]
+        for k in sorted(set(old) & set(new) - VOLATILE):
+            out += differences(old[k], new[k], f"{path}/{k}")
+        return out
+    if isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new):
+            return [f"{path}: {len(old)} entries vs {len(new)}"]
+        return [d for i, (a, b) in enumerate(zip(old, new, strict=True)) for d in differences(a, b, f"{path}[{i}]")]
+    if isinstance(old, float) and isinstance(new, float):
+        same = (math.isnan(old) and math.isnan(new)) or math.isclose(old, new, rel_tol=1e-5, abs_tol=1e-6)
+    else:
+        same = type(old) is type(new) and old == new
+    return [] if same else [f"{path}: {old!r} vs {new!r}"]

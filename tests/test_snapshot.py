@@ -13,30 +13,9 @@ import json
 import math
 from pathlib import Path
 
+from tests.helpers import differences
+
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-VOLATILE = {"package_version", "torch_version", "wall_seconds", "versions"}
-
-
-def differences(old, new, path=""):
-    """Every place where `new` differs from `old` (volatile fields skipped)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = [
-            f"{path}/{k}: only in {'the snapshot' if k in old else 'the new result'}"
-            for k in sorted(set(old) ^ set(new))
-            if k not in VOLATILE
-        ]
-        for k in sorted(set(old) & set(new) - VOLATILE):
-            out += differences(old[k], new[k], f"{path}/{k}")
-        return out
-    if isinstance(old, list) and isinstance(new, list):
-        if len(old) != len(new):
-            return [f"{path}: {len(old)} entries vs {len(new)}"]
-        return [d for i, (a, b) in enumerate(zip(old, new, strict=True)) for d in differences(a, b, f"{path}[{i}]")]
-    if isinstance(old, float) and isinstance(new, float):
-        same = (math.isnan(old) and math.isnan(new)) or math.isclose(old, new, rel_tol=1e-5, abs_tol=1e-6)
-    else:
-        same = type(old) is type(new) and old == new
-    return [] if same else [f"{path}: {old!r} vs {new!r}"]
 
 
 def test_the_comparison_can_fail():

@@ -148,6 +148,17 @@ class _Remote:
                 self.ray.cancel(self.refs[f], force=force)
 
 
+def _check_start_method(executor: Any) -> None:
+    """A process pool that forks this process hangs: torch's OpenMP threads do not survive a fork."""
+    context = getattr(executor, "_mp_context", None)
+    if context is not None and context.get_start_method() == "fork":
+        raise ConfigError(
+            "this ProcessPoolExecutor forks its workers, and a forked copy of a process that has run torch "
+            "hangs in torch's thread pool; create it with "
+            "mp_context=multiprocessing.get_context('spawn') (or 'forkserver')"
+        )
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
@@ -306,6 +317,7 @@ def execute(
             raise ConfigError(
                 f"executor must be None/'local', a RayExecutor or a concurrent.futures.Executor, got {executor!r}"
             )
+        _check_start_method(executor)
         threads = threads_per_task or (executor.threads if isinstance(executor, RayExecutor) else None)
         remote = _Remote(executor, model, device, threads, Path(shared_dir) if shared_dir else None)
     driver = _Driver(plan, folder, _InProcess(model, resume, progress), remote, progress)

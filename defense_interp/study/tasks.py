@@ -119,6 +119,21 @@ def _inputs(folder: Path, condition: dict[str, Any], config: dict[str, Any], ini
     )
 
 
+_LOSS_KEYS = ("seed", "loss_examples", "batch_size", "max_length")
+
+
+def _start_loss(folder: Path, path: str | None, first: Run | None, cfg: TrainConfig) -> dict[str, Estimate] | None:
+    """What a run's loss table at its start can reuse: a one-stage run, the seed's untrained test-time
+    loss (`path`); a two-stage run, its first stage's test-time loss at the end (the same weights on
+    the same examples, when the seed and loss settings match)."""
+    if first is not None:
+        same = all(first.config.get(k) == getattr(cfg, k) for k in _LOSS_KEYS)
+        return {"test_time": first.loss_table["end"]["test_time"]} if same else None
+    if path is None:
+        return None
+    return {k: Estimate.from_dict(v) for k, v in read_json(folder / path).items()}
+
+
 def train_run(
     ctx: TaskContext,
     *,
@@ -134,7 +149,6 @@ def train_run(
     """Train one (condition, seed) run into `run_dir` (from the run in `init`, for a two-stage run;
     `start_loss`: the file of the seed's shared start-of-training loss)."""
     axes, cond, tcfg, first = _inputs(ctx.folder, condition, config, init)
-    shared = None if start_loss is None else read_json(ctx.folder / start_loss)
     train(
         ctx.model,
         _trait(trait),
@@ -146,7 +160,7 @@ def train_run(
         progress=ctx.progress,
         resume=ctx.resume,
         expression_before=None if first is not None else _before(ctx.folder),
-        loss_before=None if shared is None else {k: Estimate.from_dict(v) for k, v in shared.items()},
+        loss_before=_start_loss(ctx.folder, start_loss, first, tcfg),
         init=first,
         probe_conditions=None
         if probe_conditions is None

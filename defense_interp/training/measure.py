@@ -13,6 +13,7 @@ import torch
 from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import Conversation, encode_chat
 from defense_interp.data.traits import Trait
+from defense_interp.errors import ConfigError
 from defense_interp.evaluate import contrast_score, projection_score
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.metrics.stats import Estimate, mean_ci
@@ -60,6 +61,9 @@ def loss_estimates(
     of the untrained model, shared by every run of a seed); they are reused, and so is the
     test-time loss as the train-time one for a condition that `keeps_forward`.
     """
+    unknown = set(modes) - set(LOSS_MODES)
+    if unknown:
+        raise ConfigError(f"unknown loss modes {sorted(unknown)}; known: {LOSS_MODES}")
     est = dict(known or {})
     dev = model_device(model)
     for mode in sorted(modes, key=lambda m: m != "test_time"):  # test time first: it may stand for train time

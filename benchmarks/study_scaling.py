@@ -1,0 +1,120 @@
+"""How a study scales: (1) the tiny full study in-process against Ray with two worker processes of
+one torch thread each, as a wall-time ratio in one run (the Ray time includes starting the local
+cluster and the workers); (2) the bundled model's full study in-process before and after the
+per-seed measurements were shared (before = the package at `--before-commit`, run from a
+`git worktree` of it), with the findings of both compared.
+
+    python benchmarks/study_scaling.py [--part tiny|bundled|all] [--seeds N]
+
+Part 2 takes about 2 × 18 min per seed on two CPU cores; `--seeds 1` (default) keeps it to one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _setup import emit
+
+ROOT = Path(__file__).resolve().parent.parent
+BEFORE_COMMIT = "d810c9b"  # the last commit before studies became plans with shared measurements
+
+
+def _max_difference(a, b) -> float:
+    """The largest absolute difference between two findings records' numbers (inf if their
+    structure or any verdict differs)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return math.inf
+        return max((_max_difference(a[k], b[k]) for k in a if k not in ("wall_seconds", "versions")), default=0.0)
+    if isinstance(a, list) and isinstance(b, list):
+        return math.inf if len(a) != len(b) else max(map(_max_difference, a, b), default=0.0)
+    if isinstance(a, float) and isinstance(b, float):
+        return 0.0 if (math.isnan(a) and math.isnan(b)) or a == b else abs(a - b)
+    return 0.0 if a == b else math.inf
+
+
+def tiny_local_vs_ray() -> dict:
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    import defense_interp as di
+    from defense_interp.execution import RayExecutor
+    from defense_interp.study import StudyConfig, run_study
+
+    cfg, trait = StudyConfig(design="full", size="tiny"), di.Trait.builtin("evil")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        run_study(di.tiny_model(), trait, cfg, Path(tmp) / "local", progress=False)
+        local = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+        started = time.perf_counter() - t0
+        run_study(di.tiny_model(), trait, cfg, Path(tmp) / "ray", progress=False, executor=RayExecutor(cpus_per_task=1))
+        on_ray = time.perf_counter() - t0
+        ray.shutdown()
+        a, b = (json.loads((Path(tmp) / k / "findings.json").read_text()) for k in ("local", "ray"))
+    return {
+        "study": "defense-interp study --preset full --model tiny (36 runs)",
+        "local_s": round(local, 1),
+        "ray_s": round(on_ray, 1),
+        "ray_cluster_start_s": round(started, 1),
+        "ray_speedup": round(local / on_ray, 2),
+        "target_speedup": 1.3,
+        "findings_max_abs_difference": _max_difference(a, b),
+        "workers": "2 Ray worker processes x 1 torch thread; in-process: one process, torch's default threads",
+    }
+
+
+def _cli_study(src: Path, out: Path, seeds: int) -> float:
+    cmd = [sys.executable, "-m", "defense_interp.cli", "study", "--preset", "full", "--seeds", str(seeds)]
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(src)}
+    t0 = time.perf_counter()
+    subprocess.run([*cmd, "--out", str(out)], check=True, cwd=src, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def bundled_before_after(seeds: int, commit: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        before_src = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", str(before_src), commit], cwd=ROOT, check=True)
+        try:
+            before = _cli_study(before_src, Path(tmp) / "b", seeds)
+            after = _cli_study(ROOT, Path(tmp) / "a", seeds)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(before_src)], cwd=ROOT, check=True)
+        a, b = (json.loads((Path(tmp) / k / "findings.json").read_text()) for k in ("b", "a"))
+    return {
+        "study": f"defense-interp study --preset full --seeds {seeds} (bundled SmolLM2-135M-Instruct)",
+        "before_commit": commit,
+        "before_s": round(before, 1),
+        "after_s": round(after, 1),
+        "saved_fraction": round(1 - after / before, 3),
+        "target_saved_fraction": 0.10,
+        "findings_max_abs_difference": _max_difference(a, b),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=["tiny", "bundled", "all"], default="all")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds of the bundled full study (part 2)")
+    ap.add_argument("--before-commit", default=BEFORE_COMMIT)
+    args = ap.parse_args()
+    result: dict = {"benchmark": "study_scaling", "cpu_cores": os.cpu_count()}
+    if args.part in ("tiny", "all"):
+        result["tiny_local_vs_ray"] = tiny_local_vs_ray()
+    if args.part in ("bundled", "all"):
+        result["bundled_shared_measurements"] = bundled_before_after(args.seeds, args.before_commit)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

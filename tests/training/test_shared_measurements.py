@@ -1,0 +1,60 @@
+"""Measurements a study shares between runs give the numbers each run would have measured itself:
+the untrained model's test-time loss on a seed's loss examples, a condition's train-time loss when it
+keeps the forward pass, and a two-stage run's start (its first stage's end)."""
+
+import pytest
+import torch
+
+import defense_interp as di
+from defense_interp.training.measure import loss_estimates, loss_examples
+from tests.helpers import tiny_config
+
+
+def _conditions(axes):
+    return [
+        di.Baseline(),
+        di.PPS(axes, coef=4.0),
+        di.RandomPPS(axes, coef=4.0),
+        di.IP(),
+        di.PlaceboIP(),
+        di.Ablation(axes),
+        di.LAT(1, 0.5, 1),
+        di.EmbeddingAT(0.5, 1),
+        *(di.GradientEdit(axes, mode=m) for m in ("neutralize", "attenuate", "amplify")),
+    ]
+
+
+def test_keeps_forward_holds_exactly_when_the_train_time_loss_is_the_test_time_loss(tiny, trait, random_axes):
+    cfg = tiny_config(loss_examples=4)
+    convs = loss_examples(list(trait.train_data), cfg, torch.Generator().manual_seed(0))
+    for cond in _conditions(random_axes):
+        own = loss_estimates(tiny, convs, cond, cfg)
+        same = own["train_time"].to_dict() == own["test_time"].to_dict()
+        assert cond.keeps_forward == same, cond.label
+        if cond.keeps_forward:  # measured once: the test-time loss stands for both
+            shared = loss_estimates(tiny, convs, cond, cfg, known={"test_time": own["test_time"]})
+            assert shared["train_time"] is own["test_time"]
+
+
+def test_a_runs_start_from_the_shared_untrained_loss_equals_its_own_measurement(tiny, trait, random_axes):
+    cfg = tiny_config(loss_examples=4)
+    convs = loss_examples(list(trait.train_data), cfg, torch.Generator().manual_seed(cfg.seed))
+    shared = loss_estimates(tiny, convs, di.Baseline(), cfg, modes=("test_time",))
+    for cond in (di.Baseline(), di.PPS(random_axes, coef=4.0)):
+        own = di.train(tiny, trait, cond, cfg, axes=random_axes, progress=False)
+        reused = di.train(tiny, trait, cond, cfg, axes=random_axes, progress=False, loss_before=shared)
+        assert reused.loss_table == own.loss_table
+
+
+def test_a_two_stage_run_may_start_from_its_first_stages_end(tiny, trait, random_axes, tmp_path):
+    cfg = tiny_config(steps=2, loss_examples=4)
+    first = di.train(tiny, trait, di.Baseline(), cfg, tmp_path / "base", axes=random_axes, progress=False)
+    own = di.train(tiny, trait, di.IP(), cfg, axes=random_axes, init=first, progress=False)
+    end = {"test_time": first.loss_table["end"]["test_time"]}
+    reused = di.train(tiny, trait, di.IP(), cfg, axes=random_axes, init=first, progress=False, loss_before=end)
+    assert reused.loss_table == own.loss_table
+
+
+def test_loss_modes_are_checked(tiny, trait, users_view):
+    with pytest.raises(di.ConfigError, match="unknown loss modes"):
+        loss_estimates(tiny, list(trait.train_data[:2]), di.Baseline(), tiny_config(), modes=("sometimes",))
