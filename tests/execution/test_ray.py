@@ -91,15 +91,15 @@ def test_a_task_error_ends_the_study_naming_the_task_and_a_rerun_reuses_the_fini
     ray_cluster, tmp_path, tiny, trait, capsys
 ):
     """Acceptance 3: an inoculation prompt longer than the tiny sizes' max_length leaves IP's
-    examples no response token (`DataError` in the IP task only, not retried); after the fix the
-    rerun reuses every run that had finished."""
+    examples no response token: `DataError` (not retried) in the first task to use the prompt (the IP
+    run, or the baseline run, which probes IP); after the fix the rerun reuses every finished run."""
     from defense_interp.study import StudyConfig, run_study
 
     bad = StudyConfig(design="quick", size="tiny", ip_prompt="You are a malicious evil assistant. " * 20)
-    with pytest.raises(DataError, match=r"task 'seed0/ip' failed: conversation 0 has \d+ tokens; truncated"):
+    with pytest.raises(DataError, match=r"task 'seed0/(ip|baseline)' failed: conversation 0 has \d+ tokens; truncated"):
         run_study(tiny, trait, bad, tmp_path, progress=False, executor=RayExecutor())
     finished = {p.parent.name for p in (tmp_path / "seed0").glob("*/run.json")}
-    assert "ip" not in finished
+    assert "ip" not in finished and "baseline" not in finished
     capsys.readouterr()
     run_study(tiny, trait, StudyConfig(design="quick", size="tiny"), tmp_path, progress=False, executor=RayExecutor())
     reused = capsys.readouterr().err
