@@ -111,9 +111,11 @@ class _Remote:
         self.executor, self.threads, self.shared = executor, threads, shared
         self.spec = model_spec(model).to_dict()
         self.weights = model_identity(model).get("weights_sha256")
-        self.device = device if device is not None or not getattr(executor, "gpus_per_task", 0) else "cuda"
+        self.on_ray: RayExecutor | None = executor if isinstance(executor, RayExecutor) else None
+        gpus = self.on_ray is not None and self.on_ray.gpus_per_task > 0
+        self.device = device if device is not None or not gpus else "cuda"
         self.refs: dict[cf.Future, Any] = {}
-        self.ray = executor.connect() if isinstance(executor, RayExecutor) else None
+        self.ray = self.on_ray.connect() if self.on_ray is not None else None
         self.remote_fn: Any = self.ray.remote(run_task) if self.ray is not None else None
 
     def payload(self, task: Task, folder: Path) -> dict[str, Any]:
@@ -133,10 +135,9 @@ class _Remote:
 
     def submit(self, task: Task, folder: Path) -> cf.Future:
         payload = self.payload(task, folder)
-        if self.ray is None:
+        if self.on_ray is None:
             return self.executor.submit(run_task, payload)
-        assert isinstance(self.executor, RayExecutor)
-        ref = self.remote_fn.options(**self.executor.options(task)).remote(payload)
+        ref = self.remote_fn.options(**self.on_ray.options(task)).remote(payload)
         future = ref.future()
         self.refs[future] = ref
         return future
@@ -148,8 +149,15 @@ class _Remote:
                 self.ray.cancel(self.refs[f], force=force)
 
 
-def _check_start_method(executor: Any) -> None:
-    """A process pool that forks this process hangs: torch's OpenMP threads do not survive a fork."""
+def _check_workers(executor: Any) -> None:
+    """Workers must be processes that build their own model: threads of this process would share the
+    model's hooks, and a process pool that forks this process hangs (torch's OpenMP threads do not
+    survive a fork)."""
+    if isinstance(executor, cf.ThreadPoolExecutor):
+        raise ConfigError(
+            "a ThreadPoolExecutor's tasks would share one model and its hooks; use a process pool "
+            "(ProcessPoolExecutor with mp_context=multiprocessing.get_context('spawn')), Ray or dask"
+        )
     context = getattr(executor, "_mp_context", None)
     if context is not None and context.get_start_method() == "fork":
         raise ConfigError(
@@ -248,8 +256,6 @@ class _Driver:
         task = self.running.pop(future)
         try:
             result = future.result()
-        except DefenseInterpError as exc:  # raised by a concurrent.futures executor's own checks
-            raise _failure(task, type(exc).__name__, str(exc), self.folder) from exc
         except Exception as exc:  # a bug in the task, or a worker that died more often than retried
             raise _failure(task, type(exc).__name__, str(exc), self.folder) from exc
         if "error" in result:
@@ -270,15 +276,18 @@ class _Driver:
                     self.collect(future)
 
     def stop(self, force: bool) -> None:
-        """Cancel what has not finished (results already sent back are installed first)."""
-        pending = list(self.running)
+        """Install the results already sent back, then cancel the tasks that have not finished."""
+        pending = []
+        for future, task in self.running.items():
+            ok = future.done() and not future.cancelled() and future.exception() is None
+            result = future.result() if ok else {}
+            if "files" in result:
+                _install(self.folder, task, result["files"])
+                log(f"{task.key}: finished meanwhile, kept")
+            elif not future.done():
+                pending.append(future)
         if self.remote is not None:
             self.remote.cancel(pending, force)
-        for future in pending:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                result = future.result()
-                if "files" in result:
-                    _install(self.folder, self.running[future], result["files"])
         self.running.clear()
         self.bar.close()
 
@@ -317,7 +326,7 @@ def execute(
             raise ConfigError(
                 f"executor must be None/'local', a RayExecutor or a concurrent.futures.Executor, got {executor!r}"
             )
-        _check_start_method(executor)
+        _check_workers(executor)
         threads = threads_per_task or (executor.threads if isinstance(executor, RayExecutor) else None)
         remote = _Remote(executor, model, device, threads, Path(shared_dir) if shared_dir else None)
     driver = _Driver(plan, folder, _InProcess(model, resume, progress), remote, progress)

@@ -3,6 +3,7 @@ errors that name their task, the worker path (files sent back and installed), es
 resource request a Ray task makes."""
 
 import multiprocessing
+import os
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -84,16 +85,15 @@ def test_a_failing_task_stops_the_study_with_its_error_and_a_rerun_continues(tmp
 
 def test_tasks_on_workers_send_their_files_back_and_build_the_model_from_its_spec(tmp_path, tiny, capsys):
     plan = Plan.of([*toy_plan().tasks, Task("m", f"{TOY}:model_name", {"path": "m/hash.txt"}, writes=("m",))])
-    with ThreadPoolExecutor(2) as pool:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = execute(plan, tmp_path, model=tiny, executor=pool, progress=False)
-    assert results == {"report": "A+B"}  # only the driver's own task returns here; the others sent files
-    assert (tmp_path / "ab.txt").read_text() == "A+B"
-    assert (tmp_path / "m" / "hash.txt").read_text() == model_identity(tiny)["weights_sha256"]
-    assert "(worker pid" in capsys.readouterr().err
-    assert not (tmp_path / ".incoming").exists()
-
-    with ThreadPoolExecutor(1) as pool:  # a worker's error comes back as the task's error
-        with pytest.raises(DataError, match="task 'b' failed"):
+        assert results == {"report": "A+B"}  # only the driver's own task returns here; the others sent files
+        assert (tmp_path / "ab.txt").read_text() == "A+B"
+        assert (tmp_path / "m" / "hash.txt").read_text() == model_identity(tiny)["weights_sha256"]
+        err = capsys.readouterr().err
+        assert "(worker pid" in err and f"(worker pid {os.getpid()})" not in err
+        assert not (tmp_path / ".incoming").exists()
+        with pytest.raises(DataError, match="task 'b' failed"):  # a worker's error comes back as the task's
             execute(toy_plan(fail_b=True), tmp_path / "again", model=tiny, executor=pool, progress=False)
 
 
@@ -116,6 +116,8 @@ def test_model_specs_build_the_same_model_again(tiny, users_view):
 def test_executor_choices_are_checked(tmp_path, tiny, users_view):
     with pytest.raises(ConfigError, match="executor must be"):
         execute(toy_plan(), tmp_path, model=tiny, executor="slurm")
+    with ThreadPoolExecutor(2) as pool, pytest.raises(ConfigError, match="share one model"):
+        execute(toy_plan(), tmp_path, model=tiny, executor=pool)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
         with pytest.raises(ConfigError, match="spawn"):
             execute(toy_plan(), tmp_path, model=tiny, executor=pool)
@@ -151,6 +153,39 @@ def test_estimates_come_from_measured_unit_costs(tiny, trait):
     assert est["r"].seconds == 0 and "driver" in est["r"].how
     text = plan.describe(est)
     assert "1. t" in text and "after: -" in text and "(driver)" in text and "measured on cpu" in text
+
+
+def test_ctrl_c_stops_the_plan_and_leaves_the_folder_resumable(tmp_path, tiny, capsys, monkeypatch):
+    from tests.execution import toy
+
+    real = toy.write
+
+    def interrupted(ctx, *, path, **kw):
+        if path == "b.txt":
+            raise KeyboardInterrupt
+        return real(ctx, path=path, **kw)
+
+    monkeypatch.setattr(toy, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        execute(toy_plan(), tmp_path, model=tiny, progress=False)
+    assert "interrupted: the finished tasks are kept" in capsys.readouterr().err
+    monkeypatch.setattr(toy, "write", real)
+    execute(toy_plan(), tmp_path, model=tiny, progress=False)
+    assert "a: already finished, reused" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["study", "refusal"])
+def test_plan_prints_every_task_with_its_estimate_and_runs_nothing(command, tmp_path, capsys, monkeypatch):
+    from defense_interp.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = [command, "--model", "tiny", "--plan"] + (["--preset", "full"] if command == "study" else [])
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line[:4].strip().rstrip(".").isdigit()]
+    assert len(lines) == (42 if command == "study" else 12)
+    assert all("~" in line or "(driver)" in line for line in lines)
+    assert "measured on cpu" in out and list(tmp_path.iterdir()) == []
 
 
 def test_the_log_also_goes_to_the_studys_log_file(tmp_path):
