@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import defense_interp as di
-from tests.helpers import TINY_FULL_STUDY_ARGS, TINY_REFUSAL_ARGS
+from tests.helpers import TINY_FULL_STUDY_ARGS, TINY_QUICK_STUDY_ARGS, TINY_REFUSAL_ARGS
 
 
 @pytest.fixture()
@@ -61,6 +61,21 @@ def tiny_full_study(tmp_path_factory):
     args = [*TINY_FULL_STUDY_ARGS, "--out", str(out)]
     assert main(args) == 0
     return out, args
+
+
+@pytest.fixture(scope="session")
+def tiny_quick_study(tmp_path_factory):
+    """`(folder, standard output)` of `defense-interp study --model tiny --steps 2` (baseline, PPS and
+    IP, one seed), built once per session through the command line."""
+    import contextlib
+    import io
+
+    from defense_interp.cli import main
+
+    out, printed = tmp_path_factory.mktemp("tiny_quick_study"), io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([*TINY_QUICK_STUDY_ARGS, "--out", str(out)]) == 0
+    return out, printed.getvalue()
 
 
 @pytest.fixture(scope="session")

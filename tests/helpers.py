@@ -18,6 +18,9 @@ TINY_TRAIN = dict(batch_size=2, max_length=512, loss_examples=2, eval_questions=
 
 #: `defense-interp study` of the snapshot (the full design on the tiny model, default tiny sizes).
 TINY_FULL_STUDY_ARGS = ["study", "--preset", "full", "--model", "tiny"]
+
+#: `defense-interp study` of the quick design on the tiny model, two steps (baseline, PPS and IP, one seed).
+TINY_QUICK_STUDY_ARGS = ["study", "--model", "tiny", "--steps", "2"]
 #: `defense-interp refusal` of the snapshot (the tiny preset).
 TINY_REFUSAL_ARGS = ["refusal", "--model", "tiny"]
 

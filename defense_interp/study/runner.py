@@ -175,16 +175,22 @@ def _record(condition: Condition) -> dict[str, Any]:
     return {"type": type(condition).__name__, **condition.params()}
 
 
-def _train_cost(cfg: TrainConfig, n_probed: int) -> dict[str, int]:
-    """What a run does, in the units of `execution.estimate`: optimiser steps, probe passes,
-    forward batches (loss tables at start and end, the scores) and decode steps (eval answers)."""
-    b = cfg.batch_size
-    loss_batches = -(-cfg.loss_examples // b)
+def _eval_cost(cfg: TrainConfig) -> dict[str, int]:
+    """Trait expression in the units of `execution.estimate`: the answers' decode steps and the
+    forward batches of the projection and contrast scores."""
     eval_q = cfg.eval_questions or 16
+    return {"forwards": 2 * -(-eval_q // cfg.batch_size), "decode_steps": -(-eval_q // 16) * cfg.eval_max_new_tokens}
+
+
+def _train_cost(cfg: TrainConfig, n_probed: int) -> dict[str, int]:
+    """A run in the units of `execution.estimate`: optimiser steps and probe passes, the loss
+    table's forward batches (three passes: the start's test-time loss is shared) and the
+    expression after training."""
+    ev = _eval_cost(cfg)
     return {
         "train_steps": cfg.steps + n_probed * len(cfg.probe_steps),
-        "forwards": 4 * loss_batches + 2 * -(-eval_q // b),
-        "decode_steps": -(-eval_q // 16) * cfg.eval_max_new_tokens,
+        "forwards": 3 * -(-cfg.loss_examples // cfg.batch_size) + ev["forwards"],
+        "decode_steps": ev["decode_steps"],
     }
 
 
@@ -218,7 +224,7 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
             reads=(AXES_DIR,),
             writes=(BEFORE_FILE,),
             done=f"{_TASKS}:file_done",
-            cost={**_train_cost(first, 0), "train_steps": 0},
+            cost=_eval_cost(first),
         ),
     ]
 

@@ -201,9 +201,9 @@ def test_corrupted_run_folder_is_a_clear_error(runs, tmp_path):
         di.Run.load(bad)
 
 
-def test_cli_study_on_tiny_model_writes_runs_findings_and_report(tmp_path, capsys):
-    assert main(["study", "--out", str(tmp_path), "--model", "tiny", "--steps", "2"]) == 0
-    assert capsys.readouterr().out.strip().endswith("report.html")
+def test_cli_study_on_tiny_model_writes_runs_findings_and_report(tiny_quick_study):
+    tmp_path, printed = tiny_quick_study
+    assert printed.strip().endswith("report.html")
     for name in ("baseline", "pps_a4", "ip"):
         assert di.Run.load(tmp_path / "seed0" / name).name == name
     assert (tmp_path / "report.html").stat().st_size > 1_000_000  # plotly.js inlined
@@ -254,9 +254,13 @@ def test_full_study_design_on_tiny_model_and_resume(tiny_full_study, capsys):
     capsys.readouterr()
     assert main(args) == 0
     log = capsys.readouterr().err
-    assert "training" not in log and log.count("already finished") == 36
+    reused = {line.split("] ")[-1].split(":")[0] for line in log.splitlines() if "already finished, reused" in line}
+    assert {f"seed{s}/{label}" for s in range(3) for label in labels} <= reused and len(reused) == 41
+    assert "sent to a worker" not in log and [line for line in log.splitlines() if ": running" in line] == [
+        "[defense-interp] comparison and report: running"
+    ]
     assert json.loads((tmp_path / "findings.json").read_text())["findings"] == first["findings"]
-    assert main([*args, "--resume"]) == 0 and "training" not in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0 and "seed0/baseline: running" not in capsys.readouterr().err
 
 
 def test_cli_passes_device_and_dtype_to_load_model(monkeypatch, capsys):
