@@ -2,6 +2,7 @@
 errors that name their task, the worker path (files sent back and installed), estimates, and the
 resource request a Ray task makes."""
 
+import json
 import multiprocessing
 import os
 import subprocess
@@ -103,6 +104,17 @@ def test_a_worker_refuses_a_model_whose_weights_differ_from_the_drivers(tmp_path
     payload = {"task": task, "model": spec.to_dict(), "weights": "0" * 16, "inputs": {}}
     assert run_task(payload)["error"]["type"] == "ConfigError"
     assert "same model files" in run_task(payload)["error"]["message"]
+
+
+def test_a_worker_works_in_the_shared_folder_when_given_one_and_resumes_there(tmp_path):
+    task = Task("w", f"{TOY}:where", {"path": "out/w.json"}, reads=("in.txt",), writes=("out",))
+    payload = {"task": task, "model": {}, "inputs": {"in.txt": b"x"}, "shared_dir": str(tmp_path)}
+    result = run_task(payload)
+    record = json.loads(result["files"]["out/w.json"])
+    assert record == {"folder": str(tmp_path), "resume": True}
+    assert (tmp_path / "in.txt").read_bytes() == b"x" and (tmp_path / "out" / "w.json").is_file()
+    scratch = json.loads(run_task({**payload, "shared_dir": None})["files"]["out/w.json"])["folder"]
+    assert scratch != str(tmp_path) and not os.path.exists(scratch)  # a scratch folder, removed after
 
 
 def test_model_specs_build_the_same_model_again(tiny, users_view):

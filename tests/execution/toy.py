@@ -42,3 +42,10 @@ def resources(ctx, *, path: str, seconds: float) -> None:
     time.sleep(seconds)
     held = ray.get_runtime_context().get_assigned_resources()
     write_text(ctx.folder / path, json.dumps({"held": held, "start": start, "end": time.time()}))
+
+
+def where(ctx, *, path: str) -> None:
+    """Write where the task ran and whether it continues from checkpoints."""
+    import json
+
+    write_text(ctx.folder / path, json.dumps({"folder": str(ctx.folder), "resume": ctx.resume}))
