@@ -226,7 +226,7 @@ def test_cli_study_on_tiny_model_writes_runs_findings_and_report(tiny_quick_stud
 def test_full_study_design_on_tiny_model_and_resume(tiny_full_study, capsys):
     """Every condition of the full design over three seeds; a second call loads every run instead of training."""
     tmp_path, args = tiny_full_study
-    labels = sorted(p.name for p in (tmp_path / "seed1").iterdir())
+    labels = sorted(p.name for p in (tmp_path / "seed1").iterdir() if p.is_dir())
     assert labels == sorted(
         [
             "baseline",
@@ -270,9 +270,12 @@ def test_cli_passes_device_and_dtype_to_load_model(monkeypatch, capsys):
 
     seen = {}
     monkeypatch.setattr(di, "load_model", lambda name, **kw: seen.update(name=name, **kw) or "model")
-    args = argparse.Namespace(model="my/model", device="cuda:1", dtype="bfloat16")
+    args = argparse.Namespace(model="my/model", device="cuda:1", dtype="bfloat16", executor="local", plan=False)
     assert cli._load(args) == "model"
     assert seen == {"name": "my/model", "device": "cuda:1", "dtype": torch.bfloat16}
+    seen.clear()  # with Ray the driver keeps its copy on the CPU; the workers load it on the device
+    assert cli._load(argparse.Namespace(**{**vars(args), "executor": "ray"})) == "model"
+    assert seen == {"name": "my/model", "device": None, "dtype": torch.bfloat16}
     with pytest.raises(SystemExit):  # argparse refuses a dtype the toolkit does not support
         main(["study", "--out", "x", "--dtype", "int8"])
     assert "invalid choice" in capsys.readouterr().err
