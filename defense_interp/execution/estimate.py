@@ -44,9 +44,6 @@ class UnitCosts:
     peak_generate: int
     device: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return vars(self).copy()
-
 
 def _peak(device: torch.device, run: Callable[[], Any]) -> tuple[float, int]:
     """Seconds and peak bytes of `run()` (run twice; the second is measured)."""

@@ -72,18 +72,6 @@ class Task:
     def is_done(self, folder: Path) -> bool:
         return self.done is not None and bool(_resolve(self.done)(folder, **self.params))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "fn": self.fn,
-            "deps": list(self.deps),
-            "reads": list(self.reads),
-            "writes": list(self.writes),
-            "clears": list(self.clears),
-            "model": self.model,
-            "cost": self.cost,
-        }
-
 
 @dataclass(frozen=True)
 class TaskEstimate:
@@ -92,9 +80,6 @@ class TaskEstimate:
     seconds: float
     peak_bytes: int
     how: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds, 1), "peak_bytes": self.peak_bytes, "how": self.how}
 
 
 @dataclass(frozen=True)
@@ -119,19 +104,6 @@ class Plan:
 
     def __len__(self) -> int:
         return len(self.tasks)
-
-    def __getitem__(self, key: str) -> Task:
-        for t in self.tasks:
-            if t.key == key:
-                return t
-        raise KeyError(key)
-
-    def to_dict(self, estimates: dict[str, TaskEstimate] | None = None) -> dict[str, Any]:
-        return {
-            "tasks": [
-                {**t.to_dict(), **({"estimate": estimates[t.key].to_dict()} if estimates else {})} for t in self.tasks
-            ]
-        }
 
     def describe(self, estimates: dict[str, TaskEstimate] | None = None) -> str:
         """The plan as text: one line per task with its dependencies and, if given, its estimate."""
