@@ -142,6 +142,16 @@ class _Remote:
         self.refs[future] = ref
         return future
 
+    def slots(self) -> int:
+        """How many tasks the workers can run at once (for the progress line's estimate)."""
+        if self.on_ray is None:
+            return max(1, int(getattr(self.executor, "_max_workers", 1)))
+        total = self.ray.cluster_resources()
+        n = total.get("CPU", 0.0) / self.on_ray.cpus_per_task
+        if self.on_ray.gpus_per_task > 0:
+            n = min(n, total.get("GPU", 0.0) / self.on_ray.gpus_per_task)
+        return max(1, int(n))
+
     def cancel(self, futures: list[cf.Future], force: bool) -> None:
         for f in futures:
             f.cancel()
@@ -211,6 +221,7 @@ class _Driver:
         self.results: dict[str, Any] = {}
         self.started = time.time()
         self.times: list[float] = []
+        self.slots = 1 if remote is None else remote.slots()
         self.bar = tqdm(total=len(plan), desc="plan", disable=not progress, unit="task")
 
     def ready(self) -> list[Task]:
@@ -226,11 +237,12 @@ class _Driver:
             log(f"[{len(self.finished)}/{len(self.plan)}] {task.key}: already finished, reused")
             return
         self.times.append(seconds)
-        lanes = max(1, len(self.running) + 1)
-        eta = sum(self.times) / len(self.times) * left / lanes
+        running = min(len(self.running), self.slots)
+        queued = f", {len(self.running) - running} queued" if len(self.running) > running else ""
+        eta = sum(self.times) / len(self.times) * left / max(1, min(self.slots, left))
         log(
             f"[{len(self.finished)}/{len(self.plan)}] {task.key}: done in {seconds:.0f} s{where}; "
-            f"{len(self.running)} running, {left} left, elapsed {time.time() - self.started:.0f} s, "
+            f"{running} running{queued}, {left} left, elapsed {time.time() - self.started:.0f} s, "
             f"about {eta:.0f} s to go"
         )
 
