@@ -23,6 +23,7 @@ from defense_interp.data import (
     load_chat_jsonl,
     load_hf_conversations,
     load_instructions,
+    set_thinking,
 )
 from defense_interp.errors import (
     ConfigError,
@@ -171,6 +172,7 @@ __all__ = [
     "run_refusal_study",
     "run_study",
     "select_direction",
+    "set_thinking",
     "steer",
     "tiny_model",
     "train",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import hashlib
 import importlib.util
 import json
@@ -33,8 +34,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUNDLED_MODEL",
+    "VERIFIED_ARCHITECTURES",
     "ModelSpec",
     "cache_dir",
+    "check_dtype",
+    "check_folder",
     "copy_model",
     "identify",
     "load_model",
@@ -206,6 +210,8 @@ def load_model(
             n_devices=n_devices,
             spec=spec,
         )
+    if path.is_dir():
+        spec = ModelSpec(str(path.resolve()), dtype=spec.dtype)
     return _boot_folder(
         path if path.is_dir() else key,
         key,
@@ -214,6 +220,7 @@ def load_model(
         source="transformers",
         device_map=device_map,
         n_devices=n_devices,
+        spec=spec,
     )
 
 
@@ -296,9 +303,10 @@ def _boot_folder(
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ConfigError(f"dtype must be a floating torch.dtype such as torch.bfloat16, got {dtype!r}")
+    check_dtype(dtype, device)
     device_map, max_memory = _placement(device, device_map, n_devices)
+    if Path(folder).is_dir():
+        check_folder(Path(folder))
     try:
         tok = AutoTokenizer.from_pretrained(folder)
         weights = Path(folder) / "model.safetensors"
@@ -328,13 +336,83 @@ def _boot_folder(
         bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok)
     except ValueError as exc:  # e.g. "Unsupported architecture"
         raise ModelNotAvailableError(
-            f"TransformerLens 4 cannot wrap model {name!r} ({type(hf).__name__}): {exc}. "
-            "defense_interp needs a TransformerBridge; see the TransformerLens list of "
-            "supported architectures"
+            f"TransformerLens 4 cannot wrap model {name!r} ({type(hf).__name__}): {exc}. {_closest(type(hf).__name__)}"
         ) from exc
     bridge.eval()
     identify(bridge, name, source, spec)
     return bridge
+
+
+#: The architectures (HF class -> family) that the architecture matrix verifies end to end
+#: (tests/models/test_matrix.py; docs/models.md lists each capability and the reason for each "no").
+VERIFIED_ARCHITECTURES = {
+    "LlamaForCausalLM": "Llama",
+    "Qwen2ForCausalLM": "Qwen2",
+    "Qwen3ForCausalLM": "Qwen3",
+    "MistralForCausalLM": "Mistral",
+    "GemmaForCausalLM": "Gemma",
+    "Gemma2ForCausalLM": "Gemma-2",
+    "Gemma3ForCausalLM": "Gemma-3 (text)",
+    "Phi3ForCausalLM": "Phi-3",
+    "GPT2LMHeadModel": "GPT-2",
+    "GPTNeoXForCausalLM": "GPT-NeoX",
+    "Olmo2ForCausalLM": "OLMo-2",
+    "Qwen3MoeForCausalLM": "Qwen3-MoE",
+}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _closest(architecture: str) -> str:
+    """A sentence naming the verified architectures closest to `architecture`."""
+    near = difflib.get_close_matches(architecture, list(VERIFIED_ARCHITECTURES), n=3, cutoff=0.3)
+    names = near or list(VERIFIED_ARCHITECTURES)[:3]
+    return (
+        "The closest supported ones: "
+        + ", ".join(f"{a} ({VERIFIED_ARCHITECTURES[a]})" for a in names)
+        + ("; docs/models.md lists every supported family")
+    )
+
+
+def check_folder(folder: Path) -> None:
+    """`ModelNotAvailableError` unless `folder` holds a config the bridge can build and a tokenizer
+    (checked before any weight is read)."""
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ModelNotAvailableError(f"model folder {folder} has no config.json; save the model with save_pretrained")
+    if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        raise ModelNotAvailableError(
+            f"model folder {folder} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); "
+            "save one beside the weights with tokenizer.save_pretrained(folder)"
+        )
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    architectures = json.loads(config.read_text()).get("architectures") or []
+    if architectures and not any(a in SUPPORTED_ARCHITECTURES for a in architectures):
+        raise ModelNotAvailableError(
+            f"TransformerLens 4 has no bridge for {', '.join(architectures)} (model folder {folder}). "
+            f"{_closest(architectures[0])}"
+        )
+
+
+_COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+def check_dtype(dtype: Any, device: str | torch.device | None) -> None:
+    """`ConfigError` unless `device` exists and computes in `dtype` (float32, bfloat16, float16 or
+    float64; bfloat16 on CUDA only where the GPU supports it)."""
+    if not isinstance(dtype, torch.dtype) or dtype not in _COMPUTE_DTYPES:
+        raise ConfigError(
+            f"dtype must be one of float32, bfloat16, float16 or float64, got {dtype!r} "
+            "(quantised weights: load the HF model yourself and pass it to the bridge)"
+        )
+    dev = torch.device(device if device is not None else "cpu")
+    try:
+        probe = torch.ones(2, 2, dtype=dtype, device=dev)
+        torch.softmax(probe @ probe, dim=-1).sum().item()
+    except (RuntimeError, AssertionError, TypeError) as exc:
+        raise ConfigError(f"device {dev} cannot compute in {dtype}: {exc}") from exc
+    if dev.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"{torch.cuda.get_device_name(dev)} has no bfloat16 support; use --dtype float16 or float32")
 
 
 def _tiny_tokenizer():

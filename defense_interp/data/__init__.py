@@ -1,6 +1,13 @@
 """Chat formatting with response masks, trait specifications, and dataset loaders."""
 
-from defense_interp.data.chat import ChatBatch, Conversation, encode_chat, encode_prompts, with_system_prompt
+from defense_interp.data.chat import (
+    ChatBatch,
+    Conversation,
+    encode_chat,
+    encode_prompts,
+    set_thinking,
+    with_system_prompt,
+)
 from defense_interp.data.loaders import InstructionSet, load_chat_jsonl, load_hf_conversations, load_instructions
 from defense_interp.data.refusal import RefusalData
 from defense_interp.data.traits import EvalPair, Trait
@@ -17,5 +24,6 @@ __all__ = [
     "load_chat_jsonl",
     "load_hf_conversations",
     "load_instructions",
+    "set_thinking",
     "with_system_prompt",
 ]

@@ -11,6 +11,15 @@ is trained: the answer text and the end-of-turn marker that closes it (`<|im_end
 not the whitespace after it — and False on system, user, template and padding tokens. Tokens are
 assigned by character offsets: a token is a response token when its first character lies inside an
 assistant span of the rendered text.
+
+Two template rules make every chat model usable the same way:
+
+* A template without a system role (Gemma's raises "System role not supported"; some drop the
+  message silently) gets the system message merged into the first user turn, as
+  `"{system}\n\n{user}"`: an inoculation prompt then stands in the prompt tokens, never in the
+  response mask. A probe render decides once per template (`system_role(tokenizer)`).
+* Templates with a thinking switch (Qwen3's `enable_thinking`) render with thinking off, so the
+  answer follows the generation prompt directly; `set_thinking(model, True)` turns it on.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from defense_interp.errors import DataError
+from defense_interp.errors import ConfigError, DataError
 
 __all__ = [
     "ChatBatch",
@@ -32,7 +41,10 @@ __all__ = [
     "encode_chat",
     "encode_prompts",
     "instruction_prompts",
+    "merge_system",
     "render",
+    "set_thinking",
+    "system_role",
     "with_system_prompt",
 ]
 
@@ -85,10 +97,77 @@ def with_system_prompt(messages: Conversation, prompt: str) -> Conversation:
     return [{"role": "system", "content": prompt}] + [m for m in messages if m["role"] != "system"]
 
 
+_THINKING_ATTR = "_defense_interp_thinking"
+_SYSTEM_ATTR = "_defense_interp_system_role"
+_PROBE_SYSTEM, _PROBE_USER = "probe-system-7f3a", "probe-user-7f3a"
+
+
+def set_thinking(model_or_tokenizer: Any, enabled: bool) -> None:
+    """Render chat templates that have a thinking switch (Qwen3's `enable_thinking`) with thinking
+    on or off (off by default, module docstring); templates without one are unaffected."""
+    tok = getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
+    setattr(tok, _THINKING_ATTR, bool(enabled))
+
+
+def _apply(tokenizer: Any, messages: Conversation, add_generation_prompt: bool) -> str:
+    try:
+        return tokenizer.apply_chat_template(
+            messages,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            enable_thinking=getattr(tokenizer, _THINKING_ATTR, False),
+        )
+    except Exception as exc:  # jinja's TemplateError/TemplateSyntaxError and what templates raise
+        raise ConfigError(
+            f"the tokenizer's chat template cannot render a conversation of roles "
+            f"{[m['role'] for m in messages]}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def system_role(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template writes a system message (else `render` merges it into
+    the first user turn). Decided once per template by rendering a probe conversation; a template
+    that does not write a user message's content is no chat format and raises `ConfigError`."""
+    template = tokenizer.chat_template
+    cached = getattr(tokenizer, _SYSTEM_ATTR, None)
+    if cached is not None and cached[0] == template:
+        return cached[1]
+    user = [{"role": "user", "content": _PROBE_USER}]
+    if _PROBE_USER not in _apply(tokenizer, user, True):
+        raise ConfigError(
+            "the tokenizer's chat template does not write the messages' content, so it is no chat format; "
+            "give the tokenizer a chat template (tokenizer.chat_template = ...) or remove it to use the plain format"
+        )
+    try:
+        text = _apply(tokenizer, [{"role": "system", "content": _PROBE_SYSTEM}, *user], True)
+        native = _PROBE_SYSTEM in text
+    except ConfigError:
+        native = False
+    setattr(tokenizer, _SYSTEM_ATTR, (template, native))
+    return native
+
+
+def merge_system(messages: Conversation) -> Conversation:
+    """The conversation with its system messages merged into the first user turn
+    (`"{system}\n\n{user}"`), for templates without a system role; a system message with no
+    user turn after it becomes one."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [m for m in messages if m["role"] != "system"]
+    if not system:
+        return rest
+    for i, m in enumerate(rest):
+        if m["role"] == "user":
+            return [*rest[:i], {"role": "user", "content": f"{system}\n\n{m['content']}"}, *rest[i + 1 :]]
+    return [{"role": "user", "content": system}, *rest]
+
+
 def render(tokenizer: Any, messages: Conversation, *, add_generation_prompt: bool = False) -> str:
-    """The conversation as text, by the chat template or the plain format (module docstring)."""
+    """The conversation as text, by the chat template (with the rules of the module docstring) or
+    the plain format."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        if any(m["role"] == "system" for m in messages) and not system_role(tokenizer):
+            messages = merge_system(messages)
+        return _apply(tokenizer, messages, add_generation_prompt)
     eos = tokenizer.eos_token or ""
     text = "".join(
         _PLAIN_HEAD[m["role"]] + m["content"] + (eos if m["role"] == "assistant" else "") + "\n\n" for m in messages
