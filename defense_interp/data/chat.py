@@ -165,7 +165,7 @@ def render(tokenizer: Any, messages: Conversation, *, add_generation_prompt: boo
     """The conversation as text, by the chat template (with the rules of the module docstring) or
     the plain format."""
     if getattr(tokenizer, "chat_template", None):
-        if any(m["role"] == "system" for m in messages) and not system_role(tokenizer):
+        if not system_role(tokenizer) and any(m["role"] == "system" for m in messages):
             messages = merge_system(messages)
         return _apply(tokenizer, messages, add_generation_prompt)
     eos = tokenizer.eos_token or ""
