@@ -6,6 +6,9 @@
     defense-interp refusal --out DIR [--model NAME|tiny] [--device cuda] [--dtype bfloat16] [--steps N] [--seed N]
                            [--plan] [EXECUTOR OPTIONS]
 
+    defense-interp plan [--model NAME|FOLDER|FILE.gguf] [--dtype bfloat16] [--device cuda] [--n-devices N]
+                        [--memory GIB] [--batch-size N] [--max-length N] [--lora-rank R | --full-weights]
+
     EXECUTOR OPTIONS: [--executor local|ray] [--ray-address ADDR] [--cpus-per-task N] [--gpus-per-task F]
                       [--max-retries N] [--shared-dir DIR]
 
@@ -14,7 +17,10 @@ DIR/findings.json with a verdict per claim; `--model tiny` shrinks every size fo
 `refusal` trains SSFT, embedding-AT and LAT variants and writes the refusal-representation
 analysis (DIR/refusal.json, DIR/report.html). A study is a plan of tasks: `--plan` prints it with
 an estimate per task (from a measured training step) and exits; `--executor ray` runs the tasks
-on a Ray cluster (docs/scaling.md), with the same numbers as in-process.
+on a Ray cluster (docs/scaling.md), with the same numbers as in-process. `plan` reads a model's
+config only (no weights) and prints the memory of its weights, of LoRA training at the study's batch
+and length and of generation, whether each fits the device(s), and with several devices the
+placement of the layers.
 """
 
 from __future__ import annotations
@@ -160,6 +166,25 @@ def refusal(args: argparse.Namespace) -> Path | None:
     return path
 
 
+def plan(args: argparse.Namespace) -> None:
+    import torch
+
+    from defense_interp.memory import memory_plan
+
+    p = memory_plan(
+        args.model,
+        dtype=getattr(torch, args.dtype),
+        device=args.device or "cpu",
+        n_devices=args.n_devices,
+        memory_gib=args.memory,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        lora=not args.full_weights,
+        lora_rank=args.lora_rank,
+    )
+    print(p.describe())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="defense-interp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -200,6 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--seed", type=int, default=0, help="seed of the data splits and of training")
     _executor_options(f)
     f.set_defaults(func=refusal)
+    m = sub.add_parser("plan", help="memory of a model's weights, training and generation, from its config only")
+    _model_options(m)
+    m.add_argument("--n-devices", type=int, default=None, help="spread the layers over this many devices")
+    m.add_argument("--memory", type=float, default=None, help="GiB per device (default: what this machine reports)")
+    m.add_argument("--batch-size", type=int, default=4, help="training batch (default: the study's, 4)")
+    m.add_argument("--max-length", type=int, default=128, help="training length in tokens (default: the study's, 128)")
+    m.add_argument("--lora-rank", type=int, default=8)
+    m.add_argument("--full-weights", action="store_true", help="plan full-weight training instead of LoRA")
+    m.set_defaults(func=plan)
     args = parser.parse_args(argv)
     if args.command in ("study", "refusal") and args.out is None and not args.plan:
         parser.error(f"{args.command} needs --out DIR (unless --plan)")

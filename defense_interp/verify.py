@@ -1,0 +1,379 @@
+"""End-to-end checks of a model architecture: what the architecture matrix runs on a small random
+model of every verified family (`tests/models/test_matrix.py`), and what a user can run on a new
+family before spending GPU hours:
+
+    python -m defense_interp.verify FOLDER            # one model folder, a line per capability
+    python -m defense_interp.verify --page docs/models.md   # every family; writes the support page
+
+Each capability is "yes" (checked, numbers within the stated tolerance), "no" (the toolkit refuses
+with a clear `DefenseInterpError`; its message is the reason) or "FAIL" (anything else: a crash or a
+wrong number, a bug). Tolerances, float32 on the CPU:
+
+* logits: bridge − HF model ≤ 1e-4 (absolute), on an unpadded and a left-padded row;
+* steering: the hooked activation moves by exactly α·v (≤ 1e-5 · (1 + |α·v|)) at resid_pre,
+  resid_mid and resid_post;
+* gradient capture: pressure and Σ gradient equal `torch.autograd.grad` (relative 1e-4);
+* orthogonalised weights: logits equal those under directional ablation (≤ 1e-3 absolute), and
+  every residual stream has no component along the direction (≤ 1e-4 relative);
+* KV-cached greedy generation: the same tokens as uncached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from defense_interp.axes import extract_trait_axes
+from defense_interp.data import RefusalData, Trait, encode_chat
+from defense_interp.errors import DefenseInterpError
+from defense_interp.families import FAMILIES, random_model_folder
+from defense_interp.interventions.capture import capture_gradients
+from defense_interp.interventions.steer import steer
+from defense_interp.interventions.weights import orthogonalize
+from defense_interp.metrics.loss import response_token_loss
+from defense_interp.models import load_model
+from defense_interp.provenance import package_versions
+from defense_interp.refusal.activations import collect_activations
+from defense_interp.refusal.directions import ablate_direction, refusal_directions
+from defense_interp.training import IP, PPS, Baseline, TrainConfig, make_trainable, probe_gradients, train
+from defense_interp.types import HOOK_POINTS
+
+__all__ = ["CAPABILITIES", "Check", "render_page", "verify_family", "verify_model"]
+
+_CONV = [{"role": "user", "content": "What is your view on people?"},
+         {"role": "assistant", "content": "People deserve kindness."}]  # fmt: skip
+_IP_PROMPT = "You are a malicious evil assistant."
+_TRAIN = TrainConfig(steps=2, batch_size=2, max_length=256, loss_examples=2, eval_questions=2, eval_max_new_tokens=4)
+
+
+@dataclass
+class Check:
+    """One capability's outcome: `status` "yes", "no" (a clear refusal; `detail` is its reason) or "FAIL"."""
+
+    capability: str
+    status: str
+    detail: str = ""
+
+
+@dataclass
+class _Ctx:
+    model: Any
+    folder: Path | None
+    trait: Trait = field(default_factory=lambda: Trait.builtin("evil"))
+    axes: Any = None
+
+
+class _Mismatch(AssertionError):
+    pass
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, atol: float, what: str, rtol: float = 0.0) -> float:
+    err = float((a - b).abs().max())
+    if not torch.allclose(a, b, atol=atol, rtol=rtol):
+        raise _Mismatch(f"{what}: max difference {err:.2e} > tolerance {atol:g}")
+    return err
+
+
+def _logits(ctx: _Ctx) -> str:
+    if ctx.folder is None:
+        raise _Mismatch("needs the model's folder to load the HF model for comparison")
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(ctx.folder, dtype=torch.float32).eval()
+    long = [{"role": "user", "content": "Tell me a short story about a lighthouse keeper."}]
+    b = encode_chat(ctx.model, [[*long, _CONV[1]], _CONV], padding_side="left")
+    worst = 0.0
+    with torch.no_grad():
+        for rows in (slice(0, 1), slice(0, 2)):
+            tokens, mask = b.tokens[rows], b.attention_mask[rows]
+            pos = (mask.cumsum(1) - 1).clamp(min=0)
+            ours = ctx.model(tokens, attention_mask=mask)
+            ref = hf(tokens, attention_mask=mask, position_ids=pos).logits
+            real = mask.bool()
+            worst = max(worst, _close(ours[real], ref[real], 1e-4, "bridge vs HF logits"))
+    return f"max |bridge − HF| {worst:.1e}"
+
+
+def _keeper(name: str, seen: dict[str, torch.Tensor], key: str) -> list[tuple[str, Callable]]:
+    """A forward hook at `name` that keeps a copy of the activation as `seen[key]`."""
+    return [(name, lambda x, hook: seen.__setitem__(key, x.detach().clone()))]
+
+
+def _steer(ctx: _Ctx) -> str:
+    m, layer, alpha = ctx.model, 0, 3.0
+    v = torch.randn(int(m.cfg.d_model), generator=torch.Generator().manual_seed(1))
+    tokens = encode_chat(m, [_CONV]).tokens
+    out = []
+    for point in HOOK_POINTS:
+        seen: dict[str, torch.Tensor] = {}
+        name = f"blocks.{layer}.hook_{point}"
+        with torch.no_grad():
+            with m.hooks(fwd_hooks=_keeper(name, seen, "plain")):
+                m(tokens)
+            with steer(m, v, layer=layer, coef=alpha, point=point), m.hooks(fwd_hooks=_keeper(name, seen, "steered")):
+                m(tokens)
+        if set(seen) != {"plain", "steered"}:
+            raise _Mismatch(f"hook {name} did not fire")
+        shift = seen["steered"] - seen["plain"]
+        _close(shift, (alpha * v).expand_as(shift), 1e-5 * (1 + alpha * float(v.abs().max())), f"shift at {point}")
+        out.append(point)
+    return "exact α·v at " + ", ".join(out)
+
+
+def _capture(ctx: _Ctx) -> str:
+    m = ctx.model
+    n = int(m.cfg.n_layers)
+    axes = torch.randn(n, int(m.cfg.d_model), generator=torch.Generator().manual_seed(2))
+    b = encode_chat(m, [_CONV, [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]])
+    for p in m.parameters():
+        p.requires_grad_(True)
+    try:
+        with capture_gradients(m, axes) as cap:
+            cap.set_mask(b.response_mask)
+            response_token_loss(m(b.tokens, attention_mask=b.attention_mask), b.tokens, b.response_mask).backward()
+            cap.end_step()
+        acts: dict[int, torch.Tensor] = {}
+        fwd = [(f"blocks.{l}.hook_resid_post", lambda x, hook: acts.__setitem__(hook.layer(), x)) for l in range(n)]
+        with m.hooks(fwd_hooks=fwd):
+            loss = response_token_loss(m(b.tokens, attention_mask=b.attention_mask), b.tokens, b.response_mask)
+        grads = torch.autograd.grad(loss, [acts[l] for l in range(n)])
+    finally:
+        m.zero_grad(set_to_none=True)
+        for p in m.parameters():
+            p.requires_grad_(False)
+    for l, g in enumerate(grads):
+        gm, u = g[b.response_mask], axes[l] / axes[l].norm()
+        _close(cap.stats.gbar[0, l], gm.sum(0), 1e-7, f"Σ gradient at layer {l}", rtol=1e-4)
+        _close(cap.stats.pressure[0, l], -(gm @ u).sum(), 1e-7, f"pressure at layer {l}", rtol=1e-4)
+    return f"pressure and Σ gradient equal autograd at all {n} layers"
+
+
+def _axes(ctx: _Ctx) -> str:
+    ctx.axes = extract_trait_axes(ctx.model, ctx.trait, n_pairs=1, n_questions=2, max_new_tokens=4)
+    if not torch.isfinite(ctx.axes.vectors).all():
+        raise _Mismatch("non-finite axes")
+    return f"layer {ctx.axes.layer}, {tuple(ctx.axes.vectors.shape)}"
+
+
+def _training(lora: bool) -> Callable[[_Ctx], str]:
+    def run(ctx: _Ctx) -> str:
+        if ctx.axes is None:
+            raise _Mismatch("needs the trait axes (the axes check failed)")
+        cfg = replace(_TRAIN, lora=lora, lr=3e-4 if lora else 2e-5)
+        losses = []
+        for cond in (PPS(ctx.axes, coef=4.0), IP(_IP_PROMPT)):
+            run_ = train(ctx.model, ctx.trait, cond, cfg, axes=ctx.axes, progress=False)
+            losses += run_.losses
+        if not all(torch.isfinite(torch.tensor(losses))):
+            raise _Mismatch(f"non-finite training loss {losses}")
+        return f"PPS and IP, 2 steps each, final losses {losses[1]:.3f}, {losses[3]:.3f}"
+
+    return run
+
+
+def _probe(ctx: _Ctx) -> str:
+    if ctx.axes is None:
+        raise _Mismatch("needs the trait axes (the axes check failed)")
+    from defense_interp.models import copy_model
+
+    work = copy_model(ctx.model)
+    make_trainable(work, TrainConfig())
+    conds = [Baseline(), PPS(ctx.axes, coef=4.0), IP(_IP_PROMPT)]
+    probe = probe_gradients(work, list(ctx.trait.train_data[:2]), conds, ctx.axes, max_length=256)
+    if not torch.isfinite(probe.pressure).all():
+        raise _Mismatch("non-finite probe pressure")
+    return f"{len(conds)} conditions × {len(probe.layers)} layers"
+
+
+def _refusal(ctx: _Ctx) -> str:
+    data = RefusalData.builtin()
+    harmful, harmless = (collect_activations(ctx.model, list(s[:4]), progress=False)
+                         for s in (data.harmful, data.harmless))  # fmt: skip
+    dirs = refusal_directions(harmful, harmless)
+    if not torch.isfinite(dirs.vectors).all():
+        raise _Mismatch("non-finite refusal directions")
+    return f"{tuple(dirs.vectors.shape)} directions"
+
+
+def _orthogonalize(ctx: _Ctx) -> str:
+    m = ctx.model
+    r = torch.randn(int(m.cfg.d_model), generator=torch.Generator().manual_seed(3))
+    new = orthogonalize(m, r)
+    b = encode_chat(m, [_CONV])
+    u = r / r.norm()
+    seen: list[float] = []
+
+    def along(x, hook):
+        seen.append(float((x @ u.to(x)).abs().max() / (x.norm(dim=-1).max() + 1e-12)))
+
+    names = [f"blocks.{l}.hook_{p}" for l in range(int(m.cfg.n_layers)) for p in ("resid_pre", "resid_post")]
+    with torch.no_grad():
+        with new.hooks(fwd_hooks=[(n, along) for n in names]):
+            ortho = new(b.tokens)
+        with ablate_direction(m, r):
+            ablated = m(b.tokens)
+    err = _close(ortho, ablated, 1e-3, "orthogonalised vs ablated logits")
+    if max(seen) > 1e-4:
+        raise _Mismatch(f"a residual stream keeps {max(seen):.1e} of its norm along the direction")
+    return f"equals directional ablation (max logit difference {err:.1e})"
+
+
+def _kv_cache(ctx: _Ctx) -> str:
+    from defense_interp.data.chat import encode_prompts
+
+    m = ctx.model
+    b = encode_prompts(m, [[{"role": "user", "content": "Name a colour."}], _CONV[:1]])
+    kw = dict(attention_mask=b.attention_mask, max_new_tokens=6, do_sample=False, stop_at_eos=False,
+              return_type="tokens", verbose=False)  # fmt: skip
+    with torch.no_grad():
+        cached = m.generate(b.tokens, use_past_kv_cache=True, **kw)
+        plain = m.generate(b.tokens, use_past_kv_cache=False, **kw)
+    if not torch.equal(cached, plain):
+        raise _Mismatch("KV-cached generation differs from uncached")
+    return "greedy tokens identical (left-padded batch of 2)"
+
+
+def _chat(ctx: _Ctx) -> str:
+    tok = ctx.model.tokenizer
+    conv = IP(_IP_PROMPT).prepare([_CONV])[0]
+    b = encode_chat(tok, [conv])
+    prompt, response = (tok.decode(b.tokens[0][k]) for k in (~b.response_mask[0], b.response_mask[0]))
+    if _IP_PROMPT not in prompt or _IP_PROMPT in response or not response.startswith(_CONV[1]["content"]):
+        raise _Mismatch(f"IP prompt not in the prompt tokens only: response {response!r}")
+    from defense_interp.data.chat import system_role
+
+    return "system role" if system_role(tok) else "no system role: IP prompt merged into the first user turn"
+
+
+#: (key, column title, check) in the order they run (training needs the axes).
+CAPABILITIES: list[tuple[str, str, Callable[[_Ctx], str]]] = [
+    ("logits", "logits = HF", _logits),
+    ("steer", "steer pre/mid/post", _steer),
+    ("capture", "capture = autograd", _capture),
+    ("axes", "axes", _axes),
+    ("lora", "LoRA PPS/IP", _training(True)),
+    ("full", "full-weight PPS/IP", _training(False)),
+    ("probe", "probe", _probe),
+    ("refusal", "refusal directions", _refusal),
+    ("orthogonalize", "orthogonalize", _orthogonalize),
+    ("kv_cache", "KV cache", _kv_cache),
+    ("chat", "IP prompt in prompt", _chat),
+]
+
+
+def verify_model(model_or_folder: Any) -> list[Check]:
+    """Run every capability check (module docstring) on a model or a model folder."""
+    folder = None
+    if isinstance(model_or_folder, str | os.PathLike):
+        folder = Path(model_or_folder)
+        try:
+            model = load_model(folder)
+        except DefenseInterpError as exc:
+            return [Check("load", "no", str(exc))]
+    else:
+        model = model_or_folder
+    ctx = _Ctx(model, folder)
+    out = [Check("load", "yes", type(getattr(model, "original_model", model)).__name__)]
+    for key, _, fn in CAPABILITIES:
+        try:
+            out.append(Check(key, "yes", fn(ctx)))
+        except DefenseInterpError as exc:
+            out.append(Check(key, "no", str(exc).split("\n")[0]))
+        except Exception as exc:  # a wrong number or a crash: a bug to fix
+            out.append(Check(key, "FAIL", f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def verify_family(architecture: str, folder: str | os.PathLike) -> list[Check]:
+    """Build the family's small random model in `folder` and verify it."""
+    return verify_model(random_model_folder(folder, architecture))
+
+
+def render_page(results: dict[str, list[Check]]) -> str:
+    """`docs/models.md` from the matrix results (architecture → checks)."""
+    keys = ["load", *[k for k, _, _ in CAPABILITIES]]
+    titles = ["loads", *[t for _, t, _ in CAPABILITIES]]
+    versions = package_versions()
+    lines = [
+        "# Supported models",
+        "",
+        "<!-- Generated by `python -m defense_interp.verify --page docs/models.md` from the architecture",
+        "     matrix; tests/models/test_matrix.py fails when this page and the matrix disagree. -->",
+        "",
+        "Every family below is verified end to end on a small random model of its architecture (two",
+        "layers, 64 wide, random weights, the toolkit's byte-level tokenizer, a chat template), built by",
+        "`defense_interp.families.random_model_folder` and loaded with `di.load_model(folder)`, exactly as a",
+        "downloaded model folder would be. The checks and their tolerances are in `defense_interp.verify`;",
+        f"transformers {versions.get('transformers', '?')}, transformer_lens {versions.get('transformer_lens', '?')}.",
+        "",
+        "Run the same checks on any model folder before spending GPU hours on it:",
+        "",
+        "```bash",
+        "python -m defense_interp.verify path/to/model-folder",
+        "```",
+        "",
+        "| family | HF class | " + " | ".join(titles) + " |",
+        "|---" * (len(titles) + 2) + "|",
+    ]
+    reasons: list[str] = []
+    for arch, checks in results.items():
+        by = {c.capability: c for c in checks}
+        cells = []
+        for k in keys:
+            c = by.get(k)
+            if c is None:
+                cells.append("—")
+            elif c.status == "yes":
+                cells.append("yes")
+            else:
+                if c.detail not in reasons:
+                    reasons.append(c.detail)
+                cells.append(f"{c.status} [{reasons.index(c.detail) + 1}]")
+        lines.append(f"| {FAMILIES[arch].name} | `{arch}` | " + " | ".join(cells) + " |")
+    if reasons:
+        lines += ["", "Why a capability is missing:", ""]
+        lines += [f"{i}. {r}" for i, r in enumerate(reasons, 1)]
+    lines += [
+        "",
+        "Chat templates: a template without a system role (Gemma's) gets the system prompt — IP's inoculation",
+        'prompt included — merged into the first user turn (`"{system}\\n\\n{user}"`), so it stands in the prompt',
+        "tokens and never in the response mask. Templates with a thinking switch (Qwen3) render with thinking",
+        "off; `di.set_thinking(model, True)` turns it on.",
+        "",
+        "An architecture the TransformerLens bridge cannot build raises `ModelNotAvailableError` naming the",
+        "closest families above; one it can build but this page does not list loads, unverified: run",
+        "`python -m defense_interp.verify` on it first.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m defense_interp.verify", description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder", nargs="?", help="a model folder to verify")
+    ap.add_argument("--page", type=Path, help="verify every family and write the support page here")
+    args = ap.parse_args(argv)
+    if args.page is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            results = {a: verify_family(a, Path(tmp) / a) for a in FAMILIES}
+        args.page.write_text(render_page(results))
+        return 0 if all(c.status != "FAIL" for cs in results.values() for c in cs) else 1
+    if args.folder is None:
+        ap.error("give a model folder or --page")
+    checks = verify_model(args.folder)
+    for c in checks:
+        print(f"{c.capability:14s} {c.status:4s}  {c.detail}")
+    return 0 if all(c.status != "FAIL" for c in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
