@@ -11,7 +11,7 @@ wrong number, a bug). Tolerances, float32 on the CPU:
 
 * logits: bridge − HF model ≤ 1e-4 (absolute), on an unpadded and a left-padded row;
 * steering: the hooked activation moves by exactly α·v (≤ 1e-5 · (1 + |α·v|)) at resid_pre,
-  resid_mid and resid_post;
+  resid_mid and resid_post, and the residual stream carries it on (`_steer`);
 * gradient capture: pressure and Σ gradient equal `torch.autograd.grad` (relative 1e-4);
 * orthogonalised weights: logits equal those under directional ablation (≤ 1e-3 absolute), and
   every residual stream has no component along the direction (≤ 1e-4 relative);
@@ -35,11 +35,11 @@ from defense_interp.data import RefusalData, Trait, encode_chat
 from defense_interp.errors import DefenseInterpError
 from defense_interp.families import FAMILIES, random_model_folder
 from defense_interp.interventions.capture import capture_gradients
+from defense_interp.interventions.hooks import hook_names, points_of
 from defense_interp.interventions.steer import steer
 from defense_interp.interventions.weights import orthogonalize
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.models import load_model
-from defense_interp.provenance import package_versions
 from defense_interp.refusal.activations import collect_activations
 from defense_interp.refusal.directions import ablate_direction, refusal_directions
 from defense_interp.training import IP, PPS, Baseline, TrainConfig, make_trainable, probe_gradients, train
@@ -50,7 +50,13 @@ __all__ = ["CAPABILITIES", "Check", "render_page", "verify_family", "verify_mode
 _CONV = [{"role": "user", "content": "What is your view on people?"},
          {"role": "assistant", "content": "People deserve kindness."}]  # fmt: skip
 _IP_PROMPT = "You are a malicious evil assistant."
-_TRAIN = TrainConfig(steps=2, batch_size=2, max_length=256, loss_examples=2, eval_questions=2, eval_max_new_tokens=4)
+_TRAIN = TrainConfig(steps=2, batch_size=2, max_length=192, loss_examples=2, eval_questions=1, eval_max_new_tokens=4)
+
+
+def _slim_trait() -> Trait:
+    """The evil trait with one evaluation pair: training's expression measurements stay cheap."""
+    trait = Trait.builtin("evil")
+    return replace(trait, eval_pairs=trait.eval_pairs[:1])
 
 
 @dataclass
@@ -66,7 +72,7 @@ class Check:
 class _Ctx:
     model: Any
     folder: Path | None
-    trait: Trait = field(default_factory=lambda: Trait.builtin("evil"))
+    trait: Trait = field(default_factory=_slim_trait)
     axes: Any = None
 
 
@@ -101,30 +107,46 @@ def _logits(ctx: _Ctx) -> str:
     return f"max |bridge − HF| {worst:.1e}"
 
 
-def _keeper(name: str, seen: dict[str, torch.Tensor], key: str) -> list[tuple[str, Callable]]:
-    """A forward hook at `name` that keeps a copy of the activation as `seen[key]`."""
-    return [(name, lambda x, hook: seen.__setitem__(key, x.detach().clone()))]
+def _run_keeping(m: Any, tokens: torch.Tensor, names: list[str], hooks: list | None = None) -> dict[str, torch.Tensor]:
+    """The activations at `names` of a forward pass with `hooks` attached first."""
+    seen: dict[str, torch.Tensor] = {}
+    keep = [(n, lambda x, hook, n=n: seen.__setitem__(n, x.detach().clone())) for n in names]
+    with torch.no_grad(), m.hooks(fwd_hooks=[*(hooks or []), *keep]):
+        m(tokens)
+    return seen
 
 
 def _steer(ctx: _Ctx) -> str:
-    m, layer, alpha = ctx.model, 0, 3.0
+    """α·v appears at the hooked point and is carried by the residual stream: at `resid_post` into
+    the next block's input; at `resid_mid` into the block's output, beyond what the MLP adds when
+    only its input is shifted (a raw TransformerLens hook at `hook_resid_mid`, the MLP input)."""
+    m, alpha = ctx.model, 3.0
     v = torch.randn(int(m.cfg.d_model), generator=torch.Generator().manual_seed(1))
     tokens = encode_chat(m, [_CONV]).tokens
-    out = []
-    for point in HOOK_POINTS:
-        seen: dict[str, torch.Tensor] = {}
-        name = f"blocks.{layer}.hook_{point}"
-        with torch.no_grad():
-            with m.hooks(fwd_hooks=_keeper(name, seen, "plain")):
-                m(tokens)
-            with steer(m, v, layer=layer, coef=alpha, point=point), m.hooks(fwd_hooks=_keeper(name, seen, "steered")):
-                m(tokens)
-        if set(seen) != {"plain", "steered"}:
-            raise _Mismatch(f"hook {name} did not fire")
-        shift = seen["steered"] - seen["plain"]
-        _close(shift, (alpha * v).expand_as(shift), 1e-5 * (1 + alpha * float(v.abs().max())), f"shift at {point}")
-        out.append(point)
-    return "exact α·v at " + ", ".join(out)
+    tol = 1e-5 * (1 + alpha * float(v.abs().max()))
+    points = points_of(m, HOOK_POINTS)
+    names = {p: f"blocks.0.hook_{p}" for p in points} | {"next": "blocks.1.hook_resid_pre"}
+    plain = _run_keeping(m, tokens, list(names.values()))
+    done = []
+    for point in points:
+        with steer(m, v, layer=0, coef=alpha, point=point):
+            moved = _run_keeping(m, tokens, list(names.values()))
+        here = moved[names[point]] - plain[names[point]]
+        _close(here, (alpha * v).expand_as(here), tol, f"shift at {point}")
+        if point == "resid_post":
+            carried = moved[names["next"]] - plain[names["next"]]
+        elif point == "resid_mid":
+            raw = [(names[point], lambda x, hook: x + alpha * v.to(x))]
+            carried = (
+                moved[names["resid_post"]] - _run_keeping(m, tokens, [names["resid_post"]], raw)[names["resid_post"]]
+            )
+        else:
+            carried = here
+        _close(carried, (alpha * v).expand_as(carried), tol, f"shift carried on from {point}")
+        done.append(point)
+    if "resid_mid" not in points:
+        hook_names(m, 0, "resid_mid")  # the ConfigError steering there raises: a "no", never a silent no-op
+    return "exact α·v at " + ", ".join(done) + ", carried on by the residual stream"
 
 
 def _capture(ctx: _Ctx) -> str:
@@ -186,7 +208,7 @@ def _probe(ctx: _Ctx) -> str:
     work = copy_model(ctx.model)
     make_trainable(work, TrainConfig())
     conds = [Baseline(), PPS(ctx.axes, coef=4.0), IP(_IP_PROMPT)]
-    probe = probe_gradients(work, list(ctx.trait.train_data[:2]), conds, ctx.axes, max_length=256)
+    probe = probe_gradients(work, list(ctx.trait.train_data[:2]), conds, ctx.axes, max_length=_TRAIN.max_length)
     if not torch.isfinite(probe.pressure).all():
         raise _Mismatch("non-finite probe pressure")
     return f"{len(conds)} conditions × {len(probe.layers)} layers"
@@ -300,7 +322,6 @@ def render_page(results: dict[str, list[Check]]) -> str:
     """`docs/models.md` from the matrix results (architecture → checks)."""
     keys = ["load", *[k for k, _, _ in CAPABILITIES]]
     titles = ["loads", *[t for _, t, _ in CAPABILITIES]]
-    versions = package_versions()
     lines = [
         "# Supported models",
         "",
@@ -310,8 +331,8 @@ def render_page(results: dict[str, list[Check]]) -> str:
         "Every family below is verified end to end on a small random model of its architecture (two",
         "layers, 64 wide, random weights, the toolkit's byte-level tokenizer, a chat template), built by",
         "`defense_interp.families.random_model_folder` and loaded with `di.load_model(folder)`, exactly as a",
-        "downloaded model folder would be. The checks and their tolerances are in `defense_interp.verify`;",
-        f"transformers {versions.get('transformers', '?')}, transformer_lens {versions.get('transformer_lens', '?')}.",
+        "downloaded model folder would be, with the transformers and transformer_lens versions that",
+        "pyproject.toml allows. The checks and their tolerances are in `defense_interp.verify`.",
         "",
         "Run the same checks on any model folder before spending GPU hours on it:",
         "",

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from defense_interp.interventions.hooks import hook_names, hooked, layer_vectors, on_device
+from defense_interp.interventions.hooks import hook_names, hooked, layer_vectors, on_device, residual_hooks
 from defense_interp.metrics.vectors import unit
 from defense_interp.types import check_finite
 
@@ -17,7 +17,8 @@ __all__ = ["ablate", "steer"]
 def steer(
     model: Any, axes_or_vector: Any, *, layer: int | Sequence[int], coef: float, point: str = "resid_post"
 ) -> Iterator[None]:
-    """Add `coef · v_l` to `blocks.{l}.hook_{point}` at every token for each `l` in `layer`.
+    """Add `coef · v_l` to `blocks.{l}.hook_{point}` at every token for each `l` in `layer`
+    (at `resid_mid` the residual stream carries it on: `hooks.residual_hooks`).
 
     `v_l` is the *raw* axis (TraitAxes row, norm kept: `coef` is in units of the pos−neg
     difference), a `[n_layers, d_model]` tensor, or one `[d_model]` vector. Active during
@@ -27,13 +28,10 @@ def steer(
     names = hook_names(model, layer, point)
     vecs = layer_vectors(model, axes_or_vector, list(names), "steering vector")
 
-    def make(v):
-        def hook(resid, hook):
-            return resid + coef * on_device(v, resid)
+    def make(l: int):
+        return lambda resid: resid + coef * on_device(vecs[l], resid)
 
-        return hook
-
-    with hooked(model, fwd=[(names[l], make(vecs[l])) for l in names]):
+    with hooked(model, fwd=residual_hooks(names, make, carry=point == "resid_mid")):
         yield
 
 
@@ -43,19 +41,23 @@ def ablate(
 ) -> Iterator[None]:
     """Project the direction out of the residual stream: `x ← x − ⟨x, r̂⟩ r̂` at every token, at
     each hook point in `points` of each layer in `layers` (default: every layer). `direction` is a
-    `[d_model]` vector (one direction everywhere), `[n_layers, d_model]` or TraitAxes (per layer)."""
+    `[d_model]` vector (one direction everywhere), `[n_layers, d_model]` or TraitAxes (per layer).
+    At `resid_mid` the residual stream carries the change on (`hooks.residual_hooks`), unless
+    `resid_post` is ablated too, which removes the direction from the block output anyway."""
     if isinstance(points, str):
         points = (points,)
     hooks = []
     for point in points:
         names = hook_names(model, layers, point)
         units = {l: unit(v) for l, v in layer_vectors(model, direction, list(names), "ablation direction").items()}
-        for l, name in names.items():
 
-            def hook(resid, hook, r=units[l]):
-                r = on_device(r, resid)
+        def make(l: int, units=units):
+            def project_out(resid):
+                r = on_device(units[l], resid)
                 return resid - (resid @ r)[..., None] * r
 
-            hooks.append((name, hook))
+            return project_out
+
+        hooks += residual_hooks(names, make, carry=point == "resid_mid" and "resid_post" not in points)
     with hooked(model, fwd=hooks):
         yield

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from defense_interp.axes import TraitAxes, held_out_cohens_d
 from defense_interp.errors import ConfigError
 from defense_interp.forward import last_token_logits
+from defense_interp.interventions.hooks import points_of
 from defense_interp.interventions.steer import ablate, steer
 from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 from defense_interp.metrics.refusal import next_token_kl, refusal_log_odds
@@ -162,8 +163,9 @@ def refusal_directions(harmful: PromptActivations, harmless: PromptActivations) 
 
 def ablate_direction(model: Any, direction: Tensor):
     """Directional ablation `x ← x − ⟨x, r̂⟩ r̂` at every layer, every token, at `resid_pre`,
-    `resid_mid` and `resid_post` (a context manager)."""
-    return ablate(model, direction, layers=None, points=HOOK_POINTS)
+    `resid_mid` and `resid_post` (a context manager); blocks without `resid_mid` (attention and MLP
+    in parallel) need only the other two."""
+    return ablate(model, direction, layers=None, points=points_of(model, HOOK_POINTS))
 
 
 def add_direction(model: Any, direction: Tensor, *, layer: int, coef: float = 1.0, point: str = "resid_pre"):

@@ -35,6 +35,28 @@ def test_steering_shifts_the_hooked_activation_by_alpha_v(tiny, point):
     assert torch.allclose(steered - plain, (3.0 * v).expand_as(plain), atol=1e-5)
 
 
+def test_a_change_at_resid_mid_reaches_the_block_output(tiny):
+    """TransformerLens' hook_resid_mid is the MLP's input; steering and ablation there carry the change
+    on to the residual stream (block output = what the MLP adds from the changed input + the change)."""
+    b = di.encode_chat(tiny.tokenizer, [CONV, CONV2])
+    v = torch.randn(tiny.cfg.d_model)
+    mid, post = "blocks.2.hook_resid_mid", "blocks.2.hook_resid_post"
+    run = lambda: tiny(b.tokens, attention_mask=b.attention_mask)  # noqa: E731
+    with torch.no_grad():
+        x_mid = _grab(tiny, mid, run)
+        with di.steer(tiny, v, layer=2, coef=3.0, point="resid_mid"):
+            steered = _grab(tiny, post, run)
+        with tiny.hooks(fwd_hooks=[(mid, lambda x, hook: x + 3.0 * v)]):  # the MLP input only
+            mlp_only = _grab(tiny, post, run)
+        r = v / v.norm()
+        with di.ablate(tiny, v, layers=[2], points=("resid_mid",)):
+            ablated = _grab(tiny, post, run)
+        with tiny.hooks(fwd_hooks=[(mid, lambda x, hook: x - (x @ r)[..., None] * r)]):
+            ablated_mlp_only = _grab(tiny, post, run)
+    assert torch.allclose(steered - mlp_only, (3.0 * v).expand_as(steered), atol=1e-5)
+    assert torch.allclose(ablated - ablated_mlp_only, -(x_mid @ r)[..., None] * r, atol=1e-5)
+
+
 def test_steering_with_axes_uses_the_raw_layer_vector(tiny, random_axes):
     b = di.encode_chat(tiny.tokenizer, [CONV])
     run = lambda: tiny(b.tokens)  # noqa: E731

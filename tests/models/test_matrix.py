@@ -1,0 +1,52 @@
+"""The architecture matrix: a small random model of every verified family, loaded from a folder like
+a downloaded one, through every capability check of `defense_interp.verify`; and the support page
+`docs/models.md`, which must be what the matrix renders."""
+
+from pathlib import Path
+
+import pytest
+
+from defense_interp.families import FAMILIES
+from defense_interp.support import VERIFIED_ARCHITECTURES
+from defense_interp.verify import CAPABILITIES, render_page, verify_family
+
+#: The capabilities a family lacks, each with the toolkit's reason (a clear error, never a wrong number).
+EXPECTED_NO = {
+    ("GPTNeoXForCausalLM", "steer"): "run attention and the MLP in parallel",
+    ("Gemma2ForCausalLM", "orthogonalize"): "normalises its outputs",
+    ("Gemma3ForCausalLM", "orthogonalize"): "normalises its outputs",
+    ("Olmo2ForCausalLM", "orthogonalize"): "normalises its outputs",
+}
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "models.md"
+_RESULTS: dict = {}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    def get(arch):
+        if arch not in _RESULTS:
+            _RESULTS[arch] = verify_family(arch, tmp_path_factory.mktemp(arch))
+        return _RESULTS[arch]
+
+    return get
+
+
+def test_at_least_ten_families_and_the_same_list_everywhere():
+    assert len(FAMILIES) >= 10 and set(FAMILIES) == set(VERIFIED_ARCHITECTURES)
+
+
+@pytest.mark.parametrize("arch", list(FAMILIES))
+def test_family_passes_every_check_or_refuses_clearly(results, arch):
+    checks = results(arch)
+    assert [c.capability for c in checks] == ["load", *[k for k, _, _ in CAPABILITIES]]
+    for c in checks:
+        expected = EXPECTED_NO.get((arch, c.capability))
+        if expected is None:
+            assert c.status == "yes", f"{arch} {c.capability}: {c.status} {c.detail}"
+        else:
+            assert c.status == "no" and expected in c.detail, f"{arch} {c.capability}: {c.status} {c.detail}"
+
+
+def test_the_support_page_is_what_the_matrix_renders(results):
+    page = render_page({arch: results(arch) for arch in FAMILIES})
+    assert PAGE.read_text() == page, "regenerate it: python -m defense_interp.verify --page docs/models.md"
