@@ -3,17 +3,23 @@ weights), builds the model on the `meta` device to count its parameters exactly,
 memory of the toolkit's work on it (`defense-interp plan`).
 
 * **weights** — every parameter (tied ones once) and buffer, in the chosen dtype: exact.
-* **LoRA training** at the study's batch and length — the loaded model, the run's trainable copy of
-  it (`train` copies the model), the adapters with their gradients and AdamW moments (float32), the
-  activations the backward pass keeps, and the logits with their log-softmax and gradient (float32).
-  Full-weight training (`lora=False`) adds a gradient and two AdamW moments per weight instead.
-* **generation** — the weights, the KV cache of the batch over prompt + new tokens, and the prompt's
-  forward pass (its widest layer and its logits).
+* **LoRA training** at the study's batch B and length L: the loaded model, the run's trainable copy
+  of it (`train` copies the model), the adapters (float32) with their AdamW moments, the tensors
+  autograd keeps for the backward pass, and the largest transient on top of them, whichever is
+  largest of: the loss (logits, then three float32 `B·L·V` tensors inside log-softmax's backward),
+  the last layer's attention pattern, or (full-weight training) the optimiser step with every
+  gradient alive. Full-weight training (`lora=False`) keeps a gradient and two AdamW moments per
+  weight instead of the adapters'.
+* **generation** — the weights, the prompt pass's logits (kept until the first new token), the KV
+  cache and the sampling temporaries.
 
-Activation memory is a model: bytes kept per token and layer ≈ `ACT_MODEL` coefficients times the
-widths (residual `d_model`, query/key/value widths, MLP width) plus the attention pattern
-(`heads × T²` per sequence and layer, the bridge runs eager attention), fitted to peaks measured on
-the bundled model and the tiny models (`tests/test_memory.py` checks it stays within 20%).
+The tensors autograd keeps per layer were counted on the bridge (hook points keep no extra copy):
+per token 5 residual-width tensors (the inputs of q/k/v, o, the MLP and both norms), 3 query-width
+tensors (q, k, v, with k and v expanded to every head), 4 MLP-width tensors for a gated MLP (2
+otherwise), the eager attention pattern (`heads × L`), and rank-wide LoRA intermediates. These
+counts predict the peak measured by `measured_peak` (every CPU tensor allocation, from the
+profiler) within 3% on the bundled model and small random models at several batch sizes and
+lengths, LoRA and full-weight (`tests/test_memory.py` holds it to 20%).
 
 With several devices the layers are placed in order, each device taking an equal share of the
 weights (accelerate's "balanced" map): embeddings on the first, the final norm and head on the last.
@@ -31,12 +37,15 @@ import torch
 from defense_interp.bundled import bundled_gguf_path, converted_folder
 from defense_interp.errors import ConfigError, ModelNotAvailableError
 
-__all__ = ["ACT_MODEL", "MemoryPlan", "memory_plan"]
+__all__ = ["MemoryPlan", "measured_peak", "memory_plan"]
 
-#: Bytes kept for the backward pass per token and layer, in units of the activation dtype's size:
-#: coefficients of the residual width, the attention (q + k + v + o) width and the MLP width.
-ACT_MODEL = {"resid": 10.0, "attn": 2.0, "mlp": 5.0, "pattern": 3.0, "logits": 3.0}
-_ADAM_LORA_BYTES = 16  # float32 weight, gradient and two moments per adapter parameter
+#: Tensors autograd keeps per token and layer (module docstring): residual-width, query-width,
+#: MLP-width (gated MLP; half for an ungated one) and attention-pattern rows.
+SAVED = {"resid": 5, "qkv": 3, "mlp": 4, "pattern": 1}
+#: Fused projections the bridge splits into this many linears (GPT-2, GPT-NeoX, Phi-3).
+_FUSED = {"c_attn": 3, "query_key_value": 3, "qkv_proj": 3, "gate_up_proj": 2}
+#: Attention-pattern-sized tensors alive at once in the last layer's backward.
+_PATTERN_TRANSIENT = 2
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,9 @@ class Shape:
     layer_params: list[int]
     buffer_elems: int
     lora_in_out: int  # Σ (in + out) over the block linears: LoRA parameters per unit of rank
+    lora_targets: int  # block linears per layer (each keeps a rank-wide LoRA intermediate)
+    gated_mlp: bool
+    largest: int  # elements of the largest parameter tensor
 
 
 @dataclass
@@ -79,7 +91,7 @@ class MemoryPlan:
             f"{self.model}: {s.architecture}, {s.n_layers} layers, d_model {s.d_model}, {s.n_heads} heads "
             f"({s.n_kv_heads} KV) × {s.d_head}, d_mlp {s.d_mlp}, vocab {s.vocab}",
             f"parameters {self.n_params:,} ({self.n_params / 1e9:.2f} B); dtype {self.dtype}",
-            f"  {'weights':32s} {_size(self.weights)}  (exact)",
+            f"  {'weights':48s} {_size(self.weights)}  (exact)",
         ]
         st = self.settings
         kind = f"LoRA rank {st['lora_rank']}" if st["lora"] else "full-weight"
@@ -87,12 +99,12 @@ class MemoryPlan:
             f"  {kind} training, batch {st['batch_size']} × {st['max_length']} tokens: "
             f"{_size(self.training['total']).strip()}"
         )
-        out += [f"    {k:30s} {_size(v)}" for k, v in self.training.items() if k != "total"]
+        out += [f"    {k:46s} {_size(v)}" for k, v in self.training.items() if k != "total"]
         out.append(
             f"  generation, batch {st['gen_batch']}, {st['gen_prompt']} + {st['gen_new']} tokens: "
             f"{_size(self.generation['total']).strip()}"
         )
-        out += [f"    {k:30s} {_size(v)}" for k, v in self.generation.items() if k != "total"]
+        out += [f"    {k:46s} {_size(v)}" for k, v in self.generation.items() if k != "total"]
         for d in self.devices:
             cap = "size unknown: give --memory" if d["bytes"] is None else _size(d["bytes"]).strip()
             fits = ", ".join(f"{k}: {'yes' if v else 'no' if v is not None else '?'}" for k, v in d["fits"].items())
@@ -103,7 +115,9 @@ class MemoryPlan:
                 f"{' + head' if p['head'] else ''}, weights {_size(p['weights']).strip()}, "
                 f"training {_size(p['training']).strip()}"
             )
-        out.append("  (activations: the fitted model of defense_interp.memory; the weights are exact)")
+        out.append(
+            "  (weights exact; training and generation from the counts of defense_interp.memory, ≤ 3% off measured peaks)"
+        )
         return "\n".join(out)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +138,44 @@ class MemoryPlan:
 def _size(n: int) -> str:
     """Bytes as GiB, or MiB below one GiB (right-aligned)."""
     return f"{n / 2**30:9.2f} GiB" if n >= 2**30 else f"{n / 2**20:9.1f} MiB"
+
+
+def measured_peak(fn: Any, device: str | torch.device = "cpu") -> int:
+    """The peak of tensor memory (bytes) while `fn()` runs, the tensors alive before it included:
+    on CUDA the allocator's peak; on the CPU the running sum of every allocation and free the
+    profiler records, added to the tensors alive at the start (found through the garbage
+    collector). Process memory is higher: the allocator caches freed memory."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        fn()
+        torch.cuda.synchronize(dev)
+        return int(torch.cuda.max_memory_allocated(dev))
+    import gc
+
+    from torch.profiler import ProfilerActivity, profile
+
+    gc.collect()
+    storages: dict[int, int] = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor):
+            for t in (obj, obj.grad):
+                if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                    st = t.untyped_storage()
+                    storages[st._cdata] = st.nbytes()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()  # allocations and frees, in time order
+        if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")
+    )
+    now = peak = 0
+    for _, nbytes in events:
+        now += nbytes
+        peak = max(peak, now)
+    return sum(storages.values()) + peak
 
 
 def _config(name_or_path: str | os.PathLike | None) -> tuple[str, Any]:
@@ -168,8 +220,18 @@ def _shape(config: Any) -> Shape:
         (m for m in model.modules() if isinstance(m, torch.nn.ModuleList)), key=len, default=torch.nn.ModuleList()
     )
     layer_params = [sum(p.numel() for p in block.parameters()) for block in layers]
-    n_params = sum(p.numel() for p in model.parameters())
-    lora = sum(m.in_features + m.out_features for b in layers for m in b.modules() if isinstance(m, torch.nn.Linear))
+    head = model.get_output_embeddings()
+    # the bridge gives an unembedding without a bias a (zero) one of the vocabulary's size
+    n_params = sum(p.numel() for p in model.parameters()) + (int(head.out_features) if head.bias is None else 0)
+    linears = [m for b in layers for m in b.modules() if isinstance(m, torch.nn.Linear)]
+    lora = sum(m.in_features + m.out_features for m in linears)
+    # the bridge splits fused projections into new linears (the fused weights stay): count the copies
+    fused = [(n, m) for b in layers for n, m in b.named_modules() if n.rsplit(".", 1)[-1] in _FUSED]
+    split = sum(p.numel() for _, m in fused for p in m.parameters())
+    for name, m in fused:
+        d_in, d_out = (m.weight.shape[1], m.weight.shape[0]) if isinstance(m, torch.nn.Linear) else m.weight.shape
+        lora += _FUSED[name.rsplit(".", 1)[-1]] * int(d_in) + int(d_out)
+    layer_params = [n + split // len(layers) for n in layer_params]
     text = getattr(config, "text_config", None) or config
     d_model = int(getattr(text, "hidden_size", None) or text.n_embd)
     n_heads = int(getattr(text, "num_attention_heads", None) or text.n_head)
@@ -187,20 +249,45 @@ def _shape(config: Any) -> Shape:
         d_head=d_head,
         d_mlp=int(d_mlp),
         vocab=int(text.vocab_size),
-        n_params=n_params,
+        n_params=n_params + split,
         layer_params=layer_params,
         buffer_elems=sum(b.numel() for b in model.buffers()),
         lora_in_out=lora,
+        lora_targets=(len(linears) + sum(_FUSED[n.rsplit(".", 1)[-1]] for n, _ in fused)) // len(layers),
+        gated_mlp=bool(experts)
+        or sum(m.out_features == int(d_mlp) for m in linears[: len(linears) // len(layers)]) >= 2,
+        largest=max(p.numel() for p in model.parameters()),
     )
 
 
-def _activations(s: Shape, tokens: int, seq: int, batch: int, size: int) -> tuple[int, int]:
-    """(bytes kept per layer for backward, logits bytes) of one training step (module docstring)."""
-    a = ACT_MODEL
-    qkvo = (2 * s.n_heads + 2 * s.n_kv_heads) * s.d_head
-    per_token = a["resid"] * s.d_model + a["attn"] * qkvo + a["mlp"] * s.d_mlp
-    per_layer = int(size * (tokens * per_token + a["pattern"] * batch * s.n_heads * seq * seq))
-    return per_layer, int(a["logits"] * tokens * s.vocab * 4)
+def _training(s: Shape, size: int, batch: int, length: int, lora: bool, rank: int) -> tuple[dict[str, int], int]:
+    """(the training entries, activation bytes per layer) of one step of a trainable copy (module docstring)."""
+    tokens, v = batch * length, s.vocab
+    per_token = (SAVED["resid"] * s.d_model + SAVED["qkv"] * s.n_heads * s.d_head
+                 + SAVED["mlp"] * s.d_mlp // (1 if s.gated_mlp else 2) + SAVED["pattern"] * s.n_heads * length
+                 + (rank * s.lora_targets if lora else 0))  # fmt: skip
+    per_layer = size * tokens * per_token
+    acts = s.n_layers * per_layer + (0 if lora else size * tokens * s.d_model * (2 * s.n_layers + 2))
+    n_trained = s.lora_in_out * rank if lora else s.n_params
+    weights = (s.n_params + s.buffer_elems) * size
+    state = 8 * n_trained + (4 * n_trained if lora else 0)  # AdamW moments (float32) (+ float32 adapters)
+    logits = size * tokens * v
+    moments = {
+        "loss (log-softmax backward)": logits + 4 * 3 * batch * (length - 1) * v,
+        "last layer's attention pattern": logits
+        + _PATTERN_TRANSIENT * size * batch * s.n_heads * length**2
+        + (0 if lora else size * v * s.d_model),
+        "optimiser step": 0 if lora else size * n_trained + logits + 2 * size * s.largest - acts,
+    }
+    where = max(moments, key=lambda k: moments[k])
+    out = {
+        "weights": weights,
+        "the run's copy of the weights": weights,
+        ("adapters and AdamW moments" if lora else "AdamW moments"): state,
+        "activations for backward": acts,
+        f"peak transient: {where}": moments[where],
+    }
+    return out, per_layer
 
 
 def _devices(device: str, n_devices: int | None, memory_gib: float | None) -> list[tuple[str, int | None]]:
@@ -270,30 +357,19 @@ def memory_plan(
     s = _shape(config)
     size = torch.tensor([], dtype=dtype).element_size()
     weights = (s.n_params + s.buffer_elems) * size
-    tokens = batch_size * max_length
-    per_layer, logits = _activations(s, tokens, max_length, batch_size, size)
-    if lora:
-        trained = {"adapters, gradients, AdamW": s.lora_in_out * lora_rank * _ADAM_LORA_BYTES}
-    else:
-        trained = {"gradients, AdamW moments": s.n_params * 3 * size}
-    training = {
-        "weights": weights,
-        "the run's copy of the weights": weights,
-        **trained,
-        "activations for backward": s.n_layers * per_layer,
-        "logits, log-softmax, gradient": logits,
-    }
+    training, per_layer = _training(s, size, batch_size, max_length, lora, lora_rank)
     training["total"] = sum(training.values())
-    kv = 2 * s.n_layers * gen_batch * (gen_prompt + gen_new) * s.n_kv_heads * s.d_head * size
-    prompt_pass = (
-        gen_batch * gen_prompt * (2 * s.d_model + 2 * s.d_mlp) * size + gen_batch * s.n_heads * gen_prompt**2 * size
-    )
-    generation = {
-        "weights": weights,
-        "KV cache": kv,
-        "prompt pass (one layer)": prompt_pass,
-        "logits": gen_batch * gen_prompt * s.vocab * 4,
-    }
+    logits = size * batch_size * max_length * s.vocab
+
+    def kv(n: int) -> int:
+        return 2 * s.n_layers * gen_batch * s.n_kv_heads * n * s.d_head * size
+
+    sampling = 5 * size * gen_batch * s.vocab
+    first = {"prompt logits (kept until the first new token)": size * gen_batch * gen_prompt * s.vocab,
+             "KV cache": kv(gen_prompt + 1)}  # fmt: skip
+    expanded = 2 * size * gen_batch * s.n_heads * (gen_prompt + gen_new) * s.d_head
+    last = {"KV cache": kv(gen_prompt + gen_new), "expanded keys and values of a layer": expanded}
+    generation = {"weights": weights, **max(first, last, key=lambda d: sum(d.values())), "sampling": sampling}
     generation["total"] = sum(generation.values())
     devs = _devices(device, n_devices, memory_gib)
     placement = _place(s, size, per_layer, devs, logits) if len(devs) > 1 else []

@@ -42,8 +42,8 @@ def test_a_7b_config_only_folder(tmp_path):
     assert plan.placement[0]["layers"][0] == 0 and plan.placement[-1]["layers"][1] == 27
     assert sum(p["weights"] for p in plan.placement) == plan.n_params * 2
     assert all(d["fits"]["training"] for d in plan.devices)
-    small = memory_plan(folder, dtype=torch.bfloat16, device="cuda", memory_gib=16)
-    assert small.devices[0]["fits"] == {"weights": True, "training": False, "generation": False}
+    small = memory_plan(folder, dtype=torch.bfloat16, device="cuda", memory_gib=16)  # inference only
+    assert small.devices[0]["fits"] == {"weights": True, "training": False, "generation": True}
 
 
 def test_plan_command_prints_the_plan(tmp_path, capsys):
@@ -53,3 +53,50 @@ def test_plan_command_prints_the_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Qwen2ForCausalLM" in out and "(exact)" in out and "cuda:1" in out and "layers 0–" in out
     assert main(["plan", "--model", "tiny"]) == 2
+
+
+def _measured_training(model, lora: bool, batch_size: int, max_length: int) -> int:
+    """Tensor bytes a training step of the toolkit needs on top of everything else alive: the loaded
+    model's weights, then the trainable copy, its optimiser state and the step's peak (as `train`)."""
+    from defense_interp.memory import measured_peak
+    from defense_interp.metrics.loss import response_token_loss
+    from defense_interp.training import make_trainable
+
+    before = measured_peak(lambda: None)
+    work = di.copy_model(model)
+    trainable = make_trainable(work, di.TrainConfig(lora=lora))
+    opt = torch.optim.AdamW([p for _, p in trainable], lr=1e-5, weight_decay=0.0)
+    work.train()
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, int(model.cfg.d_vocab), (batch_size, max_length), generator=gen)  # exactly B × L
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+
+    def step():
+        loss = response_token_loss(work(tokens), tokens, mask)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()  # the optimiser state exists from the second step on
+    peak = measured_peak(step)
+    weights = sum(p.numel() * p.element_size() for p in model.original_model.parameters())
+    return weights + peak - before
+
+
+@pytest.mark.parametrize(
+    ("arch", "lora", "batch", "length"),
+    [("LlamaForCausalLM", True, 4, 128), ("LlamaForCausalLM", False, 2, 256), ("Qwen3MoeForCausalLM", True, 4, 128)],
+)
+def test_training_estimate_is_within_20_percent_of_the_measured_peak_on_small_models(
+    tmp_path, arch, lora, batch, length
+):
+    folder = random_model_folder(tmp_path, arch, hidden_size=128, intermediate_size=256)
+    measured = _measured_training(di.load_model(folder), lora, batch, length)
+    planned = memory_plan(folder, batch_size=batch, max_length=length, lora=lora).training["total"]
+    assert planned == pytest.approx(measured, rel=0.2)
+
+
+def test_training_estimate_is_within_20_percent_of_the_measured_peak_on_the_bundled_model(bundled):
+    measured = _measured_training(bundled, True, 2, 64)
+    assert memory_plan(batch_size=2, max_length=64).training["total"] == pytest.approx(measured, rel=0.2)
