@@ -18,7 +18,9 @@ two-step tiny study, so the same code runs on a CPU in the test suite.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,7 +36,7 @@ from _setup import synchronize
 
 import defense_interp as di
 from defense_interp.families import random_model, random_model_folder
-from defense_interp.memory import memory_plan
+from defense_interp.memory import measured_peak, memory_plan
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.study import StudyConfig, run_study
 from defense_interp.training import make_trainable
@@ -63,16 +65,6 @@ LLAMA_SMOKE = dict(
 )
 
 
-def _peak_reset(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(dev)
-
-
-def _peak(dev: torch.device) -> int | None:
-    return int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else None
-
-
 def study(model, out: Path, smoke: bool) -> dict:
     """The quick study on `model` (on the smoke run: two steps of the tiny sizes)."""
     cfg = StudyConfig(design="quick", size="tiny" if smoke else "quick", sizes={"steps": 2} if smoke else {})
@@ -93,40 +85,43 @@ def scale_path(out: Path, device: str, dtype: torch.dtype, smoke: bool, steps: i
     plan = memory_plan(folder, dtype=dtype, device=device, batch_size=batch_size, max_length=max_length)
     dev = torch.device(device)
     t0 = time.perf_counter()
-    model = random_model(None, "LlamaForCausalLM", device=device, dtype=dtype, **shape)
+    model = random_model("LlamaForCausalLM", device=device, dtype=dtype, **shape)
     load_s = time.perf_counter() - t0
-    _peak_reset(dev)
     trainable = make_trainable(model, di.TrainConfig())
     opt = torch.optim.AdamW([p for _, p in trainable], lr=1e-5)
     model.train()
-    trait = di.Trait.builtin("evil")
-    batch = di.encode_chat(model, trait.train_data[:batch_size], max_length=max_length).to(dev)
+    gen = torch.Generator().manual_seed(0)  # random tokens of exactly the planned B × L, every one trained
+    tokens = torch.randint(0, int(model.cfg.d_vocab), (batch_size, max_length), generator=gen).to(dev)
+    mask = torch.ones_like(tokens, dtype=torch.bool)
     axes = torch.randn(model.cfg.n_layers, model.cfg.d_model)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        with di.capture_gradients(model, axes) as cap:
-            loss = response_token_loss(
-                model(batch.tokens, attention_mask=batch.attention_mask), batch.tokens, batch.response_mask
-            )
-            cap.set_mask(batch.response_mask)
-            loss.backward()
-            cap.end_step()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        synchronize(dev)
-        times.append(time.perf_counter() - t0)
-    peak = _peak(dev)
+    times: list[float] = []
+
+    def run() -> None:
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            with di.capture_gradients(model, axes) as cap:
+                loss = response_token_loss(model(tokens), tokens, mask)
+                cap.set_mask(mask)
+                loss.backward()
+                cap.end_step()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            synchronize(dev)
+            times.append(time.perf_counter() - t0)
+        assert torch.isfinite(loss), "non-finite training loss"
+
+    peak = measured_peak(run, dev)
+    # this path trains the model in place: the plan without the run's copy of the weights
+    planned = plan.training["total"] - plan.training["the run's copy of the weights"]
     return {
         "shape": shape,
         "parameters": plan.n_params,
         "build_s": round(load_s, 1),
-        "batch_tokens": list(batch.tokens.shape),
+        "batch_tokens": [batch_size, max_length],
         "step_s": [round(t, 3) for t in times],
         "peak_bytes": peak,
-        "plan_lora_training_bytes": plan.training["total"],
-        "plan_over_measured": None if peak is None else round(plan.training["total"] / peak, 3),
-        "loss_finite": bool(torch.isfinite(loss)),
+        "plan_bytes": planned,
+        "plan_over_measured": round(planned / peak, 3),
     }
 
 
@@ -144,6 +139,7 @@ def main() -> None:
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
     args.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.out / "study", ignore_errors=True)  # a fresh study: its wall time is a figure
     t_start = time.perf_counter()
     dev = torch.device(args.device)
     result: dict = {
@@ -162,8 +158,12 @@ def main() -> None:
     result["quick_study"] = study(model, args.out, args.smoke)
     result["capture_overhead"] = capture_overhead.measure(model, pairs=2 if args.smoke else 10, warmup=1)
     result["extraction_speed"] = extraction_speed.measure(model, examples=4 if args.smoke else 24)
-    _peak_reset(dev)
-    result["capture_memory"] = capture_memory.measure(model)
+    # the smoke model's tokenizer is byte-level: longer rows for the same text
+    result["capture_memory"] = capture_memory.measure(model, (256, 512) if args.smoke else (64, 128))
+    del model  # part 2 measures its own peak
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
     result["scale_path"] = scale_path(args.out, args.device, dtype, args.smoke, steps=2 if args.smoke else 5)
     result["wall_s"] = round(time.perf_counter() - t_start, 1)
     result["targets"] = {

@@ -1,0 +1,25 @@
+"""`benchmarks/gpu_check.py --device cpu --smoke`: the GPU check's code runs on the CPU with small
+random models, so it cannot rot before a GPU is at hand."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+def test_gpu_check_smoke_run(tmp_path):
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--out", str(tmp_path)]
+    subprocess.run(cmd, check=True, timeout=300, capture_output=True)
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert result["smoke"] and result["dtype"] == "float32"
+    assert set(result["quick_study"]["verdicts"]) == {"1", "2", "3", "4", "5"}
+    assert (tmp_path / "study" / "findings.json").is_file()
+    assert (
+        result["capture_overhead"]["median_ratio"] > 0 and result["extraction_speed"]["min_cosine_with_naive"] > 0.999
+    )
+    assert result["capture_memory"]["stats_constant"]
+    scale = result["scale_path"]
+    assert scale["parameters"] > 0 and len(scale["step_s"]) == 2
+    assert 0.5 < scale["plan_over_measured"] < 1.5  # the memory plan against the profiler's peak
