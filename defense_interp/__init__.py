@@ -35,6 +35,7 @@ from defense_interp.errors import (
 )
 from defense_interp.evaluate import Judge, contrast_score, projection_score
 from defense_interp.execution import RayExecutor
+from defense_interp.families import random_model, random_model_folder
 from defense_interp.forward import generate_answers
 from defense_interp.interventions import (
     GradientStats,
@@ -45,6 +46,7 @@ from defense_interp.interventions import (
     orthogonalize,
     steer,
 )
+from defense_interp.memory import MemoryPlan, memory_plan
 from defense_interp.metrics import DifferenceSVD, Estimate, difference_svd
 from defense_interp.models import ModelSpec, copy_model, load_model, model_identity, tiny_model
 from defense_interp.provenance import __version__
@@ -90,6 +92,7 @@ from defense_interp.training import (
     probe_gradients,
     train,
 )
+from defense_interp.verify import verify_model
 
 __all__ = [
     "IP",
@@ -115,6 +118,7 @@ __all__ = [
     "InstructionSet",
     "Judge",
     "LayerSweep",
+    "MemoryPlan",
     "ModelNotAvailableError",
     "ModelSpec",
     "NonFiniteError",
@@ -161,12 +165,15 @@ __all__ = [
     "load_model",
     "load_trained",
     "measure_expression",
+    "memory_plan",
     "metrics",
     "model_identity",
     "orthogonalize",
     "pps_sweep",
     "probe_gradients",
     "projection_score",
+    "random_model",
+    "random_model_folder",
     "refusal_directions",
     "refusal_rate",
     "run_refusal_study",
@@ -177,4 +184,5 @@ __all__ = [
     "tiny_model",
     "train",
     "transfer_matrix",
+    "verify_model",
 ]
