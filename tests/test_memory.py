@@ -46,13 +46,20 @@ def test_a_7b_config_only_folder(tmp_path):
     assert small.devices[0]["fits"] == {"weights": True, "training": False, "generation": True}
 
 
-def test_plan_command_prints_the_plan(tmp_path, capsys):
-    folder = random_model_folder(tmp_path, "Qwen2ForCausalLM", config_only=True, **QWEN_7B)
-    assert main(["plan", "--model", str(folder), "--dtype", "bfloat16", "--device", "cuda", "--n-devices", "2",
-                 "--memory", "80"]) == 0  # fmt: skip
-    out = capsys.readouterr().out
-    assert "Qwen2ForCausalLM" in out and "(exact)" in out and "cuda:1" in out and "layers 0–" in out
-    assert main(["plan", "--model", "tiny"]) == 2
+def test_plan_command_prints_the_plan_of_the_bundled_model_a_tiny_folder_and_a_7b_config(tmp_path, capsys):
+    big = random_model_folder(tmp_path / "7b", "Qwen2ForCausalLM", config_only=True, **QWEN_7B)
+    tiny = random_model_folder(tmp_path / "tiny", "Qwen3ForCausalLM")
+    argv = {
+        "bundled": [],
+        "tiny": ["--model", str(tiny)],
+        "7b": ["--model", str(big), "--dtype", "bfloat16", "--device", "cuda", "--n-devices", "2", "--memory", "80"],
+    }
+    for key, args in argv.items():
+        assert main(["plan", *args]) == 0
+        out = capsys.readouterr().out
+        assert "(exact)" in out and "training" in out and "generation" in out, key
+    assert "Qwen2ForCausalLM" in out and "cuda:1 (80.00 GiB)" in out and "layers 0–" in out
+    assert main(["plan", "--model", "tiny"]) == 2  # the TransformerLens-native test model has no HF config
 
 
 def _measured_training(model, lora: bool, batch_size: int, max_length: int) -> int:

@@ -1,9 +1,12 @@
 """Model loading paths that need no bundled weights: HF folders, tiny models, bad arguments."""
 
+import json
+
 import pytest
 import torch
 
 import defense_interp as di
+from defense_interp.families import random_model_folder
 
 
 def test_hf_folder_loads_as_a_bridge_matching_hf_logits(tmp_path, tiny):
@@ -44,6 +47,43 @@ def test_missing_model_and_bad_dtype_are_clear_errors(tmp_path):
         di.load_model(tmp_path / "nothing.gguf")
     with pytest.raises(di.ConfigError, match="dtype"):
         di.load_model(tmp_path, dtype=torch.int8)
+
+
+def test_a_folder_without_tokenizer_is_refused_before_loading(tmp_path):
+    folder = random_model_folder(tmp_path, "LlamaForCausalLM")
+    for f in folder.glob("tokenizer*"):
+        f.unlink()
+    with pytest.raises(di.ModelNotAvailableError, match="no tokenizer"):
+        di.load_model(folder)
+
+
+def test_an_architecture_the_bridge_cannot_build_names_the_closest_supported(tmp_path):
+    folder = random_model_folder(tmp_path, "Qwen2ForCausalLM", config_only=True)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["Qwen9ForCausalLM"]}))
+    with pytest.raises(di.ModelNotAvailableError, match=r"no bridge for Qwen9ForCausalLM.*closest.*Qwen"):
+        di.load_model(folder)
+
+
+def test_a_template_that_is_no_chat_format_is_refused(tmp_path):
+    folder = random_model_folder(tmp_path, "LlamaForCausalLM")
+    (folder / "chat_template.jinja").write_text("{{ bos_token }}")  # renders no message at all
+    model = di.load_model(folder)
+    with pytest.raises(di.ConfigError, match="no chat format"):
+        di.encode_chat(model, [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "device", "message"),
+    [
+        (torch.float8_e4m3fn, None, "dtype must be one of"),
+        (torch.float32, "cuda" if not torch.cuda.is_available() else "cuda:99", "cannot compute"),
+    ],
+)
+def test_a_dtype_the_device_cannot_do_is_refused_before_loading(tmp_path, dtype, device, message):
+    folder = random_model_folder(tmp_path, "LlamaForCausalLM", config_only=True)
+    with pytest.raises(di.ConfigError, match=message):
+        di.load_model(folder, dtype=dtype, device=device)
 
 
 def test_read_activations_matches_a_full_pass_and_stops_after_the_last_hook(tiny):
