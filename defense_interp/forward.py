@@ -22,7 +22,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from defense_interp.data.chat import Conversation, encode_chat, encode_prompts, instruction_prompts
+from defense_interp.data.chat import Conversation, encode_chat, encode_prompts, instruction_prompts, stop_token_ids
 from defense_interp.errors import ConfigError
 from defense_interp.models import model_device
 from defense_interp.types import hook_name
@@ -96,7 +96,8 @@ def generate_answers(
     """The model's answer to each prompt conversation (which ends with a user turn).
 
     Prompts are sorted by length and batched with left padding; decoding stops at the tokenizer's
-    end-of-sequence token. Sampling is seeded per batch (`seed + batch index`) without touching
+    end-of-sequence token or the chat template's end-of-turn token (`stop_token_ids`). Sampling is
+    seeded per batch (`seed + batch index`) without touching
     the global RNG, so the same call gives the same answers. Active hooks (e.g. `steer`) apply.
     """
     if max_new_tokens < 1 or batch_size < 1:
@@ -114,7 +115,7 @@ def generate_answers(
         )
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     answers: list[str] = [""] * len(prompts)
-    eos = tok.eos_token_id
+    stops = stop_token_ids(tok)
     dev = model_device(model)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for b, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
@@ -127,16 +128,15 @@ def generate_answers(
                 max_new_tokens=max_new_tokens,
                 do_sample=do_sample,
                 temperature=temperature,
-                stop_at_eos=eos is not None,
-                eos_token_id=eos,
+                stop_at_eos=bool(stops),
+                eos_token_id=(stops[0] if len(stops) == 1 else stops) if stops else None,
                 return_type="tokens",
                 verbose=False,
             )
         new = out[:, batch.tokens.shape[1] :].cpu()
         for row, i in zip(new.tolist(), idx, strict=False):
-            if eos in row:
-                row = row[: row.index(eos)]
-            answers[i] = tok.decode(row, skip_special_tokens=True).strip()
+            ends = [row.index(s) for s in stops if s in row]
+            answers[i] = tok.decode(row[: min(ends)] if ends else row, skip_special_tokens=True).strip()
     return answers
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "merge_system",
     "render",
     "set_thinking",
+    "stop_token_ids",
     "system_role",
     "with_system_prompt",
 ]
@@ -145,6 +146,20 @@ def system_role(tokenizer: Any) -> bool:
         native = False
     setattr(tokenizer, _SYSTEM_ATTR, (template, native))
     return native
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """The tokens that end an answer: the end-of-sequence token, and the chat template's end-of-turn
+    marker where that is another single token (Gemma's `<end_of_turn>`, Llama-3's `<|eot_id|>`)."""
+    stops = [] if tokenizer.eos_token_id is None else [int(tokenizer.eos_token_id)]
+    if getattr(tokenizer, "chat_template", None):
+        probe = "probe-answer-7f3a"
+        text = render(tokenizer, [{"role": "user", "content": "u"}, {"role": "assistant", "content": probe}])
+        marker = text[text.rindex(probe) + len(probe) :].strip()
+        ids = tokenizer(marker, add_special_tokens=False)["input_ids"] if marker else []
+        if len(ids) == 1 and int(ids[0]) not in stops:
+            stops.append(int(ids[0]))
+    return stops
 
 
 def merge_system(messages: Conversation) -> Conversation:

@@ -4,7 +4,7 @@ turn, thinking switches are off by default, and a template that is no chat forma
 import pytest
 
 import defense_interp as di
-from defense_interp.data.chat import merge_system, render, system_role
+from defense_interp.data.chat import merge_system, render, stop_token_ids, system_role
 from defense_interp.models import tiny_tokenizer
 
 # A Gemma-style template written for these tests: turn markers, no system role.
@@ -83,3 +83,16 @@ def test_thinking_is_off_by_default_and_switchable():
 def test_a_template_that_is_no_chat_format_is_refused(template, message):
     with pytest.raises(di.ConfigError, match=message):
         di.encode_chat(_tok(template), [CONV])
+
+
+def test_answers_stop_at_the_end_of_turn_token_too():
+    tok = _tiny_tokenizer_with_eos("<|endoftext|>")  # the turn ends with <|im_end|>, which is not the eos
+    stops = stop_token_ids(tok)
+    assert stops == [tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")]
+    assert stop_token_ids(tiny_tokenizer()) == [tiny_tokenizer().eos_token_id]  # ChatML: the same token
+
+
+def _tiny_tokenizer_with_eos(eos):
+    tok = tiny_tokenizer()
+    tok.eos_token = eos
+    return tok
