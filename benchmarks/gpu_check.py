@@ -36,8 +36,9 @@ from _setup import synchronize
 
 import defense_interp as di
 from defense_interp.families import random_model, random_model_folder
-from defense_interp.memory import measured_peak, memory_plan
+from defense_interp.memory import memory_plan
 from defense_interp.metrics.loss import response_token_loss
+from defense_interp.profiling import measured_peak
 from defense_interp.study import StudyConfig, run_study
 from defense_interp.training import make_trainable
 

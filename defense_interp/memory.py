@@ -17,7 +17,7 @@ The tensors autograd keeps per layer were counted on the bridge (hook points kee
 per token 5 residual-width tensors (the inputs of q/k/v, o, the MLP and both norms), 3 query-width
 tensors (q, k, v, with k and v expanded to every head), 4 MLP-width tensors for a gated MLP (2
 otherwise), the eager attention pattern (`heads × L`), and rank-wide LoRA intermediates. These
-counts predict the peak measured by `measured_peak` (every CPU tensor allocation, from the
+counts predict the peak measured by `profiling.measured_peak` (every CPU tensor allocation, from the
 profiler) within 3% on the bundled model and small random models at several batch sizes and
 lengths, LoRA and full-weight (`tests/test_memory.py` holds it to 20%).
 
@@ -37,7 +37,7 @@ import torch
 from defense_interp.bundled import bundled_gguf_path, converted_folder
 from defense_interp.errors import ConfigError, ModelNotAvailableError
 
-__all__ = ["MemoryPlan", "measured_peak", "memory_plan"]
+__all__ = ["MemoryPlan", "memory_plan"]
 
 #: Tensors autograd keeps per token and layer (module docstring): residual-width, query-width,
 #: MLP-width (gated MLP; half for an ungated one) and attention-pattern rows.
@@ -138,44 +138,6 @@ class MemoryPlan:
 def _size(n: int) -> str:
     """Bytes as GiB, or MiB below one GiB (right-aligned)."""
     return f"{n / 2**30:9.2f} GiB" if n >= 2**30 else f"{n / 2**20:9.1f} MiB"
-
-
-def measured_peak(fn: Any, device: str | torch.device = "cpu") -> int:
-    """The peak of tensor memory (bytes) while `fn()` runs, the tensors alive before it included:
-    on CUDA the allocator's peak; on the CPU the running sum of every allocation and free the
-    profiler records, added to the tensors alive at the start (found through the garbage
-    collector). Process memory is higher: the allocator caches freed memory."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        fn()
-        torch.cuda.synchronize(dev)
-        return int(torch.cuda.max_memory_allocated(dev))
-    import gc
-
-    from torch.profiler import ProfilerActivity, profile
-
-    gc.collect()
-    storages: dict[int, int] = {}
-    for obj in gc.get_objects():
-        if isinstance(obj, torch.Tensor):
-            for t in (obj, obj.grad):
-                if isinstance(t, torch.Tensor) and t.device.type == "cpu":
-                    st = t.untyped_storage()
-                    storages[st._cdata] = st.nbytes()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted(
-        (e.start_ns(), e.nbytes())
-        for e in prof.profiler.kineto_results.events()  # allocations and frees, in time order
-        if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")
-    )
-    now = peak = 0
-    for _, nbytes in events:
-        now += nbytes
-        peak = max(peak, now)
-    return sum(storages.values()) + peak
 
 
 def _config(name_or_path: str | os.PathLike | None) -> tuple[str, Any]:

@@ -160,7 +160,7 @@ CATALOGUE = [
         "model folder of an unknown architecture",
         lambda c: _unknown_architecture(c),
         di.ModelNotAvailableError,
-        "cannot (build|wrap) model",
+        "no bridge for .*closest supported",
     ),
     ("corrupted run folder", lambda c: _bad_run_folder(c, "corrupt"), di.RunError, "corrupted"),
     ("half-written run folder", lambda c: _bad_run_folder(c, "half"), di.RunError, "missing"),

@@ -65,8 +65,8 @@ def test_plan_command_prints_the_plan_of_the_bundled_model_a_tiny_folder_and_a_7
 def _measured_training(model, lora: bool, batch_size: int, max_length: int) -> int:
     """Tensor bytes a training step of the toolkit needs on top of everything else alive: the loaded
     model's weights, then the trainable copy, its optimiser state and the step's peak (as `train`)."""
-    from defense_interp.memory import measured_peak
     from defense_interp.metrics.loss import response_token_loss
+    from defense_interp.profiling import measured_peak
     from defense_interp.training import make_trainable
 
     before = measured_peak(lambda: None)
