@@ -3,9 +3,14 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on two cores: one thread each,
+    os.environ["OMP_NUM_THREADS"] = "1"  # in subprocesses too (two threads per worker spin against each other)
 
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 import defense_interp as di
 from tests.helpers import TINY_FULL_STUDY_ARGS, TINY_QUICK_STUDY_ARGS, TINY_REFUSAL_ARGS
@@ -86,3 +91,14 @@ def tiny_refusal_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_refusal_study")
     assert main([*TINY_REFUSAL_ARGS, "--out", str(out)]) == 0
     return out
+
+
+_STUDY_FIXTURES = {"tiny_full_study", "tiny_quick_study", "tiny_refusal_study"}
+
+
+def pytest_collection_modifyitems(items):
+    """Under `pytest -n 2 --dist loadgroup`, the tests that share the session's study fixtures run on
+    one worker, so that each study is computed once."""
+    for item in items:
+        if _STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("studies"))
