@@ -96,6 +96,7 @@ def tiny_refusal_study(tmp_path_factory):
 _STUDY_FIXTURES = {"tiny_full_study", "tiny_quick_study", "tiny_refusal_study"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
     """Under `pytest -n 2 --dist loadgroup`, the tests that share the session's study fixtures run on
     one worker, so that each study is computed once."""
