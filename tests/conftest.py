@@ -91,15 +91,3 @@ def tiny_refusal_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_refusal_study")
     assert main([*TINY_REFUSAL_ARGS, "--out", str(out)]) == 0
     return out
-
-
-_STUDY_FIXTURES = {"tiny_full_study", "tiny_quick_study", "tiny_refusal_study"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items):
-    """Under `pytest -n 2 --dist loadgroup`, the tests that share the session's study fixtures run on
-    one worker, so that each study is computed once."""
-    for item in items:
-        if _STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("studies"))

@@ -20,7 +20,10 @@ missing = [
     )
     if not ok
 ]
-pytestmark = pytest.mark.skipif(bool(missing) and not REQUIRED, reason=f"needs {', '.join(missing)}")
+pytestmark = [
+    pytest.mark.skipif(bool(missing) and not REQUIRED, reason=f"needs {', '.join(missing)}"),
+    pytest.mark.xdist_group("studies"),
+]
 
 
 def _check(path) -> None:
