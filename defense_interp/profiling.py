@@ -10,25 +10,27 @@ import torch
 __all__ = ["measured_peak"]
 
 
-def measured_peak(fn: Any, device: str | torch.device = "cpu") -> int:
+def measured_peak(fn: Any, device: str | torch.device = "cpu", *, above_start: bool = False) -> int:
     """The peak of tensor memory (bytes) while `fn()` runs, the tensors alive before it included:
     on CUDA the allocator's peak; on the CPU the running sum of every allocation and free the
     profiler records, added to the tensors alive at the start (found through the garbage
-    collector). Process memory is higher: the allocator caches freed memory."""
+    collector). Process memory is higher: the allocator caches freed memory. `above_start`: only
+    the peak above what was alive when `fn` started (no census of the tensors alive before)."""
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
+        start = torch.cuda.memory_allocated(dev)
         fn()
         torch.cuda.synchronize(dev)
-        return int(torch.cuda.max_memory_allocated(dev))
+        return int(torch.cuda.max_memory_allocated(dev)) - (start if above_start else 0)
     import gc
 
     from torch.profiler import ProfilerActivity, profile
 
     gc.collect()
     storages: dict[int, int] = {}
-    for obj in gc.get_objects():
+    for obj in [] if above_start else gc.get_objects():
         try:
             tensors = [obj, obj.grad if obj.is_leaf else None] if isinstance(obj, torch.Tensor) else []
         except ReferenceError:  # a weak proxy whose object is gone

@@ -13,11 +13,7 @@ import json
 import math
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import differences
-
-pytestmark = pytest.mark.xdist_group("studies")  # one worker: the shared session studies are computed once
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 

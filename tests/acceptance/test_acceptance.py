@@ -7,7 +7,7 @@ import torch
 
 import defense_interp as di
 
-pytestmark = [pytest.mark.acceptance, pytest.mark.xdist_group("acceptance")]
+pytestmark = pytest.mark.acceptance
 
 
 def test_bundled_model_loads_offline_with_chat_template(bundled):

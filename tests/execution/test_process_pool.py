@@ -8,13 +8,10 @@ import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
-import pytest
 import torch
 
 import defense_interp as di
 from tests.helpers import VOLATILE
-
-pytestmark = pytest.mark.xdist_group("studies")  # one worker: the shared session studies are computed once
 
 
 def test_the_study_on_a_process_pool_equals_the_in_process_one(tiny_quick_study, tmp_path, trait):

@@ -20,7 +20,7 @@ from defense_interp.errors import DataError
 from defense_interp.execution import Plan, RayExecutor, Task, execute
 from tests.helpers import TINY_QUICK_STUDY_ARGS, TINY_REFUSAL_ARGS, differences
 
-pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("studies")]
+pytestmark = pytest.mark.ray
 RAY_ARGS = ["--executor", "ray", "--cpus-per-task", "1", "--max-retries", "2"]
 
 

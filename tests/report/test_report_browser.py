@@ -20,10 +20,7 @@ missing = [
     )
     if not ok
 ]
-pytestmark = [
-    pytest.mark.skipif(bool(missing) and not REQUIRED, reason=f"needs {', '.join(missing)}"),
-    pytest.mark.xdist_group("studies"),
-]
+pytestmark = pytest.mark.skipif(bool(missing) and not REQUIRED, reason=f"needs {', '.join(missing)}")
 
 
 def _check(path) -> None:

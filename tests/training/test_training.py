@@ -10,8 +10,6 @@ import defense_interp as di
 from defense_interp.cli import main
 from tests.helpers import tiny_config
 
-pytestmark = pytest.mark.xdist_group("studies")  # one worker: the shared session studies are computed once
-
 CFG = tiny_config(steps=3)
 
 
