@@ -120,20 +120,6 @@ class MemoryPlan:
         )
         return "\n".join(out)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "architecture": self.shape.architecture,
-            "dtype": self.dtype,
-            "parameters": self.n_params,
-            "weights_bytes": self.weights,
-            "training_bytes": self.training,
-            "generation_bytes": self.generation,
-            "settings": self.settings,
-            "devices": self.devices,
-            "placement": self.placement,
-        }
-
 
 def _size(n: int) -> str:
     """Bytes as GiB, or MiB below one GiB (right-aligned)."""

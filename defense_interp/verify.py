@@ -32,6 +32,7 @@ import torch
 
 from defense_interp.axes import extract_trait_axes
 from defense_interp.data import RefusalData, Trait, encode_chat
+from defense_interp.data.chat import encode_prompts, system_role
 from defense_interp.errors import DefenseInterpError
 from defense_interp.families import FAMILIES, random_model_folder
 from defense_interp.interventions.capture import capture_gradients
@@ -39,7 +40,7 @@ from defense_interp.interventions.hooks import hook_names, points_of
 from defense_interp.interventions.steer import steer
 from defense_interp.interventions.weights import orthogonalize
 from defense_interp.metrics.loss import response_token_loss
-from defense_interp.models import load_model
+from defense_interp.models import copy_model, load_model
 from defense_interp.refusal.activations import collect_activations
 from defense_interp.refusal.directions import ablate_direction, refusal_directions
 from defense_interp.training import IP, PPS, Baseline, TrainConfig, make_trainable, probe_gradients, train
@@ -203,8 +204,6 @@ def _training(lora: bool) -> Callable[[_Ctx], str]:
 def _probe(ctx: _Ctx) -> str:
     if ctx.axes is None:
         raise _Mismatch("needs the trait axes (the axes check failed)")
-    from defense_interp.models import copy_model
-
     work = copy_model(ctx.model)
     make_trainable(work, TrainConfig())
     conds = [Baseline(), PPS(ctx.axes, coef=4.0), IP(_IP_PROMPT)]
@@ -248,8 +247,6 @@ def _orthogonalize(ctx: _Ctx) -> str:
 
 
 def _kv_cache(ctx: _Ctx) -> str:
-    from defense_interp.data.chat import encode_prompts
-
     m = ctx.model
     b = encode_prompts(m, [[{"role": "user", "content": "Name a colour."}], _CONV[:1]])
     kw = dict(attention_mask=b.attention_mask, max_new_tokens=6, do_sample=False, stop_at_eos=False,
@@ -269,8 +266,6 @@ def _chat(ctx: _Ctx) -> str:
     prompt, response = (tok.decode(b.tokens[0][k]) for k in (~b.response_mask[0], b.response_mask[0]))
     if _IP_PROMPT not in prompt or _IP_PROMPT in response or not response.startswith(_CONV[1]["content"]):
         raise _Mismatch(f"IP prompt not in the prompt tokens only: response {response!r}")
-    from defense_interp.data.chat import system_role
-
     return "system role" if system_role(tok) else "no system role: IP prompt merged into the first user turn"
 
 
