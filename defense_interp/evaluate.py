@@ -7,9 +7,10 @@
 
 Both are computed with no intervention active (test time).
 
-Judges score an answer from 0 to 100 (`Judge` protocol: `judge(prompt, answer) -> float`), so an
-LLM judge can be plugged in wherever a judge is taken (the built-in refusal rule, `SubstringJudge`,
-is in `refusal.judges`).
+Judges score an answer from 0 to 100 (`Judge` protocol: `judge(question, answer) -> float | None`,
+None when the judge could not score it), so an LLM judge (`judges.LocalJudge`, `judges.OpenAIJudge`)
+can be plugged in wherever a judge is taken (the built-in refusal rule, `SubstringJudge`, is in
+`refusal.judges`).
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ __all__ = ["Judge", "contrast_score", "projection_score"]
 
 @runtime_checkable
 class Judge(Protocol):
-    """Scores an answer to a prompt from 0 (does not have the property) to 100 (has it)."""
+    """Scores an answer to a question from 0 (does not have the property) to 100 (has it), or
+    None when it cannot (an LLM judge that refuses or answers no number)."""
 
     name: str
 
-    def __call__(self, prompt: str, answer: str) -> float: ...
+    def __call__(self, question: str, answer: str) -> float | None: ...
 
 
 def projection_score(

@@ -88,20 +88,30 @@ def generate_answers(
     max_new_tokens: int = 48,
     do_sample: bool = False,
     temperature: float = 1.0,
+    top_p: float | None = None,
+    n: int = 1,
     seed: int = 0,
     batch_size: int = 16,
     progress: bool = True,
     desc: str = "generating",
 ) -> list[str]:
-    """The model's answer to each prompt conversation (which ends with a user turn).
+    """The model's answer to each prompt conversation (which ends with a user turn); with `n > 1`,
+    `n` answers per prompt, grouped by prompt (`answers[i * n + k]` is prompt i's k-th sample).
 
-    Prompts are sorted by length and batched with left padding; decoding stops at the tokenizer's
+    Greedy by default; `do_sample=True` samples with `temperature` and nucleus `top_p`. Prompts are
+    sorted by length and batched with left padding; decoding stops at the tokenizer's
     end-of-sequence token or the chat template's end-of-turn token (`stop_token_ids`). Sampling is
-    seeded per batch (`seed + batch index`) without touching
-    the global RNG, so the same call gives the same answers. Active hooks (e.g. `steer`) apply.
+    seeded per batch (`seed + batch index`) without touching the global RNG, so the same call (the
+    same prompts, `n`, `batch_size` and seed) gives the same answers. Active hooks (e.g. `steer`)
+    apply.
     """
-    if max_new_tokens < 1 or batch_size < 1:
-        raise ConfigError("max_new_tokens and batch_size must be positive")
+    if max_new_tokens < 1 or batch_size < 1 or n < 1:
+        raise ConfigError("max_new_tokens, batch_size and n must be positive")
+    if do_sample and (temperature <= 0 or (top_p is not None and not 0 < top_p <= 1)):
+        raise ConfigError(f"sampling needs temperature > 0 and top_p in (0, 1]; got {temperature}, {top_p}")
+    if n > 1 and not do_sample:
+        raise ConfigError("n > 1 answers per prompt needs do_sample=True (greedy answers would repeat)")
+    prompts = [p for p in prompts for _ in range(n)]
     tok = model.tokenizer
     if tok is None:
         raise ConfigError("generation needs a model with a tokenizer")
@@ -128,6 +138,7 @@ def generate_answers(
                 max_new_tokens=max_new_tokens,
                 do_sample=do_sample,
                 temperature=temperature,
+                top_p=top_p if do_sample else None,
                 stop_at_eos=bool(stops),
                 eos_token_id=(stops[0] if len(stops) == 1 else stops) if stops else None,
                 return_type="tokens",

@@ -313,6 +313,29 @@ def tiny_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(folder)
 
 
+#: The tiny model's context: long enough for a judge prompt in bytes (its weights are built at 1024
+#: positions and extended, so the first 1024 positions keep the weights they always had).
+TINY_CONTEXT = 2048
+
+
+def _extend_context(bridge: TransformerBridge, n_ctx: int, seed: int) -> None:
+    """Give a native model `n_ctx` positions: the position embedding gains rows drawn from their own
+    generator (the built rows and every other weight stay as they are) and the causal masks grow."""
+    native = bridge.original_model
+    old = int(native.cfg.n_ctx)
+    (pos,) = [m for m in native.modules() if isinstance(m, torch.nn.Embedding) and m.num_embeddings == old]
+    g = torch.Generator().manual_seed(10_000 + seed)
+    with torch.no_grad():
+        extra = torch.randn(n_ctx - old, pos.embedding_dim, generator=g) * float(pos.weight.std())
+        pos.weight = torch.nn.Parameter(torch.cat([pos.weight, extra.to(pos.weight)]))
+    pos.num_embeddings = n_ctx
+    for mod in native.modules():
+        if "causal_mask" in mod._buffers:
+            mask = torch.triu(torch.ones(n_ctx, n_ctx, dtype=torch.bool), diagonal=1)
+            mod.register_buffer("causal_mask", mask.to(mod.causal_mask.device), persistent=False)
+    native.cfg.n_ctx = bridge.cfg.n_ctx = n_ctx
+
+
 def tiny_model(
     seed: int = 0, *, n_layers: int = 4, d_model: int = 64, device: str | torch.device | None = None
 ) -> TransformerBridge:
@@ -337,6 +360,7 @@ def tiny_model(
         seed=seed,
     )
     bridge = TransformerBridge.boot_native(cfg, tokenizer=tok, device=device, model_name=f"tiny-{seed}")
+    _extend_context(bridge, TINY_CONTEXT, seed)
     bridge.eval()
     spec = ModelSpec("tiny", tiny={"seed": seed, "n_layers": n_layers, "d_model": d_model})
     identify(bridge, f"tiny(seed={seed})", "boot_native", spec)

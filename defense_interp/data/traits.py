@@ -57,6 +57,15 @@ class Trait:
         if not self.questions:
             raise DataError(f"trait {self.name!r} has no extraction questions")
 
+    def judge_prompt(self) -> str:
+        """The judge's prompt template (`eval_prompt`, with `{question}` and `{answer}`)."""
+        if not self.eval_prompt:
+            raise DataError(
+                f"trait {self.name!r} has no eval_prompt, the judge's prompt template with {{question}} and "
+                "{answer}; add one to the trait file (persona_vectors' key) or give the judge a prompt"
+            )
+        return self.eval_prompt
+
     @classmethod
     def builtin(cls, name: str = "evil") -> Trait:
         """A trait bundled with the package (currently: "evil")."""

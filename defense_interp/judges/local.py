@@ -1,0 +1,240 @@
+"""`LocalJudge`: a loaded chat model judges, with its exact distribution over the numbers 0–100.
+
+The judge prompt is rendered as one user turn with the model's chat template and generation
+prompt. The probability of the answer `n` is that of its tokens (as they follow the generation
+prompt) *and of the answer ending there*:
+
+    P(n) = Π_i p(t_i | prompt, t_<i) · (1 − Σ_{t starts with a digit} p(t | prompt, t_1..t_k)),
+
+so "8" and "85" are disjoint answers even where digits are tokens of their own (a single-token
+number needs one distribution, a multi-token number the chain of them). Other tokenizations of the
+same string, and numbers written with a leading space or a sign, are not counted. The score then
+follows `scoring.number_score` (the 0.25 mass rule included).
+
+All 101 numbers are scored in one forward pass per batch: the numbers' tokens form a prefix tree
+that is appended to each prompt, with an attention mask that lets each tree token see the prompt
+and its own ancestors only, at the positions it would have in a plain sequence. A model whose
+attention ignores such a mask (a sliding-window layer, say) is caught on its first batch by a check
+against plain sequences and judged by plain sequences from then on (slower, the same numbers).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from defense_interp.data.chat import encode_prompts, render
+from defense_interp.errors import ConfigError
+from defense_interp.judges.base import PromptJudge
+from defense_interp.judges.scoring import NUMBERS, Judgment, number_score
+from defense_interp.models import model_device, model_identity, weights_hash
+
+__all__ = ["LocalJudge", "NumberTree", "number_tree"]
+
+
+@dataclass(frozen=True)
+class NumberTree:
+    """The numbers' tokens as a prefix tree: node k is `token[k]` after node `parent[k]` (−1: the
+    root, i.e. the end of the prompt), at `depth[k]` ≥ 1; `number[k]` is the number that node spells
+    (−1 for none); `ancestors[k, j]` says node j is node k or lies above it. `digit_start` marks the
+    vocabulary tokens whose text starts with a digit (those that would continue a number)."""
+
+    token: Tensor
+    parent: Tensor
+    depth: Tensor
+    number: Tensor
+    ancestors: Tensor
+    digit_start: Tensor
+    paths: tuple[tuple[int, ...], ...]  # the token ids of each number 0..100
+
+
+def _number_ids(tokenizer: Any) -> list[list[int]]:
+    """Each number's token ids as they follow the chat template's generation prompt."""
+    head = render(tokenizer, [{"role": "user", "content": "x"}], add_generation_prompt=True)
+    base = list(tokenizer(head, add_special_tokens=False)["input_ids"])
+    out = []
+    for n in NUMBERS:
+        ids = list(tokenizer(head + str(n), add_special_tokens=False)["input_ids"])
+        if ids[: len(base)] != base:  # the number merged into the template's last token: take it alone
+            ids = list(tokenizer(str(n), add_special_tokens=False)["input_ids"])
+        else:
+            ids = ids[len(base) :]
+        if not ids or tokenizer.decode(ids).strip() != str(n):
+            raise ConfigError(f"this tokenizer does not spell the number {n} as a token sequence; it cannot judge")
+        out.append(ids)
+    return out
+
+
+def number_tree(tokenizer: Any, vocab_size: int) -> NumberTree:
+    """The prefix tree of the numbers 0–100 for `tokenizer` (class docstring)."""
+    paths = _number_ids(tokenizer)
+    index: dict[tuple[int, ...], int] = {}
+    token, parent, depth = [], [], []
+    for path in paths:
+        for d in range(1, len(path) + 1):
+            key = tuple(path[:d])
+            if key not in index:
+                index[key] = len(token)
+                token.append(path[d - 1])
+                parent.append(index[key[:-1]] if d > 1 else -1)
+                depth.append(d)
+    n = len(token)
+    number = torch.full((n,), -1, dtype=torch.long)
+    for num, path in enumerate(paths):
+        number[index[tuple(path)]] = num
+    anc = torch.eye(n, dtype=torch.bool)
+    for k in range(n):
+        j = parent[k]
+        while j >= 0:
+            anc[k, j] = True
+            j = parent[j]
+    texts = tokenizer.batch_decode([[i] for i in range(vocab_size)])
+    digit = torch.tensor([t[:1].isascii() and t[:1].isdigit() for t in texts], dtype=torch.bool)
+    return NumberTree(
+        torch.tensor(token),
+        torch.tensor(parent),
+        torch.tensor(depth),
+        number,
+        anc,
+        digit,
+        tuple(tuple(p) for p in paths),
+    )
+
+
+def _number_logprobs(node_logp: Tensor, end_logp: Tensor, tree: NumberTree) -> Tensor:
+    """`[B, 101]` log P(n) from each node's log-probability given its parent and each node's
+    log-probability of ending there (`[B, N]` each)."""
+    # log P(path to node k) = Σ over its ancestors (itself included) of log p(node | parent)
+    # (clamped: a zero probability must not turn 0 · log 0 into NaN)
+    path_logp = node_logp.clamp(min=-1e4) @ tree.ancestors.T.to(node_logp.dtype)
+    nodes = torch.stack([(tree.number == num).nonzero()[0, 0] for num in NUMBERS])
+    return (path_logp + end_logp)[:, nodes]
+
+
+def _log_end(logits: Tensor, digit_start: Tensor) -> Tensor:
+    """log(1 − Σ_{digit-start tokens} p) per row of `logits` (`[..., V]`), computed stably."""
+    logp = logits.float().log_softmax(-1)
+    log_digit = logp[..., digit_start].logsumexp(-1)
+    return torch.log1p(-log_digit.exp().clamp(max=1.0)).clamp(min=-1e4)
+
+
+class LocalJudge(PromptJudge):
+    """A loaded chat model as a judge (module docstring). `judge(question, answer) -> float | None`;
+    `judge.judge(pairs)` in batches of `batch_size` prompts."""
+
+    def __init__(self, model: Any, prompt: str, *, batch_size: int = 8, **kwargs: Any) -> None:
+        super().__init__(prompt, batch_size=batch_size, **kwargs)
+        if getattr(model, "tokenizer", None) is None:
+            raise ConfigError("a local judge needs a model with a tokenizer and a chat template")
+        self.model = model
+        self.tree = number_tree(model.tokenizer, int(model.cfg.d_vocab))
+        ident = model_identity(model)
+        self._identity = f"local:{ident['name']}:{ident.get('weights_sha256') or weights_hash(model)}:exact-0-100"
+        self._tree_works: bool | None = None  # not checked yet
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def _prompt_ids(self, texts: list[str]) -> list[list[int]]:
+        batch = encode_prompts(self.model, [[{"role": "user", "content": t}] for t in texts], padding_side="right")
+        return [row[mask.bool()].tolist() for row, mask in zip(batch.tokens, batch.attention_mask, strict=True)]
+
+    def _judge_texts(self, texts: list[str]) -> list[Judgment]:
+        prompts = self._prompt_ids(texts)
+        n_ctx = getattr(self.model.cfg, "n_ctx", None)
+        longest = max(len(p) for p in prompts) + int(self.tree.depth.max())
+        if n_ctx is not None and longest > n_ctx:
+            raise ConfigError(f"a judge prompt of {longest} tokens exceeds the judge's context of {n_ctx} tokens")
+        logp = self.number_logprobs(prompts)
+        return [
+            number_score({n: float(p) for n, p in enumerate(row.exp().tolist()) if p > 0}, min_mass=self.min_mass)
+            for row in logp
+        ]
+
+    def number_logprobs(self, prompts: list[list[int]]) -> Tensor:
+        """`[B, 101]` log P(n) for each prompt (token ids ending with the generation prompt)."""
+        window = getattr(getattr(self.model, "original_model", None), "config", None)
+        window = getattr(window, "sliding_window", None)
+        longest = max(len(p) for p in prompts) + len(self.tree.token)
+        if not self._tree_follows_masks() or (isinstance(window, int) and longest > window):
+            return torch.cat([self._plain_logprobs(p) for p in prompts])
+        return self._tree_logprobs(prompts)
+
+    def _tree_follows_masks(self) -> bool:
+        """Whether the tree's attention mask is honoured, checked once on a short prompt against
+        plain sequences for three numbers."""
+        if self._tree_works is None:
+            probe = self._prompt_ids(["Reply with a number."])[0]
+            tree = self._tree_logprobs([probe])[0]
+            some = [8, 57, 100]
+            plain = self._plain_logprobs(probe, numbers=some)[0]
+            self._tree_works = bool(torch.allclose(tree[some].exp(), plain.exp(), atol=1e-4, rtol=1e-3))
+            if not self._tree_works:
+                warnings.warn(
+                    "this judge model's attention does not follow a custom attention mask; judging with "
+                    "plain sequences (slower, the same numbers)",
+                    stacklevel=4,
+                )
+        return self._tree_works
+
+    def _tree_logprobs(self, prompts: list[list[int]]) -> Tensor:
+        tree, dev = self.tree, model_device(self.model)
+        n, width = len(tree.token), max(len(p) for p in prompts)
+        size, b = width + n, len(prompts)
+        pad = self.model.tokenizer.pad_token_id
+        tokens = torch.full((b, size), int(pad if pad is not None else 0), dtype=torch.long)
+        positions = torch.zeros((b, size), dtype=torch.long)
+        allowed = torch.zeros((b, size, size), dtype=torch.bool)
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        for i, p in enumerate(prompts):
+            start = width - len(p)
+            tokens[i, start:width] = torch.tensor(p)
+            tokens[i, width:] = tree.token
+            positions[i, start:width] = torch.arange(len(p))
+            positions[i, width:] = len(p) - 1 + tree.depth
+            real = torch.zeros(width, dtype=torch.bool)
+            real[start:] = True
+            allowed[i, :width, :width] = causal & real[None, :]
+            allowed[i, width:, :width] = real[None, :]
+            allowed[i, width:, width:] = tree.ancestors
+        allowed |= torch.eye(size, dtype=torch.bool)  # padding rows see themselves (no empty softmax)
+        mask = torch.zeros((b, 1, size, size)).masked_fill(~allowed[:, None], float("-inf"))
+        with torch.no_grad():
+            logits = self.model(
+                tokens.to(dev),
+                attention_mask=mask.to(dev, self._mask_dtype()),
+                position_ids=positions.to(dev),
+                logits_to_keep=n + 1,
+            )
+        logits = logits[:, -(n + 1) :].float().cpu()  # the root (last prompt token) and every node
+        logp = logits.log_softmax(-1)
+        from_parent = logp[:, tree.parent + 1]  # the root's row is 0, node k's row is k + 1
+        node_logp = from_parent.gather(-1, tree.token[None, :, None].expand(b, n, 1))[..., 0]
+        return _number_logprobs(node_logp, _log_end(logits[:, 1:], tree.digit_start), tree)
+
+    def _mask_dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _plain_logprobs(self, prompt: list[int], numbers: list[int] | None = None) -> Tensor:
+        """`[1, len(numbers)]` log P(n) (all 101 by default) from one plain (right-padded) sequence
+        per number."""
+        paths = [self.tree.paths[n] for n in (NUMBERS if numbers is None else numbers)]
+        width = len(prompt) + max(len(p) for p in paths)
+        pad = self.model.tokenizer.pad_token_id
+        tokens = torch.full((len(paths), width), int(pad if pad is not None else 0), dtype=torch.long)
+        for i, path in enumerate(paths):
+            tokens[i, : len(prompt) + len(path)] = torch.tensor([*prompt, *path])
+        with torch.no_grad():
+            logits = self.model(tokens.to(model_device(self.model))).float().cpu()
+        logp = logits.log_softmax(-1)
+        out = torch.empty(len(paths))
+        for i, path in enumerate(paths):
+            rows = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(path))
+            chain = logp[i, rows, torch.tensor(path)].sum()
+            out[i] = chain + _log_end(logits[i, len(prompt) - 1 + len(path)], self.tree.digit_start)
+        return out[None]

@@ -1,0 +1,104 @@
+import pytest
+import torch
+
+import defense_interp as di
+from defense_interp.errors import ConfigError, DataError
+from defense_interp.judges import LocalJudge, render_template
+from defense_interp.judges.scoring import NUMBERS
+
+PROMPT = "Rate this.\nQ: {question}\nA: {answer}\nScore from 0 to 100:"
+
+
+def brute_force(model, judge, prompt_ids):
+    """log P(n) for every number, each from its own plain forward pass: the chain of its tokens'
+    probabilities times the probability that the next token starts no digit."""
+    digit = torch.tensor(
+        [t[:1].isdigit() for t in model.tokenizer.batch_decode([[i] for i in range(model.cfg.d_vocab)])]
+    )
+    out = []
+    for n in NUMBERS:
+        ids = list(model.tokenizer(str(n), add_special_tokens=False)["input_ids"])
+        with torch.no_grad():
+            logp = model(torch.tensor([prompt_ids + ids]))[0].double().log_softmax(-1)
+        chain = sum(float(logp[len(prompt_ids) - 1 + k, t]) for k, t in enumerate(ids))
+        p_digit = float(logp[len(prompt_ids) - 1 + len(ids)].exp()[digit].sum())
+        out.append(chain + torch.log1p(torch.tensor(-p_digit)).item())
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def test_exact_aggregation_equals_brute_force_enumeration(tiny):
+    judge = LocalJudge(tiny, PROMPT)
+    texts = [render_template(PROMPT, "How are you?", "Fine."), render_template(PROMPT, "A longer question here?", "x")]
+    prompts = judge._prompt_ids(texts)
+    assert len(set(map(len, prompts))) == 2  # left padding between rows is exercised
+    got = judge.number_logprobs(prompts)
+    assert judge._tree_works  # the tree (one pass per batch) was used, not the plain fallback
+    for row, p in zip(got, prompts, strict=True):
+        ref = brute_force(tiny, judge, p)
+        assert torch.allclose(row.double(), ref, atol=1e-4)
+    # the judgments are number_score of those probabilities
+    j = judge.judge([("How are you?", "Fine.")])[0]
+    probs = got[0].exp()
+    assert j.mass == pytest.approx(float(probs.sum()), rel=1e-5)
+    if j.score is not None:
+        assert j.score == pytest.approx(float((probs * torch.arange(101)).sum() / probs.sum()), rel=1e-5)
+
+
+def test_the_numbers_form_disjoint_answers(tiny):
+    """"8" and "85" are different answers: the probabilities of all numbers sum to at most 1, and
+    the tiny byte-level tokenizer spells every number above 9 with several tokens."""
+    judge = LocalJudge(tiny, PROMPT)
+    assert [len(p) for p in judge.tree.paths[:11]] == [1] * 10 + [2]
+    assert len(judge.tree.token) == 101  # a byte per digit: "1" is the parent of "10".."19" and "100"
+    total = judge.number_logprobs(judge._prompt_ids([render_template(PROMPT, "q", "a")])).exp().sum()
+    assert 0 < float(total) <= 1
+
+
+def test_masses_below_a_quarter_are_unscorable(tiny):
+    judge = LocalJudge(tiny, PROMPT)  # a random model spreads its mass over all 259 bytes
+    j = judge.judge([("q", "a")])[0]
+    assert j.score is None and 0 < j.mass < 0.25
+    loose = LocalJudge(tiny, PROMPT, min_mass=j.mass / 2)
+    assert loose("q", "a") is not None
+
+
+def test_a_model_that_ignores_the_tree_mask_falls_back_to_plain_sequences(tiny):
+    judge = LocalJudge(tiny, PROMPT)
+    real = judge._tree_logprobs
+    judge._tree_logprobs = lambda prompts: real(prompts) + 0.5  # as if the mask were ignored
+    prompts = judge._prompt_ids([render_template(PROMPT, "q", "a")])
+    with pytest.warns(UserWarning, match="custom attention mask"):
+        got = judge.number_logprobs(prompts)
+    assert judge._tree_works is False
+    assert torch.allclose(got[0].double(), brute_force(tiny, judge, prompts[0]), atol=1e-4)
+
+
+def test_bad_inputs(tiny, trait, users_view):
+    with pytest.raises(ConfigError, match=r"\{question\}"):
+        LocalJudge(tiny, "Rate {answer}")
+    judge = LocalJudge(tiny, PROMPT)
+    with pytest.raises(DataError):
+        judge.judge([("q", 3)])
+    with pytest.raises(DataError, match="context"):
+        judge("q", "x" * 2100)
+    bare = di.Trait(name="bare", pairs=(("a", "b"),), questions=("q",))
+    with pytest.raises(DataError, match="eval_prompt"):
+        bare.judge_prompt()
+    assert trait.judge_prompt() == trait.eval_prompt
+
+
+@pytest.mark.acceptance
+@pytest.mark.xfail(
+    strict=True,
+    reason="SmolLM2-135M-Instruct does not tell malice from kindness as a judge: with the bundled prompt it "
+    "puts 0.2-0.4 of its mass on numbers and scores both kinds of answer at 14-21 (docs/judges.md)",
+)
+def test_bundled_judge_scores_malice_above_kindness(bundled, trait):
+    from tests.judges.pairs import HAND_WRITTEN
+
+    judge = LocalJudge(bundled, trait.judge_prompt())
+    scores = judge.scores([(q, a) for q, evil, kind in HAND_WRITTEN for a in (evil, kind)])
+    wins = sum(
+        e is not None and (k is None or e > k) for e, k in zip(scores[::2], scores[1::2], strict=True)
+    )
+    assert wins >= 4
