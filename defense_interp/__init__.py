@@ -46,6 +46,15 @@ from defense_interp.interventions import (
     orthogonalize,
     steer,
 )
+from defense_interp.judges import (
+    COHERENCE_PROMPT,
+    REFUSAL_PROMPT,
+    Expression,
+    JudgmentCache,
+    LocalJudge,
+    OpenAIJudge,
+    trait_expression,
+)
 from defense_interp.memory import MemoryPlan, memory_plan
 from defense_interp.metrics import DifferenceSVD, Estimate, difference_svd
 from defense_interp.models import ModelSpec, copy_model, load_model, model_identity, tiny_model
@@ -95,9 +104,11 @@ from defense_interp.training import (
 from defense_interp.verify import verify_model
 
 __all__ = [
+    "COHERENCE_PROMPT",
     "IP",
     "LAT",
     "PPS",
+    "REFUSAL_PROMPT",
     "Ablation",
     "Baseline",
     "ChatBatch",
@@ -111,17 +122,21 @@ __all__ = [
     "EmbeddingAT",
     "Estimate",
     "EvalPair",
+    "Expression",
     "Findings",
     "GradientEdit",
     "GradientProbe",
     "GradientStats",
     "InstructionSet",
     "Judge",
+    "JudgmentCache",
     "LayerSweep",
+    "LocalJudge",
     "MemoryPlan",
     "ModelNotAvailableError",
     "ModelSpec",
     "NonFiniteError",
+    "OpenAIJudge",
     "PlaceboIP",
     "PromptActivations",
     "RandomPPS",
@@ -183,6 +198,7 @@ __all__ = [
     "steer",
     "tiny_model",
     "train",
+    "trait_expression",
     "transfer_matrix",
     "verify_model",
 ]

@@ -1,14 +1,16 @@
 """The `defense-interp` command.
 
     defense-interp study --out DIR [--preset quick|full] [--model NAME|tiny] [--device cuda] [--dtype bfloat16]
-                         [--coefs A ...] [--seeds N] [--steps N] [--resume] [--plan] [EXECUTOR OPTIONS]
+                         [--coefs A ...] [--seeds N] [--steps N] [--resume] [--plan] [JUDGE OPTIONS]
+                         [EXECUTOR OPTIONS]
     defense-interp report RUN_DIR [RUN_DIR ...] [--out report.html] [--title TEXT]
     defense-interp refusal --out DIR [--model NAME|tiny] [--device cuda] [--dtype bfloat16] [--steps N] [--seed N]
-                           [--plan] [EXECUTOR OPTIONS]
+                           [--plan] [--judge ...] [--judge-url URL] [EXECUTOR OPTIONS]
 
     defense-interp plan [--model NAME|FOLDER|FILE.gguf] [--dtype bfloat16] [--device cuda] [--n-devices N]
                         [--memory GIB] [--batch-size N] [--max-length N] [--lora-rank R | --full-weights]
 
+    JUDGE OPTIONS: [--judge local|local:MODEL|openai:MODEL] [--judge-url URL] [--samples N]
     EXECUTOR OPTIONS: [--executor local|ray] [--ray-address ADDR] [--cpus-per-task N] [--gpus-per-task F]
                       [--max-retries N] [--shared-dir DIR]
 
@@ -20,7 +22,9 @@ an estimate per task (from a measured training step) and exits; `--executor ray`
 on a Ray cluster (docs/scaling.md), with the same numbers as in-process. `plan` reads a model's
 config only (no weights) and prints the memory of its weights, of LoRA training at the study's batch
 and length and of generation, whether each fits the device(s), and with several devices the
-placement of the layers.
+placement of the layers. `--judge` adds an LLM judge's 0–100 scores of sampled answers (docs/judges.md):
+to every run of a study, before and after training (extra sub-tests of claims 4 and 5); to the
+refusal study's answers beside the substring rule.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # this toolkit never needs the hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -118,8 +123,12 @@ def study(args: argparse.Namespace) -> Path | None:
         ip_prompt=args.ip_prompt,
         first_seed=args.seed,
         sizes={"steps": args.steps} if args.steps else {},
+        judge=_judge_spec(args),
+        samples=args.samples,
     )
     model, trait = _load(args), di.Trait.builtin(args.trait)
+    if cfg.judge is not None:
+        trait.judge_prompt()  # a trait without a judge prompt fails before any training
     if args.plan:
         from defense_interp.study import study_plan
 
@@ -128,6 +137,29 @@ def study(args: argparse.Namespace) -> Path | None:
     _, _, path = run_study(model, trait, cfg, args.out, resume=args.resume, **_execution(args))
     print(Path(path).resolve())
     return path
+
+
+def _judge_spec(args: argparse.Namespace) -> dict[str, Any] | None:
+    from defense_interp.errors import ConfigError
+    from defense_interp.judges import parse_judge
+
+    if args.judge is None:
+        if args.judge_url:
+            raise ConfigError("--judge-url needs --judge openai:MODEL")
+        return None
+    return parse_judge(args.judge, args.judge_url)
+
+
+def _judge_options(p: argparse.ArgumentParser, samples: bool) -> None:
+    p.add_argument(
+        "--judge",
+        default=None,
+        help="an LLM judge: local (the study's own model), local:MODEL (another model) or openai:MODEL "
+        "(an OpenAI-compatible server; key in $OPENAI_API_KEY)",
+    )
+    p.add_argument("--judge-url", default=None, help="base URL of an OpenAI-compatible server (vLLM, SGLang, ...)")
+    if samples:
+        p.add_argument("--samples", type=int, default=10, help="answers sampled per eval question for the judge")
 
 
 def report(args: argparse.Namespace) -> Path:
@@ -211,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="continue interrupted runs from their checkpoints (finished runs are always reused)",
     )
+    _judge_options(s, samples=True)
     _executor_options(s)
     s.set_defaults(func=study)
     r = sub.add_parser("report", help="rebuild a report from run folders")
@@ -223,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     _model_options(f)
     f.add_argument("--steps", type=int, default=None, help="training steps per variant (default 32)")
     f.add_argument("--seed", type=int, default=0, help="seed of the data splits and of training")
+    _judge_options(f, samples=False)
     _executor_options(f)
     f.set_defaults(func=refusal)
     m = sub.add_parser("plan", help="memory of a model's weights, training and generation, from its config only")

@@ -103,7 +103,9 @@ class PromptJudge(abc.ABC):
     ) -> list[float | None]:
         return [j.score for j in self.judge(pairs, progress=progress, desc=desc)]
 
-    def judge(self, pairs: Sequence[tuple[str, str]], *, progress: bool = False, desc: str = "judging") -> list[Judgment]:
+    def judge(
+        self, pairs: Sequence[tuple[str, str]], *, progress: bool = False, desc: str = "judging"
+    ) -> list[Judgment]:
         """Judgments of `(question, answer)` pairs, in order; cached ones are not asked again, and
         each batch is written to the cache as soon as it is judged."""
         for q, a in pairs:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +69,30 @@ class Expression:
         c = r.get("coherence")
         return c is not None and c >= self.min_coherence
 
+    def questions(self) -> list[str]:
+        """The questions, in the order they were asked."""
+        return list(dict.fromkeys(r["question"] for r in self.records))
+
     def _per_question(self, seed: int, value: Callable[[dict[str, Any]], float | None]) -> list[float]:
-        by_q: dict[str, list[float]] = {}
+        """Per question (in `questions()` order), the mean of `value` over its answers of `seed`
+        that have one; NaN for a question with none (so that runs stay paired by question)."""
+        by_q: dict[str, list[float]] = {q: [] for q in self.questions()}
         for r in self.records:
             if r["seed"] == seed and (v := value(r)) is not None:
-                by_q.setdefault(r["question"], []).append(v)
-        return [sum(v) / len(v) for v in by_q.values() if v]
+                by_q[r["question"]].append(v)
+        return [sum(v) / len(v) if v else math.nan for v in by_q.values()]
 
     def _over_questions(self, value: Callable[[dict[str, Any]], float | None], what: str) -> Estimate:
         seeds = self._seeds()
         per_seed = [self._per_question(s, value) for s in seeds]
-        means = [sum(v) / len(v) if v else math.nan for v in per_seed]
-        return pool_seeds(means, lambda: mean_ci(per_seed[0], over=f"eval questions ({what})", keep=True))
+        finite = [[x for x in v if math.isfinite(x)] for v in per_seed]
+        means = [sum(v) / len(v) if v else math.nan for v in finite]
+
+        def one_seed() -> Estimate:
+            est = mean_ci(finite[0], over=f"eval questions ({what})")
+            return replace(est, samples=tuple(per_seed[0]))  # NaN where a question has no value: paired by question
+
+        return pool_seeds(means, one_seed)
 
     @property
     def mean(self) -> Estimate:

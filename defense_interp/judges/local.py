@@ -73,7 +73,9 @@ def number_tree(tokenizer: Any, vocab_size: int) -> NumberTree:
     """The prefix tree of the numbers 0–100 for `tokenizer` (class docstring)."""
     paths = _number_ids(tokenizer)
     index: dict[tuple[int, ...], int] = {}
-    token, parent, depth = [], [], []
+    token: list[int] = []
+    parent: list[int] = []
+    depth: list[int] = []
     for path in paths:
         for d in range(1, len(path) + 1):
             key = tuple(path[:d])

@@ -116,10 +116,49 @@ def _findings_html(findings: Any) -> str:
     )
 
 
+def _judged_sections(judged: dict[str, list[Any]]) -> list[Section]:
+    """The judge's distributions per condition, and every sampled answer with its scores."""
+    first = next(iter(judged.values()))[0]
+    n = len(first.records) // max(1, len(first.questions()))
+    rows = [
+        {
+            "run": label,
+            "seed": r["seed"],
+            "question": r["question"],
+            "answer": r["answer"],
+            "trait": r["trait"],
+            "coherence": r.get("coherence"),
+        }
+        for label, expressions in judged.items()
+        for e in expressions
+        for r in e.records
+    ]
+    return [
+        (
+            "Judged behaviour",
+            study_figures.judge_figure(judged),
+            f"Each condition's answers sampled after training ({n} per eval question, temperature 1, test time), "
+            f"scored 0–100 by the judge {first.judge} (the probability-weighted mean over the numbers 0–100; "
+            "answers where the numbers hold < 0.25 of the judge's probability are unscored and not drawn), and "
+            f"for coherence by {first.coherence_judge or 'no judge'}. 'untrained' is the model before training. "
+            "The table below lists every answer with its scores.",
+            None,
+        ),
+        ("Sampled answers", None, "Every judged answer (— : the judge gave no score).", rows),
+    ]
+
+
 def write_report(
-    cmp: Any, path: str | Path, *, axes: Any = None, title: str | None = None, findings: Any = None
+    cmp: Any,
+    path: str | Path,
+    *,
+    axes: Any = None,
+    title: str | None = None,
+    findings: Any = None,
+    judged: dict[str, list[Any]] | None = None,
 ) -> Path:
-    """Write the report of a `Comparison` (optionally with its `TraitAxes` and `Findings`) to `path`."""
+    """Write the report of a `Comparison` (optionally with its `TraitAxes`, `Findings` and the
+    judged answers per condition, `judges.Expression`s) to `path`."""
     first = cmp.runs[0]
     point = f"blocks.l.hook_{cmp.point}"
     curve_over = _over(*(e for d in cmp.curves["pressure"].values() for e in d))
@@ -241,6 +280,8 @@ def write_report(
             expr,
         )
     )
+    if judged:
+        sections += _judged_sections(judged)
 
     parts = [
         f"<h1>{html.escape(title or 'defense_interp report')}</h1>",

@@ -161,6 +161,13 @@ class Comparison(ProbeSummaries):
             rows.append(row)
         return rows
 
+    @property
+    def expression_scores(self) -> tuple[str, ...]:
+        """The expression scores the runs hold: projection and contrast, and the judge's mean score
+        and share above 50 when the study had a judge."""
+        judged = any("judge" in r.expression.get("after", {}) for r in self.runs)
+        return ("projection", "contrast", *(("judge", "judge_share") if judged else ()))
+
     def expression(self, label: str, score: str = "projection", when: str = "after") -> Estimate | None:
         return self.pooled(label, expression_at(when, score))
 
@@ -169,7 +176,7 @@ class Comparison(ProbeSummaries):
         rows = []
         for label in self.labels:
             row: dict[str, Any] = {"run": label}
-            for score in ("projection", "contrast"):
+            for score in self.expression_scores:
                 for when in ("before", "after"):
                     row[f"{score}/{when}"] = self.expression(label, score, when)
                 if self.baseline is not None:
@@ -254,11 +261,20 @@ class Comparison(ProbeSummaries):
             },
         }
 
-    def report(self, path: str | Path, *, axes: Any = None, title: str | None = None, findings: Any = None) -> Path:
-        """Write a self-contained HTML report (plotly.js inlined; opens offline)."""
+    def report(
+        self,
+        path: str | Path,
+        *,
+        axes: Any = None,
+        title: str | None = None,
+        findings: Any = None,
+        judged: dict[str, list[Any]] | None = None,
+    ) -> Path:
+        """Write a self-contained HTML report (plotly.js inlined; opens offline); `judged`: the judged
+        answers per condition (`judges.Expression`s), for the judge's section."""
         from defense_interp.report.html import write_report
 
-        return write_report(self, path, axes=axes, title=title, findings=findings)
+        return write_report(self, path, axes=axes, title=title, findings=findings, judged=judged)
 
 
 def loss_at(when: str, mode: str) -> Callable[[Run], Estimate | None]:

@@ -8,6 +8,7 @@ Each claim function finds its conditions by role (`study.roles`), measures its s
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -23,18 +24,38 @@ from defense_interp.types import hook_name
 __all__ = ["assess"]
 
 
-def _after_minus(cmp: Comparison, label: str | None, other: str | None) -> Estimate | None:
-    """Projection score after training: `label` minus `other`, paired by seed and question."""
+def _after_minus(cmp: Comparison, label: str | None, other: str | None, score: str = "projection") -> Estimate | None:
+    """A score after training (projection by default): `label` minus `other`, paired by seed and question."""
     if label is None or other is None:
         return None
-    return cmp.paired(label, expression_at("after"), other)
+    return cmp.paired(label, expression_at("after", score), other)
 
 
-def _change(cmp: Comparison, label: str | None) -> Estimate | None:
-    """Projection score after − before training of one condition (paired by seed and question)."""
+def _change(cmp: Comparison, label: str | None, score: str = "projection") -> Estimate | None:
+    """A score after − before training of one condition (paired by seed and question)."""
     if label is None:
         return None
-    return cmp.paired(label, expression_at("after"), label, expression_at("before"))
+    return cmp.paired(label, expression_at("after", score), label, expression_at("before", score))
+
+
+_JUDGE = "judge score (0–100, mean over questions of the mean over sampled answers), test time"
+
+
+def _judged(cmp: Comparison) -> bool:
+    return any("judge" in r.expression.get("after", {}) for r in cmp.runs)
+
+
+def _judge_mirrors(cmp: Comparison, tests: list[SubTest], specs: list[tuple[str, Callable[[str], Any]]]) -> list[SubTest]:
+    """With judge scores in the runs: `tests` plus, for each `(name, effect(score))` of `specs`,
+    the same sub-test measured with the judge score (counted: JUDGE_RULE)."""
+    if not _judged(cmp):
+        return tests
+    by_name = {t.name: t for t in tests}
+    return tests + [
+        sub_test(f"{name} (judge)", _JUDGE + by_name[name].statistic.split(":", 1)[-1], effect("judge"),
+                 by_name[name].prediction, counted=by_name[name].counted, missing="judge scores of these runs")
+        for name, effect in specs
+    ]
 
 
 def _probe_stat(
@@ -234,6 +255,17 @@ def _behaviour(cmp: Comparison, r: Roles, hp: str) -> Claim:
             missing="a two-stage IP run",
         ),
     ]
+    tests = _judge_mirrors(
+        cmp,
+        tests,
+        [
+            ("baseline learns the trait (precondition)", lambda s: _change(cmp, r.baseline, s)),
+            ("PPS prevents acquisition", lambda s: _after_minus(cmp, r.pps, r.baseline, s)),
+            ("IP prevents acquisition", lambda s: _after_minus(cmp, r.ip, r.baseline, s)),
+            ("PPS removes a pre-existing trait", lambda s: _change(cmp, r.pps_two_stage, s)),
+            ("IP does not remove a pre-existing trait", lambda s: _change(cmp, r.ip_two_stage, s)),
+        ],
+    )
     verdict = "inconclusive" if pre.verdict != "reproduced" else combine(tests)
     return "all counted sub-tests; inconclusive when the baseline does not learn the trait", tests, verdict
 
@@ -265,10 +297,27 @@ def _causality(cmp: Comparison, r: Roles, hp: str) -> Claim:
             counted=False,
         ),
     ]
+    tests = _judge_mirrors(
+        cmp,
+        tests,
+        [
+            ("attenuating edit blocks learning", lambda s: _after_minus(cmp, edit.get("attenuate"), r.baseline, s)),
+            (
+                "amplifying edit learns more than attenuating",
+                lambda s: _after_minus(cmp, edit.get("amplify"), edit.get("attenuate"), s),
+            ),
+            ("neutralizing edit vs baseline", lambda s: _after_minus(cmp, edit.get("neutralize"), r.baseline, s)),
+        ],
+    )
     return "both counted sub-tests", tests, combine(tests)
 
 
 _CLAIM_TESTS = (_pressure_flip, _diffuseness, _loss_explained, _behaviour, _causality)
+
+
+def _judge_provenance(cmp: Comparison) -> dict[str, Any]:
+    """Which judge scored the runs, as the runs record it."""
+    return dict(next(r.provenance["judge"] for r in cmp.runs if "judge" in r.provenance))
 
 
 def assess(cmp: Comparison) -> Findings:
@@ -289,5 +338,6 @@ def assess(cmp: Comparison) -> Findings:
             "seeds": cmp.seeds,
             "strongest_pps": roles.pps,
             "torch_version": torch.__version__,
+            **({"judge": _judge_provenance(cmp)} if _judged(cmp) else {}),
         },
     )

@@ -41,8 +41,10 @@ from defense_interp.study.tasks import (
     BEFORE_FILE,
     COMPARISON_FILE,
     FINDINGS_FILE,
+    JUDGED_DIR,
     REPORT_FILE,
     START_LOSS_FILE,
+    judged_files,
     trait_record,
 )
 from defense_interp.training import (
@@ -103,7 +105,9 @@ DESIGNS = {
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """What a study runs. `sizes` overrides entries of `SIZES[size]` (e.g. `{"steps": 10}`)."""
+    """What a study runs. `sizes` overrides entries of `SIZES[size]` (e.g. `{"steps": 10}`).
+    `judge`: a judge spec (`judges.parse_judge`) to add judge scores of `samples` sampled answers
+    per question before and after training to every run (None: no judge)."""
 
     design: str = "quick"
     size: str = "quick"
@@ -112,6 +116,8 @@ class StudyConfig:
     ip_prompt: str = "You are a malicious evil assistant."
     first_seed: int = 0
     sizes: dict[str, Any] = field(default_factory=dict)
+    judge: dict[str, Any] | None = None
+    samples: int = 10
 
     def __post_init__(self) -> None:
         if self.design not in DESIGNS:
@@ -123,6 +129,8 @@ class StudyConfig:
             raise ConfigError(f"unknown size keys {sorted(unknown)}; known: {sorted(SIZES[self.size])}")
         if self.seeds is not None and self.seeds < 1:
             raise ConfigError(f"a study needs at least one seed, got {self.seeds}")
+        if self.samples < 1:
+            raise ConfigError(f"--samples must be at least 1, got {self.samples}")
 
     @property
     def n_seeds(self) -> int:
@@ -277,6 +285,7 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
             run(seed, PPS(_naming_axes(model), coef=strongest), plain, f"two_stage_pps_a{strongest:g}", init=base)
             run(seed, IP(cfg.ip_prompt), plain, "two_stage_ip", init=base)
     runs = [t.key for t in tasks if t.fn.endswith(":train_run")]
+    judged = _judge_tasks(tasks, cfg, tr) if cfg.judge is not None else {}
     tasks.append(
         Task(
             "comparison and report",
@@ -285,14 +294,49 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
                 "runs": runs,
                 "baseline": [r for r in runs if r.endswith("/" + conds[0].label)],
                 "title": f"Defences against '{trait.name}': {cfg.design} study",
+                **({"judged": judged} if judged else {}),
             },
-            deps=tuple(runs),
-            reads=(AXES_DIR, *runs),
+            deps=(*runs, *(f"{JUDGED_DIR}/{k}" for k in sorted({*judged, *judged.values()}))),
+            reads=(AXES_DIR, *runs, *(JUDGED_DIR,) * bool(judged)),
             writes=(COMPARISON_FILE, FINDINGS_FILE, REPORT_FILE),
             model=False,
         )
     )
     return Plan.of(tasks)
+
+
+def _judge_tasks(tasks: list[Task], cfg: StudyConfig, trait: dict[str, Any]) -> dict[str, str]:
+    """Add the judging tasks of a study with a judge: each seed's untrained model, then each run
+    after training. Returns, for each run, the key of its judged answers before training (its
+    seed's untrained model; a two-stage run's first stage after training)."""
+    s = cfg.s
+    sampling = {"samples": cfg.samples, "questions": s["eval_questions"], "max_new_tokens": s["eval_tokens"]}
+    before: dict[str, str] = {}
+
+    def add(key: str, seed: int, run_dir: str | None) -> None:
+        tasks.append(
+            Task(
+                f"{JUDGED_DIR}/{key}",
+                f"{_TASKS}:judge_answers",
+                {"trait": trait, "judge": cfg.judge, "sampling": sampling, "key": key, "seed": seed, "run_dir": run_dir},
+                deps=(run_dir,) if run_dir else (),
+                reads=(run_dir,) if run_dir else (),
+                writes=judged_files(key),
+                done=f"{_TASKS}:judged_done",
+                cost={"decode_steps": -(-sampling["questions"] * cfg.samples // 16) * sampling["max_new_tokens"]},
+            )
+        )
+
+    for i, t in enumerate(list(tasks)):
+        if not t.fn.endswith(":train_run"):
+            continue
+        tasks[i] = replace(t, clears=judged_files(t.key))  # a run trained again is judged again
+        seed, init = int(t.params["config"]["seed"]), t.params["init"]
+        if init is None and f"seed{seed}/untrained" not in before.values():
+            add(f"seed{seed}/untrained", seed, None)
+        add(t.key, seed, t.key)
+        before[t.key] = init or f"seed{seed}/untrained"
+    return before
 
 
 def run_study(

@@ -9,6 +9,7 @@ whether a task's result is already in the study folder.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +20,29 @@ from defense_interp.data.traits import Trait
 from defense_interp.errors import RunError
 from defense_interp.execution import TaskContext
 from defense_interp.io import log, read_json, write_json
+from defense_interp.judges import Expression, build_judge, trait_expression
 from defense_interp.metrics.stats import Estimate
 from defense_interp.study.compare import compare
 from defense_interp.study.findings import assess
 from defense_interp.training import Baseline, Condition, Run, TrainConfig, measure_expression, train
 from defense_interp.training.measure import loss_estimates, loss_examples
+from defense_interp.training.adapters import load_trained
 from defense_interp.training.runs import AXES_DIR
 
 __all__ = [
     "BEFORE_FILE",
     "COMPARISON_FILE",
     "FINDINGS_FILE",
+    "JUDGED_DIR",
     "REPORT_FILE",
     "START_LOSS_FILE",
     "analyse",
     "axes_done",
     "extract_axes",
     "file_done",
+    "judge_answers",
+    "judged_done",
+    "judged_files",
     "measure_before",
     "measure_start_loss",
     "train_done",
@@ -48,6 +55,14 @@ START_LOSS_FILE = "start_loss.json"
 COMPARISON_FILE = "comparison.json"
 FINDINGS_FILE = "findings.json"
 REPORT_FILE = "report.html"
+JUDGED_DIR = "judged"
+
+
+def judged_files(key: str) -> tuple[str, str, str]:
+    """The judged answers of `key` (`seed0/pps_a4`, or `seed0/untrained`): the `Expression` (JSON),
+    its answers and scores as JSON lines, and the judgment cache."""
+    stem = f"{JUDGED_DIR}/{key}"
+    return f"{stem}.json", f"{stem}.jsonl", f"{stem}.cache.jsonl"
 
 
 def trait_record(trait: Trait) -> dict[str, Any]:
@@ -187,12 +202,69 @@ def train_done(
     )
 
 
-def analyse(ctx: TaskContext, *, runs: list[str], baseline: list[str], title: str) -> tuple[Any, Any, Path]:
-    """The comparison, findings and report of the finished runs (in the driver; no model)."""
+def judge_answers(
+    ctx: TaskContext, *, trait: dict[str, Any], judge: dict[str, Any], sampling: dict[str, Any], key: str, seed: int,
+    run_dir: str | None = None,
+) -> None:
+    """Sample answers of the untrained model (`run_dir` None) or of the finished run in `run_dir`
+    (test time: no intervention) and judge them for the trait and for coherence with the judge of
+    `judge` (`judges.build_judge`; "local" is the study's base model), into `judged_files(key)`."""
+    t = _trait(trait)
+    path, answers, cache = judged_files(key)
+    judge_ = build_judge(judge, ctx.model, t.judge_prompt(), cache=ctx.folder / cache)
+    model = ctx.model if run_dir is None else load_trained(ctx.model, Run.load(ctx.folder / run_dir))
+    log(f"{key}: sampling {sampling['samples']} answers per question and judging them ({judge_.identity})")
+    ex = trait_expression(
+        model,
+        t,
+        judge_,
+        n_per_question=sampling["samples"],
+        questions=t.eval_questions[: sampling["questions"]] or None,
+        seeds=(seed,),
+        max_new_tokens=sampling["max_new_tokens"],
+        progress=ctx.progress,
+        out=ctx.folder / answers,
+    )
+    write_json(ctx.folder / path, {**ex.to_dict(), "identity": judge_.identity, "spec": judge})
+
+
+def judged_done(folder: Path, *, key: str, **_: Any) -> bool:
+    return (folder / judged_files(key)[0]).is_file()
+
+
+def _judged(folder: Path, key: str) -> Expression:
+    return Expression.from_dict(read_json(folder / judged_files(key)[0]))
+
+
+def _with_judge(run: Run, before: Expression, after: Expression, info: dict[str, Any]) -> Run:
+    """`run` with the judge's mean score and share after the coherence filter added to its
+    expression before and after training (in memory only)."""
+    expression = {w: dict(run.expression.get(w, {})) for w in ("before", "after")}
+    for when, ex in (("before", before), ("after", after)):
+        expression[when].update({"judge": ex.mean, "judge_share": ex.share})
+    return replace(run, expression=expression, provenance={**run.provenance, "judge": info})
+
+
+def analyse(
+    ctx: TaskContext, *, runs: list[str], baseline: list[str], title: str, judged: dict[str, str] | None = None
+) -> tuple[Any, Any, Path]:
+    """The comparison, findings and report of the finished runs (in the driver; no model).
+    `judged`: for each run, the key of its judged answers before training (with a judge)."""
     loaded = {r: Run.load(ctx.folder / r) for r in runs}
+    answers: dict[str, list[Expression]] = {}
+    for r, before_key in (judged or {}).items():
+        before, after = _judged(ctx.folder, before_key), _judged(ctx.folder, r)
+        info = {k: v for k, v in read_json(ctx.folder / judged_files(r)[0]).items() if k in ("identity", "spec")}
+        info.update(coherence=after.coherence_judge, samples_per_question=len(after.records) // len(after.questions()))
+        loaded[r] = _with_judge(loaded[r], before, after, info)
+        answers.setdefault(loaded[r].label, []).append(after)
+    untrained = sorted({k for k in (judged or {}).values() if k.endswith("/untrained")})
+    if untrained:
+        answers = {"untrained": [_judged(ctx.folder, k) for k in untrained], **answers}
     cmp = compare(*[loaded[r] for r in runs if r not in baseline], baseline=[loaded[r] for r in baseline])
     findings = assess(cmp)
     write_json(ctx.folder / COMPARISON_FILE, cmp.to_dict())
     findings.save(ctx.folder / FINDINGS_FILE)
     axes = TraitAxes.load(ctx.folder / AXES_DIR)
-    return cmp, findings, cmp.report(ctx.folder / REPORT_FILE, axes=axes, findings=findings, title=title)
+    report = cmp.report(ctx.folder / REPORT_FILE, axes=axes, findings=findings, title=title, judged=answers or None)
+    return cmp, findings, report

@@ -31,9 +31,21 @@ from typing import Any
 from defense_interp.io import write_json
 from defense_interp.metrics.stats import Estimate
 
-__all__ = ["CLAIMS", "VERDICTS", "Finding", "Findings", "SubTest", "combine", "sub_test", "verdict"]
+__all__ = ["CLAIMS", "JUDGE_RULE", "VERDICTS", "Finding", "Findings", "SubTest", "combine", "sub_test", "verdict"]
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+
+#: The rule added to the findings of a study run with an LLM judge (`--judge`), decided before any
+#: judged study was run.
+JUDGE_RULE = """
+**Judge sub-tests (studies run with `--judge`).** Claims 4 and 5 gain a mirror of each of their
+counted projection sub-tests, measured with the judge's mean 0–100 trait score of sampled answers
+(`judges.trait_expression`: per question the mean over its scored answers, then the mean over
+questions; paired by seed, else by question) instead of the projection score, with the same
+prediction. The mirrors are counted: with a judge, a claim is reproduced only when the projection
+and the judge agree. Claim 4's precondition stays the projection's; its judge mirror is reported
+as context, like the neutralizing edit's.
+"""
 CLAIMS = {
     1: (
         "Pressure flip",
@@ -120,7 +132,8 @@ class Findings:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"findings": [f.to_dict() for f in self.findings], "rules": __doc__, "provenance": self.provenance}
+        rules = __doc__ + (JUDGE_RULE if self.provenance.get("judge") else "")
+        return {"findings": [f.to_dict() for f in self.findings], "rules": rules, "provenance": self.provenance}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

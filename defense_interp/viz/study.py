@@ -139,3 +139,23 @@ def sweep_figure(cmp: Any) -> go.Figure:
         fig.update_xaxes(title_text="α (0 = baseline)", row=1, col=c)
     fig.update_layout(template="plotly_white", height=360)
     return fig
+
+
+def judge_figure(judged: dict[str, list[Any]]) -> go.Figure:
+    """Per condition (and the untrained model), the distribution of the judge's trait scores of its
+    sampled answers after training (all seeds), and of the coherence scores where judged."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["trait score (judge)", "coherence (judge)"])
+    for i, (label, expressions) in enumerate(judged.items()):
+        records = [r for e in expressions for r in e.records]
+        color = COLORS[i % len(COLORS)]
+        for col, key in ((1, "trait"), (2, "coherence")):
+            values = [r[key] for r in records if r.get(key) is not None]
+            if values:
+                fig.add_trace(
+                    go.Box(y=values, name=label, marker_color=color, boxpoints="all", jitter=0.4, showlegend=False),
+                    row=1,
+                    col=col,
+                )
+    fig.update_yaxes(range=[-2, 102])
+    fig.update_layout(template="plotly_white", height=380)
+    return fig

@@ -68,7 +68,9 @@ class JudgeServer:
                 first = server.seen[text] == 1
                 time.sleep(server.delay_s)
                 if "RATE_LIMIT" in text and first:
-                    self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, [("Retry-After", "0")])
+                    self._send(
+                        429, {"error": {"message": "rate limited", "type": "rate_limit"}}, [("Retry-After", "0")]
+                    )
                     return
                 if "SLOW" in text and first:
                     time.sleep(server.slow_s)

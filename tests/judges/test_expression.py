@@ -38,8 +38,15 @@ def test_expression_summaries_follow_their_definitions(tiny, trait, tmp_path):
     judge = scripted(lambda a: None if len(a) % 5 == 0 else float(len(a) % 100))
     coherence = scripted(lambda a: 80.0 if len(a) % 2 else 20.0)
     ex = trait_expression(
-        tiny, trait, judge, coherence=coherence, questions=questions, n_per_question=4,
-        max_new_tokens=8, progress=False, out=tmp_path / "answers.jsonl",
+        tiny,
+        trait,
+        judge,
+        coherence=coherence,
+        questions=questions,
+        n_per_question=4,
+        max_new_tokens=8,
+        progress=False,
+        out=tmp_path / "answers.jsonl",
     )
     recs = ex.records
     assert len(recs) == 12 and judge.calls == 12 and coherence.calls == 12
@@ -63,8 +70,15 @@ def test_expression_summaries_follow_their_definitions(tiny, trait, tmp_path):
 def test_several_seeds_give_an_interval_over_seeds(tiny, trait):
     judge = scripted(lambda a: float(len(a) % 100))
     ex = trait_expression(
-        tiny, trait, judge, coherence=False, questions=trait.eval_questions[:2], n_per_question=2,
-        seeds=(0, 1, 2), max_new_tokens=6, progress=False,
+        tiny,
+        trait,
+        judge,
+        coherence=False,
+        questions=trait.eval_questions[:2],
+        n_per_question=2,
+        seeds=(0, 1, 2),
+        max_new_tokens=6,
+        progress=False,
     )
     assert ex.mean.n == 3 and ex.mean.over == "seeds"
     assert ex.coherent.mean == 1.0
@@ -72,7 +86,8 @@ def test_several_seeds_give_an_interval_over_seeds(tiny, trait):
 
 def test_a_local_judge_also_judges_coherence(tiny, trait):
     judge = LocalJudge(tiny, trait.judge_prompt(), min_mass=0.01)
-    ex = trait_expression(tiny, trait, judge, questions=trait.eval_questions[:1], n_per_question=2,
-                          max_new_tokens=4, progress=False)
+    ex = trait_expression(
+        tiny, trait, judge, questions=trait.eval_questions[:1], n_per_question=2, max_new_tokens=4, progress=False
+    )
     assert ex.coherence_judge is not None and ex.coherence_judge != ex.judge
     assert all(r["trait"] is not None and r["coherence"] is not None for r in ex.records)

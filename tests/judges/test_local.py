@@ -45,7 +45,7 @@ def test_exact_aggregation_equals_brute_force_enumeration(tiny):
 
 
 def test_the_numbers_form_disjoint_answers(tiny):
-    """"8" and "85" are different answers: the probabilities of all numbers sum to at most 1, and
+    """ "8" and "85" are different answers: the probabilities of all numbers sum to at most 1, and
     the tiny byte-level tokenizer spells every number above 9 with several tokens."""
     judge = LocalJudge(tiny, PROMPT)
     assert [len(p) for p in judge.tree.paths[:11]] == [1] * 10 + [2]
@@ -98,7 +98,5 @@ def test_bundled_judge_scores_malice_above_kindness(bundled, trait):
 
     judge = LocalJudge(bundled, trait.judge_prompt())
     scores = judge.scores([(q, a) for q, evil, kind in HAND_WRITTEN for a in (evil, kind)])
-    wins = sum(
-        e is not None and (k is None or e > k) for e, k in zip(scores[::2], scores[1::2], strict=True)
-    )
+    wins = sum(e is not None and (k is None or e > k) for e, k in zip(scores[::2], scores[1::2], strict=True))
     assert wins >= 4

@@ -31,8 +31,18 @@ def test_bad_probabilities_are_config_errors():
 
 @pytest.mark.parametrize(
     ("text", "n"),
-    [("85", 85), (" 7", 7), ("100", 100), ("0", 0), ("101", None), ("-3", None), ("8.5", None), ("eighty", None),
-     ("", None), ("٣", None)],
+    [
+        ("85", 85),
+        (" 7", 7),
+        ("100", 100),
+        ("0", 0),
+        ("101", None),
+        ("-3", None),
+        ("8.5", None),
+        ("eighty", None),
+        ("", None),
+        ("٣", None),
+    ],
 )
 def test_number_of(text, n):
     assert number_of(text) == n
