@@ -189,9 +189,9 @@ def refusal(args: argparse.Namespace) -> Path | None:
 
         data = RefusalData.builtin()
         tcfg = TrainConfig(batch_size=cfg.batch_size, max_length=cfg.max_length)
-        _print_plan(refusal_plan(data, cfg), model, data.train, tcfg)
+        _print_plan(refusal_plan(data, cfg, judge=_judge_spec(args)), model, data.train, tcfg)
         return None
-    study = run_refusal_study(model, args.out, config=cfg, **_execution(args))
+    study = run_refusal_study(model, args.out, config=cfg, judge=_judge_spec(args), **_execution(args))
     path = Path(args.out) / REPORT_FILE
     log(f"refusal study done in {study.wall_seconds:.0f} s")
     print(path.resolve())

@@ -43,7 +43,7 @@ from defense_interp.refusal.analysis import ModelAnalysis
 from defense_interp.refusal.attack import RefusalRate, TransferMatrix
 from defense_interp.refusal.config import REFUSAL_PRESETS, RefusalStudyConfig, median_token_norm
 from defense_interp.refusal.directions import DirectionSelection
-from defense_interp.refusal.tasks import ANALYSIS_DIR, RUNS_DIR, TRANSFER_DIR
+from defense_interp.refusal.tasks import ANALYSIS_DIR, JUDGED_FILE, RUNS_DIR, TRANSFER_DIR
 from defense_interp.training import LAT, Run
 
 __all__ = [
@@ -85,6 +85,7 @@ class RefusalStudy:
     config: RefusalStudyConfig
     model: dict[str, Any]
     wall_seconds: float
+    judged: dict[str, Any] | None = None
 
     def summary_rows(self) -> list[dict[str, Any]]:
         """Per model: refusal with and without its own direction ablated, over-refusal, the chosen
@@ -125,6 +126,7 @@ class RefusalStudy:
             "svd": {k: a.svd_rows() for k, a in self.analyses.items()},
             "selection": {k: a.selection.to_dict() for k, a in self.analyses.items()},
             "hook_point": "blocks.{l}.hook_resid_post",
+            **({"judged_refusals": self.judged} if self.judged is not None else {}),
         }
 
     def report(self, path: str | Path) -> Path:
@@ -154,10 +156,17 @@ def _manifest(out: Path, model: Any, data: RefusalData, config: RefusalStudyConf
         write_json(path, manifest)
 
 
-def refusal_plan(data: RefusalData, config: RefusalStudyConfig, *, started: float | None = None) -> Plan:
+def refusal_plan(
+    data: RefusalData,
+    config: RefusalStudyConfig,
+    *,
+    started: float | None = None,
+    judge: dict[str, Any] | None = None,
+) -> Plan:
     """The study as a DAG of tasks (module docstring): the base model's analysis; each variant's
-    training after it, then its analysis; one transfer row per model after every analysis; the
-    results and report last (in the driver; `started` is when the study began, for its wall time)."""
+    training after it, then its analysis; one transfer row per model after every analysis; with a
+    judge spec (`judges.parse_judge`), the refusal judge's pass over every answer; the results and
+    report last (in the driver; `started` is when the study began, for its wall time)."""
     common = {"data": data.to_dict(), "config": config.to_dict()}
     labels = ["base", *VARIANTS]
     run = {"base": None, **{v: f"{RUNS_DIR}/{v}" for v in VARIANTS}}
@@ -183,7 +192,7 @@ def refusal_plan(data: RefusalData, config: RefusalStudyConfig, *, started: floa
                 deps=("analysis/base",),
                 reads=(f"{ANALYSIS_DIR}/base",),
                 writes=(f"{RUNS_DIR}/{v}",),
-                clears=(f"{ANALYSIS_DIR}/{v}", TRANSFER_DIR, TRANSFER_FILE),
+                clears=(f"{ANALYSIS_DIR}/{v}", TRANSFER_DIR, TRANSFER_FILE, JUDGED_FILE),
                 done=f"{_TASKS}:variant_done",
                 cost={"train_steps": s.steps * (1 if v == "ssft" else s.pgd_steps + 1), "forwards": 8},
             ),
@@ -212,12 +221,31 @@ def refusal_plan(data: RefusalData, config: RefusalStudyConfig, *, started: floa
                 cost=attack_cost,
             )
         )
+    rows = tuple(f"transfer/{k}" for k in labels)
+    if judge is not None:
+        tasks.append(
+            Task(
+                "judged refusals",
+                f"{_TASKS}:judge_refusals",
+                {"labels": labels, "judge": judge, **common},
+                deps=rows,
+                reads=(TRANSFER_DIR,),
+                writes=(JUDGED_FILE, "judged_refusals.cache.jsonl"),
+                done=f"{_TASKS}:judged_done",
+                cost={"forwards": (len(labels) + 2) * len(labels) * -(-s.splits[2] // 8)},
+            )
+        )
     tasks.append(
         Task(
             "results and report",
             f"{__name__}:results",
-            {"labels": labels, "config": config.to_dict(), "started": time.time() if started is None else started},
-            deps=tuple(f"transfer/{k}" for k in labels),
+            {
+                "labels": labels,
+                "config": config.to_dict(),
+                "started": time.time() if started is None else started,
+                **({"judged": True} if judge is not None else {}),
+            },
+            deps=(*rows, *(("judged refusals",) if judge is not None else ())),
             model=False,
         )
     )
@@ -235,7 +263,9 @@ def _join(parts: dict[str, TransferMatrix], labels: list[str]) -> TransferMatrix
     )
 
 
-def results(ctx: TaskContext, *, labels: list[str], config: dict[str, Any], started: float) -> RefusalStudy:
+def results(
+    ctx: TaskContext, *, labels: list[str], config: dict[str, Any], started: float, judged: bool = False
+) -> RefusalStudy:
     """Assemble the study from its finished pieces; write `transfer.json`, `refusal.json` and the report."""
     folder = ctx.folder
     saved = {k: read_json(folder / TRANSFER_DIR / f"{k}.json") for k in labels}
@@ -256,6 +286,7 @@ def results(ctx: TaskContext, *, labels: list[str], config: dict[str, Any], star
         config=RefusalStudyConfig.from_dict(config),
         model=read_json(folder / MANIFEST_FILE)["model"],
         wall_seconds=round(time.time() - started, 1),
+        judged=read_json(folder / JUDGED_FILE) if judged else None,
     )
     write_json(folder / RESULT_FILE, study.to_dict())
     study.report(folder / REPORT_FILE)
@@ -269,18 +300,20 @@ def run_refusal_study(
     config: RefusalStudyConfig | None = None,
     data: RefusalData | None = None,
     progress: bool = True,
+    judge: dict[str, Any] | None = None,
     executor: Any = None,
     **execution: Any,
 ) -> RefusalStudy:
     """Run the whole study (module docstring) and write `out/refusal.json` and `out/report.html`.
-    `executor` and `execution` as in `execution.execute` (None: in this process)."""
+    `judge`: a judge spec (`judges.parse_judge`) to judge every answer with the refusal judge beside
+    the substring rule. `executor` and `execution` as in `execution.execute` (None: in this process)."""
     started = time.time()
     config = config or RefusalStudyConfig()
     data = data or RefusalData.builtin()
     out = Path(out)
     data.splits(config.splits, seed=config.seed)  # bad sizes fail here, before any task
     _manifest(out, model, data, config)
-    plan = refusal_plan(data, config, started=started)
+    plan = refusal_plan(data, config, started=started, judge=judge)
     with log_to(out / LOG_FILE):
         done = execute(plan, out, model=model, executor=executor, resume=True, progress=progress, **execution)
     return done[plan.tasks[-1].key]
