@@ -114,11 +114,12 @@ class PromptJudge(abc.ABC):
         ident, ph = self.identity, self.prompt_hash
         keys = [judgment_key(ident, ph, q, a) for q, a in pairs]
         found = {k: j for k in set(keys) if self.cache is not None and (j := self.cache.get(k)) is not None}
-        todo = list(dict.fromkeys(k for k in keys if k not in found))  # each distinct judgment once
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        texts = {k: render_template(self.prompt, *pairs[first[k]]) for k in keys if k not in found}
+        todo = sorted(texts, key=lambda k: len(texts[k]))  # each distinct judgment once; similar lengths batch together
         batches = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
         for batch in tqdm(batches, desc=desc, disable=not progress or not batches, leave=False):
-            judged = self._judge_texts([render_template(self.prompt, *pairs[first[k]]) for k in batch])
+            judged = self._judge_texts([texts[k] for k in batch])
             self.calls += len(batch)
             new = dict(zip(batch, judged, strict=True))
             if self.cache is not None:

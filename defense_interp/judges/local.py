@@ -13,9 +13,10 @@ follows `scoring.number_score` (the 0.25 mass rule included).
 
 All 101 numbers are scored in one forward pass per batch: the numbers' tokens form a prefix tree
 that is appended to each prompt, with an attention mask that lets each tree token see the prompt
-and its own ancestors only, at the positions it would have in a plain sequence. A model whose
-attention ignores such a mask (a sliding-window layer, say) is caught on its first batch by a check
-against plain sequences and judged by plain sequences from then on (slower, the same numbers).
+and its own ancestors only, at the positions it would have in a plain sequence. Whether a model
+honours such a mask is checked once per judge, on a short prompt against plain sequences; a model
+that does not (and a sliding-window model, when a prompt and the tree are longer than its window)
+is judged with plain sequences, one per number (slower, the same numbers).
 """
 
 from __future__ import annotations

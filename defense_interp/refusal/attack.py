@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from defense_interp.data.chat import instruction_prompts
 from defense_interp.errors import ConfigError
 from defense_interp.evaluate import Judge
+from defense_interp.judges import PromptJudge
 from defense_interp.forward import generate_answers, last_token_logits
 from defense_interp.metrics.refusal import refusal_log_odds
 from defense_interp.metrics.stats import Estimate, mean_ci, proportion_ci
@@ -76,7 +77,8 @@ def refusal_rate(
         progress=progress,
         desc=desc,
     )
-    scores = [judge(q, a) for q, a in zip(instructions, answers, strict=False)]
+    pairs = list(zip(instructions, answers, strict=True))
+    scores = judge.scores(pairs) if isinstance(judge, PromptJudge) else [judge(q, a) for q, a in pairs]
     bad = [s for s in scores if s is not None and not 0 <= s <= 100]
     if bad:
         raise ConfigError(f"judge {getattr(judge, 'name', judge)!r} returned scores outside 0..100: {bad[:3]}")

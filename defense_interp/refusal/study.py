@@ -157,11 +157,7 @@ def _manifest(out: Path, model: Any, data: RefusalData, config: RefusalStudyConf
 
 
 def refusal_plan(
-    data: RefusalData,
-    config: RefusalStudyConfig,
-    *,
-    started: float | None = None,
-    judge: dict[str, Any] | None = None,
+    data: RefusalData, config: RefusalStudyConfig, *, started: float | None = None, judge: dict[str, Any] | None = None
 ) -> Plan:
     """The study as a DAG of tasks (module docstring): the base model's analysis; each variant's
     training after it, then its analysis; one transfer row per model after every analysis; with a

@@ -135,7 +135,9 @@ def _cells(folder: Path, labels: list[str]) -> list[tuple[str, str, str, Refusal
         saved = read_json(folder / TRANSFER_DIR / f"{target}.json")
         part = TransferMatrix.from_dict(saved["transfer"])
         cells.append((target, "none", "harmful", part.baseline[0]))
-        cells += [(target, f"{src} direction ablated", "harmful", part.rates[i][0]) for i, src in enumerate(part.sources)]
+        cells += [
+            (target, f"{src} direction ablated", "harmful", part.rates[i][0]) for i, src in enumerate(part.sources)
+        ]
         cells.append((target, "none", "harmless", RefusalRate.from_dict(saved["harmless"])))
     return cells
 

@@ -45,15 +45,23 @@ def _judged(cmp: Comparison) -> bool:
     return any("judge" in r.expression.get("after", {}) for r in cmp.runs)
 
 
-def _judge_mirrors(cmp: Comparison, tests: list[SubTest], specs: list[tuple[str, Callable[[str], Any]]]) -> list[SubTest]:
+def _judge_mirrors(
+    cmp: Comparison, tests: list[SubTest], specs: list[tuple[str, Callable[[str], Any]]]
+) -> list[SubTest]:
     """With judge scores in the runs: `tests` plus, for each `(name, effect(score))` of `specs`,
     the same sub-test measured with the judge score (counted: JUDGE_RULE)."""
     if not _judged(cmp):
         return tests
     by_name = {t.name: t for t in tests}
     return tests + [
-        sub_test(f"{name} (judge)", _JUDGE + by_name[name].statistic.split(":", 1)[-1], effect("judge"),
-                 by_name[name].prediction, counted=by_name[name].counted, missing="judge scores of these runs")
+        sub_test(
+            f"{name} (judge)",
+            _JUDGE + by_name[name].statistic.split(":", 1)[-1],
+            effect("judge"),
+            by_name[name].prediction,
+            counted=by_name[name].counted,
+            missing="judge scores of these runs",
+        )
         for name, effect in specs
     ]
 

@@ -318,7 +318,14 @@ def _judge_tasks(tasks: list[Task], cfg: StudyConfig, trait: dict[str, Any]) -> 
             Task(
                 f"{JUDGED_DIR}/{key}",
                 f"{_TASKS}:judge_answers",
-                {"trait": trait, "judge": cfg.judge, "sampling": sampling, "key": key, "seed": seed, "run_dir": run_dir},
+                {
+                    "trait": trait,
+                    "judge": cfg.judge,
+                    "sampling": sampling,
+                    "key": key,
+                    "seed": seed,
+                    "run_dir": run_dir,
+                },
                 deps=(run_dir,) if run_dir else (),
                 reads=(run_dir,) if run_dir else (),
                 writes=judged_files(key),

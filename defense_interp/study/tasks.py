@@ -25,8 +25,8 @@ from defense_interp.metrics.stats import Estimate
 from defense_interp.study.compare import compare
 from defense_interp.study.findings import assess
 from defense_interp.training import Baseline, Condition, Run, TrainConfig, measure_expression, train
-from defense_interp.training.measure import loss_estimates, loss_examples
 from defense_interp.training.adapters import load_trained
+from defense_interp.training.measure import loss_estimates, loss_examples
 from defense_interp.training.runs import AXES_DIR
 
 __all__ = [
@@ -203,7 +203,13 @@ def train_done(
 
 
 def judge_answers(
-    ctx: TaskContext, *, trait: dict[str, Any], judge: dict[str, Any], sampling: dict[str, Any], key: str, seed: int,
+    ctx: TaskContext,
+    *,
+    trait: dict[str, Any],
+    judge: dict[str, Any],
+    sampling: dict[str, Any],
+    key: str,
+    seed: int,
     run_dir: str | None = None,
 ) -> None:
     """Sample answers of the untrained model (`run_dir` None) or of the finished run in `run_dir`

@@ -14,7 +14,10 @@ def test_the_refusal_judge_is_reported_beside_the_substring_rule(tmp_path, monke
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     out = tmp_path / "refusal"
     with JudgeServer() as server:
-        assert main([*TINY_REFUSAL_ARGS, "--judge", "openai:test-judge", "--judge-url", server.url, "--out", str(out)]) == 0
+        assert (
+            main([*TINY_REFUSAL_ARGS, "--judge", "openai:test-judge", "--judge-url", server.url, "--out", str(out)])
+            == 0
+        )
         asked = server.requests
     study = json.loads((out / "refusal.json").read_text())
     judged = study.pop("judged_refusals")
