@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from defense_interp.data.chat import instruction_prompts
 from defense_interp.errors import ConfigError
 from defense_interp.evaluate import Judge
-from defense_interp.judges import PromptJudge
 from defense_interp.forward import generate_answers, last_token_logits
+from defense_interp.judges import PromptJudge
 from defense_interp.metrics.refusal import refusal_log_odds
 from defense_interp.metrics.stats import Estimate, mean_ci, proportion_ci
 from defense_interp.refusal.directions import RefusalDirections, ablate_direction
