@@ -119,14 +119,14 @@ CATALOGUE = [
     (
         "sequence longer than the context",
         lambda c: di.encode_chat(
-            c.m, [[{"role": "user", "content": "x" * 1100}, {"role": "assistant", "content": "ok"}]]
+            c.m, [[{"role": "user", "content": "x" * 2100}, {"role": "assistant", "content": "ok"}]]
         ),
         di.DataError,
-        "n_ctx=1024",
+        "n_ctx=2048",
     ),
     (
         "prompt plus new tokens longer than the context",
-        lambda c: di.generate_answers(c.m, [[{"role": "user", "content": "x" * 1000}]], max_new_tokens=64),
+        lambda c: di.generate_answers(c.m, [[{"role": "user", "content": "x" * 2000}]], max_new_tokens=64),
         di.ConfigError,
         "context",
     ),
