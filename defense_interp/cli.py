@@ -7,6 +7,8 @@
     defense-interp refusal --out DIR [--model NAME|tiny] [--device cuda] [--dtype bfloat16] [--steps N] [--seed N]
                            [--plan] [--judge ...] [--judge-url URL] [EXECUTOR OPTIONS]
 
+    defense-interp svd HARMFUL.pt HARMLESS.pt [HARMFUL2.pt HARMLESS2.pt ...] --out DIR [--labels A B ...]
+
     defense-interp plan [--model NAME|FOLDER|FILE.gguf] [--dtype bfloat16] [--device cuda] [--n-devices N]
                         [--memory GIB] [--batch-size N] [--max-length N] [--lora-rank R | --full-weights]
 
@@ -198,6 +200,25 @@ def refusal(args: argparse.Namespace) -> Path | None:
     return path
 
 
+def svd(args: argparse.Namespace) -> Path:
+    from defense_interp.errors import ConfigError
+    from defense_interp.refusal.stored import stored_svd, write_svd_report
+
+    if len(args.files) % 2:
+        raise ConfigError(f"give the files in pairs, HARMFUL.pt HARMLESS.pt; got {len(args.files)} files")
+    pairs = list(zip(args.files[::2], args.files[1::2], strict=True))
+    results = stored_svd(pairs, args.labels, k=args.k)
+    path = write_svd_report(results, args.out)
+    for r in results:
+        print(
+            f"{r.label}: top-1 uncentred {float(r.svd.explained[0]):.3f}, centred "
+            f"{float(r.svd.explained_centered[0]):.3f}, without outliers {float(r.svd.explained_without_outliers[0]):.3f}; "
+            f"outlier channels {list(r.svd.outlier_channels)}"
+        )
+    print(Path(path).resolve())
+    return path
+
+
 def plan(args: argparse.Namespace) -> None:
     import torch
 
@@ -259,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     _judge_options(f, samples=False)
     _executor_options(f)
     f.set_defaults(func=refusal)
+    v = sub.add_parser("svd", help="the difference-SVD report of stored activations ([n, d_model] .pt files)")
+    v.add_argument("files", nargs="+", help="HARMFUL.pt HARMLESS.pt [HARMFUL2.pt HARMLESS2.pt ...]")
+    v.add_argument("--labels", nargs="+", default=None, help="one label per pair (default: pair 1, pair 2, ...)")
+    v.add_argument("--out", required=True, help="folder for svd.json and report.html")
+    v.add_argument("--k", type=int, default=10, help="singular components kept (default 10)")
+    v.set_defaults(func=svd)
     m = sub.add_parser("plan", help="memory of a model's weights, training and generation, from its config only")
     _model_options(m)
     m.add_argument("--n-devices", type=int, default=None, help="spread the layers over this many devices")

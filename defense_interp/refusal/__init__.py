@@ -39,6 +39,7 @@ from defense_interp.refusal.judges import (
     is_refusal,
     refusal_token_ids,
 )
+from defense_interp.refusal.stored import StoredSVD, load_activations, stored_svd, write_svd_report
 from defense_interp.refusal.study import RefusalStudy, run_refusal_study
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "RefusalRate",
     "RefusalStudy",
     "RefusalStudyConfig",
+    "StoredSVD",
     "SubstringJudge",
     "TransferMatrix",
     "ablate_direction",
@@ -61,11 +63,14 @@ __all__ = [
     "collect_activations",
     "is_refusal",
     "layer_sweep",
+    "load_activations",
     "post_instruction_positions",
     "refusal_directions",
     "refusal_rate",
     "refusal_token_ids",
     "run_refusal_study",
     "select_direction",
+    "stored_svd",
     "transfer_matrix",
+    "write_svd_report",
 ]

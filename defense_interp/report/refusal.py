@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,53 @@ def _judged_sections(judged: dict[str, Any]) -> list[Section]:
             disagreements or [{"": "none"}],
         ),
     ]
+
+
+def write_stored_svd_report(results: Sequence[Any], path: str | Path) -> Path:
+    """The difference-SVD report of stored activation pairs (`refusal.stored`)."""
+    rows = [
+        {
+            "pair": r.label,
+            "n": r.svd.n,
+            "d_model": int(r.svd.channel_share.shape[0]),
+            "stored dtype": r.dtype,
+            "top-1 / top-2 uncentred": f"{float(r.svd.explained[0]):.3f} / {float(r.svd.explained[:2].sum()):.3f}",
+            "top-1 / top-2 centred": f"{float(r.svd.explained_centered[0]):.3f} / "
+            f"{float(r.svd.explained_centered[:2].sum()):.3f}",
+            "top-1 / top-2 without outliers": f"{float(r.svd.explained_without_outliers[0]):.3f} / "
+            f"{float(r.svd.explained_without_outliers[:2].sum()):.3f}",
+            "outlier channels (share of ‖D‖²)": ", ".join(
+                f"{c} ({float(r.svd.channel_share[c]):.1%})" for c in r.svd.outlier_channels
+            )
+            or "none",
+            "files": f"{r.harmful} − {r.harmless}",
+        }
+        for r in results
+    ]
+    rule = results[0].svd.outlier_rule
+    sections: list[Section] = [
+        (
+            "Explained energy of the differences",
+            fig.stored_svd_figure(results),
+            "For each pair of stored files, D = harmful − harmless (row i of one file minus row i of the other, "
+            "computed in float64): the share of ‖D‖² in the top one and two singular directions, uncentred (the LAT "
+            "paper's number), centred (PCA of D − mean D) and with the outlier channels zeroed "
+            f"({rule}).",
+            rows,
+        ),
+        *(
+            (
+                f"{r.label}: per component and per channel",
+                fig.svd_figure(r.svd, title=r.label),
+                "Left: explained-energy ratios σ_k²/Σσ² per component, three ways. Right: each channel's share of "
+                "‖D‖², outliers in red.",
+                None,
+            )
+            for r in results
+        ),
+    ]
+    head = [
+        "<h1>Difference SVD of stored activations</h1>",
+        f"<p class=meta>{len(results)} pair(s) · defense_interp {__version__}</p>",
+    ]
+    return write_page(path, "defense_interp difference SVD", head, sections)

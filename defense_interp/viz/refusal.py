@@ -15,6 +15,7 @@ __all__ = [
     "directions_figure",
     "layer_sweep_figure",
     "selection_figure",
+    "stored_svd_figure",
     "svd_figure",
     "svd_layers_figure",
     "transfer_figure",
@@ -228,4 +229,26 @@ def transfer_figure(tm: Any) -> go.Figure:
         xaxis_title="target model",
         yaxis=dict(autorange="reversed"),
     )
+    return fig
+
+
+def stored_svd_figure(results: Sequence[Any]) -> go.Figure:
+    """Top-1 and top-2 shares of ‖D‖² per stored pair, uncentred, centred and without outliers."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("top-1 share", "top-2 share"))
+    labels = [r.label for r in results]
+    for i, (key, name) in enumerate(_RATIOS):
+        for col, k in ((1, 1), (2, 2)):
+            fig.add_trace(
+                go.Bar(
+                    x=labels,
+                    y=[float(getattr(r.svd, key)[:k].sum()) for r in results],
+                    name=name,
+                    marker_color=COLORS[i],
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.2), template="plotly_white")
+    fig.update_yaxes(range=[0, 1], title_text="share of ‖D‖²", row=1, col=1)
     return fig
