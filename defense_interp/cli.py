@@ -4,7 +4,8 @@
                          [--coefs A ...] [--seeds N] [--steps N] [--resume] [--plan] [JUDGE OPTIONS]
                          [EXECUTOR OPTIONS]
     defense-interp report RUN_DIR [RUN_DIR ...] [--out report.html] [--title TEXT]
-    defense-interp refusal --out DIR [--model NAME|tiny] [--device cuda] [--dtype bfloat16] [--steps N] [--seed N]
+    defense-interp refusal --out DIR [--preset quick|full] [--model NAME|tiny] [--device cuda] [--dtype bfloat16]
+                           [--steps N] [--seed N] [--seeds N] [--refusal-target 0.8]
                            [--plan] [--judge ...] [--judge-url URL] [EXECUTOR OPTIONS]
 
     defense-interp svd HARMFUL.pt HARMLESS.pt [HARMFUL2.pt HARMLESS2.pt ...] --out DIR [--labels A B ...]
@@ -183,6 +184,8 @@ def refusal(args: argparse.Namespace) -> Path | None:
 
     cfg = REFUSAL_PRESETS["tiny" if args.model == "tiny" else "quick"]
     cfg = dataclasses.replace(cfg, seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
+    n_seeds = args.seeds or (3 if args.preset == "full" else 1)
+    seeds = [args.seed + i for i in range(n_seeds)]
     model = _load(args)
     if args.plan:
         from defense_interp.data.refusal import RefusalData
@@ -193,7 +196,15 @@ def refusal(args: argparse.Namespace) -> Path | None:
         tcfg = TrainConfig(batch_size=cfg.batch_size, max_length=cfg.max_length)
         _print_plan(refusal_plan(data, cfg, judge=_judge_spec(args)), model, data.train, tcfg)
         return None
-    study = run_refusal_study(model, args.out, config=cfg, judge=_judge_spec(args), **_execution(args))
+    study = run_refusal_study(
+        model,
+        args.out,
+        config=cfg,
+        seeds=seeds,
+        target=args.refusal_target,
+        judge=_judge_spec(args),
+        **_execution(args),
+    )
     path = Path(args.out) / REPORT_FILE
     log(f"refusal study done in {study.wall_seconds:.0f} s")
     print(path.resolve())
@@ -276,7 +287,17 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--out", help="output folder (an interrupted study continues in it); not needed with --plan")
     _model_options(f)
     f.add_argument("--steps", type=int, default=None, help="training steps per variant (default 32)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the data splits and of training")
+    f.add_argument("--seed", type=int, default=0, help="(first) seed of the data splits and of training")
+    f.add_argument(
+        "--preset",
+        choices=["quick", "full"],
+        default="quick",
+        help="quick: one seed; full: three seeds (data order, adapter init and the splits per seed) with verdicts over seeds",
+    )
+    f.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 quick, 3 full)")
+    f.add_argument(
+        "--refusal-target", type=float, default=0.8, help="refusal every variant must reach for R3-R5 (default 0.8)"
+    )
     _judge_options(f, samples=False)
     _executor_options(f)
     f.set_defaults(func=refusal)

@@ -30,24 +30,27 @@ instead of mixing two studies, and a retrained run clears its analysis and the t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from defense_interp.data.refusal import RefusalData
 from defense_interp.errors import ConfigError
 from defense_interp.execution import Plan, Task, TaskContext, execute
-from defense_interp.io import content_hash, log_to, read_json, write_json
+from defense_interp.io import content_hash, log, log_to, read_json, write_json
 from defense_interp.models import model_identity
 from defense_interp.refusal.analysis import ModelAnalysis
 from defense_interp.refusal.attack import RefusalRate, TransferMatrix
 from defense_interp.refusal.config import REFUSAL_PRESETS, RefusalStudyConfig, median_token_norm
 from defense_interp.refusal.directions import DirectionSelection
+from defense_interp.refusal.findings import assess_refusal
 from defense_interp.refusal.tasks import ANALYSIS_DIR, JUDGED_FILE, RUNS_DIR, TRANSFER_DIR
 from defense_interp.training import LAT, Run
 
 __all__ = [
     "ANALYSIS_DIR",
+    "FINDINGS_FILE",
     "LOG_FILE",
     "MANIFEST_FILE",
     "REFUSAL_PRESETS",
@@ -65,6 +68,7 @@ __all__ = [
 
 MANIFEST_FILE = "manifest.json"
 RESULT_FILE = "refusal.json"
+FINDINGS_FILE = "refusal_findings.json"
 REPORT_FILE = "report.html"
 TRANSFER_FILE = "transfer.json"
 LOG_FILE = "study.log"
@@ -129,10 +133,10 @@ class RefusalStudy:
             **({"judged_refusals": self.judged} if self.judged is not None else {}),
         }
 
-    def report(self, path: str | Path) -> Path:
+    def report(self, path: str | Path, findings: Any = None) -> Path:
         from defense_interp.report.refusal import write_refusal_report
 
-        return write_refusal_report(self, path)
+        return write_refusal_report(self, path, findings)
 
 
 def _cell(sel: DirectionSelection) -> int:
@@ -289,27 +293,72 @@ def results(
     return study
 
 
-def run_refusal_study(
+def _one_seed(
     model: Any,
-    out: str | Path,
-    *,
-    config: RefusalStudyConfig | None = None,
-    data: RefusalData | None = None,
-    progress: bool = True,
-    judge: dict[str, Any] | None = None,
-    executor: Any = None,
-    **execution: Any,
+    out: Path,
+    config: RefusalStudyConfig,
+    data: RefusalData,
+    judge: Any,
+    progress: bool,
+    executor: Any,
+    execution: dict[str, Any],
 ) -> RefusalStudy:
-    """Run the whole study (module docstring) and write `out/refusal.json` and `out/report.html`.
-    `judge`: a judge spec (`judges.parse_judge`) to judge every answer with the refusal judge beside
-    the substring rule. `executor` and `execution` as in `execution.execute` (None: in this process)."""
     started = time.time()
-    config = config or RefusalStudyConfig()
-    data = data or RefusalData.builtin()
-    out = Path(out)
     data.splits(config.splits, seed=config.seed)  # bad sizes fail here, before any task
     _manifest(out, model, data, config)
     plan = refusal_plan(data, config, started=started, judge=judge)
     with log_to(out / LOG_FILE):
         done = execute(plan, out, model=model, executor=executor, resume=True, progress=progress, **execution)
     return done[plan.tasks[-1].key]
+
+
+def run_refusal_study(
+    model: Any,
+    out: str | Path,
+    *,
+    config: RefusalStudyConfig | None = None,
+    data: RefusalData | None = None,
+    seeds: Sequence[int] | None = None,
+    target: float = 0.8,
+    progress: bool = True,
+    judge: dict[str, Any] | None = None,
+    executor: Any = None,
+    **execution: Any,
+) -> RefusalStudy:
+    """Run the whole study (module docstring) and write `out/refusal.json`, `out/report.html` and
+    the R1–R5 verdicts `out/refusal_findings.json` (`refusal.findings`; `target`: the refusal rate
+    every variant must reach for R3–R5).
+
+    `seeds`: with one seed (default: `config.seed`) the study is written to `out`; with several,
+    each seed's study (data order, adapter initialisation and the splits) goes to `out/seed{s}/`
+    and `out/report.html` opens with the verdicts over seeds; the last seed's study is returned.
+    `judge`: a judge spec (`judges.parse_judge`) to judge every answer with the refusal judge beside
+    the substring rule. `executor` and `execution` as in `execution.execute` (None: in this process)."""
+    config = config or RefusalStudyConfig()
+    data = data or RefusalData.builtin()
+    out = Path(out)
+    seeds = [config.seed] if not seeds else list(seeds)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"the seeds must differ, got {seeds}")
+    if len(seeds) == 1:
+        study = _one_seed(model, out, replace(config, seed=seeds[0]), data, judge, progress, executor, execution)
+        findings = assess_refusal([study], target=target)
+        findings.save(out / FINDINGS_FILE)
+        study.report(out / REPORT_FILE, findings)
+        return study
+    studies = [
+        _one_seed(model, out / f"seed{s}", replace(config, seed=s), data, judge, progress, executor, execution)
+        for s in seeds
+    ]
+    findings = assess_refusal(studies, target=target)
+    findings.save(out / FINDINGS_FILE)
+    for s, st in zip(seeds, studies, strict=True):
+        st.report(out / f"seed{s}" / REPORT_FILE, findings)
+    from defense_interp.report.refusal import write_refusal_seeds_report
+
+    write_refusal_seeds_report(studies, findings, out / REPORT_FILE, [f"seed{s}/{REPORT_FILE}" for s in seeds])
+    log(
+        f"refusal findings over seeds {seeds}: "
+        + ", ".join(f"{f.title.split()[0]} {f.verdict}" for f in findings.findings)
+    )
+    return studies[-1]

@@ -15,7 +15,7 @@ from defense_interp.types import hook_name
 from defense_interp.viz import figures
 from defense_interp.viz import study as study_figures
 
-__all__ = ["Section", "plural", "write_page", "write_report"]
+__all__ = ["Section", "findings_html", "plural", "write_page", "write_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
@@ -79,14 +79,22 @@ def _row_estimates(rows: list[dict[str, Any]]) -> list[Estimate]:
     return [v for row in rows for v in row.values() if isinstance(v, Estimate)]
 
 
-_VERDICT_COLOURS = {"reproduced": "#1a7f37", "not reproduced": "#b42318", "inconclusive": "#8a6d00"}
+_VERDICT_COLOURS = {
+    "reproduced": "#1a7f37",
+    "not reproduced": "#b42318",
+    "inconclusive": "#8a6d00",
+    "precondition failed": "#555",
+}
 
 
 def _effect(e: Estimate | None) -> str:
     return "not measured" if e is None else f"{e.mean:.4g} {_interval(e, '.4g')}"
 
 
-def _findings_html(findings: Any) -> str:
+def findings_html(
+    findings: Any, *, rules: str = "defense_interp.study.verdicts", claims: str = "the seed paper"
+) -> str:
+    """The findings table: one row per claim with its first counted sub-test and the others folded."""
     rows = []
     for f in findings.findings:
         p = f.primary
@@ -108,8 +116,8 @@ def _findings_html(findings: Any) -> str:
             f"<td class=meta>{html.escape(f.rule)}</td></tr>"
         )
     return (
-        "<h2>Findings</h2><p class=caption>One entry per claim of the seed paper, computed from the runs below by "
-        "the fixed rules of <code>defense_interp.study.verdicts</code> (a sub-test is reproduced when its 95% interval "
+        f"<h2>Findings</h2><p class=caption>One entry per claim of {claims}, computed from the runs below by "
+        f"the fixed rules of <code>{rules}</code> (a sub-test is reproduced when its 95% interval "
         "lies wholly on the predicted side); the effect shown is the claim's first counted sub-test.</p>"
         "<table><tr><th>claim</th><th>statistic</th><th>effect [95% CI]</th><th>test</th><th>verdict</th>"
         f"<th>rule</th></tr>{''.join(rows)}</table>"
@@ -291,7 +299,7 @@ def write_report(
         f"defense_interp {__version__}</p>",
     ]
     if findings is not None:
-        parts.append(_findings_html(findings))
+        parts.append(findings_html(findings))
     parts.append(
         "<h2>Runs</h2>"
         + _table(

@@ -9,7 +9,7 @@ from typing import Any
 
 from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.provenance import __version__
-from defense_interp.report.html import Section, write_page
+from defense_interp.report.html import Section, findings_html, write_page
 from defense_interp.types import hook_name
 from defense_interp.viz import refusal as fig
 
@@ -44,8 +44,8 @@ def _training_rows(study: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def write_refusal_report(study: Any, path: str | Path) -> Path:
-    """Write `report.html` for a `RefusalStudy`."""
+def write_refusal_report(study: Any, path: str | Path, findings: Any = None) -> Path:
+    """Write `report.html` for a `RefusalStudy` (opening with the R1–R5 findings, if given)."""
     cfg = study.config
     n_dir, n_sel, n_att = cfg.splits
     hook = "blocks.l.hook_resid_post"
@@ -153,6 +153,8 @@ def write_refusal_report(study: Any, path: str | Path) -> Path:
         f"<p class=meta>model {html.escape(str(study.model.get('name')))} · models {', '.join(study.labels)} · "
         f"hook point {hook} · seed {cfg.seed} · wall time {study.wall_seconds:.0f} s · defense_interp {__version__}</p>",
     ]
+    if findings is not None:
+        head.append(_refusal_findings_html(findings))
     if study.judged is not None:
         sections += _judged_sections(study.judged)
     return write_page(path, "defense_interp refusal report", head, sections)
@@ -242,3 +244,34 @@ def write_stored_svd_report(results: Sequence[Any], path: str | Path) -> Path:
         f"<p class=meta>{len(results)} pair(s) · defense_interp {__version__}</p>",
     ]
     return write_page(path, "defense_interp difference SVD", head, sections)
+
+
+def _refusal_findings_html(findings: Any) -> str:
+    return findings_html(findings, rules="defense_interp.refusal.findings", claims="the LAT paper (R1–R5)")
+
+
+def write_refusal_seeds_report(studies: Sequence[Any], findings: Any, path: str | Path, links: Sequence[str]) -> Path:
+    """The report of a refusal study over several seeds: the R1–R5 findings, each seed's summary,
+    and links to each seed's own report."""
+    rows = [{"seed": s.config.seed, **row} for s in studies for row in s.summary_rows()]
+    head = [
+        "<h1>Refusal representation after SSFT, AT and LAT, over seeds</h1>",
+        f"<p class=meta>model {html.escape(str(studies[0].model.get('name')))} · seeds "
+        f"{', '.join(str(s.config.seed) for s in studies)} · defense_interp {__version__}</p>",
+        _refusal_findings_html(findings),
+        "<p>Each seed's full report: "
+        + " · ".join(
+            f"<a href='{html.escape(link)}'>seed {s.config.seed}</a>" for s, link in zip(studies, links, strict=True)
+        )
+        + "</p>",
+    ]
+    sections: list[Section] = [
+        (
+            "Summary per seed",
+            fig.seeds_summary_figure(studies),
+            "Per seed and model: refusal on the held-out harmful prompts unattacked and with the model's own chosen "
+            "direction ablated (substring rule; each seed's data order, adapter initialisation and attack split).",
+            rows,
+        )
+    ]
+    return write_page(path, "defense_interp refusal report (seeds)", head, sections)

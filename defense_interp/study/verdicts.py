@@ -23,17 +23,15 @@ single seed, as each Estimate says. PPS claims use the strongest α trained.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from defense_interp.io import write_json
-from defense_interp.metrics.stats import Estimate
+from defense_interp.metrics.verdicts import VERDICTS, Finding, SubTest, combine, sub_test, verdict
 
 __all__ = ["CLAIMS", "JUDGE_RULE", "VERDICTS", "Finding", "Findings", "SubTest", "combine", "sub_test", "verdict"]
 
-VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 
 #: The rule added to the findings of a study run with an LLM judge (`--judge`), decided before any
 #: judged study was run.
@@ -71,62 +69,6 @@ CLAIMS = {
 
 
 @dataclass(frozen=True)
-class SubTest:
-    """One measured effect with its predicted sign and verdict."""
-
-    name: str
-    statistic: str
-    effect: Estimate | None
-    prediction: str  # "> 0", "< 0" or "not < 0"
-    verdict: str
-    counted: bool = True
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        e = self.effect
-        return {
-            "name": self.name,
-            "statistic": self.statistic,
-            "prediction": self.prediction,
-            "effect": None if e is None else e.mean,
-            "interval": None if e is None else [e.low, e.high],
-            "test": None if e is None else f"{e.method} over {e.n} {e.over}; predicted {self.prediction}",
-            "verdict": self.verdict,
-            "counted": self.counted,
-            "note": self.note,
-        }
-
-
-@dataclass(frozen=True)
-class Finding:
-    claim: int
-    title: str
-    text: str
-    verdict: str
-    rule: str
-    tests: tuple[SubTest, ...]
-
-    @property
-    def primary(self) -> SubTest:
-        return next((t for t in self.tests if t.counted), self.tests[0])
-
-    def to_dict(self) -> dict[str, Any]:
-        p = self.primary.to_dict()
-        return {
-            "claim": self.claim,
-            "title": self.title,
-            "text": self.text,
-            "verdict": self.verdict,
-            "rule": self.rule,
-            "measured_effect": p["effect"],
-            "interval": p["interval"],
-            "test": p["test"],
-            "statistic": p["statistic"],
-            "tests": [t.to_dict() for t in self.tests],
-        }
-
-
-@dataclass(frozen=True)
 class Findings:
     findings: tuple[Finding, ...]
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -139,32 +81,3 @@ class Findings:
         path = Path(path)
         write_json(path, self.to_dict())
         return path
-
-
-def verdict(effect: Estimate | None, prediction: str) -> str:
-    """Verdict of a prediction "> c", "< c" or "not < c" (c a number) from a 95% interval."""
-    if effect is None or math.isnan(effect.low) or math.isnan(effect.high):
-        return "inconclusive"
-    op, threshold = prediction.rsplit(" ", 1)
-    c = float(threshold)
-    if op == ">":
-        return "reproduced" if effect.low > c else "not reproduced" if effect.high < c else "inconclusive"
-    if op == "<":
-        return "reproduced" if effect.high < c else "not reproduced" if effect.low > c else "inconclusive"
-    if op == "not <":
-        return "not reproduced" if effect.high < c else "reproduced"
-    raise ValueError(f"unknown prediction {prediction!r}")
-
-
-def sub_test(
-    name: str, statistic: str, effect: Estimate | None, prediction: str, *, counted: bool = True, missing: str = ""
-) -> SubTest:
-    note = f"not measured: {missing}" if effect is None and missing else ""
-    return SubTest(name, statistic, effect, prediction, verdict(effect, prediction), counted, note)
-
-
-def combine(tests: list[SubTest]) -> str:
-    counted = [t.verdict for t in tests if t.counted]
-    if counted and all(v == "reproduced" for v in counted):
-        return "reproduced"
-    return "not reproduced" if "not reproduced" in counted else "inconclusive"

@@ -14,6 +14,7 @@ from defense_interp.viz.common import COLORS
 __all__ = [
     "directions_figure",
     "layer_sweep_figure",
+    "seeds_summary_figure",
     "selection_figure",
     "stored_svd_figure",
     "svd_figure",
@@ -251,4 +252,27 @@ def stored_svd_figure(results: Sequence[Any]) -> go.Figure:
             )
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.2), template="plotly_white")
     fig.update_yaxes(range=[0, 1], title_text="share of ‖D‖²", row=1, col=1)
+    return fig
+
+
+def seeds_summary_figure(studies: Sequence[Any]) -> go.Figure:
+    """Refusal unattacked and with the own direction ablated, per model, one marker per seed."""
+    fig = go.Figure()
+    for i, s in enumerate(studies):
+        t = s.transfer
+        labels = list(t.targets)
+        for kind, values, symbol in (
+            ("unattacked", [t.baseline[j].rate.mean for j in range(len(labels))], "circle"),
+            ("own direction ablated", [t.rates[t.sources.index(m)][j].rate.mean for j, m in enumerate(labels)], "x"),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=labels,
+                    y=values,
+                    mode="markers",
+                    marker=dict(symbol=symbol, size=11, color=COLORS[i % len(COLORS)]),
+                    name=f"seed {s.config.seed}: {kind}",
+                )
+            )
+    fig.update_layout(template="plotly_white", height=360, yaxis=dict(range=[-0.02, 1.02], title="refusal rate"))
     return fig
