@@ -182,7 +182,10 @@ def refusal(args: argparse.Namespace) -> Path | None:
     from defense_interp.refusal import REFUSAL_PRESETS, run_refusal_study
     from defense_interp.refusal.study import REPORT_FILE
 
-    cfg = REFUSAL_PRESETS["tiny" if args.model == "tiny" else "quick"]
+    tiny = args.model == "tiny"
+    cfg = REFUSAL_PRESETS[
+        ("tiny" if tiny else "quick") if args.preset == "quick" else ("tiny-full" if tiny else "full")
+    ]
     cfg = dataclasses.replace(cfg, seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
     n_seeds = args.seeds or (3 if args.preset == "full" else 1)
     seeds = [args.seed + i for i in range(n_seeds)]
@@ -292,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         "--preset",
         choices=["quick", "full"],
         default="quick",
-        help="quick: one seed; full: three seeds (data order, adapter init and the splits per seed) with verdicts over seeds",
+        help="quick: one seed, fixed steps; full: three seeds (data order, adapter init and the splits per seed), "
+        "each variant trained to 80%% refusal (or a step cap), verdicts over seeds",
     )
     f.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 quick, 3 full)")
     f.add_argument(

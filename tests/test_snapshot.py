@@ -6,7 +6,8 @@
 version and wall-time fields may differ, and one intended change: the refusal snapshot's
 tiny-model weights hash, since the tiny model's context grew from 1024 to 2048 positions (for
 judge prompts; the first 1024 position rows and every other weight are unchanged, and so is every
-number). Floats are compared to a relative 1e-5 (absolute 1e-6
+number); and the refusal config's two new keys for matched training (`match_target: null`,
+`check_every`), off in this preset. Floats are compared to a relative 1e-5 (absolute 1e-6
 near zero): on the two-core machines that took the snapshot and run CI they are bit-identical, but
 the number of torch threads alone moves them by up to 2e-6 (measured: one thread against two),
 while a change in what is computed moves them far more.

@@ -1,5 +1,16 @@
 """The refusal study's sizes (`RefusalStudyConfig`, `REFUSAL_PRESETS`) and the token norm its ε is
-scaled by (`median_token_norm`)."""
+scaled by (`median_token_norm`).
+
+**Matched training** (`match_target`, the full preset): each variant trains until its refusal
+rate on the held-out harmful *selection* split (greedy, `sweep_new_tokens` tokens, substring rule)
+reaches `match_target`, checked every `check_every` steps, or until `steps` (then a cap); the
+attack split stays untouched for the attacks. The rates at each check, the steps taken and the
+over-refusal on harmless prompts (the transfer rows' harmless rate) are reported.
+
+**ε rule** (decided before any result): AT's and LAT's ε is `epsilon_fraction` (0.05) × the base
+model's median prompt-token norm at the perturbed hook, the same for every seed; a variant that
+misses the refusal target within the cap is reported as such (the R3–R5 precondition), not re-tuned.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +47,8 @@ class RefusalStudyConfig:
     sweep_new_tokens: int = 16
     svd_k: int = 10
     max_length: int = 128
+    match_target: float | None = None
+    check_every: int = 8
 
     def __post_init__(self) -> None:
         if (
@@ -52,6 +65,10 @@ class RefusalStudyConfig:
             or not self.epsilon_fraction > 0
         ):
             raise ConfigError(f"every size in RefusalStudyConfig must be positive: {self}")
+        if self.match_target is not None and not 0 < self.match_target <= 1:
+            raise ConfigError(f"match_target must lie in (0, 1], got {self.match_target}")
+        if self.check_every < 1:
+            raise ConfigError(f"check_every must be at least 1, got {self.check_every}")
         if self.svd_k < 2 or len(self.splits) != 3:
             raise ConfigError("RefusalStudyConfig needs svd_k ≥ 2 and three splits (directions, selection, attack)")
 
@@ -65,6 +82,7 @@ class RefusalStudyConfig:
 
 REFUSAL_PRESETS = {
     "quick": RefusalStudyConfig(),
+    "full": RefusalStudyConfig(steps=64, match_target=0.8, check_every=8),
     "tiny": RefusalStudyConfig(
         steps=4,
         pgd_steps=2,
@@ -75,6 +93,19 @@ REFUSAL_PRESETS = {
         max_new_tokens=6,
         sweep_new_tokens=4,
         max_length=512,
+    ),
+    "tiny-full": RefusalStudyConfig(
+        steps=8,
+        pgd_steps=2,
+        splits=(16, 6, 8),
+        candidate_stride=1,
+        candidate_positions=2,
+        sweep_stride=2,
+        max_new_tokens=6,
+        sweep_new_tokens=4,
+        max_length=512,
+        match_target=0.8,
+        check_every=4,
     ),
 }
 

@@ -87,7 +87,15 @@ def train_variant(ctx: TaskContext, *, label: str, data: dict[str, Any], config:
     base = ModelAnalysis.load(ctx.folder / ANALYSIS_DIR / "base")
     layer, position = base.selection.chosen
     tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_length=cfg.max_length)
-    train(
+    checks: list[dict[str, float]] = []
+
+    def reached(model: Any, step: int) -> bool:
+        rate = refusal_rate(model, sel_h, max_new_tokens=cfg.sweep_new_tokens, progress=False).rate.mean
+        checks.append({"step": step, "refusal": rate})
+        return cfg.match_target is not None and rate >= cfg.match_target
+
+    sel_h = _sets(data, cfg)[1][0]
+    run = train(
         ctx.model,
         list(d.train),
         condition(ctx.model, d, cfg, label),
@@ -97,7 +105,12 @@ def train_variant(ctx: TaskContext, *, label: str, data: dict[str, Any], config:
         name=label,
         resume=True,
         progress=ctx.progress,
+        until=reached if cfg.match_target is not None else None,
+        check_every=cfg.check_every,
     )
+    if cfg.match_target is not None:  # the refusal at each check, beside the run's own record
+        run.provenance["matching"] = checks
+        run.save(ctx.folder / RUNS_DIR / label)
 
 
 def variant_done(folder: Path, *, label: str, **_: Any) -> bool:

@@ -35,6 +35,11 @@ def _training_rows(study: Any) -> list[dict[str, Any]]:
                 "ε (per-token L2)": c.epsilon if adversarial else "—",
                 "PGD steps": c.steps if adversarial else "—",
                 "steps": len(run.losses),
+                **(
+                    {"refusal on the matching split at each check": run.provenance["matching"]}
+                    if "matching" in run.provenance
+                    else {}
+                ),
                 "loss before": start,
                 "loss after": end,
                 "normalised pressure along r̂ (base direction layer)": pressure,

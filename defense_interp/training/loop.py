@@ -24,7 +24,7 @@ checkpointing every `checkpoint_every`), measure the end and assemble the `Run`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,6 +274,8 @@ def train(
     probe_conditions: Sequence[Condition] | None = None,
     resume: bool = False,
     progress: bool = True,
+    until: Callable[[Any, int], bool] | None = None,
+    check_every: int = 8,
 ) -> Run:
     """Fine-tune a copy of `model` on `data` (conversations, or a Trait's training data) under
     `condition` (default Baseline) and return the `Run`, written to `out` if given.
@@ -289,6 +291,10 @@ def train(
     its test-time expression after training is reused as "before" when its evaluation settings match.
     `probe_conditions`: conditions probed at `config.probe_steps` (default: Baseline and `condition`).
     `name` defaults to the condition's label (`two_stage_<label>` with `init`).
+
+    `until(model, steps_done)`: asked every `check_every` steps (the model in eval mode, no
+    intervention active); training stops early when it returns True (`config.steps` is then a cap,
+    and the run records `provenance["stopped_at"]`: the step it stopped at, None if it ran to the cap).
 
     With `out`, a checkpoint is written every `config.checkpoint_every` steps (`checkpoint.py`);
     `resume=True` continues from it (same model, condition, config and data, else `RunError`) and
@@ -330,13 +336,23 @@ def train(
         initial=start,
         total=cfg.steps,
     )
+    if check_every < 1:
+        raise ConfigError(f"check_every must be at least 1, got {check_every}")
+    stopped = None
     work.train()
     for step in bar:
         session.probe(run, probe_convs, step)
         bar.set_postfix(loss=f"{session.step(run, step, out):.3f}")
+        if until is not None and (step + 1) % check_every == 0 and step + 1 < cfg.steps:
+            work.eval()
+            reached = until(work, step + 1)
+            work.train()
+            if reached:
+                stopped = step + 1
+                break
         if out is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             save_checkpoint(out, session.checkpoint(step + 1, before, loss_start, fingerprint))
-    session.probe(run, probe_convs, cfg.steps)
+    session.probe(run, probe_convs, stopped or cfg.steps)
     work.eval()
 
     loss_end = loss_estimates(work, loss_convs, run.condition, cfg)
@@ -357,7 +373,10 @@ def train(
         loss_table={"start": loss_start, "end": loss_end},
         probes=tuple(session.probes),
         init=None if init is None else init.name,
-        provenance=_provenance(run, session, init, answers, started),
+        provenance={
+            **_provenance(run, session, init, answers, started),
+            **({"stopped_at": stopped} if until is not None else {}),
+        },
     )
     if out is not None:
         result = result.save(out, trained={n: p.detach() for n, p in session.trainable}, axes=run.axes)

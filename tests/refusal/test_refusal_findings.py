@@ -126,3 +126,8 @@ def test_tiny_full_preset_runs_end_to_end(tmp_path):
     assert configs == [0, 1, 2]
     report = (out / "report.html").read_text()
     assert report.index("Findings") < report.index("Summary per seed")
+    # matched training: each variant checked on the selection split every 4 steps, up to the cap of 8
+    run = json.loads((out / "seed1" / "runs" / "lat" / "run.json").read_text())
+    assert [c["step"] for c in run["provenance"]["matching"]] == [4]
+    stopped = run["provenance"]["stopped_at"]
+    assert (stopped is None and len(run["losses"]) == 8) or (stopped == 4 and len(run["losses"]) == 4)

@@ -1,0 +1,45 @@
+"""`train(until=...)`: training that stops once a condition holds (matched training)."""
+
+import pytest
+
+import defense_interp as di
+from defense_interp.errors import ConfigError
+
+
+def test_training_stops_when_until_says_so_and_records_where(tiny, trait, random_axes, tmp_path):
+    seen = []
+
+    def until(model, steps):
+        seen.append((steps, model.training))
+        return steps >= 4
+
+    cfg = di.TrainConfig(steps=10, batch_size=2, loss_examples=2, checkpoint_every=0)
+    run = di.train(
+        tiny,
+        trait.train_data[:8],
+        di.Baseline(),
+        cfg,
+        out=tmp_path / "r",
+        axes=random_axes,
+        until=until,
+        check_every=2,
+        progress=False,
+    )
+    assert seen == [(2, False), (4, False)]  # asked every two steps, in eval mode
+    assert len(run.losses) == 4 and run.provenance["stopped_at"] == 4
+    assert di.Run.load(tmp_path / "r").provenance["stopped_at"] == 4
+    capped = di.train(
+        tiny,
+        trait.train_data[:8],
+        di.Baseline(),
+        cfg,
+        axes=random_axes,
+        until=lambda m, s: False,
+        check_every=3,
+        progress=False,
+    )
+    assert len(capped.losses) == 10 and capped.provenance["stopped_at"] is None
+    # the steps before the stop are the uninterrupted run's steps
+    assert capped.losses[:4] == pytest.approx(run.losses)
+    with pytest.raises(ConfigError):
+        di.train(tiny, trait.train_data[:8], di.Baseline(), cfg, axes=random_axes, until=until, check_every=0)
