@@ -3,14 +3,15 @@
 
 `snapshots/findings_tiny_full.json` is `defense-interp study --preset full --model tiny` and
 `snapshots/refusal_tiny.json` is `defense-interp refusal --model tiny`, both from that commit. Only
-version and wall-time fields may differ, and one intended change: the refusal snapshot's
-tiny-model weights hash, since the tiny model's context grew from 1024 to 2048 positions (for
-judge prompts; the first 1024 position rows and every other weight are unchanged, and so is every
-number); and the refusal config's two new keys for matched training (`match_target: null`,
-`check_every`), off in this preset. Floats are compared to a relative 1e-5 (absolute 1e-6
-near zero): on the two-core machines that took the snapshot and run CI they are bit-identical, but
-the number of torch threads alone moves them by up to 2e-6 (measured: one thread against two),
-while a change in what is computed moves them far more.
+version and wall-time fields may differ, and these intended changes of the refusal snapshot: the
+tiny model's weights hash (its context grew from 1024 to 2048 positions for judge prompts; the
+first 1024 position rows and every other weight are unchanged, and so is every number); the
+config's new keys for matched training and direction selection (`match_target: null`,
+`check_every`, `selection: "logodds"`: off in this preset); and each selection's `scoring:
+"logodds"` (how its candidates were scored, as before). Floats are compared to a relative 1e-5
+(absolute 1e-6 near zero): on the two-core machines that took the snapshot and run CI they are
+bit-identical, but the number of torch threads alone moves them by up to 2e-6 (measured: one
+thread against two), while a change in what is computed moves them far more.
 """
 
 import json

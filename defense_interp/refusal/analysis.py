@@ -122,6 +122,8 @@ def analyse_refusal(
         sel_s,
         layers=cand_layers,
         positions=directions.positions[-config.candidate_positions :],
+        scoring=config.selection,
+        new_tokens=config.sweep_new_tokens,
         progress=progress,
     )
     sweep = layer_sweep(

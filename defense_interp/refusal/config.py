@@ -10,6 +10,10 @@ over-refusal on harmless prompts (the transfer rows' harmless rate) are reported
 **ε rule** (decided before any result): AT's and LAT's ε is `epsilon_fraction` (0.05) × the base
 model's median prompt-token norm at the perturbed hook, the same for every seed; a variant that
 misses the refusal target within the cap is reported as such (the R3–R5 precondition), not re-tuned.
+
+**Direction selection** (`selection`): "logodds" (the quick presets), or "auto" (the full presets):
+scored from generations when the first-token log-odds fail the separation test
+(`directions.select_direction`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class RefusalStudyConfig:
     max_length: int = 128
     match_target: float | None = None
     check_every: int = 8
+    selection: str = "logodds"
 
     def __post_init__(self) -> None:
         if (
@@ -67,6 +72,8 @@ class RefusalStudyConfig:
             raise ConfigError(f"every size in RefusalStudyConfig must be positive: {self}")
         if self.match_target is not None and not 0 < self.match_target <= 1:
             raise ConfigError(f"match_target must lie in (0, 1], got {self.match_target}")
+        if self.selection not in ("logodds", "generation", "auto"):
+            raise ConfigError(f"selection must be 'logodds', 'generation' or 'auto', got {self.selection!r}")
         if self.check_every < 1:
             raise ConfigError(f"check_every must be at least 1, got {self.check_every}")
         if self.svd_k < 2 or len(self.splits) != 3:
@@ -82,7 +89,7 @@ class RefusalStudyConfig:
 
 REFUSAL_PRESETS = {
     "quick": RefusalStudyConfig(),
-    "full": RefusalStudyConfig(steps=64, match_target=0.8, check_every=8),
+    "full": RefusalStudyConfig(steps=64, match_target=0.8, check_every=8, selection="auto"),
     "tiny": RefusalStudyConfig(
         steps=4,
         pgd_steps=2,
@@ -106,6 +113,7 @@ REFUSAL_PRESETS = {
         max_length=512,
         match_target=0.8,
         check_every=4,
+        selection="auto",
     ),
 }
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import defense_interp as di
-from defense_interp.data.chat import encode_prompts
+from defense_interp.data.chat import encode_prompts, instruction_prompts
 from defense_interp.forward import last_token_logits
 from defense_interp.metrics import next_token_kl, proportion_ci, refusal_log_odds
 from defense_interp.refusal import post_instruction_positions
@@ -272,6 +272,42 @@ def test_selection_scores_match_direct_measurement_and_follow_the_rule(tiny, tin
         tiny, tiny_directions, HARMFUL[4:], HARMLESS[4:], layers=[0], positions=[-1], kl_threshold=-1.0
     )
     assert strict.fallback and "lowest bypass overall" in strict.rule
+
+
+def test_generation_scored_selection_matches_direct_measurement_and_its_rule(tiny, tiny_directions, monkeypatch):
+    from defense_interp.refusal import directions as directions_module
+
+    kw = dict(layers=[0, 1, 3], positions=[-2, -1], new_tokens=4, max_layer_fraction=0.7)
+    sel = di.select_direction(tiny, tiny_directions, HARMFUL[4:], HARMLESS[4:], scoring="generation", **kw)
+    assert sel.scoring == "generation" and "refusal rate of generations" in sel.rule
+    r = tiny_directions.direction(1, -1)
+    with di.ablate_direction(tiny, r):
+        answers = di.generate_answers(tiny, instruction_prompts(HARMFUL[4:]), max_new_tokens=4, progress=False)
+    assert float(sel.bypass[1, 1]) == sum(map(di.is_refusal, answers)) / len(answers)
+    assert ((sel.bypass >= 0) & (sel.bypass <= 1)).all()
+    assert di.DirectionSelection.from_dict(json.loads(json.dumps(sel.to_dict()))).to_dict() == sel.to_dict()
+    # the rule on planted rates: the lowest bypass among the kept (layer 3 is too deep), ties to the lower layer
+    planted = {"HARMFUL": iter([0.5, 0.2, 0.2, 0.2, 0.0, 0.0]), "HARMLESS": iter([0.0] + [0.5] * 6)}
+
+    def rate(model, prompts, new_tokens, batch_size):
+        return next(planted["HARMFUL" if prompts == HARMFUL[4:] else "HARMLESS"])
+
+    monkeypatch.setattr(directions_module, "_generation_rate", rate)
+    ruled = di.select_direction(
+        tiny, tiny_directions, HARMFUL[4:], HARMLESS[4:], scoring="generation", kl_threshold=10.0, **kw
+    )
+    assert torch.allclose(ruled.bypass, torch.tensor([[0.5, 0.2], [0.2, 0.2], [0.0, 0.0]]))
+    assert ruled.kept.tolist() == [[True, True], [True, True], [False, False]]
+    assert ruled.chosen == (0, -1) and not ruled.fallback  # 0.2 at (0, -1) and layer 1; the lower layer wins
+
+
+def test_auto_selection_uses_generations_when_the_log_odds_do_not_separate(tiny, tiny_directions):
+    sel = di.select_direction(
+        tiny, tiny_directions, HARMFUL[4:], HARMLESS[4:], layers=[1], positions=[-1], scoring="auto", new_tokens=2
+    )
+    separated = sel.baseline_harmful.low > sel.baseline_harmless.high
+    assert sel.scoring == ("logodds" if separated else "generation")
+    assert not separated  # a random model does not refuse harmful prompts more often
 
 
 def test_activation_addition_shifts_by_the_raw_direction(tiny):
