@@ -24,14 +24,7 @@ from defense_interp.refusal.attack import (
     transfer_matrix,
 )
 from defense_interp.refusal.config import REFUSAL_PRESETS, RefusalStudyConfig
-from defense_interp.refusal.directions import (
-    DirectionSelection,
-    RefusalDirections,
-    ablate_direction,
-    add_direction,
-    refusal_directions,
-    select_direction,
-)
+from defense_interp.refusal.directions import RefusalDirections, ablate_direction, add_direction, refusal_directions
 from defense_interp.refusal.judges import (
     REFUSAL_STARTS,
     REFUSAL_SUBSTRINGS,
@@ -39,6 +32,7 @@ from defense_interp.refusal.judges import (
     is_refusal,
     refusal_token_ids,
 )
+from defense_interp.refusal.selection import DirectionSelection, select_direction
 from defense_interp.refusal.stored import StoredSVD, load_activations, stored_svd, write_svd_report
 from defense_interp.refusal.study import RefusalStudy, run_refusal_study
 

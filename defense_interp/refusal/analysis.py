@@ -15,12 +15,8 @@ from defense_interp.metrics.svd import DifferenceSVD, difference_svd
 from defense_interp.models import model_identity
 from defense_interp.refusal.activations import collect_activations
 from defense_interp.refusal.attack import LayerSweep, layer_sweep
-from defense_interp.refusal.directions import (
-    DirectionSelection,
-    RefusalDirections,
-    refusal_directions,
-    select_direction,
-)
+from defense_interp.refusal.directions import RefusalDirections, refusal_directions
+from defense_interp.refusal.selection import DirectionSelection, select_direction
 
 if TYPE_CHECKING:
     from defense_interp.refusal.config import RefusalStudyConfig

@@ -43,8 +43,8 @@ from defense_interp.models import model_identity
 from defense_interp.refusal.analysis import ModelAnalysis
 from defense_interp.refusal.attack import RefusalRate, TransferMatrix
 from defense_interp.refusal.config import REFUSAL_PRESETS, RefusalStudyConfig, median_token_norm
-from defense_interp.refusal.directions import DirectionSelection
 from defense_interp.refusal.findings import assess_refusal
+from defense_interp.refusal.selection import DirectionSelection
 from defense_interp.refusal.tasks import ANALYSIS_DIR, JUDGED_FILE, RUNS_DIR, TRANSFER_DIR
 from defense_interp.training import LAT, Run
 

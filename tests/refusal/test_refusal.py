@@ -275,7 +275,7 @@ def test_selection_scores_match_direct_measurement_and_follow_the_rule(tiny, tin
 
 
 def test_generation_scored_selection_matches_direct_measurement_and_its_rule(tiny, tiny_directions, monkeypatch):
-    from defense_interp.refusal import directions as directions_module
+    from defense_interp.refusal import selection as selection_module
 
     kw = dict(layers=[0, 1, 3], positions=[-2, -1], new_tokens=4, max_layer_fraction=0.7)
     sel = di.select_direction(tiny, tiny_directions, HARMFUL[4:], HARMLESS[4:], scoring="generation", **kw)
@@ -292,7 +292,7 @@ def test_generation_scored_selection_matches_direct_measurement_and_its_rule(tin
     def rate(model, prompts, new_tokens, batch_size):
         return next(planted["HARMFUL" if prompts == HARMFUL[4:] else "HARMLESS"])
 
-    monkeypatch.setattr(directions_module, "_generation_rate", rate)
+    monkeypatch.setattr(selection_module, "_generation_rate", rate)
     ruled = di.select_direction(
         tiny, tiny_directions, HARMFUL[4:], HARMLESS[4:], scoring="generation", kl_threshold=10.0, **kw
     )
