@@ -18,7 +18,7 @@ scored from generations when the first-token log-odds fail the separation test
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -87,34 +87,22 @@ class RefusalStudyConfig:
         return from_json_fields(cls, record)
 
 
+_TINY = RefusalStudyConfig(
+    steps=4,
+    pgd_steps=2,
+    splits=(16, 6, 8),
+    candidate_stride=1,
+    candidate_positions=2,
+    sweep_stride=2,
+    max_new_tokens=6,
+    sweep_new_tokens=4,
+    max_length=512,
+)
 REFUSAL_PRESETS = {
     "quick": RefusalStudyConfig(),
     "full": RefusalStudyConfig(steps=64, match_target=0.8, check_every=8, selection="auto"),
-    "tiny": RefusalStudyConfig(
-        steps=4,
-        pgd_steps=2,
-        splits=(16, 6, 8),
-        candidate_stride=1,
-        candidate_positions=2,
-        sweep_stride=2,
-        max_new_tokens=6,
-        sweep_new_tokens=4,
-        max_length=512,
-    ),
-    "tiny-full": RefusalStudyConfig(
-        steps=8,
-        pgd_steps=2,
-        splits=(16, 6, 8),
-        candidate_stride=1,
-        candidate_positions=2,
-        sweep_stride=2,
-        max_new_tokens=6,
-        sweep_new_tokens=4,
-        max_length=512,
-        match_target=0.8,
-        check_every=4,
-        selection="auto",
-    ),
+    "tiny": _TINY,
+    "tiny-full": replace(_TINY, steps=8, match_target=0.8, check_every=4, selection="auto"),
 }
 
 

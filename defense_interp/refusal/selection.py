@@ -188,11 +188,7 @@ def select_direction(
             kl[i, j] = next_token_kl(base_safe, last_token_logits(model, harmless, batch_size=batch_size)).mean()
         with add_direction(model, r, layer=layers[i], point=directions.point):
             induce[i, j] = refusal_log_odds(last_token_logits(model, harmless, batch_size=batch_size), ids).mean()
-    low_layer = torch.tensor([l < max_layer_fraction * model.cfg.n_layers for l in layers])[:, None]
-    kept = (induce > induce_threshold) & (kl < kl_threshold) & low_layer  # False where NaN
-    if not bypass.isfinite().any():
-        raise ConfigError("every candidate direction has zero norm: harmful and harmless activations are identical")
-    pool = torch.where(kept if kept.any() else bypass.isfinite(), bypass, torch.full_like(bypass, float("inf")))
+    kept, pool = _keep(model, layers, bypass, induce > induce_threshold, kl < kl_threshold, max_layer_fraction)
     flat = int(pool.argmin())
     chosen = (layers[flat // shape[1]], positions[flat % shape[1]])
     return DirectionSelection(
@@ -210,6 +206,20 @@ def select_direction(
         directions.point,
         (len(harmful), len(harmless)),
     )
+
+
+def _keep(
+    model: Any, layers: Sequence[int], bypass: Tensor, induces: Tensor, quiet: Tensor, max_layer_fraction: float
+) -> tuple[Tensor, Tensor]:
+    """The kept candidates (they induce refusal, keep the KL guard and lie below the layer limit;
+    False where NaN) and the bypass scores to choose from: the kept ones, or every measured one
+    when none is kept (the fallback); +inf elsewhere."""
+    if not bypass.isfinite().any():
+        raise ConfigError("every candidate direction has zero norm: harmful and harmless activations are identical")
+    low_layer = torch.tensor([l < max_layer_fraction * model.cfg.n_layers for l in layers])[:, None]
+    kept = induces & quiet & low_layer
+    pool = torch.where(kept if kept.any() else bypass.isfinite(), bypass, torch.full_like(bypass, float("inf")))
+    return kept, pool
 
 
 def _generation_rate(model: Any, prompts: Sequence[str], new_tokens: int, batch_size: int) -> float:
@@ -250,11 +260,7 @@ def _select_by_generation(
             kl[i, j] = next_token_kl(base_safe, last_token_logits(model, harmless, batch_size=batch_size)).mean()
         with add_direction(model, r, layer=layers[i], point=directions.point):
             induce[i, j] = _generation_rate(model, harmless, new_tokens, batch_size)
-    if not bypass.isfinite().any():
-        raise ConfigError("every candidate direction has zero norm: harmful and harmless activations are identical")
-    low_layer = torch.tensor([l < max_layer_fraction * model.cfg.n_layers for l in layers])[:, None]
-    kept = (induce > safe_rate) & (kl < kl_threshold) & low_layer
-    pool = torch.where(kept if kept.any() else bypass.isfinite(), bypass, torch.full_like(bypass, float("inf")))
+    kept, pool = _keep(model, layers, bypass, induce > safe_rate, kl < kl_threshold, max_layer_fraction)
     best = float(pool.min())
     ties = [(i, j) for i, j in cells if float(pool[i, j]) == best]
     i, j = min(ties, key=lambda c: (c[0], -c[1]))  # the lower layer, then the later position
