@@ -51,13 +51,14 @@ def projection_score(
     max_new_tokens: int = 40,
     seed: int = 0,
     batch_size: int = 16,
+    system_prompt: str | None = None,
 ) -> tuple[Estimate, list[str]]:
     """The projection score and the generated answers (greedy decoding; `seed` is recorded for
-    sampled variants)."""
+    sampled variants); `system_prompt`: a system message in every prompt (None: none)."""
     if not questions:
         raise DataError("projection score needs at least one evaluation question")
     layer = axes.layer if layer is None else layer
-    prompts = [[{"role": "user", "content": q}] for q in questions]
+    prompts = [_prompt(q, system_prompt) for q in questions]
     answers = generate_answers(
         model, prompts, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, desc="eval: generating"
     )
@@ -67,8 +68,14 @@ def projection_score(
     return mean_ci(proj, over="eval questions", keep=True), answers
 
 
-def contrast_score(model: Any, trait: Trait, *, batch_size: int = 16) -> Estimate:
-    """The contrast score over the trait's eval pairs (needs reference answers)."""
+def _prompt(question: str, system_prompt: str | None) -> list[dict[str, str]]:
+    user = [{"role": "user", "content": question}]
+    return user if system_prompt is None else [{"role": "system", "content": system_prompt}, *user]
+
+
+def contrast_score(model: Any, trait: Trait, *, batch_size: int = 16, system_prompt: str | None = None) -> Estimate:
+    """The contrast score over the trait's eval pairs (needs reference answers); `system_prompt`:
+    a system message before every question (None: none)."""
     if not trait.eval_pairs:
         raise DataError(f"trait {trait.name!r} has no eval pairs with trait/neutral reference answers")
     dev = model_device(model)
@@ -78,8 +85,7 @@ def contrast_score(model: Any, trait: Trait, *, batch_size: int = 16) -> Estimat
         nll = {}
         for kind in ("trait", "neutral"):
             convs = [
-                [{"role": "user", "content": e.question}, {"role": "assistant", "content": getattr(e, kind)}]
-                for e in chunk
+                [*_prompt(e.question, system_prompt), {"role": "assistant", "content": getattr(e, kind)}] for e in chunk
             ]
             b = encode_chat(model, convs).to(dev)
             with torch.no_grad():

@@ -25,7 +25,7 @@ Two template rules make every chat model usable the same way:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -56,16 +56,23 @@ _PLAIN_HEAD = {"system": "### System:\n", "user": "### User:\n", "assistant": "#
 
 @dataclass(frozen=True)
 class ChatBatch:
-    """A padded batch. `tokens`/`attention_mask`/`response_mask` are `[batch, pos]`."""
+    """A padded batch. `tokens`/`attention_mask`/`response_mask` are `[batch, pos]`;
+    `system_mask` (from `encode_chat`) marks the tokens of the system messages' contents (inside the
+    first user turn for templates without a system role), None where not computed."""
 
     tokens: Int[Tensor, "batch pos"]
     attention_mask: Int[Tensor, "batch pos"]
     response_mask: Bool[Tensor, "batch pos"]
     padding_side: str
+    system_mask: Bool[Tensor, "batch pos"] | None = None
 
     def to(self, device: torch.device | str) -> ChatBatch:
         return ChatBatch(
-            self.tokens.to(device), self.attention_mask.to(device), self.response_mask.to(device), self.padding_side
+            self.tokens.to(device),
+            self.attention_mask.to(device),
+            self.response_mask.to(device),
+            self.padding_side,
+            None if self.system_mask is None else self.system_mask.to(device),
         )
 
     @property
@@ -245,14 +252,17 @@ def encode_chat(
         raise DataError("no conversations to encode: the dataset is empty")
     rows: list[list[int]] = []
     masks: list[list[bool]] = []
+    systems: list[list[bool]] = []
     for conv in convs:
         text = render(tokenizer, conv)
         spans = _response_spans(tokenizer, conv, text)
         enc = tokenizer(text, add_special_tokens=_add_special(tokenizer), return_offsets_mapping=True)
         ids = list(enc["input_ids"])
         resp = [any(a <= s < b for a, b in spans) and e > s for s, e in enc["offset_mapping"]]
+        sys_spans = _system_spans(conv, text)
+        system = [any(s < b and e > a for a, b in sys_spans) for s, e in enc["offset_mapping"]]
         if max_length is not None and len(ids) > max_length:
-            ids, resp = ids[:max_length], resp[:max_length]
+            ids, resp, system = ids[:max_length], resp[:max_length], system[:max_length]
             if not any(resp):
                 raise DataError(
                     f"conversation {len(rows)} has {len(enc['input_ids'])} tokens; truncated to max_length="
@@ -260,8 +270,25 @@ def encode_chat(
                 )
         rows.append(ids)
         masks.append(resp)
+        systems.append(system)
     _check_context(rows, n_ctx, "conversation")
-    return _pad(tokenizer, rows, masks, padding_side)
+    batch = _pad(tokenizer, rows, masks, padding_side)
+    return replace(batch, system_mask=_pad(tokenizer, rows, systems, padding_side).response_mask)
+
+
+def _system_spans(conv: Conversation, text: str) -> list[tuple[int, int]]:
+    """Character spans of the system messages' contents in the rendered `text` (found in order;
+    a template without a system role has merged them into the first user turn)."""
+    spans, cursor = [], 0
+    for m in conv:
+        if m["role"] != "system" or not m["content"]:
+            continue
+        at = text.find(m["content"], cursor)
+        if at < 0:
+            raise DataError("the chat template changed a system message's text, so its tokens cannot be located")
+        spans.append((at, at + len(m["content"])))
+        cursor = at + len(m["content"])
+    return spans
 
 
 def encode_prompts(tokenizer: Any, conversations: Iterable[Any], *, padding_side: str = "left") -> ChatBatch:

@@ -14,7 +14,17 @@ from torch import Tensor
 
 from defense_interp.errors import ConfigError
 
-__all__ = ["Estimate", "cohens_d", "mean_ci", "paired_difference", "pool_seeds", "proportion_ci", "t_interval"]
+__all__ = [
+    "Estimate",
+    "bootstrap_ci",
+    "cohens_d",
+    "mean_ci",
+    "paired_difference",
+    "pool_seeds",
+    "proportion_ci",
+    "spearman",
+    "t_interval",
+]
 
 
 @dataclass(frozen=True)
@@ -154,3 +164,43 @@ def cohens_d(a: Tensor, b: Tensor) -> float:
         raise ConfigError("Cohen's d needs at least two samples in each group")
     pooled = ((a.numel() - 1) * a.var() + (b.numel() - 1) * b.var()) / (a.numel() + b.numel() - 2)
     return float((a.mean() - b.mean()) / pooled.clamp_min(1e-30).sqrt())
+
+
+def bootstrap_ci(
+    samples: Tensor,
+    statistic: Callable[[Tensor], Tensor],
+    *,
+    over: str,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> list[Estimate]:
+    """A statistic of the mean of `samples` (`[n, ...]`, e.g. per-example vectors) that is not
+    linear in them (a cosine, a share): `statistic(mean over rows) -> [k]` at the full sample, with a
+    percentile bootstrap interval over the rows (`n_boot` resamples drawn with `seed`), one
+    Estimate per entry. NaN bounds with fewer than two rows."""
+    x = samples.double()
+    n = int(x.shape[0])
+    point = statistic(x.mean(0)).double().flatten()
+    method = f"percentile bootstrap over {over}, {n_boot} resamples, {level:.0%}"
+    if n < 2:
+        return [Estimate(float(v), math.nan, math.nan, n, over, method) for v in point]
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, n, (n_boot, n), generator=g)
+    boot = torch.stack([statistic(x[i].mean(0)).double().flatten() for i in idx])  # [n_boot, k]
+    lo, hi = torch.quantile(boot, torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=torch.float64), dim=0)
+    return [Estimate(float(p), float(a), float(b), n, over, method) for p, a, b in zip(point, lo, hi, strict=True)]
+
+
+def spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman's rank correlation of two 1-D samples (Pearson's correlation of their ranks,
+    ties broken by order); NaN with fewer than three pairs or a constant sample."""
+    a, b = a.double().flatten(), b.double().flatten()
+    if a.numel() != b.numel():
+        raise ConfigError(f"spearman needs samples of one length, got {a.numel()} and {b.numel()}")
+    if a.numel() < 3:
+        return math.nan
+    ra, rb = (x.argsort().argsort().double() for x in (a, b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(ra.norm() * rb.norm())
+    return math.nan if den == 0 or a.unique().numel() < 2 or b.unique().numel() < 2 else float(ra @ rb) / den

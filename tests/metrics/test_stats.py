@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -116,3 +118,29 @@ def test_t_interval_matches_mean_ci_elementwise():
     )
     x[:4, 1, 1] = float("nan")
     assert torch.isnan(t_interval(x)[1][1, 1]) and not torch.isnan(t_interval(x)[0][1, 1])
+
+
+def test_spearman_of_planted_monotone_relations():
+    from defense_interp.metrics.stats import spearman
+
+    x = torch.tensor([0.3, -1.0, 2.0, 5.0, 0.0])
+    assert spearman(x, x**3) == pytest.approx(1.0)
+    assert spearman(x, -torch.exp(x)) == pytest.approx(-1.0)
+    assert math.isnan(spearman(x[:2], x[:2])) and math.isnan(spearman(x, torch.ones(5)))
+    ranks = lambda v: torch.tensor(np.argsort(np.argsort(v.numpy())), dtype=torch.float64)  # noqa: E731
+    y = torch.tensor([1.0, 0.5, -0.2, 3.0, 2.5])
+    assert spearman(x, y) == pytest.approx(float(np.corrcoef(ranks(x), ranks(y))[0, 1]))
+
+
+def test_bootstrap_interval_of_a_nonlinear_statistic_of_the_mean():
+    from defense_interp.metrics.stats import bootstrap_ci
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(40, 3, generator=g) + torch.tensor([2.0, 0.0, 0.0])
+    norm = lambda m: m.norm()[None]  # noqa: E731
+    (est,) = bootstrap_ci(rows, norm, over="examples")
+    assert est.mean == pytest.approx(float(rows.double().mean(0).norm())) and est.n == 40
+    assert est.low < est.mean < est.high and est.high - est.low < 1.0
+    assert bootstrap_ci(rows, norm, over="examples") == [est]  # seeded: reproducible
+    (one,) = bootstrap_ci(rows[:1], norm, over="examples")
+    assert math.isnan(one.low) and one.mean == pytest.approx(float(rows[0].double().norm()))

@@ -34,6 +34,9 @@ def every_condition(axes):
         di.GradientEdit(axes, layer=0, mode="amplify", magnitude=0.5),
         di.LAT(layer=2, epsilon=1.5, steps=2),
         di.EmbeddingAT(epsilon=0.5, steps=3),
+        di.InducedSteering(axes, shift=torch.linspace(-1, 1, 16).tolist(), part="off_axis", coef=0.5),
+        di.InducedSteering(axes, layer=1),
+        di.AttentionKnockout(layers=[0, 2, 3]),
     ]
 
 
