@@ -5,7 +5,8 @@
 without and with `prompt` as its system message (the same response tokens), and keeps:
 
 * **H1, the induced shift.** Per example `i` and layer `l`, at `blocks.{l}.hook_{point}`, the mean
-  over its response tokens (those both passes keep within `max_length`) of `h_l(with) − h_l(without)`; the shift `s_l` is their mean over examples.
+  over its response tokens (those both passes keep within `max_length`) of `h_l(with) −
+  h_l(without)`; the shift `s_l` is their mean over examples.
   Per layer: IP's *effective α* `⟨s_l, v̂_l⟩ / ‖v_l‖` (in the units of PPS's α; t-interval over
   examples: it is linear in them), `cos(s_l, v_l)` and the axis share `⟨s_l, v̂_l⟩² / ‖s_l‖²`
   (percentile bootstrap over examples).

@@ -31,8 +31,8 @@ from defense_interp.training.conditions import (
 )
 from defense_interp.training.config import TrainConfig
 from defense_interp.training.loop import train
-from defense_interp.training.mechanism import AttentionKnockout, InducedSteering
 from defense_interp.training.measure import loss_estimates, measure_expression
+from defense_interp.training.mechanism import AttentionKnockout, InducedSteering
 from defense_interp.training.probe import GradientProbe, probe_gradients
 from defense_interp.training.runs import Run
 
