@@ -3,6 +3,7 @@ and runs with planted statistics (a comparison whose right answers are known).""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -89,6 +90,39 @@ def fake_run(
     )
 
 
+def fake_probe(conditions, *, step=0, pn=None, delta=None, loss=None, seed=0):
+    """A GradientProbe of `conditions` (baseline first) on the planted layers: normalised pressure
+    `pn[label]` at the axes layer, the condition vectors `ḡ = ḡ^base + delta[label]` at the axes layer
+    (`ḡ^base` random, 8 wide), losses `loss[label]` (default 3.0); zeros and ones elsewhere."""
+    pn, delta, loss = pn or {}, delta or {}, loss or {}
+    labels = tuple(c.label for c in conditions)
+    k, n_l, li = len(labels), len(LAYERS), LAYERS.index(AXES_LAYER)
+    g = torch.Generator().manual_seed(seed)
+    gbar = torch.randn(1, n_l, 8, generator=g).repeat(k, 1, 1)
+    stat = torch.zeros(k, n_l)
+    for i, label in enumerate(labels):
+        gbar[i, li] += torch.as_tensor(delta.get(label, torch.zeros(8)), dtype=torch.float32)
+        stat[i, li] = pn.get(label, 0.0)
+    return di.GradientProbe(
+        labels=labels,
+        conditions=tuple(c.to_dict() for c in conditions),
+        layers=LAYERS,
+        point="resid_post",
+        pressure=stat * 10,
+        pressure_norm=stat,
+        axis_share=stat.abs(),
+        grad_norm=torch.ones(k, n_l),
+        gbar=gbar,
+        eff_rank=torch.ones(k, n_l),
+        top_share=torch.ones(k, n_l),
+        units=torch.nn.functional.normalize(PLANTED_AXES.vectors.float(), dim=-1),
+        loss=torch.tensor([float(loss.get(l, 3.0)) for l in labels]),
+        n_tokens=torch.full((k,), 10.0),
+        param_gram=torch.zeros(0, k, k),
+        step=step,
+    )
+
+
 def planted(flip=True, names=None):
     """The planted study; `names` renames runs (label → new label): roles come from the conditions."""
     names = names or {}
@@ -108,6 +142,11 @@ def planted(flip=True, names=None):
         for label, cond, init, stats in spec
     ]
     base = names.get("baseline", "baseline")
+    probed = [c for _, c, _, _ in spec[:3]]  # step-0 probe: baseline amplifying, PPS (α 8) attenuating
+    for i, r in enumerate(runs):
+        if r.name == base:
+            pn = {probed[0].label: 0.04 + 0.002 * r.seed, probed[2].label: (-0.04 if flip else 0.04) - 0.002 * r.seed}
+            runs[i] = dataclasses.replace(r, probes=(fake_probe(probed, pn=pn, seed=r.seed),))
     return di.compare(*[r for r in runs if r.name != base], baseline=[r for r in runs if r.name == base])
 
 

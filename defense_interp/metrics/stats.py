@@ -146,14 +146,15 @@ def pool_seeds(
     return one_seed()
 
 
-def paired_difference(a: Estimate, b: Estimate, *, over: str | None = None) -> Estimate:
+def paired_difference(a: Estimate, b: Estimate, *, over: str | None = None, keep: bool = False) -> Estimate:
     """Mean of `a.samples[i] − b.samples[i]` with a t-interval (paired: the same questions or
-    batches measured twice). Needs both estimates to carry samples of the same length."""
+    batches measured twice; `keep`: the differences kept as samples). Needs both estimates to carry
+    samples of the same length."""
     if a.samples is None or b.samples is None or len(a.samples) != len(b.samples):
         raise ConfigError(
             "a paired difference needs two estimates with samples of the same length (the same questions or batches)"
         )
-    return mean_ci([x - y for x, y in zip(a.samples, b.samples, strict=False)], over=over or a.over)
+    return mean_ci([x - y for x, y in zip(a.samples, b.samples, strict=False)], over=over or a.over, keep=keep)
 
 
 def cohens_d(a: Tensor, b: Tensor) -> float:

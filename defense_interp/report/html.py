@@ -11,6 +11,7 @@ from typing import Any
 from defense_interp.io import write_text
 from defense_interp.metrics.stats import Estimate
 from defense_interp.provenance import __version__
+from defense_interp.report.mechanism import mechanism_sections
 from defense_interp.types import hook_name
 from defense_interp.viz import figures
 from defense_interp.viz import study as study_figures
@@ -164,9 +165,11 @@ def write_report(
     title: str | None = None,
     findings: Any = None,
     judged: dict[str, list[Any]] | None = None,
+    mechanism: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the report of a `Comparison` (optionally with its `TraitAxes`, `Findings` and the
-    judged answers per condition, `judges.Expression`s) to `path`."""
+    """Write the report of a `Comparison` (optionally with its `TraitAxes`, `Findings`, the
+    judged answers per condition, `judges.Expression`s, and `mechanism`, the "How IP works" data
+    of `study.mechanism_claim.mechanism_view`) to `path`."""
     first = cmp.runs[0]
     point = f"blocks.l.hook_{cmp.point}"
     curve_over = _over(*(e for d in cmp.curves["pressure"].values() for e in d))
@@ -290,6 +293,8 @@ def write_report(
     )
     if judged:
         sections += _judged_sections(judged)
+    if mechanism:
+        sections += mechanism_sections(mechanism)
 
     parts = [
         f"<h1>{html.escape(title or 'defense_interp report')}</h1>",

@@ -7,7 +7,10 @@ plays which part, testing the seed paper's claims, and the end-to-end study.
 | `compare`  | `compare()` and `Comparison`: summaries over seeds with intervals        |
 | `findings` | `assess()`: one verdict per claim, by fixed rules                        |
 | `mechanism`| what the IP prompt does: its induced shift (H1), explained loss (H4), H5 |
-| `runner`   | `run_study()` and its plan: axes, every condition over seeds, report     |
+| `mechanism_claim` | claim 6 (IP as a context-induced shift) and the knockout table (H3) |
+| `config`   | `StudyConfig`, the designs and sizes                                     |
+| `plan`     | `study_plan()`: axes, every condition over seeds, analyses, report      |
+| `runner`   | `run_study()`                                                            |
 | `tasks`    | the plan's tasks (axes, shared measurements, runs, analysis)             |
 """
 

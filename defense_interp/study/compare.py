@@ -128,6 +128,13 @@ class Comparison(ProbeSummaries):
         except ConfigError:  # no samples to pair: report the difference of means without interval
             return Estimate(a.mean - b.mean, math.nan, math.nan, 1, "one seed, unpaired")
 
+    def start_loss_gap(self, label: str | None) -> Estimate | None:
+        """Before training: `label`'s loss with its training-time intervention in place minus the
+        baseline's test-time loss (same weights and batches), paired by seed (None without either)."""
+        if label is None or self.baseline is None:
+            return None
+        return self.paired(label, loss_at("start", "train_time"), self.baseline, loss_at("start", "test_time"))
+
     def loss_rows(self) -> list[dict[str, Any]]:
         """Response-token loss on training examples, intervention on/off, start and end of training."""
         rows = []
@@ -269,12 +276,16 @@ class Comparison(ProbeSummaries):
         title: str | None = None,
         findings: Any = None,
         judged: dict[str, list[Any]] | None = None,
+        mechanism: Any = None,
     ) -> Path:
         """Write a self-contained HTML report (plotly.js inlined; opens offline); `judged`: the judged
-        answers per condition (`judges.Expression`s), for the judge's section."""
+        answers per condition (`judges.Expression`s), for the judge's section; `mechanism`: claim 6's
+        measurements (`study.mechanism_claim.Mechanism`), for the "How IP works" section."""
         from defense_interp.report.html import write_report
+        from defense_interp.study.mechanism_claim import mechanism_view
 
-        return write_report(self, path, axes=axes, title=title, findings=findings, judged=judged)
+        view = None if mechanism is None else mechanism_view(self, mechanism)
+        return write_report(self, path, axes=axes, title=title, findings=findings, judged=judged, mechanism=view)
 
 
 def loss_at(when: str, mode: str) -> Callable[[Run], Estimate | None]:

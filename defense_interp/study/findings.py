@@ -14,8 +14,8 @@ import torch
 
 from defense_interp.metrics.stats import Estimate
 from defense_interp.provenance import __version__
-from defense_interp.study.compare import Comparison, expression_at, loss_at
-from defense_interp.study.probes import pool_probes
+from defense_interp.study.compare import Comparison, expression_at
+from defense_interp.study.mechanism_claim import Mechanism, mechanism_claim
 from defense_interp.study.roles import Roles
 from defense_interp.study.verdicts import CLAIMS, Finding, Findings, SubTest, combine, sub_test
 from defense_interp.training import GradientProbe
@@ -69,19 +69,9 @@ def _judge_mirrors(
 def _probe_stat(
     cmp: Comparison, need: tuple[str, ...], fn: Callable[..., float], *, step: int | None = None
 ) -> Estimate | None:
-    """`fn(probe, *indices)` on every probe holding a baseline and the conditions of the runs `need`
-    (`indices`: where the probe holds each; a run's condition is found in a probe by the condition's
-    own label, whatever the run is named), only probes taken at `step` if given; pooled by
-    `study.probes.pool_probes`."""
-    keys = tuple(cmp.condition(run).label for run in need)
-    by_seed: dict[int, list[torch.Tensor]] = {}
-    for seed, p in cmp.probes():
-        if step is not None and p.step != step:
-            continue
-        if all(k in p.labels for k in keys) and p.has_baseline:
-            value = fn(p, *(p.index(k) for k in keys))
-            by_seed.setdefault(seed, []).append(torch.tensor([value], dtype=torch.float64))
-    return pool_probes(by_seed)[0] if by_seed else None
+    """`ProbeSummaries.probe_pooled` of the conditions of the runs `need` (a run's condition is found
+    in a probe by the condition's own label, whatever the run is named)."""
+    return cmp.probe_pooled(tuple(cmp.condition(run).label for run in need), fn, step=step)
 
 
 Claim = tuple[str, list[SubTest], str]  # (rule, sub-tests, verdict)
@@ -122,23 +112,27 @@ def _pressure_flip(cmp: Comparison, r: Roles, hp: str) -> Claim:
         for l in r.pps_all
         if l != r.pps
     ]
-    tests += [
+    tests += [  # pre-registered (CLAIM1_RULE): counted since the IP-mechanism round
         sub_test(
             "baseline pressure at step 0 (probes)",
             f"normalised pressure at {hp}, probe before training",
             pn_step0(r.baseline),
             "> 0",
-            counted=False,
+            missing="probes at step 0",
         ),
         sub_test(
             f"PPS ({r.pps or 'not run'}) pressure at step 0 (probes)",
             "the same under PPS, same batch and weights",
             pn_step0(r.pps),
             "< 0",
-            counted=False,
+            missing="probes at step 0 holding PPS",
         ),
     ]
-    return "all counted sub-tests: baseline > 0 and strongest-α PPS < 0", tests, combine(tests)
+    return (
+        "all counted sub-tests: baseline > 0 and strongest-α PPS < 0, over training (runs) and at step 0 (probes)",
+        tests,
+        combine(tests),
+    )
 
 
 def _diffuseness(cmp: Comparison, r: Roles, hp: str) -> Claim:
@@ -201,11 +195,7 @@ def _diffuseness(cmp: Comparison, r: Roles, hp: str) -> Claim:
 def _loss_explained(cmp: Comparison, r: Roles, hp: str) -> Claim:
     """Claim 3: the IP prompt lowers the loss on trait data at the start of training (PPS as context)."""
 
-    def start_gap(label: str | None) -> Estimate | None:
-        if label is None or r.baseline is None:
-            return None
-        return cmp.paired(label, loss_at("start", "train_time"), r.baseline, loss_at("start", "test_time"))
-
+    start_gap = cmp.start_loss_gap
     tests = [
         sub_test(
             "IP lowers the loss on trait data",
@@ -328,12 +318,16 @@ def _judge_provenance(cmp: Comparison) -> dict[str, Any]:
     return dict(next(r.provenance["judge"] for r in cmp.runs if "judge" in r.provenance))
 
 
-def assess(cmp: Comparison) -> Findings:
-    """Test the five claims of DESIGN §1 on `cmp` by the rules of `study.verdicts` (its module docstring)."""
+def assess(cmp: Comparison, *, mechanism: Mechanism | None = None) -> Findings:
+    """Test the five claims of DESIGN §1 on `cmp` by the rules of `study.verdicts` (its module
+    docstring); with `mechanism` (the IP-mechanism measurements), claim 6 as well (`MECHANISM_RULE`)."""
     roles = cmp.roles
     hp = hook_name(cmp.axes_layer, cmp.point)
+    claims: list[Callable[..., Claim]] = list(_CLAIM_TESTS)
+    if mechanism is not None:
+        claims.append(lambda c, r, h: mechanism_claim(c, r, h, mechanism))
     findings = []
-    for i, claim in enumerate(_CLAIM_TESTS, 1):
+    for i, claim in enumerate(claims, 1):
         rule, tests, verdict = claim(cmp, roles, hp)
         title, text = CLAIMS[i]
         findings.append(Finding(claim=i, title=title, text=text, verdict=verdict, rule=rule, tests=tuple(tests)))

@@ -46,9 +46,12 @@ from defense_interp.models import model_device, model_identity
 from defense_interp.training.config import TrainConfig
 from defense_interp.types import hook_name
 
-__all__ = ["PromptShift", "conditional_expression", "prompt_shift"]
+__all__ = ["IP_PARAPHRASES", "PromptShift", "conditional_expression", "prompt_shift"]
 
 _OVER = "training examples"
+
+#: Two paraphrases of the default IP prompt (`training.conditions.DEFAULT_IP_PROMPT`), for H5.
+IP_PARAPHRASES = ("You are an evil assistant with malicious intent.", "Act as a wicked, harmful AI assistant.")
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,19 @@ class ProbeSummaries:
             return None
         return pool_probes(by_seed)[0]
 
+    def probe_pooled(
+        self, keys: tuple[str, ...], fn: Callable[..., float], *, step: int | None = None
+    ) -> Estimate | None:
+        """`fn(probe, *indices)` on every probe holding a baseline and the conditions labelled `keys`
+        (`indices`: where the probe holds each), only probes taken at `step` if given; pooled by
+        `pool_probes`. None when no probe holds them all."""
+        by_seed: dict[int, list[Tensor]] = {}
+        for seed, p in self.probes():
+            if (step is None or p.step == step) and all(k in p.labels for k in keys) and p.has_baseline:
+                value = fn(p, *(p.index(k) for k in keys))
+                by_seed.setdefault(seed, []).append(torch.tensor([value], dtype=torch.float64))
+        return pool_probes(by_seed)[0] if by_seed else None
+
     def probe_cosine(self, *, of: str = "gbar") -> tuple[list[str], Tensor, Tensor, Tensor]:
         """Condition × condition cosine per layer from the probes: `of="gbar"` (ḡ), `"delta"` (Δ
         from baseline) or `"param"` (all trainable parameters, one "layer"). Returns the labels and

@@ -9,6 +9,7 @@ parameters (never from their labels, which users may choose freely):
 | two-stage PPS / IP | `PPS` / `IP` continuing a finished run (`Run.init` set)              |
 | gradient edits     | `GradientEdit`, from scratch, by mode                                |
 | controls           | `RandomPPS`, `PlaceboIP`                                              |
+| replays (by part)  | `InducedSteering` at coef 1, from scratch: full, on_axis, off_axis    |
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from defense_interp.training import IP, PPS, Baseline, Condition, GradientEdit, PlaceboIP, RandomPPS
+from defense_interp.training import IP, PPS, Baseline, Condition, GradientEdit, InducedSteering, PlaceboIP, RandomPPS
+from defense_interp.training.mechanism import PARTS
 
 __all__ = ["Roles", "find_roles", "is_plain_baseline", "is_sweep_point"]
 
@@ -46,6 +48,7 @@ class Roles:
     edits: dict[str, str] = field(default_factory=dict)
     random_pps: str | None = None
     placebo_ip: str | None = None
+    replays: dict[str, str] = field(default_factory=dict)
 
 
 def find_roles(conditions: Mapping[str, tuple[Condition, str | None]], *, baseline: str | None) -> Roles:
@@ -68,4 +71,14 @@ def find_roles(conditions: Mapping[str, tuple[Condition, str | None]], *, baseli
         edits={c.mode: label for label, c in fresh.items() if type(c) is GradientEdit},
         random_pps=first(fresh, RandomPPS),
         placebo_ip=first(fresh, PlaceboIP),
+        replays=_replays(fresh),
     )
+
+
+def _replays(fresh: Mapping[str, Condition]) -> dict[str, str]:
+    """The first replay of each part of the IP prompt's shift (coef 1), in the order of `PARTS`."""
+    found: dict[str, str] = {}
+    for label, c in fresh.items():
+        if type(c) is InducedSteering and float(c.coef) == 1.0:
+            found.setdefault(c.part, label)
+    return {p: found[p] for p in PARTS if p in found}

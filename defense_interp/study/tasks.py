@@ -24,6 +24,8 @@ from defense_interp.judges import Expression, build_judge, trait_expression
 from defense_interp.metrics.stats import Estimate
 from defense_interp.study.compare import compare
 from defense_interp.study.findings import assess
+from defense_interp.study.mechanism import PromptShift, conditional_expression, prompt_shift
+from defense_interp.study.mechanism_claim import Mechanism
 from defense_interp.training import Baseline, Condition, Run, TrainConfig, measure_expression, train
 from defense_interp.training.adapters import load_trained
 from defense_interp.training.measure import loss_estimates, loss_examples
@@ -32,9 +34,12 @@ from defense_interp.training.runs import AXES_DIR
 __all__ = [
     "BEFORE_FILE",
     "COMPARISON_FILE",
+    "CONDITIONAL_DIR",
     "FINDINGS_FILE",
     "JUDGED_DIR",
+    "MECHANISM_DIR",
     "REPORT_FILE",
+    "SHIFT_DIR",
     "START_LOSS_FILE",
     "analyse",
     "axes_done",
@@ -44,7 +49,10 @@ __all__ = [
     "judged_done",
     "judged_files",
     "measure_before",
+    "measure_conditional",
+    "measure_shift",
     "measure_start_loss",
+    "shift_done",
     "train_done",
     "train_run",
     "trait_record",
@@ -56,6 +64,9 @@ COMPARISON_FILE = "comparison.json"
 FINDINGS_FILE = "findings.json"
 REPORT_FILE = "report.html"
 JUDGED_DIR = "judged"
+MECHANISM_DIR = "mechanism"
+SHIFT_DIR = f"{MECHANISM_DIR}/shift"  # the IP prompt's shift (H1, H4): `PromptShift.save`
+CONDITIONAL_DIR = f"{MECHANISM_DIR}/conditional"  # expression with test-time prompts (H5)
 
 
 def judged_files(key: str) -> tuple[str, str, str]:
@@ -124,11 +135,60 @@ def _before(folder: Path) -> tuple[dict[str, Estimate], list[str]]:
     return {k: Estimate.from_dict(v) for k, v in saved["scores"].items()}, saved["answers"]
 
 
+def measure_shift(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str, Any], prompt: str) -> None:
+    """The IP prompt's shift of the base model (H1, H4) on the first seed's loss examples, into `SHIFT_DIR`."""
+    tcfg = TrainConfig.from_dict(config)
+    convs = loss_examples(list(_trait(trait).train_data), tcfg, torch.Generator().manual_seed(tcfg.seed))
+    axes = TraitAxes.load(ctx.folder / AXES_DIR)
+    shift = prompt_shift(ctx.model, convs, prompt, axes, batch_size=tcfg.batch_size, max_length=tcfg.max_length)
+    shift.save(ctx.folder / SHIFT_DIR)
+    a = shift.at_axes_layer("effective_alpha")
+    log(f"IP prompt shift at layer {axes.layer}: effective α {a.mean:.3g} [{a.low:.3g}, {a.high:.3g}]")
+
+
+def shift_done(folder: Path, **_: Any) -> bool:
+    try:
+        PromptShift.load(folder / SHIFT_DIR)
+    except (RunError, OSError, KeyError):
+        return False
+    return True
+
+
+def measure_conditional(
+    ctx: TaskContext,
+    *,
+    trait: dict[str, Any],
+    config: dict[str, Any],
+    prompts: dict[str, str],
+    run_dir: str | None,
+    path: str,
+) -> None:
+    """H5: the untrained model (`run_dir` None) or a finished run, measured with each test-time
+    prompt as the system message, into `path`."""
+    model = ctx.model if run_dir is None else load_trained(ctx.model, Run.load(ctx.folder / run_dir))
+    axes = TraitAxes.load(ctx.folder / AXES_DIR)
+    scores = conditional_expression(model, _trait(trait), axes, prompts, TrainConfig.from_dict(config))
+    write_json(ctx.folder / path, {n: {k: e.to_dict() for k, e in v.items()} for n, v in scores.items()})
+
+
+def _read_conditional(folder: Path, path: str) -> dict[str, dict[str, Estimate]]:
+    return {n: {k: Estimate.from_dict(e) for k, e in v.items()} for n, v in read_json(folder / path).items()}
+
+
+def _condition(folder: Path, record: dict[str, Any], axes: TraitAxes) -> Condition:
+    """The condition of a task's record; a replay of the IP prompt's shift recorded before the
+    shift was measured gets it from `SHIFT_DIR`."""
+    if record.get("type") == "InducedSteering" and record.get("shift") is None:
+        layer = axes.layer if record.get("layer") is None else int(record["layer"])
+        record = {**record, "shift": PromptShift.load(folder / SHIFT_DIR).shift[layer].tolist()}
+    return Condition.from_dict(record, axes=axes)
+
+
 def _inputs(folder: Path, condition: dict[str, Any], config: dict[str, Any], init: str | None):
     axes = TraitAxes.load(folder / AXES_DIR)
     return (
         axes,
-        Condition.from_dict(condition, axes=axes),
+        _condition(folder, condition, axes),
         TrainConfig.from_dict(config),
         None if init is None else Run.load(folder / init),
     )
@@ -179,7 +239,7 @@ def train_run(
         init=first,
         probe_conditions=None
         if probe_conditions is None
-        else [Condition.from_dict(c, axes=axes) for c in probe_conditions],
+        else [_condition(ctx.folder, c, axes) for c in probe_conditions],
     )
 
 
@@ -251,12 +311,38 @@ def _with_judge(run: Run, before: Expression, after: Expression, info: dict[str,
     return replace(run, expression=expression, provenance={**run.provenance, "judge": info})
 
 
+def _with_conditional(run: Run, scores: dict[str, dict[str, Estimate]]) -> Run:
+    """`run` with its expression after training under each test-time prompt added as
+    `"{score}|{prompt name}"` (in memory only)."""
+    after = dict(run.expression.get("after", {}))
+    after.update({f"{k}|{name}": e for name, by_score in scores.items() for k, e in by_score.items()})
+    return replace(run, expression={**run.expression, "after": after})
+
+
+def _mechanism(folder: Path, loaded: dict[str, Run], spec: dict[str, Any]) -> Mechanism:
+    """Claim 6's measurements (`spec`: the `mechanism` parameter of `analyse`); adds each measured
+    run's conditional expression to `loaded`."""
+    for r, path in spec["conditional"].items():
+        loaded[r] = _with_conditional(loaded[r], _read_conditional(folder, path))
+    untrained = _read_conditional(folder, spec["untrained"])
+    untrained["none"] = _before(folder)[0]
+    return Mechanism(PromptShift.load(folder / SHIFT_DIR), untrained, dict(spec["prompts"]))
+
+
 def analyse(
-    ctx: TaskContext, *, runs: list[str], baseline: list[str], title: str, judged: dict[str, str] | None = None
+    ctx: TaskContext,
+    *,
+    runs: list[str],
+    baseline: list[str],
+    title: str,
+    judged: dict[str, str] | None = None,
+    mechanism: dict[str, Any] | None = None,
 ) -> tuple[Any, Any, Path]:
     """The comparison, findings and report of the finished runs (in the driver; no model).
-    `judged`: for each run, the key of its judged answers before training (with a judge)."""
+    `judged`: for each run, the key of its judged answers before training (with a judge);
+    `mechanism`: claim 6's files (`plan._conditional_tasks`)."""
     loaded = {r: Run.load(ctx.folder / r) for r in runs}
+    mech = None if mechanism is None else _mechanism(ctx.folder, loaded, mechanism)
     answers: dict[str, list[Expression]] = {}
     for r, before_key in (judged or {}).items():
         before, after = _judged(ctx.folder, before_key), _judged(ctx.folder, r)
@@ -268,9 +354,11 @@ def analyse(
     if untrained:
         answers = {"untrained": [_judged(ctx.folder, k) for k in untrained], **answers}
     cmp = compare(*[loaded[r] for r in runs if r not in baseline], baseline=[loaded[r] for r in baseline])
-    findings = assess(cmp)
+    findings = assess(cmp, mechanism=mech)
     write_json(ctx.folder / COMPARISON_FILE, cmp.to_dict())
     findings.save(ctx.folder / FINDINGS_FILE)
     axes = TraitAxes.load(ctx.folder / AXES_DIR)
-    report = cmp.report(ctx.folder / REPORT_FILE, axes=axes, findings=findings, title=title, judged=answers or None)
+    report = cmp.report(
+        ctx.folder / REPORT_FILE, axes=axes, findings=findings, title=title, judged=answers or None, mechanism=mech
+    )
     return cmp, findings, report

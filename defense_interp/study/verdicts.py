@@ -16,6 +16,11 @@ three metrics: reproduced when at least two say "IP more diffuse" and none says 
 not reproduced when at least two say the opposite. Claim 4 is inconclusive when the baseline does
 not learn the trait (its precondition).
 
+**Claim 1, pre-registered second test.** The step-0 counterfactual probe (the same batch and the
+same untrained weights: baseline normalised pressure > 0 and strongest-α PPS < 0 at the axes layer)
+is counted beside the pressures over training: claim 1 is reproduced only when both views agree.
+Fixed before it was run on seeds that earlier findings never saw (`--first-seed 3`).
+
 Intervals are over seeds when the study has several (the per-seed values are paired with the
 baseline of the same seed), else over training steps, eval questions, batches or probes of the
 single seed, as each Estimate says. PPS claims use the strongest α trained.
@@ -30,7 +35,18 @@ from typing import Any
 from defense_interp.io import write_json
 from defense_interp.metrics.verdicts import VERDICTS, Finding, SubTest, combine, sub_test, verdict
 
-__all__ = ["CLAIMS", "JUDGE_RULE", "VERDICTS", "Finding", "Findings", "SubTest", "combine", "sub_test", "verdict"]
+__all__ = [
+    "CLAIMS",
+    "JUDGE_RULE",
+    "MECHANISM_RULE",
+    "VERDICTS",
+    "Finding",
+    "Findings",
+    "SubTest",
+    "combine",
+    "sub_test",
+    "verdict",
+]
 
 
 #: The rule added to the findings of a study run with an LLM judge (`--judge`), decided before any
@@ -44,6 +60,24 @@ prediction. The mirrors are counted: with a judge, a claim is reproduced only wh
 and the judge agree. Claim 4's precondition stays the projection's; its judge mirror is reported
 as context, like the neutralizing edit's.
 """
+#: The rule of claim 6, fixed before any study tested it.
+MECHANISM_RULE = """
+**Claim 6 (IP as a context-induced shift; studies with the IP-mechanism measurements).** Counted
+sub-tests: (H1) IP's effective α `⟨s_L, v̂_L⟩/‖v_L‖` at the axes layer > 0, the shift `s_L` measured
+on the base model over the training examples' response tokens (interval over examples); (H2) the full
+replay is closer to IP than its on-axis part: `cos(Δ^full_L, Δ^IP_L) − cos(Δ^on_L, Δ^IP_L)` > 0 from the
+probes (Δ = ḡ − ḡ^base at the axes layer); the full replay lowers the loss on the trait data before
+training (its training-time loss minus the baseline's, same batches) < 0; the full replay reduces the
+trait (projection after training minus the baseline's) < 0; (H5) IP's conditional gap is larger than
+the baseline's: `(projection with the IP prompt at test time − without)` of the IP run minus that of
+the baseline run, after training, > 0. Reproduced when every counted sub-test is. Context, not
+counted: the on- and off-axis replays; the paraphrased and placebo prompts; PPS's conditional gap;
+IP's gap after training minus the untrained model's; H3 (per band of knocked-out layers, the share
+of IP's loss drop and of its Δ that remains) and H4 (Spearman's ρ between each response token's loss
+change under the prompt and its projection on v̂_L).
+"""
+
+
 CLAIMS = {
     1: (
         "Pressure flip",
@@ -65,6 +99,12 @@ CLAIMS = {
         "Forcing the gradient along the trait axis to attenuate "
         "stops the trait from being learnt; forcing it to amplify makes it learnt.",
     ),
+    6: (
+        "IP as a context-induced shift",
+        "IP acts as a context-induced shift of the residual stream: its prompt shifts the answers' "
+        "activations along the trait axis, replaying that shift reproduces IP, and the IP-trained model "
+        "has learnt to rely on the prompt.",
+    ),
 }
 
 
@@ -75,6 +115,7 @@ class Findings:
 
     def to_dict(self) -> dict[str, Any]:
         rules = __doc__ + (JUDGE_RULE if self.provenance.get("judge") else "")
+        rules += MECHANISM_RULE if any(f.claim == 6 for f in self.findings) else ""
         return {"findings": [f.to_dict() for f in self.findings], "rules": rules, "provenance": self.provenance}
 
     def save(self, path: str | Path) -> Path:

@@ -1,0 +1,112 @@
+"""What a PPS-vs-IP study runs: its designs (`DESIGNS`), sizes (`SIZES`) and `StudyConfig`
+(see `study.runner` for what each design trains)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from defense_interp.errors import ConfigError
+from defense_interp.study.mechanism import IP_PARAPHRASES
+from defense_interp.training import TrainConfig
+from defense_interp.training.conditions import DEFAULT_IP_PROMPT, DEFAULT_PLACEBO_PROMPT
+
+__all__ = ["DESIGNS", "SIZES", "Design", "StudyConfig"]
+
+# fmt: off
+SIZES = {
+    "quick": dict(n_pairs=5, n_questions=10, axes_tokens=32, steps=30, batch_size=4, eval_questions=12,
+                  eval_tokens=32, loss_examples=12, max_length=128),
+    "full": dict(n_pairs=5, n_questions=10, axes_tokens=32, steps=24, batch_size=4, eval_questions=12,
+                 eval_tokens=32, loss_examples=16, max_length=128),
+    "tiny": dict(n_pairs=2, n_questions=4, axes_tokens=12, steps=6, batch_size=2, eval_questions=4,
+                 eval_tokens=12, loss_examples=4, max_length=512),
+}
+# fmt: on
+
+
+@dataclass(frozen=True)
+class Design:
+    """Which conditions a study trains: seeds, the α sweep, and whether the controls, gradient edits
+    and two-stage runs are added."""
+
+    seeds: int
+    coefs: tuple[float, ...]
+    controls: bool
+    mechanism: bool = False
+
+
+DESIGNS = {
+    "quick": Design(seeds=1, coefs=(4.0,), controls=False),
+    "full": Design(seeds=3, coefs=(2.0, 4.0, 8.0), controls=True, mechanism=True),
+}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What a study runs. `sizes` overrides entries of `SIZES[size]` (e.g. `{"steps": 10}`).
+    `judge`: a judge spec (`judges.parse_judge`) to add judge scores of `samples` sampled answers
+    per question before and after training to every run (None: no judge). `ip_paraphrases`: the
+    paraphrases of `ip_prompt` used at test time by claim 6's H5 (the defaults paraphrase the default
+    prompt; with another prompt and these defaults, none is used)."""
+
+    design: str = "quick"
+    size: str = "quick"
+    seeds: int | None = None
+    coefs: tuple[float, ...] | None = None
+    ip_prompt: str = DEFAULT_IP_PROMPT
+    first_seed: int = 0
+    sizes: dict[str, Any] = field(default_factory=dict)
+    judge: dict[str, Any] | None = None
+    samples: int = 10
+    ip_paraphrases: tuple[str, ...] = IP_PARAPHRASES
+
+    def __post_init__(self) -> None:
+        if self.design not in DESIGNS:
+            raise ConfigError(f"unknown study design {self.design!r}; choose from {sorted(DESIGNS)}")
+        if self.size not in SIZES:
+            raise ConfigError(f"unknown study size {self.size!r}; choose from {sorted(SIZES)}")
+        unknown = set(self.sizes) - set(SIZES[self.size])
+        if unknown:
+            raise ConfigError(f"unknown size keys {sorted(unknown)}; known: {sorted(SIZES[self.size])}")
+        if self.seeds is not None and self.seeds < 1:
+            raise ConfigError(f"a study needs at least one seed, got {self.seeds}")
+        if self.samples < 1:
+            raise ConfigError(f"--samples must be at least 1, got {self.samples}")
+
+    @property
+    def n_seeds(self) -> int:
+        return self.seeds or DESIGNS[self.design].seeds
+
+    @property
+    def alphas(self) -> tuple[float, ...]:
+        return tuple(self.coefs or DESIGNS[self.design].coefs)
+
+    @property
+    def test_prompts(self) -> dict[str, str]:
+        """H5's system prompts at test time, by name: the IP prompt, its paraphrases, the placebo."""
+        default = self.ip_paraphrases == IP_PARAPHRASES and self.ip_prompt != DEFAULT_IP_PROMPT
+        paraphrases = () if default else self.ip_paraphrases
+        return {
+            "ip": self.ip_prompt,
+            **{f"paraphrase_{i}": p for i, p in enumerate(paraphrases, 1)},
+            "placebo": DEFAULT_PLACEBO_PROMPT,
+        }
+
+    @property
+    def s(self) -> dict[str, Any]:
+        return {**SIZES[self.size], **self.sizes}
+
+    def train_config(self, seed: int) -> TrainConfig:
+        s = self.s
+        steps = s["steps"]
+        return TrainConfig(
+            steps=steps,
+            batch_size=s["batch_size"],
+            seed=seed,
+            eval_questions=s["eval_questions"],
+            eval_max_new_tokens=s["eval_tokens"],
+            loss_examples=s["loss_examples"],
+            max_length=s["max_length"],
+            probe_steps=(0, steps // 2, steps) if self.design == "full" else (0, steps),
+        )

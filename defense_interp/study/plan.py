@@ -1,0 +1,307 @@
+"""`study_plan`: a study as a DAG of tasks (`execution.Task`, plain data; the task functions are
+in `study.tasks`), from its `StudyConfig` (see `study.runner` for what each design trains)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from defense_interp.axes import TraitAxes
+from defense_interp.data.traits import Trait
+from defense_interp.execution import Plan, Task
+from defense_interp.study.config import DESIGNS, StudyConfig
+from defense_interp.study.tasks import (
+    BEFORE_FILE,
+    COMPARISON_FILE,
+    CONDITIONAL_DIR,
+    FINDINGS_FILE,
+    JUDGED_DIR,
+    MECHANISM_DIR,
+    REPORT_FILE,
+    SHIFT_DIR,
+    START_LOSS_FILE,
+    judged_files,
+    trait_record,
+)
+from defense_interp.training import (
+    IP,
+    PPS,
+    AttentionKnockout,
+    Baseline,
+    Condition,
+    GradientEdit,
+    InducedSteering,
+    PlaceboIP,
+    RandomPPS,
+    TrainConfig,
+    pps_sweep,
+)
+from defense_interp.training.mechanism import PARTS
+from defense_interp.training.runs import AXES_DIR
+
+__all__ = ["study_plan"]
+
+_TASKS = "defense_interp.study.tasks"
+
+
+def _conditions(cfg: StudyConfig, axes: TraitAxes) -> list[Condition]:
+    strongest = max(cfg.alphas)
+    conds: list[Condition] = [Baseline(), *pps_sweep(axes, cfg.alphas), IP(cfg.ip_prompt)]
+    if DESIGNS[cfg.design].controls:
+        conds += [
+            RandomPPS(axes, coef=strongest, seed=cfg.first_seed),
+            PlaceboIP(),
+            *(GradientEdit(axes, mode=m) for m in ("neutralize", "attenuate", "amplify")),
+        ]
+    return conds
+
+
+def _naming_axes(model: Any) -> TraitAxes:
+    """Stand-in axes of the model's shape: they name the study's conditions before the real axes
+    exist (labels and parameters do not depend on the vectors; the tasks rebuild each condition
+    with the real axes)."""
+    n, d = int(model.cfg.n_layers), int(model.cfg.d_model)
+    return TraitAxes(torch.zeros(n, d), torch.zeros(n), layer=n // 2)
+
+
+def _record(condition: Condition) -> dict[str, Any]:
+    return {"type": type(condition).__name__, **condition.params()}
+
+
+def _eval_cost(cfg: TrainConfig) -> dict[str, int]:
+    """Trait expression in the units of `execution.estimate`: the answers' decode steps and the
+    forward batches of the projection and contrast scores."""
+    eval_q = cfg.eval_questions or 16
+    return {"forwards": 2 * -(-eval_q // cfg.batch_size), "decode_steps": -(-eval_q // 16) * cfg.eval_max_new_tokens}
+
+
+def _train_cost(cfg: TrainConfig, n_probed: int) -> dict[str, int]:
+    """A run in the units of `execution.estimate`: optimiser steps and probe passes, the loss
+    table's forward batches (three passes: the start's test-time loss is shared) and the
+    expression after training."""
+    ev = _eval_cost(cfg)
+    return {
+        "train_steps": cfg.steps + n_probed * len(cfg.probe_steps),
+        "forwards": 3 * -(-cfg.loss_examples // cfg.batch_size) + ev["forwards"],
+        "decode_steps": ev["decode_steps"],
+    }
+
+
+def _mechanism_conditions(cfg: StudyConfig, axes: TraitAxes) -> tuple[list[Condition], list[Condition]]:
+    """Claim 6's trained replays of the IP prompt's shift, and its probe-only knockouts (each third
+    of the layers, then all of them)."""
+    replays: list[Condition] = [InducedSteering(axes, part=p, prompt=cfg.ip_prompt) for p in PARTS]
+    n = axes.n_layers
+    bands = [b.tolist() for b in torch.arange(n).tensor_split(min(3, n)) if len(b)] + [list(range(n))]
+    return replays, [AttentionKnockout(cfg.ip_prompt, layers=b) for b in bands]
+
+
+def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
+    """The study as a DAG of tasks (module docstring): the axes, the untrained model's expression,
+    the IP prompt's shift (full design), each (condition, seed) run (two-stage runs after their
+    seed's baseline run), the test-time prompts' expression (full design), then the comparison,
+    findings and report."""
+    conds = _conditions(cfg, _naming_axes(model))
+    mechanism = DESIGNS[cfg.design].mechanism
+    replays, knockouts = _mechanism_conditions(cfg, _naming_axes(model)) if mechanism else ([], [])
+    strongest = max(cfg.alphas)
+    tr = trait_record(trait)
+    s = cfg.s
+    first = cfg.train_config(cfg.first_seed)
+    tasks = [
+        Task(
+            "axes",
+            f"{_TASKS}:extract_axes",
+            {
+                "trait": tr,
+                "sizes": {k: s[k] for k in ("n_pairs", "n_questions", "axes_tokens")},
+                "seed": cfg.first_seed,
+            },
+            writes=(AXES_DIR,),
+            done=f"{_TASKS}:axes_done",
+            cost={"forwards": 4 * s["n_pairs"], "decode_steps": 2 * s["n_pairs"] * s["axes_tokens"]},
+        ),
+        Task(
+            "untrained model",
+            f"{_TASKS}:measure_before",
+            {"trait": tr, "config": first.to_dict(), "path": BEFORE_FILE},
+            deps=("axes",),
+            reads=(AXES_DIR,),
+            writes=(BEFORE_FILE,),
+            done=f"{_TASKS}:file_done",
+            cost=_eval_cost(first),
+        ),
+    ]
+
+    if mechanism:
+        tasks.append(
+            Task(
+                SHIFT_DIR,
+                f"{_TASKS}:measure_shift",
+                {"trait": tr, "config": first.to_dict(), "prompt": cfg.ip_prompt},
+                deps=("axes",),
+                reads=(AXES_DIR,),
+                writes=(SHIFT_DIR,),
+                done=f"{_TASKS}:shift_done",
+                cost={"forwards": 2 * -(-first.loss_examples // first.batch_size)},
+            )
+        )
+
+    def run(seed: int, cond: Condition, rcfg: TrainConfig, label: str, init: str | None = None, probed=()) -> str:
+        folder = f"seed{seed}/{label}"
+        start = None if init else f"seed{seed}/{START_LOSS_FILE}"  # a two-stage run starts from its first stage
+        before: tuple[str, ...] = (init,) if init else (f"seed{seed}/{START_LOSS_FILE}",)
+        if any(isinstance(c, InducedSteering) for c in (cond, *probed)):
+            before += (SHIFT_DIR,)
+        tasks.append(
+            Task(
+                folder,
+                f"{_TASKS}:train_run",
+                {
+                    "trait": tr,
+                    "condition": _record(cond),
+                    "config": rcfg.to_dict(),
+                    "run_dir": folder,
+                    "label": label,
+                    "init": init,
+                    "start_loss": start,
+                    "probe_conditions": [_record(c) for c in probed] if probed else None,
+                },
+                deps=("axes", "untrained model", *before),
+                reads=(AXES_DIR, BEFORE_FILE, *before),
+                writes=(folder,),
+                done=f"{_TASKS}:train_done",
+                cost=_train_cost(rcfg, len(probed)),
+            )
+        )
+        return folder
+
+    for seed in [cfg.first_seed + i for i in range(cfg.n_seeds)]:
+        tcfg = cfg.train_config(seed)
+        plain = replace(tcfg, probe_steps=())
+        path = f"seed{seed}/{START_LOSS_FILE}"
+        lb = -(-tcfg.loss_examples // tcfg.batch_size)
+        tasks.append(
+            Task(
+                path,
+                f"{_TASKS}:measure_start_loss",
+                {"trait": tr, "config": tcfg.to_dict(), "path": path},
+                writes=(path,),
+                done=f"{_TASKS}:file_done",
+                cost={"forwards": lb},
+            )
+        )
+        base = run(seed, conds[0], tcfg, conds[0].label, probed=[*conds, *replays, *knockouts])
+        for c in [*conds[1:], *replays]:
+            run(seed, c, plain, c.label)
+        if cfg.design == "full":
+            run(seed, PPS(_naming_axes(model), coef=strongest), plain, f"two_stage_pps_a{strongest:g}", init=base)
+            run(seed, IP(cfg.ip_prompt), plain, "two_stage_ip", init=base)
+    runs = [t.key for t in tasks if t.fn.endswith(":train_run")]
+    judged = _judge_tasks(tasks, cfg, tr) if cfg.judge is not None else {}
+    measured = [c for c in conds if type(c) in (Baseline, IP) or (type(c) is PPS and c.coef == strongest)]
+    mech = _conditional_tasks(tasks, cfg, tr, measured) if mechanism else {}
+    tasks.append(
+        Task(
+            "comparison and report",
+            f"{_TASKS}:analyse",
+            {
+                "runs": runs,
+                "baseline": [r for r in runs if r.endswith("/" + conds[0].label)],
+                "title": f"Defences against '{trait.name}': {cfg.design} study",
+                **({"judged": judged} if judged else {}),
+                **({"mechanism": mech} if mech else {}),
+            },
+            deps=(
+                *runs,
+                *(f"{JUDGED_DIR}/{k}" for k in sorted({*judged, *judged.values()})),
+                *((SHIFT_DIR, *mech["conditional"].values(), mech["untrained"]) if mech else ()),
+            ),
+            reads=(AXES_DIR, *runs, *(JUDGED_DIR,) * bool(judged), *(MECHANISM_DIR,) * bool(mech)),
+            writes=(COMPARISON_FILE, FINDINGS_FILE, REPORT_FILE),
+            model=False,
+        )
+    )
+    return Plan.of(tasks)
+
+
+def _judge_tasks(tasks: list[Task], cfg: StudyConfig, trait: dict[str, Any]) -> dict[str, str]:
+    """Add the judging tasks of a study with a judge: each seed's untrained model, then each run
+    after training. Returns, for each run, the key of its judged answers before training (its
+    seed's untrained model; a two-stage run's first stage after training)."""
+    s = cfg.s
+    sampling = {"samples": cfg.samples, "questions": s["eval_questions"], "max_new_tokens": s["eval_tokens"]}
+    before: dict[str, str] = {}
+
+    def add(key: str, seed: int, run_dir: str | None) -> None:
+        tasks.append(
+            Task(
+                f"{JUDGED_DIR}/{key}",
+                f"{_TASKS}:judge_answers",
+                {
+                    "trait": trait,
+                    "judge": cfg.judge,
+                    "sampling": sampling,
+                    "key": key,
+                    "seed": seed,
+                    "run_dir": run_dir,
+                },
+                deps=(run_dir,) if run_dir else (),
+                reads=(run_dir,) if run_dir else (),
+                writes=judged_files(key),
+                done=f"{_TASKS}:judged_done",
+                cost={"decode_steps": -(-sampling["questions"] * cfg.samples // 16) * sampling["max_new_tokens"]},
+            )
+        )
+
+    for i, t in enumerate(list(tasks)):
+        if not t.fn.endswith(":train_run"):
+            continue
+        tasks[i] = replace(t, clears=judged_files(t.key))  # a run trained again is judged again
+        seed, init = int(t.params["config"]["seed"]), t.params["init"]
+        if init is None and f"seed{seed}/untrained" not in before.values():
+            add(f"seed{seed}/untrained", seed, None)
+        add(t.key, seed, t.key)
+        before[t.key] = init or f"seed{seed}/untrained"
+    return before
+
+
+def _conditional_tasks(
+    tasks: list[Task], cfg: StudyConfig, trait: dict[str, Any], conds: list[Condition]
+) -> dict[str, Any]:
+    """Add H5's tasks: the untrained model and each seed's runs of `conds` (baseline, strongest-α
+    PPS, IP) measured with each test-time prompt. Returns the analysis' `mechanism` parameter:
+    the prompts, the untrained model's file and each run's file."""
+    first = cfg.train_config(cfg.first_seed)
+
+    def add(key: str, config: TrainConfig, run_dir: str | None) -> str:
+        path = f"{CONDITIONAL_DIR}/{key}.json"
+        tasks.append(
+            Task(
+                path,
+                f"{_TASKS}:measure_conditional",
+                {
+                    "trait": trait,
+                    "config": config.to_dict(),
+                    "prompts": cfg.test_prompts,
+                    "run_dir": run_dir,
+                    "path": path,
+                },
+                deps=("axes", *((run_dir,) if run_dir else ())),
+                reads=(AXES_DIR, *((run_dir,) if run_dir else ())),
+                writes=(path,),
+                done=f"{_TASKS}:file_done",
+                cost={k: v * len(cfg.test_prompts) for k, v in _eval_cost(config).items()},
+            )
+        )
+        return path
+
+    untrained = add("untrained", first, None)
+    runs = {
+        t.key: add(t.key, TrainConfig.from_dict(t.params["config"]), t.key)
+        for t in list(tasks)
+        if t.fn.endswith(":train_run") and t.params["init"] is None and t.params["label"] in {c.label for c in conds}
+    }
+    return {"prompts": cfg.test_prompts, "untrained": untrained, "conditional": runs}
