@@ -24,7 +24,7 @@ system message.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,11 +200,19 @@ def prompt_shift(
 
 
 def conditional_expression(
-    model: Any, trait: Trait, axes: TraitAxes, prompts: Mapping[str, str | None], cfg: TrainConfig
+    model: Any,
+    trait: Trait,
+    axes: TraitAxes,
+    prompts: Mapping[str, str | None],
+    cfg: TrainConfig,
+    *,
+    contrast: Collection[str] | None = None,
 ) -> dict[str, dict[str, Estimate]]:
-    """H5: `{name: {score: Estimate}}`, the projection (and contrast, where the trait has eval
-    pairs) score with `prompts[name]` as the system message at test time (eval questions and
-    lengths from `cfg`, greedy answers as after training)."""
+    """H5: `{name: {score: Estimate}}`, the projection score with `prompts[name]` as the system
+    message at test time (eval questions and lengths from `cfg`, greedy answers as after training),
+    and the contrast score where the trait has eval pairs, for the prompts named in `contrast`
+    (None: all; the study takes it for the IP prompt only, as teacher-forcing every eval pair is
+    the slower half)."""
     questions = trait.eval_questions[: cfg.eval_questions] if cfg.eval_questions else trait.eval_questions
     out: dict[str, dict[str, Estimate]] = {}
     for name, text in prompts.items():
@@ -212,6 +220,6 @@ def conditional_expression(
             model, axes, questions, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed, system_prompt=text
         )
         out[name] = {"projection": proj}
-        if trait.eval_pairs:
+        if trait.eval_pairs and (contrast is None or name in contrast):
             out[name]["contrast"] = contrast_score(model, trait, system_prompt=text)
     return out

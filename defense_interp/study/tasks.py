@@ -164,10 +164,12 @@ def measure_conditional(
     path: str,
 ) -> None:
     """H5: the untrained model (`run_dir` None) or a finished run, measured with each test-time
-    prompt as the system message, into `path`."""
+    prompt as the system message (the contrast score with the IP prompt only), into `path`."""
     model = ctx.model if run_dir is None else load_trained(ctx.model, Run.load(ctx.folder / run_dir))
     axes = TraitAxes.load(ctx.folder / AXES_DIR)
-    scores = conditional_expression(model, _trait(trait), axes, prompts, TrainConfig.from_dict(config))
+    scores = conditional_expression(
+        model, _trait(trait), axes, prompts, TrainConfig.from_dict(config), contrast=("ip",)
+    )
     write_json(ctx.folder / path, {n: {k: e.to_dict() for k, e in v.items()} for n, v in scores.items()})
 
 
