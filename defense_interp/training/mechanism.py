@@ -125,7 +125,10 @@ class AttentionKnockout(IP):
     @property
     def label(self) -> str:
         ls = list(self.layers)
-        band = f"{ls[0]}-{ls[-1]}" if ls == list(range(ls[0], ls[-1] + 1)) else "_".join(map(str, ls))
+        if len(ls) == 1:
+            band = str(ls[0])
+        else:
+            band = f"{ls[0]}-{ls[-1]}" if ls == list(range(ls[0], ls[-1] + 1)) else "_".join(map(str, ls))
         return f"{self.name}_L{band}"
 
     def perturb(self, model: Any, batch: ChatBatch) -> AbstractContextManager[Any]:

@@ -98,3 +98,36 @@ def test_conditional_expression_without_a_prompt_is_the_plain_expression(tiny, t
     assert got["none"]["projection"].samples == plain["projection"].samples
     assert got["none"]["contrast"].samples == plain["contrast"].samples
     assert got["ip"]["projection"].samples != plain["projection"].samples
+
+
+def test_the_full_study_takes_ip_apart(tiny_full_study):
+    """Claim 6 with every counted sub-test measured, the replays trained with the measured shift,
+    the knockout bands probed, and the report's "How IP works" sections."""
+    import json
+
+    out = tiny_full_study[0]
+    findings = json.loads((out / "findings.json").read_text())
+    claim6 = findings["findings"][5]
+    assert claim6["claim"] == 6 and claim6["verdict"] in ("reproduced", "not reproduced", "inconclusive")
+    counted = [t for t in claim6["tests"] if t["counted"]]
+    assert len(counted) == 5 and all(t["effect"] is not None and "not measured" not in t["note"] for t in counted)
+    shift = di.PromptShift.load(out / "mechanism" / "shift")
+    axes = di.TraitAxes.load(out / "axes")
+    assert shift.axes_layer == axes.layer and shift.provenance["n_examples"] == 4
+    replay = di.Run.load(out / "seed2" / "induced_ip_on_axis")
+    assert torch.equal(torch.tensor(replay.condition.shift), shift.shift[axes.layer])
+    assert replay.condition.to_dict()["effective_alpha"] == pytest.approx(
+        shift.at_axes_layer("effective_alpha").mean, rel=1e-4
+    )
+    probe = di.Run.load(out / "seed0" / "baseline").probes[0]
+    assert [l for l in probe.labels if l.startswith("ip_knockout")] == [
+        "ip_knockout_L0-1",
+        "ip_knockout_L2",
+        "ip_knockout_L3",
+        "ip_knockout_L0-3",
+    ]
+    conditional = json.loads((out / "mechanism" / "conditional" / "seed1" / "ip.json").read_text())
+    assert set(conditional) == {"ip", "paraphrase_1", "paraphrase_2", "placebo"}
+    assert set(conditional["ip"]) == {"projection", "contrast"} and set(conditional["placebo"]) == {"projection"}
+    html = (out / "report.html").read_text()
+    assert all(f"How IP works: {s}" in html for s in ("the prompt", "replaying", "where the prompt", "what is"))

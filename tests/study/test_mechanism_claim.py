@@ -120,9 +120,9 @@ def test_claim_6_is_inconclusive_without_replays_and_absent_without_measurements
 def test_knockout_rows_give_the_share_of_ips_effect_that_remains():
     cmp, mech = planted()
     rows = {r["band"]: r for r in knockout_rows(cmp)}
-    assert set(rows) == {"ip_knockout_L0-0", "ip_knockout_L0-2"}
-    assert rows["ip_knockout_L0-0"]["loss drop remaining"].mean == pytest.approx(0.5)
-    assert rows["ip_knockout_L0-0"]["Δ remaining"].mean == pytest.approx(0.5, abs=1e-4)
+    assert set(rows) == {"ip_knockout_L0", "ip_knockout_L0-2"}
+    assert rows["ip_knockout_L0"]["loss drop remaining"].mean == pytest.approx(0.5)
+    assert rows["ip_knockout_L0"]["Δ remaining"].mean == pytest.approx(0.5, abs=1e-4)
     assert rows["ip_knockout_L0-2"]["loss drop remaining"].mean == pytest.approx(0.0)
     assert rows["ip_knockout_L0-2"]["Δ remaining"].mean == pytest.approx(0.0, abs=1e-6)
     view = mechanism_view(cmp, mech)

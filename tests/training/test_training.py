@@ -241,10 +241,13 @@ def test_full_study_design_on_tiny_model_and_resume(tiny_full_study, capsys):
             "edit_amplify",
             "two_stage_pps_a8",
             "two_stage_ip",
+            "induced_ip",
+            "induced_ip_on_axis",
+            "induced_ip_off_axis",
         ]
     )
     base = di.Run.load(tmp_path / "seed0" / "baseline")
-    assert [p.step for p in base.probes] == [0, 3, 6] and len(base.probes[0].labels) == 10
+    assert [p.step for p in base.probes] == [0, 3, 6] and len(base.probes[0].labels) == 10 + 3 + 4
     two_stage = di.Run.load(tmp_path / "seed1" / "two_stage_ip")
     assert two_stage.init == "baseline" and type(two_stage.condition) is di.IP
     first = json.loads((tmp_path / "findings.json").read_text())
@@ -255,7 +258,7 @@ def test_full_study_design_on_tiny_model_and_resume(tiny_full_study, capsys):
     assert main(args) == 0
     log = capsys.readouterr().err
     reused = {line.split("] ")[-1].split(":")[0] for line in log.splitlines() if "already finished, reused" in line}
-    assert {f"seed{s}/{label}" for s in range(3) for label in labels} <= reused and len(reused) == 41
+    assert {f"seed{s}/{label}" for s in range(3) for label in labels} <= reused and len(reused) == 61
     assert "sent to a worker" not in log and [line for line in log.splitlines() if ": running" in line] == [
         "[defense-interp] comparison and report: running"
     ]
