@@ -156,6 +156,7 @@ def trait_expression(
     batch_size: int = 16,
     out: str | Path | None = None,
     progress: bool = True,
+    system_prompt: str | None = None,
 ) -> Expression:
     """Sample, judge and summarise `model`'s expression of `trait` (module docstring).
 
@@ -163,6 +164,8 @@ def trait_expression(
     `(question, answer) -> float | None`. `coherence`: True asks the same judge with
     `COHERENCE_PROMPT` (a `PromptJudge` only), False skips coherence, or give a judge. Questions
     default to the trait's evaluation questions. `out`: a JSON-lines file for the answers and scores.
+    `system_prompt`: a system message before each question when sampling (the judge sees the
+    question and the answer only).
     Active hooks (e.g. `steer`) apply to the sampling, not to a local judge's own model unless it is
     the same model."""
     qs = list(trait.eval_questions if questions is None else questions)
@@ -176,7 +179,8 @@ def trait_expression(
         coherence = judge.with_prompt(COHERENCE_PROMPT)
     coh = coherence or None
     records: list[dict[str, Any]] = []
-    prompts = [[{"role": "user", "content": q}] for q in qs]
+    system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+    prompts = [[*system, {"role": "user", "content": q}] for q in qs]
     for seed in seeds:
         answers = generate_answers(
             model,

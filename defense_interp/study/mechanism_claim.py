@@ -140,10 +140,10 @@ def mechanism_claim(cmp: Comparison, r: Roles, hp: str, mech: Mechanism) -> tupl
             return None
         return cmp.paired(run, expression_at("after"), r.baseline)
 
-    def gap_vs_baseline(run: str | None, name: str) -> Estimate | None:
+    def gap_vs_baseline(run: str | None, name: str, score: str = "projection") -> Estimate | None:
         if run is None or r.baseline is None:
             return None
-        return cmp.paired(run, _gap(name), r.baseline)
+        return cmp.paired(run, _gap(name, score), r.baseline)
 
     proj = f"projection score at {hp}, test time"
     dcos = f"cosine of Δ = ḡ − ḡ^base at {hp} (probes)"
@@ -183,6 +183,16 @@ def mechanism_claim(cmp: Comparison, r: Roles, hp: str, mech: Mechanism) -> tupl
             missing="conditional expression of IP and baseline runs",
         ),
     ]
+    if any("judge|ip" in run.expression.get("after", {}) for run in cmp.runs):
+        tests.append(
+            sub_test(
+                "H5: IP's conditional gap exceeds the baseline's (judge)",
+                "judge score (0–100, sampled answers), test time: the same gaps with the IP prompt",
+                gap_vs_baseline(r.ip, "ip", "judge"),
+                "> 0",
+                missing="judge scores of IP and baseline runs sampled with the IP prompt",
+            )
+        )
     context = [
         ("H1: cos(s_L, v_L)", f"cosine at {hp}", mech.shift.at_axes_layer("cosine"), "> 0"),
         ("H2: full replay vs IP", dcos, delta_cos(full), "> 0"),

@@ -218,6 +218,7 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
                 *runs,
                 *(f"{JUDGED_DIR}/{k}" for k in sorted({*judged, *judged.values()})),
                 *((SHIFT_DIR, *mech["conditional"].values(), mech["untrained"]) if mech else ()),
+                *(f"{JUDGED_DIR}/{k}" for k in mech.get("judged", {}).values()),
             ),
             reads=(AXES_DIR, *runs, *(JUDGED_DIR,) * bool(judged), *(MECHANISM_DIR,) * bool(mech)),
             writes=(COMPARISON_FILE, FINDINGS_FILE, REPORT_FILE),
@@ -227,45 +228,53 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
     return Plan.of(tasks)
 
 
+def _judge_task(
+    cfg: StudyConfig, trait: dict[str, Any], key: str, seed: int, run_dir: str | None, system_prompt: str | None = None
+) -> Task:
+    """Sample answers of `run_dir` (None: the untrained model), with `system_prompt` if given, and
+    judge them, into `judged_files(key)`."""
+    s = cfg.s
+    sampling = {"samples": cfg.samples, "questions": s["eval_questions"], "max_new_tokens": s["eval_tokens"]}
+    return Task(
+        f"{JUDGED_DIR}/{key}",
+        f"{_TASKS}:judge_answers",
+        {
+            "trait": trait,
+            "judge": cfg.judge,
+            "sampling": sampling,
+            "key": key,
+            "seed": seed,
+            "run_dir": run_dir,
+            **({"system_prompt": system_prompt} if system_prompt is not None else {}),
+        },
+        deps=(run_dir,) if run_dir else (),
+        reads=(run_dir,) if run_dir else (),
+        writes=judged_files(key),
+        done=f"{_TASKS}:judged_done",
+        cost={"decode_steps": -(-sampling["questions"] * cfg.samples // 16) * sampling["max_new_tokens"]},
+    )
+
+
 def _judge_tasks(tasks: list[Task], cfg: StudyConfig, trait: dict[str, Any]) -> dict[str, str]:
     """Add the judging tasks of a study with a judge: each seed's untrained model, then each run
     after training. Returns, for each run, the key of its judged answers before training (its
     seed's untrained model; a two-stage run's first stage after training)."""
-    s = cfg.s
-    sampling = {"samples": cfg.samples, "questions": s["eval_questions"], "max_new_tokens": s["eval_tokens"]}
     before: dict[str, str] = {}
-
-    def add(key: str, seed: int, run_dir: str | None) -> None:
-        tasks.append(
-            Task(
-                f"{JUDGED_DIR}/{key}",
-                f"{_TASKS}:judge_answers",
-                {
-                    "trait": trait,
-                    "judge": cfg.judge,
-                    "sampling": sampling,
-                    "key": key,
-                    "seed": seed,
-                    "run_dir": run_dir,
-                },
-                deps=(run_dir,) if run_dir else (),
-                reads=(run_dir,) if run_dir else (),
-                writes=judged_files(key),
-                done=f"{_TASKS}:judged_done",
-                cost={"decode_steps": -(-sampling["questions"] * cfg.samples // 16) * sampling["max_new_tokens"]},
-            )
-        )
-
     for i, t in enumerate(list(tasks)):
         if not t.fn.endswith(":train_run"):
             continue
         tasks[i] = replace(t, clears=judged_files(t.key))  # a run trained again is judged again
         seed, init = int(t.params["config"]["seed"]), t.params["init"]
         if init is None and f"seed{seed}/untrained" not in before.values():
-            add(f"seed{seed}/untrained", seed, None)
-        add(t.key, seed, t.key)
+            tasks.append(_judge_task(cfg, trait, f"seed{seed}/untrained", seed, None))
+        tasks.append(_judge_task(cfg, trait, t.key, seed, t.key))
         before[t.key] = init or f"seed{seed}/untrained"
     return before
+
+
+def with_ip_prompt(key: str) -> str:
+    """The judged-answers key of `key` (a run) sampled with the IP prompt as the system message (H5)."""
+    return f"{key}.with_ip_prompt"
 
 
 def _conditional_tasks(
@@ -299,9 +308,17 @@ def _conditional_tasks(
         return path
 
     untrained = add("untrained", first, None)
-    runs = {
-        t.key: add(t.key, TrainConfig.from_dict(t.params["config"]), t.key)
+    measured = [
+        (t.key, TrainConfig.from_dict(t.params["config"]))
         for t in list(tasks)
         if t.fn.endswith(":train_run") and t.params["init"] is None and t.params["label"] in {c.label for c in conds}
+    ]
+    spec: dict[str, Any] = {
+        "prompts": cfg.test_prompts,
+        "untrained": untrained,
+        "conditional": {key: add(key, rcfg, key) for key, rcfg in measured},
     }
-    return {"prompts": cfg.test_prompts, "untrained": untrained, "conditional": runs}
+    if cfg.judge is not None:  # the judge's mirror of H5: each measured run's answers sampled with the IP prompt
+        tasks += [_judge_task(cfg, trait, with_ip_prompt(k), c.seed, k, cfg.ip_prompt) for k, c in measured]
+        spec["judged"] = {key: with_ip_prompt(key) for key, _ in measured}
+    return spec

@@ -273,10 +273,12 @@ def judge_answers(
     key: str,
     seed: int,
     run_dir: str | None = None,
+    system_prompt: str | None = None,
 ) -> None:
     """Sample answers of the untrained model (`run_dir` None) or of the finished run in `run_dir`
-    (test time: no intervention) and judge them for the trait and for coherence with the judge of
-    `judge` (`judges.build_judge`; "local" is the study's base model), into `judged_files(key)`."""
+    (test time: no intervention; `system_prompt`, if given, as the system message) and judge them for
+    the trait and for coherence with the judge of `judge` (`judges.build_judge`; "local" is the
+    study's base model), into `judged_files(key)`."""
     t = _trait(trait)
     path, answers, cache = judged_files(key)
     judge_ = build_judge(judge, ctx.model, t.judge_prompt(), cache=ctx.folder / cache)
@@ -292,6 +294,7 @@ def judge_answers(
         max_new_tokens=sampling["max_new_tokens"],
         progress=ctx.progress,
         out=ctx.folder / answers,
+        system_prompt=system_prompt,
     )
     write_json(ctx.folder / path, {**ex.to_dict(), "identity": judge_.identity, "spec": judge})
 
@@ -325,7 +328,10 @@ def _mechanism(folder: Path, loaded: dict[str, Run], spec: dict[str, Any]) -> Me
     """Claim 6's measurements (`spec`: the `mechanism` parameter of `analyse`); adds each measured
     run's conditional expression to `loaded`."""
     for r, path in spec["conditional"].items():
-        loaded[r] = _with_conditional(loaded[r], _read_conditional(folder, path))
+        scores = _read_conditional(folder, path)
+        if r in spec.get("judged", {}):  # with a judge: its mean score of answers sampled with the IP prompt
+            scores["ip"]["judge"] = _judged(folder, spec["judged"][r]).mean
+        loaded[r] = _with_conditional(loaded[r], scores)
     untrained = _read_conditional(folder, spec["untrained"])
     untrained["none"] = _before(folder)[0]
     return Mechanism(PromptShift.load(folder / SHIFT_DIR), untrained, dict(spec["prompts"]))

@@ -74,7 +74,9 @@ the baseline run, after training, > 0. Reproduced when every counted sub-test is
 counted: the on- and off-axis replays; the paraphrased and placebo prompts; PPS's conditional gap;
 IP's gap after training minus the untrained model's; H3 (per band of knocked-out layers, the share
 of IP's loss drop and of its Δ that remains) and H4 (Spearman's ρ between each response token's loss
-change under the prompt and its projection on v̂_L).
+change under the prompt and its projection on v̂_L). With a judge (`--judge`), H5 gains a counted
+mirror: the same gaps measured with the judge's mean 0–100 score of answers sampled with and
+without the IP prompt (as in the judge sub-tests of claims 4 and 5).
 """
 
 

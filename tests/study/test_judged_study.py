@@ -10,7 +10,7 @@ import defense_interp as di
 from defense_interp.cli import main
 from defense_interp.judges import Expression
 from defense_interp.study.tasks import _with_judge
-from defense_interp.study.verdicts import JUDGE_RULE
+from defense_interp.study.verdicts import JUDGE_RULE, MECHANISM_RULE
 from tests.helpers import TINY_QUICK_STUDY_ARGS
 
 
@@ -70,3 +70,19 @@ def test_the_judge_sub_tests_follow_their_rule_on_planted_scores(tiny_quick_stud
     # the judge's disagreement on IP keeps claim 4 from being reproduced, whatever the projection says
     assert claim4.verdict != "reproduced"
     assert di.assess(cmp).to_dict()["provenance"]["judge"] == info
+
+
+def test_with_a_judge_claim_6_gains_a_counted_judge_mirror_of_h5(tiny, trait, tmp_path):
+    """One seed of the full design with a local judge: each measured run's answers are also sampled
+    with the IP prompt as the system message and judged, and claim 6 counts the judge's H5 gap."""
+    cfg = di.StudyConfig(design="full", size="tiny", seeds=1, coefs=(4.0,), judge={"kind": "local"}, samples=1)
+    _, findings, _ = di.run_study(tiny, trait, cfg, tmp_path / "study", progress=False)
+    claim6 = next(f for f in findings.findings if f.claim == 6)
+    mirror = next(t for t in claim6.tests if t.name.endswith("(judge)"))
+    assert mirror.counted and mirror.effect is not None and "judge score" in mirror.statistic
+    ex = Expression.from_dict(
+        json.loads((tmp_path / "study" / "judged" / "seed0" / "ip.with_ip_prompt.json").read_text())
+    )
+    assert len(ex.records) == 4  # one sample of each of the four eval questions
+    rules = findings.to_dict()["rules"]
+    assert rules.endswith(MECHANISM_RULE) and "H5 gains a counted" in rules and JUDGE_RULE in rules
