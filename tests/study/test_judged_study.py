@@ -75,7 +75,9 @@ def test_the_judge_sub_tests_follow_their_rule_on_planted_scores(tiny_quick_stud
 def test_with_a_judge_claim_6_gains_a_counted_judge_mirror_of_h5(tiny, trait, tmp_path):
     """One seed of the full design with a local judge: each measured run's answers are also sampled
     with the IP prompt as the system message and judged, and claim 6 counts the judge's H5 gap."""
-    cfg = di.StudyConfig(design="full", size="tiny", seeds=1, coefs=(4.0,), judge={"kind": "local"}, samples=1)
+    cfg = di.StudyConfig(
+        design="full", size="tiny", seeds=1, coefs=(4.0,), sizes={"steps": 2}, judge={"kind": "local"}, samples=1
+    )
     _, findings, _ = di.run_study(tiny, trait, cfg, tmp_path / "study", progress=False)
     claim6 = next(f for f in findings.findings if f.claim == 6)
     mirror = next(t for t in claim6.tests if t.name.endswith("(judge)"))
