@@ -61,6 +61,7 @@ __all__ = [
     "GradientEdit",
     "PlaceboIP",
     "RandomPPS",
+    "axis_layers",
     "condition_type",
     "pps_sweep",
 ]
@@ -159,7 +160,9 @@ def _tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _layers(axes: TraitAxes, layer: int | Sequence[int] | None) -> tuple[int, ...]:
+def axis_layers(axes: TraitAxes, layer: int | Sequence[int] | None) -> tuple[int, ...]:
+    """The blocks a condition acts on: `layer` (an int or several) checked against the axes, or
+    the axes' own layer when None."""
     if layer is None:
         return (axes.layer,)
     out = (int(layer),) if isinstance(layer, int) else tuple(int(l) for l in layer)
@@ -195,11 +198,11 @@ class PPS(Condition):
 
     def __post_init__(self) -> None:
         check_finite(self.coef, "the PPS coefficient")
-        _layers(self.axes, self.layer)
+        axis_layers(self.axes, self.layer)
 
     @property
     def steer_layers(self) -> tuple[int, ...]:
-        return _layers(self.axes, self.layer)
+        return axis_layers(self.axes, self.layer)
 
     @property
     def label(self) -> str:
@@ -289,18 +292,18 @@ class Ablation(Condition):
     name = "ablation"
 
     def __post_init__(self) -> None:
-        _layers(self.axes, self.layers)
+        axis_layers(self.axes, self.layers)
 
     @property
     def label(self) -> str:
-        return f"{self.name}{_layer_tag(self.layers, _layers(self.axes, self.layers))}"
+        return f"{self.name}{_layer_tag(self.layers, axis_layers(self.axes, self.layers))}"
 
     def intervene(self, model: Any) -> AbstractContextManager[Any]:
-        return ablate(model, self.axes, layers=_layers(self.axes, self.layers), points=(self.axes.point,))
+        return ablate(model, self.axes, layers=axis_layers(self.axes, self.layers), points=(self.axes.point,))
 
     def extras(self) -> dict[str, Any]:
         return {
-            "ablated_layers": list(_layers(self.axes, self.layers)),
+            "ablated_layers": list(axis_layers(self.axes, self.layers)),
             "point": self.axes.point,
             "trait": self.axes.trait,
         }
@@ -321,7 +324,7 @@ class GradientEdit(Condition):
 
     def __post_init__(self) -> None:
         check_edit_mode(self.mode)
-        _layers(self.axes, self.layer)
+        axis_layers(self.axes, self.layer)
 
     @property
     def keeps_forward(self) -> bool:
@@ -329,17 +332,21 @@ class GradientEdit(Condition):
 
     @property
     def label(self) -> str:
-        return f"edit_{self.mode}{_layer_tag(self.layer, _layers(self.axes, self.layer))}"
+        return f"edit_{self.mode}{_layer_tag(self.layer, axis_layers(self.axes, self.layer))}"
 
     def intervene(self, model: Any) -> AbstractContextManager[Any]:
         return edit_gradients(
             model,
             self.axes,
-            layer=_layers(self.axes, self.layer),
+            layer=axis_layers(self.axes, self.layer),
             mode=self.mode,
             magnitude=self.magnitude,
             point=self.axes.point,
         )
 
     def extras(self) -> dict[str, Any]:
-        return {"edit_layers": list(_layers(self.axes, self.layer)), "point": self.axes.point, "trait": self.axes.trait}
+        return {
+            "edit_layers": list(axis_layers(self.axes, self.layer)),
+            "point": self.axes.point,
+            "trait": self.axes.trait,
+        }

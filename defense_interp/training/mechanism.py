@@ -29,7 +29,7 @@ from defense_interp.errors import ConfigError
 from defense_interp.interventions.knockout import knockout_attention
 from defense_interp.interventions.steer import steer
 from defense_interp.metrics.vectors import cosine
-from defense_interp.training.conditions import DEFAULT_IP_PROMPT, IP, Condition, _layers
+from defense_interp.training.conditions import DEFAULT_IP_PROMPT, IP, Condition, axis_layers
 from defense_interp.types import check_finite
 
 __all__ = ["PARTS", "AttentionKnockout", "InducedSteering", "shift_part"]
@@ -66,7 +66,7 @@ class InducedSteering(Condition):
         check_finite(self.coef, "the replay coefficient")
         if self.part not in PARTS:
             raise ConfigError(f"unknown shift part {self.part!r}; choose from {PARTS}")
-        _layers(self.axes, self.layer)
+        axis_layers(self.axes, self.layer)
         if self.shift is not None:
             if len(self.shift) != self.axes.vectors.shape[1]:
                 raise ConfigError(
@@ -76,7 +76,7 @@ class InducedSteering(Condition):
 
     @property
     def steer_layer(self) -> int:
-        return _layers(self.axes, self.layer)[0]
+        return axis_layers(self.axes, self.layer)[0]
 
     @property
     def label(self) -> str:
