@@ -29,7 +29,7 @@ from defense_interp.metrics.loss import response_token_loss
 from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.models import model_device
 
-__all__ = ["Judge", "contrast_score", "projection_score"]
+__all__ = ["Judge", "contrast_score", "projection_score", "question_prompt"]
 
 
 @runtime_checkable
@@ -58,7 +58,7 @@ def projection_score(
     if not questions:
         raise DataError("projection score needs at least one evaluation question")
     layer = axes.layer if layer is None else layer
-    prompts = [_prompt(q, system_prompt) for q in questions]
+    prompts = [question_prompt(q, system_prompt) for q in questions]
     answers = generate_answers(
         model, prompts, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, desc="eval: generating"
     )
@@ -68,7 +68,8 @@ def projection_score(
     return mean_ci(proj, over="eval questions", keep=True), answers
 
 
-def _prompt(question: str, system_prompt: str | None) -> list[dict[str, str]]:
+def question_prompt(question: str, system_prompt: str | None = None) -> list[dict[str, str]]:
+    """A one-question prompt conversation, with `system_prompt` as its system message if given."""
     user = [{"role": "user", "content": question}]
     return user if system_prompt is None else [{"role": "system", "content": system_prompt}, *user]
 
@@ -85,7 +86,8 @@ def contrast_score(model: Any, trait: Trait, *, batch_size: int = 16, system_pro
         nll = {}
         for kind in ("trait", "neutral"):
             convs = [
-                [*_prompt(e.question, system_prompt), {"role": "assistant", "content": getattr(e, kind)}] for e in chunk
+                [*question_prompt(e.question, system_prompt), {"role": "assistant", "content": getattr(e, kind)}]
+                for e in chunk
             ]
             b = encode_chat(model, convs).to(dev)
             with torch.no_grad():

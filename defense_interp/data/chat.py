@@ -25,7 +25,7 @@ Two template rules make every chat model usable the same way:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -272,8 +272,7 @@ def encode_chat(
         masks.append(resp)
         systems.append(system)
     _check_context(rows, n_ctx, "conversation")
-    batch = _pad(tokenizer, rows, masks, padding_side)
-    return replace(batch, system_mask=_pad(tokenizer, rows, systems, padding_side).response_mask)
+    return _pad(tokenizer, rows, masks, padding_side, systems)
 
 
 def _system_spans(conv: Conversation, text: str) -> list[tuple[int, int]]:
@@ -309,7 +308,10 @@ def encode_prompts(tokenizer: Any, conversations: Iterable[Any], *, padding_side
     return _pad(tokenizer, rows, [[False] * len(r) for r in rows], padding_side)
 
 
-def _pad(tokenizer: Any, rows: list[list[int]], masks: list[list[bool]], side: str) -> ChatBatch:
+def _pad(
+    tokenizer: Any, rows: list[list[int]], masks: list[list[bool]], side: str, systems: list[list[bool]] | None = None
+) -> ChatBatch:
+    """Pad `rows` into a batch with their response `masks` (and system-prompt masks `systems`, if given)."""
     if side not in ("left", "right"):
         raise DataError(f"padding_side must be 'left' or 'right', got {side!r}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -317,12 +319,15 @@ def _pad(tokenizer: Any, rows: list[list[int]], masks: list[list[bool]], side: s
     tokens = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
     attn = torch.zeros((len(rows), width), dtype=torch.long)
     resp = torch.zeros((len(rows), width), dtype=torch.bool)
+    system = None if systems is None else torch.zeros((len(rows), width), dtype=torch.bool)
     for i, (r, m) in enumerate(zip(rows, masks, strict=False)):
         sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
         tokens[i, sl] = torch.tensor(r, dtype=torch.long)
         attn[i, sl] = 1
         resp[i, sl] = torch.tensor(m, dtype=torch.bool)
-    return ChatBatch(tokens, attn, resp, side)
+        if system is not None and systems is not None:
+            system[i, sl] = torch.tensor(systems[i], dtype=torch.bool)
+    return ChatBatch(tokens, attn, resp, side, system)
 
 
 def instruction_prompts(instructions: Sequence[str], *, system_prompt: str | None = None) -> list[list[dict[str, str]]]:

@@ -27,6 +27,7 @@ from typing import Any
 
 from defense_interp.data.traits import Trait
 from defense_interp.errors import ConfigError, DataError
+from defense_interp.evaluate import question_prompt
 from defense_interp.forward import generate_answers
 from defense_interp.io import write_text
 from defense_interp.judges.base import PromptJudge
@@ -179,8 +180,7 @@ def trait_expression(
         coherence = judge.with_prompt(COHERENCE_PROMPT)
     coh = coherence or None
     records: list[dict[str, Any]] = []
-    system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
-    prompts = [[*system, {"role": "user", "content": q}] for q in qs]
+    prompts = [question_prompt(q, system_prompt) for q in qs]
     for seed in seeds:
         answers = generate_answers(
             model,

@@ -203,5 +203,6 @@ def spearman(a: Tensor, b: Tensor) -> float:
         return math.nan
     ra, rb = (x.argsort().argsort().double() for x in (a, b))
     ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = float(ra.norm() * rb.norm())
-    return math.nan if den == 0 or a.unique().numel() < 2 or b.unique().numel() < 2 else float(ra @ rb) / den
+    if a.unique().numel() < 2 or b.unique().numel() < 2:
+        return math.nan
+    return float(ra @ rb) / float(ra.norm() * rb.norm())

@@ -20,7 +20,7 @@ from defense_interp.metrics.verdicts import SubTest, combine, sub_test
 from defense_interp.study.compare import Comparison, expression_at
 from defense_interp.study.mechanism import PromptShift
 from defense_interp.study.roles import Roles
-from defense_interp.training import GradientProbe, Run
+from defense_interp.training import AttentionKnockout, GradientProbe, Run, condition_type
 
 __all__ = ["Mechanism", "knockout_rows", "mechanism_claim"]
 
@@ -87,7 +87,7 @@ def knockout_rows(cmp: Comparison) -> list[dict[str, Any]]:
         label: rec.get("layers", [])
         for _, p in cmp.probes()
         for label, rec in zip(p.labels, p.conditions, strict=True)
-        if rec.get("type") == "AttentionKnockout"
+        if condition_type(rec) is AttentionKnockout
     }
     rows = []
     for label, layers in bands.items():

@@ -26,7 +26,16 @@ from defense_interp.study.compare import compare
 from defense_interp.study.findings import assess
 from defense_interp.study.mechanism import PromptShift, conditional_expression, prompt_shift
 from defense_interp.study.mechanism_claim import Mechanism
-from defense_interp.training import Baseline, Condition, Run, TrainConfig, measure_expression, train
+from defense_interp.training import (
+    Baseline,
+    Condition,
+    InducedSteering,
+    Run,
+    TrainConfig,
+    condition_type,
+    measure_expression,
+    train,
+)
 from defense_interp.training.adapters import load_trained
 from defense_interp.training.measure import loss_estimates, loss_examples
 from defense_interp.training.runs import AXES_DIR
@@ -180,7 +189,7 @@ def _read_conditional(folder: Path, path: str) -> dict[str, dict[str, Estimate]]
 def _condition(folder: Path, record: dict[str, Any], axes: TraitAxes) -> Condition:
     """The condition of a task's record; a replay of the IP prompt's shift recorded before the
     shift was measured gets it from `SHIFT_DIR`."""
-    if record.get("type") == "InducedSteering" and record.get("shift") is None:
+    if condition_type(record) is InducedSteering and record.get("shift") is None:
         layer = axes.layer if record.get("layer") is None else int(record["layer"])
         record = {**record, "shift": PromptShift.load(folder / SHIFT_DIR).shift[layer].tolist()}
     return Condition.from_dict(record, axes=axes)

@@ -28,7 +28,7 @@ from defense_interp.data.chat import ChatBatch
 from defense_interp.errors import ConfigError
 from defense_interp.interventions.knockout import knockout_attention
 from defense_interp.interventions.steer import steer
-from defense_interp.metrics.vectors import cosine
+from defense_interp.metrics.vectors import cosine, unit
 from defense_interp.training.conditions import DEFAULT_IP_PROMPT, IP, Condition, axis_layers
 from defense_interp.types import check_finite
 
@@ -41,7 +41,7 @@ def shift_part(shift: Tensor, axis: Tensor, part: str) -> Tensor:
     """`part` of `shift` with respect to the direction of `axis` (module docstring)."""
     if part not in PARTS:
         raise ConfigError(f"unknown shift part {part!r}; choose from {PARTS}")
-    u = axis.float() / axis.float().norm().clamp_min(1e-12)
+    u = unit(axis.float())
     on = (shift.float() @ u) * u
     return shift.float() if part == "full" else on if part == "on_axis" else shift.float() - on
 
