@@ -196,7 +196,7 @@ def _as_model(item: Any, base: Any) -> Iterator[Any]:
     if isinstance(item, Run):
         if base is None:
             raise ConfigError("a Run in transfer_matrix needs base= (the model it was trained from)")
-        yield load_trained(base, item)
+        yield load_trained(base, item, merge=True)
     else:
         yield item
 

@@ -14,6 +14,13 @@ misses the refusal target within the cap is reported as such (the R3–R5 precon
 **Direction selection** (`selection`): "logodds" (the quick presets), or "auto" (the full presets):
 scored from generations when the first-token log-odds fail the separation test
 (`directions.select_direction`).
+
+**The full preset's sizes** are set so that three seeds on the bundled 135M model fit in 90 minutes
+on 2 CPU cores: learning rate 1e-3 (at 3e-4 every variant needed 40 steps to reach the target; a
+pilot on seed 0's SSFT and LAT reached it at step 16 with 1e-3 — the pilot looked at the matching
+rates only), checks every 4 steps with a cap of 48, 12 candidate directions (every 4th layer, the
+last 2 positions) scored from 16-token generations, a layer sweep over every 6th layer, and
+16-token answers for the attacks.
 """
 
 from __future__ import annotations
@@ -100,7 +107,17 @@ _TINY = RefusalStudyConfig(
 )
 REFUSAL_PRESETS = {
     "quick": RefusalStudyConfig(),
-    "full": RefusalStudyConfig(steps=64, match_target=0.8, check_every=8, selection="auto"),
+    "full": RefusalStudyConfig(
+        steps=48,
+        lr=1e-3,
+        match_target=0.8,
+        check_every=4,
+        selection="auto",
+        candidate_stride=4,
+        candidate_positions=2,
+        sweep_stride=6,
+        max_new_tokens=16,
+    ),
     "tiny": _TINY,
     "tiny-full": replace(_TINY, steps=8, match_target=0.8, check_every=4, selection="auto"),
 }

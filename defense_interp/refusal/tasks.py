@@ -44,8 +44,8 @@ JUDGED_FILE = "judged_refusals.json"
 
 
 def _model(ctx: TaskContext, run: str | None) -> Any:
-    """The base model, or the trained variant whose run folder is `run`."""
-    return ctx.model if run is None else load_trained(ctx.model, Run.load(ctx.folder / run))
+    """The base model, or the trained variant whose run folder is `run` (adapters merged)."""
+    return ctx.model if run is None else load_trained(ctx.model, Run.load(ctx.folder / run), merge=True)
 
 
 def _sets(data: dict[str, Any], config: RefusalStudyConfig) -> list:

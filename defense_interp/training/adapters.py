@@ -12,7 +12,7 @@ from defense_interp.models import copy_model, model_identity
 from defense_interp.training.config import TrainConfig
 from defense_interp.training.runs import Run
 
-__all__ = ["ADAPTER_KEYS", "copy_trained", "load_trained", "make_trainable"]
+__all__ = ["ADAPTER_KEYS", "copy_trained", "load_trained", "make_trainable", "merge_adapters"]
 
 #: The config entries that fix the shape of the trained parameters.
 ADAPTER_KEYS = ("lora", "lora_rank", "lora_alpha")
@@ -65,13 +65,31 @@ def copy_trained(init: Run, model: Any, trainable: list[tuple[str, torch.nn.Para
             p.copy_(state[n].to(p))
 
 
-def load_trained(model: Any, run: Run) -> Any:
-    """A copy of `model` with a finished run's trained parameters (LoRA adapters or all weights)."""
+def load_trained(model: Any, run: Run, *, merge: bool = False) -> Any:
+    """A copy of `model` with a finished run's trained parameters (LoRA adapters or all weights).
+    `merge=True` folds each LoRA adapter into its base weight and puts the plain linear layer back
+    (`merge_adapters`): the same function up to float rounding, and faster forward passes (for
+    analyses and generation, not for further training)."""
     fields = {k: run.config[k] for k in ADAPTER_KEYS if k in run.config}
     cfg = TrainConfig(**fields)
     work = copy_model(model)
     copy_trained(run, work, make_trainable(work, cfg), cfg)
+    if merge:
+        merge_adapters(work)
     for p in work.parameters():
         p.requires_grad_(False)
     work.eval()
     return work
+
+
+def merge_adapters(model: Any) -> None:
+    """Fold every LoRA adapter of `model` into its base weight (`W + scale·B·A`) and replace the
+    adapter module by its plain base layer, in place; a model without adapters is left as it is."""
+    from peft.tuners.lora import LoraLayer
+
+    with torch.no_grad():
+        for name, module in list(model.named_modules()):
+            if isinstance(module, LoraLayer):
+                module.merge()
+                parent, _, child = name.rpartition(".")
+                setattr(model.get_submodule(parent), child, module.get_base_layer())

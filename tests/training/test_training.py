@@ -92,6 +92,23 @@ def test_two_stage_training_continues_from_the_trained_adapters(tiny, trait, tin
         )
 
 
+def test_merged_adapters_compute_the_same_function_with_plain_linear_layers(tiny, runs):
+    """`load_trained(merge=True)` folds the LoRA adapters into the weights: the unmerged model's
+    logits up to float rounding, no adapter module left, the caller's model untouched."""
+    from peft.tuners.lora import LoraLayer
+
+    tokens = tiny.to_tokens(["The quick brown fox jumps over the lazy dog."])
+    lora = di.load_trained(tiny, runs["baseline"])
+    merged = di.load_trained(tiny, runs["baseline"], merge=True)
+    assert any(isinstance(m, LoraLayer) for m in lora.modules())
+    assert not any(isinstance(m, LoraLayer) for m in merged.modules())
+    assert not any(isinstance(m, LoraLayer) for m in tiny.modules())
+    with torch.no_grad():
+        base, unmerged, folded = tiny(tokens), lora(tokens), merged(tokens)
+    assert float((unmerged - base).abs().max()) > 1e-4  # training moved the function: the check can fail
+    torch.testing.assert_close(folded, unmerged, rtol=1e-5, atol=1e-5)
+
+
 def test_probe_steps_are_validated():
     with pytest.raises(di.ConfigError, match="probe_steps"):
         di.TrainConfig(steps=3, probe_steps=(4,))
