@@ -52,7 +52,10 @@ class StudyConfig:
     `judge`: a judge spec (`judges.parse_judge`) to add judge scores of `samples` sampled answers
     per question before and after training to every run (None: no judge). `ip_paraphrases`: the
     paraphrases of `ip_prompt` used at test time by claim 6's H5 (the defaults paraphrase the default
-    prompt; with another prompt and these defaults, none is used)."""
+    prompt; with another prompt and these defaults, none is used). `share_measurements=False`: every
+    run measures the untrained model's expression and its own start-of-training loss instead of
+    reusing the study's shared measurements — the same numbers in more time (the scaling benchmark's
+    "before"; a test checks the numbers)."""
 
     design: str = "quick"
     size: str = "quick"
@@ -64,6 +67,7 @@ class StudyConfig:
     judge: dict[str, Any] | None = None
     samples: int = 10
     ip_paraphrases: tuple[str, ...] = IP_PARAPHRASES
+    share_measurements: bool = True
 
     def __post_init__(self) -> None:
         if self.design not in DESIGNS:

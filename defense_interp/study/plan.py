@@ -77,15 +77,16 @@ def _eval_cost(cfg: TrainConfig) -> dict[str, int]:
     return {"forwards": 2 * -(-eval_q // cfg.batch_size), "decode_steps": -(-eval_q // 16) * cfg.eval_max_new_tokens}
 
 
-def _train_cost(cfg: TrainConfig, n_probed: int) -> dict[str, int]:
+def _train_cost(cfg: TrainConfig, n_probed: int, shared: bool) -> dict[str, int]:
     """A run in the units of `execution.estimate`: optimiser steps and probe passes, the loss
-    table's forward batches (three passes: the start's test-time loss is shared) and the
-    expression after training."""
+    table's forward batches (three passes when the start's test-time loss is shared, else four) and
+    the expression after training (and before it, unshared)."""
     ev = _eval_cost(cfg)
+    evals = 1 if shared else 2
     return {
         "train_steps": cfg.steps + n_probed * len(cfg.probe_steps),
-        "forwards": 3 * -(-cfg.loss_examples // cfg.batch_size) + ev["forwards"],
-        "decode_steps": ev["decode_steps"],
+        "forwards": (3 if shared else 4) * -(-cfg.loss_examples // cfg.batch_size) + evals * ev["forwards"],
+        "decode_steps": evals * ev["decode_steps"],
     }
 
 
@@ -122,18 +123,22 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
             writes=(AXES_DIR,),
             done=f"{_TASKS}:axes_done",
             cost={"forwards": 4 * s["n_pairs"], "decode_steps": 2 * s["n_pairs"] * s["axes_tokens"]},
-        ),
-        Task(
-            "untrained model",
-            f"{_TASKS}:measure_before",
-            {"trait": tr, "config": first.to_dict(), "path": BEFORE_FILE},
-            deps=("axes",),
-            reads=(AXES_DIR,),
-            writes=(BEFORE_FILE,),
-            done=f"{_TASKS}:file_done",
-            cost=_eval_cost(first),
-        ),
+        )
     ]
+    shared = cfg.share_measurements
+    if shared:
+        tasks.append(
+            Task(
+                "untrained model",
+                f"{_TASKS}:measure_before",
+                {"trait": tr, "config": first.to_dict(), "path": BEFORE_FILE},
+                deps=("axes",),
+                reads=(AXES_DIR,),
+                writes=(BEFORE_FILE,),
+                done=f"{_TASKS}:file_done",
+                cost=_eval_cost(first),
+            )
+        )
 
     if mechanism:
         tasks.append(
@@ -151,8 +156,8 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
 
     def run(seed: int, cond: Condition, rcfg: TrainConfig, label: str, init: str | None = None, probed=()) -> str:
         folder = f"seed{seed}/{label}"
-        start = None if init else f"seed{seed}/{START_LOSS_FILE}"  # a two-stage run starts from its first stage
-        before: tuple[str, ...] = (init,) if init else (f"seed{seed}/{START_LOSS_FILE}",)
+        start = None if init or not shared else f"seed{seed}/{START_LOSS_FILE}"  # two-stage: its first stage's end
+        before: tuple[str, ...] = (init,) if init else ((f"seed{seed}/{START_LOSS_FILE}",) if shared else ())
         if any(isinstance(c, InducedSteering) for c in (cond, *probed)):
             before += (SHIFT_DIR,)
         tasks.append(
@@ -168,12 +173,13 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
                     "init": init,
                     "start_loss": start,
                     "probe_conditions": [_record(c) for c in probed] if probed else None,
+                    **({} if shared else {"shared": False}),
                 },
-                deps=("axes", "untrained model", *before),
-                reads=(AXES_DIR, BEFORE_FILE, *before),
+                deps=("axes", *(("untrained model",) if shared else ()), *before),
+                reads=(AXES_DIR, *((BEFORE_FILE,) if shared else ()), *before),
                 writes=(folder,),
                 done=f"{_TASKS}:train_done",
-                cost=_train_cost(rcfg, len(probed)),
+                cost=_train_cost(rcfg, len(probed), shared),
             )
         )
         return folder
@@ -181,18 +187,18 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
     for seed in [cfg.first_seed + i for i in range(cfg.n_seeds)]:
         tcfg = cfg.train_config(seed)
         plain = replace(tcfg, probe_steps=())
-        path = f"seed{seed}/{START_LOSS_FILE}"
-        lb = -(-tcfg.loss_examples // tcfg.batch_size)
-        tasks.append(
-            Task(
-                path,
-                f"{_TASKS}:measure_start_loss",
-                {"trait": tr, "config": tcfg.to_dict(), "path": path},
-                writes=(path,),
-                done=f"{_TASKS}:file_done",
-                cost={"forwards": lb},
+        if shared:
+            path = f"seed{seed}/{START_LOSS_FILE}"
+            tasks.append(
+                Task(
+                    path,
+                    f"{_TASKS}:measure_start_loss",
+                    {"trait": tr, "config": tcfg.to_dict(), "path": path},
+                    writes=(path,),
+                    done=f"{_TASKS}:file_done",
+                    cost={"forwards": -(-tcfg.loss_examples // tcfg.batch_size)},
+                )
             )
-        )
         base = run(seed, conds[0], tcfg, conds[0].label, probed=[*conds, *replays, *knockouts])
         for c in [*conds[1:], *replays]:
             run(seed, c, plain, c.label)

@@ -231,9 +231,11 @@ def train_run(
     init: str | None = None,
     start_loss: str | None = None,
     probe_conditions: list[dict[str, Any]] | None = None,
+    shared: bool = True,
 ) -> None:
     """Train one (condition, seed) run into `run_dir` (from the run in `init`, for a two-stage run;
-    `start_loss`: the file of the seed's shared start-of-training loss)."""
+    `start_loss`: the file of the seed's shared start-of-training loss). `shared=False`: the run
+    measures the untrained expression and its start loss itself (`StudyConfig.share_measurements`)."""
     axes, cond, tcfg, first = _inputs(ctx.folder, condition, config, init)
     train(
         ctx.model,
@@ -245,8 +247,8 @@ def train_run(
         name=label,
         progress=ctx.progress,
         resume=ctx.resume,
-        expression_before=None if first is not None else _before(ctx.folder),
-        loss_before=_start_loss(ctx.folder, start_loss, first, tcfg),
+        expression_before=_before(ctx.folder) if shared and first is None else None,
+        loss_before=_start_loss(ctx.folder, start_loss, first, tcfg) if shared else None,
         init=first,
         probe_conditions=None
         if probe_conditions is None

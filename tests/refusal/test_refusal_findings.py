@@ -25,9 +25,10 @@ def svd(top2: float):
     return ratios
 
 
-def study(seed: int, shares: dict, unattacked: dict, removal: dict, noise: float = 0.0):
+def study(seed: int, shares: dict, unattacked: dict, removal: dict, noise: float = 0.0, harmless: float = 0.1):
     """A single-seed study: `shares[m] = (uncentred, centred, without outliers)` top-2 shares at every
-    layer; `unattacked[m]` refusal; `removal[(s, m)]` the share of m's refusal that s's direction removes."""
+    layer; `unattacked[m]` refusal; `removal[(s, m)]` the share of m's refusal that s's direction removes;
+    `harmless` every model's refusal of the harmless attack prompts."""
     g = torch.Generator().manual_seed(seed)
     analyses = {}
     for m in MODELS:
@@ -45,7 +46,11 @@ def study(seed: int, shares: dict, unattacked: dict, removal: dict, noise: float
     rates = [[rate(unattacked[m] * (1 - removal.get((s, m), 0.0)), shift=seed) for m in MODELS] for s in MODELS]
     transfer = SimpleNamespace(sources=MODELS, targets=MODELS, rates=rates, baseline=base)
     return SimpleNamespace(
-        analyses=analyses, transfer=transfer, config=SimpleNamespace(seed=seed), model={"name": "planted"}
+        analyses=analyses,
+        transfer=transfer,
+        harmless_rates={m: rate(harmless, shift=seed) for m in MODELS},
+        config=SimpleNamespace(seed=seed),
+        model={"name": "planted"},
     )
 
 
@@ -131,3 +136,16 @@ def test_tiny_full_preset_runs_end_to_end(tmp_path):
     assert [c["step"] for c in run["provenance"]["matching"]] == [4]
     stopped = run["provenance"]["stopped_at"]
     assert (stopped is None and len(run["losses"]) == 8) or (stopped == 4 and len(run["losses"]) == 4)
+
+
+def test_r3_reports_each_variants_discrimination_as_uncounted_context():
+    """Refusing harmless prompts as often as harmful ones shows in R3's context sub-tests (harmful −
+    harmless refusal near 0) without changing any verdict."""
+    shares = {"base": (0.3, 0.2, 0.25), "ssft": (0.3, 0.2, 0.25), "at": (0.32, 0.22, 0.27), "lat": (0.6, 0.5, 0.55)}
+    for harmless, effect, verdict in ((0.1, 0.8, "reproduced"), (0.9, 0.0, "inconclusive")):
+        studies = [study(s, shares, HIGH, LAT_PATTERN, noise=0.01, harmless=harmless) for s in range(3)]
+        findings = assess_refusal(studies).findings
+        assert [f.verdict for f in findings] == ["reproduced"] * 5
+        context = [t for t in findings[2].tests if not t.counted]
+        assert [t.name.split(":")[0] for t in context] == ["SSFT", "AT", "LAT"]
+        assert all(abs(t.effect.mean - effect) < 1e-9 and t.verdict == verdict for t in context)

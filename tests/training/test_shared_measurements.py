@@ -2,6 +2,8 @@
 the untrained model's test-time loss on a seed's loss examples, a condition's train-time loss when it
 keeps the forward pass, and a two-stage run's start (its first stage's end)."""
 
+import json
+
 import pytest
 import torch
 
@@ -58,3 +60,21 @@ def test_a_two_stage_run_may_start_from_its_first_stages_end(tiny, trait, random
 def test_loss_modes_are_checked(tiny, trait, users_view):
     with pytest.raises(di.ConfigError, match="unknown loss modes"):
         loss_estimates(tiny, list(trait.train_data[:2]), di.Baseline(), tiny_config(), modes=("sometimes",))
+
+
+def test_a_study_without_shared_measurements_gives_the_same_findings(tiny_quick_study, tmp_path):
+    """`StudyConfig(share_measurements=False)` (the scaling benchmark's "before"): every run measures
+    the untrained expression and its start loss itself; the findings equal the shared study's."""
+    from defense_interp.study import StudyConfig, run_study
+    from defense_interp.study.plan import study_plan
+    from tests.helpers import differences
+
+    cfg = StudyConfig(design="quick", size="tiny", sizes={"steps": 2}, share_measurements=False)
+    trait = di.Trait.builtin("evil")
+    keys = [t.key for t in study_plan(di.tiny_model(), trait, cfg).tasks]
+    assert "untrained model" not in keys and not any(k.endswith("start_loss.json") for k in keys)
+    run_study(di.tiny_model(), trait, cfg, tmp_path, progress=False)
+    new = json.loads((tmp_path / "findings.json").read_text())
+    old = json.loads((tiny_quick_study[0] / "findings.json").read_text())
+    assert differences(old, new) == []
+    assert not (tmp_path / "expression_before.json").exists()
