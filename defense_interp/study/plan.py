@@ -209,6 +209,8 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
     judged = _judge_tasks(tasks, cfg, tr) if cfg.judge is not None else {}
     measured = [c for c in conds if type(c) in (Baseline, IP) or (type(c) is PPS and c.coef == strongest)]
     mech = _conditional_tasks(tasks, cfg, tr, measured) if mechanism else {}
+    if mech and not shared:  # the untrained model's expression: the first seed's baseline run measured it
+        mech["before_run"] = f"seed{cfg.first_seed}/{conds[0].label}"
     tasks.append(
         Task(
             "comparison and report",

@@ -344,7 +344,8 @@ def _mechanism(folder: Path, loaded: dict[str, Run], spec: dict[str, Any]) -> Me
             scores["ip"]["judge"] = _judged(folder, spec["judged"][r]).mean
         loaded[r] = _with_conditional(loaded[r], scores)
     untrained = _read_conditional(folder, spec["untrained"])
-    untrained["none"] = _before(folder)[0]
+    # without the shared file, the first seed's baseline run measured the same untrained model itself
+    untrained["none"] = loaded[spec["before_run"]].expression["before"] if "before_run" in spec else _before(folder)[0]
     return Mechanism(PromptShift.load(folder / SHIFT_DIR), untrained, dict(spec["prompts"]))
 
 

@@ -49,6 +49,7 @@ def study(seed: int, shares: dict, unattacked: dict, removal: dict, noise: float
         analyses=analyses,
         transfer=transfer,
         harmless_rates={m: rate(harmless, shift=seed) for m in MODELS},
+        runs={m: SimpleNamespace(provenance={"matching": [{"step": 12, "refusal": 0.9}]}) for m in MODELS[1:]},
         config=SimpleNamespace(seed=seed),
         model={"name": "planted"},
     )
@@ -113,7 +114,7 @@ def test_r3_to_r5_fail_their_precondition_when_a_variant_does_not_refuse():
     findings = assess_refusal([study(s, shares, low, LAT_PATTERN, noise=0.01) for s in range(3)]).findings
     assert [f.verdict for f in findings[2:]] == [PRECONDITION_FAILED] * 3
     note = findings[2].tests[-1].note
-    assert "SSFT refuses 50%" in note and "seed 0" in note
+    assert "SSFT refuses 50% of the attack split (seed 0; training stopped at step 12 refusing 90%" in note
     relaxed = [study(s, shares, low, LAT_PATTERN, noise=0.01) for s in range(3)]
     assert verdicts(relaxed, target=0.5)[2:] == ["reproduced"] * 3
 

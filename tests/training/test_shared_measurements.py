@@ -62,19 +62,21 @@ def test_loss_modes_are_checked(tiny, trait, users_view):
         loss_estimates(tiny, list(trait.train_data[:2]), di.Baseline(), tiny_config(), modes=("sometimes",))
 
 
-def test_a_study_without_shared_measurements_gives_the_same_findings(tiny_quick_study, tmp_path):
+def test_a_study_without_shared_measurements_gives_the_same_findings(tmp_path):
     """`StudyConfig(share_measurements=False)` (the scaling benchmark's "before"): every run measures
-    the untrained expression and its start loss itself; the findings equal the shared study's."""
+    the untrained expression and its start loss itself, claim 6 reads the untrained model's
+    expression from the first baseline run; the findings equal the shared study's (full design,
+    one seed, two steps)."""
     from defense_interp.study import StudyConfig, run_study
     from defense_interp.study.plan import study_plan
     from tests.helpers import differences
 
-    cfg = StudyConfig(design="quick", size="tiny", sizes={"steps": 2}, share_measurements=False)
-    trait = di.Trait.builtin("evil")
-    keys = [t.key for t in study_plan(di.tiny_model(), trait, cfg).tasks]
-    assert "untrained model" not in keys and not any(k.endswith("start_loss.json") for k in keys)
-    run_study(di.tiny_model(), trait, cfg, tmp_path, progress=False)
-    new = json.loads((tmp_path / "findings.json").read_text())
-    old = json.loads((tiny_quick_study[0] / "findings.json").read_text())
-    assert differences(old, new) == []
-    assert not (tmp_path / "expression_before.json").exists()
+    trait, found = di.Trait.builtin("evil"), {}
+    for shared in (True, False):
+        cfg = StudyConfig(design="full", size="tiny", seeds=1, sizes={"steps": 2}, share_measurements=shared)
+        keys = [t.key for t in study_plan(di.tiny_model(), trait, cfg).tasks]
+        assert ("untrained model" in keys) is shared and any(k.endswith("start_loss.json") for k in keys) is shared
+        run_study(di.tiny_model(), trait, cfg, tmp_path / str(shared), progress=False)
+        assert (tmp_path / str(shared) / "expression_before.json").exists() is shared
+        found[shared] = json.loads((tmp_path / str(shared) / "findings.json").read_text())
+    assert differences(found[True], found[False]) == []
