@@ -46,7 +46,7 @@ bench: install
 	$(PY) benchmarks/capture_memory.py
 	$(PY) benchmarks/probe_cost.py
 	$(PY) benchmarks/quick_study.py
-	$(PY) benchmarks/study_scaling.py --part tiny   # --part bundled compares the bundled full study before/after (~40 min)
+	$(PY) benchmarks/study_scaling.py --part tiny   # --part bundled compares the bundled full study before/after (~34 min)
 
 # The documentation site (mkdocs, material theme, API reference from the docstrings) in site/.
 docs: install
