@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -66,12 +67,11 @@ def tiny_local_vs_ray(repeats: int) -> dict:
             a, b = (json.loads((Path(tmp) / k / "findings.json").read_text()) for k in ("local", "ray"))
         worst = max(worst, _max_difference(a, b))
         pairs.append({"local_s": round(local, 1), "ray_s": round(on_ray, 1), "ray_cluster_start_s": round(started, 1)})
-    ratios = sorted(p["local_s"] / p["ray_s"] for p in pairs)
     return {
         "study": f"defense-interp study --preset full --model tiny ({runs} runs)",
         "pairs": pairs,
         "ray_speedups": [round(p["local_s"] / p["ray_s"], 2) for p in pairs],
-        "ray_speedup_median": round(ratios[len(ratios) // 2], 2),
+        "ray_speedup_median": round(statistics.median(p["local_s"] / p["ray_s"] for p in pairs), 2),
         "target_speedup": 1.3,
         "findings_max_abs_difference": worst,
         "workers": "2 Ray worker processes x 1 torch thread (cluster start included); "
