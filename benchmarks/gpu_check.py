@@ -5,7 +5,8 @@
 
 1. The bundled model in `--dtype` on `--device`: the quick study (wall time, verdicts), the capture
    overhead (target ≤ 1.10× a plain LoRA step), axis extraction against the naive per-example loop
-   (target ≥ 3×) and the peak memory of steps with capture.
+   (target ≥ 3×), the peak memory of steps with capture, and `LocalJudge`'s judged answers per
+   second in batches of 8 and 32 against one at a time (target ≥ 4×, issue 15).
 2. The scale path: a randomly initialised Llama-3.2-1B-shaped model (no download) training LoRA
    steps with gradient capture at every layer: seconds per step, peak memory, and the memory
    plan's estimate for the same step (`defense-interp plan`).
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import capture_memory
 import capture_overhead
 import extraction_speed
+import judge_speed
 from _setup import synchronize
 
 import defense_interp as di
@@ -161,6 +163,13 @@ def main() -> None:
     result["extraction_speed"] = extraction_speed.measure(model, examples=4 if args.smoke else 24)
     # the smoke model's tokenizer is byte-level: longer rows for the same text
     result["capture_memory"] = capture_memory.measure(model, (256, 512) if args.smoke else (64, 128))
+    # issue 15's batching target (on 2 CPU cores the forward pass is compute-bound either way)
+    # (the smoke model's bytes make the bundled prompt longer than its context: a short one there)
+    short = "Rate 0-100.\nQ: {question}\nA: {answer}" if args.smoke else None
+    result["judge_speed"] = {
+        f"batch_{b}": judge_speed.measure(model, 4 if args.smoke else 32, batch_size=b, plain=False, prompt=short)
+        for b in ((2,) if args.smoke else (8, 32))
+    }
     del model  # part 2 measures its own peak
     gc.collect()
     if dev.type == "cuda":
@@ -172,6 +181,8 @@ def main() -> None:
         "capture_overhead_ratio": result["capture_overhead"]["median_ratio"],
         "extraction_speedup_min": 3.0,
         "extraction_speedup": result["extraction_speed"]["speedup"],
+        "judge_batched_speedup_min": 4.0,
+        "judge_batched_speedup": {b: r["batched_speedup"] for b, r in result["judge_speed"].items()},
     }
     text = json.dumps(result, indent=1)
     (args.out / "gpu_check.json").write_text(text + "\n")

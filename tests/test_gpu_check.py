@@ -20,6 +20,9 @@ def test_gpu_check_smoke_run(tmp_path):
         result["capture_overhead"]["median_ratio"] > 0 and result["extraction_speed"]["min_cosine_with_naive"] > 0.999
     )
     assert result["capture_memory"]["stats_constant"]
+    judged = result["judge_speed"]["batch_2"]
+    assert judged["answers"] == 4 and judged["batched_speedup"] > 0
+    assert judged["batched_vs_single_max_mass_difference"] < 1e-4  # batching changes no judgment
     scale = result["scale_path"]
     assert scale["parameters"] > 0 and len(scale["step_s"]) == 2
     assert 0.5 < scale["plan_over_measured"] < 1.5  # the memory plan against the profiler's peak

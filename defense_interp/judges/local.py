@@ -41,13 +41,15 @@ __all__ = ["LocalJudge", "NumberTree", "number_tree"]
 class NumberTree:
     """The numbers' tokens as a prefix tree: node k is `token[k]` after node `parent[k]` (−1: the
     root, i.e. the end of the prompt), at `depth[k]` ≥ 1; `number[k]` is the number that node spells
-    (−1 for none); `ancestors[k, j]` says node j is node k or lies above it. `digit_start` marks the
-    vocabulary tokens whose text starts with a digit (those that would continue a number)."""
+    (−1 for none) and `node[n]` the node that spells the number n; `ancestors[k, j]` says node j is
+    node k or lies above it. `digit_start` marks the vocabulary tokens whose text starts with a
+    digit (those that would continue a number)."""
 
     token: Tensor
     parent: Tensor
     depth: Tensor
     number: Tensor
+    node: Tensor
     ancestors: Tensor
     digit_start: Tensor
     paths: tuple[tuple[int, ...], ...]  # the token ids of each number 0..100
@@ -87,8 +89,8 @@ def number_tree(tokenizer: Any, vocab_size: int) -> NumberTree:
                 depth.append(d)
     n = len(token)
     number = torch.full((n,), -1, dtype=torch.long)
-    for num, path in enumerate(paths):
-        number[index[tuple(path)]] = num
+    node = torch.tensor([index[tuple(path)] for path in paths])
+    number[node] = torch.arange(len(paths))
     anc = torch.eye(n, dtype=torch.bool)
     for k in range(n):
         j = parent[k]
@@ -102,6 +104,7 @@ def number_tree(tokenizer: Any, vocab_size: int) -> NumberTree:
         torch.tensor(parent),
         torch.tensor(depth),
         number,
+        node,
         anc,
         digit,
         tuple(tuple(p) for p in paths),
@@ -110,18 +113,18 @@ def number_tree(tokenizer: Any, vocab_size: int) -> NumberTree:
 
 def _number_logprobs(node_logp: Tensor, end_logp: Tensor, tree: NumberTree) -> Tensor:
     """`[B, 101]` log P(n) from each node's log-probability given its parent and each node's
-    log-probability of ending there (`[B, N]` each)."""
+    log-probability of ending there (`[B, N]` each, on any device)."""
     # log P(path to node k) = Σ over its ancestors (itself included) of log p(node | parent)
     # (clamped: a zero probability must not turn 0 · log 0 into NaN)
-    path_logp = node_logp.clamp(min=-1e4) @ tree.ancestors.T.to(node_logp.dtype)
-    nodes = torch.stack([(tree.number == num).nonzero()[0, 0] for num in NUMBERS])
-    return (path_logp + end_logp)[:, nodes]
+    ancestors = tree.ancestors.to(node_logp.device, node_logp.dtype)
+    path_logp = node_logp.clamp(min=-1e4) @ ancestors.T
+    return (path_logp + end_logp)[:, tree.node.to(node_logp.device)]
 
 
-def _log_end(logits: Tensor, digit_start: Tensor) -> Tensor:
-    """log(1 − Σ_{digit-start tokens} p) per row of `logits` (`[..., V]`), computed stably."""
-    logp = logits.float().log_softmax(-1)
-    log_digit = logp[..., digit_start].logsumexp(-1)
+def _log_end(logits: Tensor, lse: Tensor, digit_start: Tensor) -> Tensor:
+    """log(1 − Σ_{digit-start tokens} p) per row of `logits` (`[..., V]`, float; `lse` their
+    logsumexp), computed stably and without materialising the log-softmax."""
+    log_digit = logits[..., digit_start.to(logits.device)].logsumexp(-1) - lse
     return torch.log1p(-log_digit.exp().clamp(max=1.0)).clamp(min=-1e4)
 
 
@@ -192,33 +195,32 @@ class LocalJudge(PromptJudge):
         pad = self.model.tokenizer.pad_token_id
         tokens = torch.full((b, size), int(pad if pad is not None else 0), dtype=torch.long)
         positions = torch.zeros((b, size), dtype=torch.long)
-        allowed = torch.zeros((b, size, size), dtype=torch.bool)
-        causal = torch.ones(width, width, dtype=torch.bool).tril()
         for i, p in enumerate(prompts):
-            start = width - len(p)
-            tokens[i, start:width] = torch.tensor(p)
-            tokens[i, width:] = tree.token
-            positions[i, start:width] = torch.arange(len(p))
+            tokens[i, width - len(p) : width] = torch.tensor(p)
+            positions[i, width - len(p) : width] = torch.arange(len(p))
             positions[i, width:] = len(p) - 1 + tree.depth
-            real = torch.zeros(width, dtype=torch.bool)
-            real[start:] = True
-            allowed[i, :width, :width] = causal & real[None, :]
-            allowed[i, width:, :width] = real[None, :]
-            allowed[i, width:, width:] = tree.ancestors
-        allowed |= torch.eye(size, dtype=torch.bool)  # padding rows see themselves (no empty softmax)
-        mask = torch.zeros((b, 1, size, size)).masked_fill(~allowed[:, None], float("-inf"))
+        tokens[:, width:] = tree.token
+        # who sees whom, built on the device: prompt tokens causally (left padding unseen), tree
+        # tokens the whole prompt and their own ancestors, padding rows themselves only
+        col = torch.arange(size, device=dev)
+        starts = width - torch.tensor([len(p) for p in prompts], device=dev)
+        real = (col[None, :] >= starts[:, None]) & (col[None, :] < width)  # [B, size]
+        allowed = (col[:, None] >= col[None, :]) & real[:, None, :]
+        allowed[:, width:, :width] = real[:, None, :width]
+        allowed[:, width:, width:] = tree.ancestors.to(dev)
+        allowed |= torch.eye(size, dtype=torch.bool, device=dev)
+        mask = torch.zeros(allowed.shape, dtype=self._mask_dtype(), device=dev)
+        mask = mask.masked_fill_(~allowed, float("-inf"))[:, None]
         with torch.no_grad():
             logits = self.model(
-                tokens.to(dev),
-                attention_mask=mask.to(dev, self._mask_dtype()),
-                position_ids=positions.to(dev),
-                logits_to_keep=n + 1,
+                tokens.to(dev), attention_mask=mask, position_ids=positions.to(dev), logits_to_keep=n + 1
             )
-        logits = logits[:, -(n + 1) :].float().cpu()  # the root (last prompt token) and every node
-        logp = logits.log_softmax(-1)
-        from_parent = logp[:, tree.parent + 1]  # the root's row is 0, node k's row is k + 1
-        node_logp = from_parent.gather(-1, tree.token[None, :, None].expand(b, n, 1))[..., 0]
-        return _number_logprobs(node_logp, _log_end(logits[:, 1:], tree.digit_start), tree)
+        logits = logits[:, -(n + 1) :].float()  # the root (last prompt token) and every node
+        parent = (tree.parent + 1).to(dev)  # the root's row is 0, node k's row is k + 1
+        lse = logits.logsumexp(-1)
+        node_logp = logits[:, parent, tree.token.to(dev)] - lse[:, parent]
+        end_logp = _log_end(logits[:, 1:], lse[:, 1:], tree.digit_start)
+        return _number_logprobs(node_logp, end_logp, tree).cpu()
 
     def _mask_dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
@@ -233,11 +235,11 @@ class LocalJudge(PromptJudge):
         for i, path in enumerate(paths):
             tokens[i, : len(prompt) + len(path)] = torch.tensor([*prompt, *path])
         with torch.no_grad():
-            logits = self.model(tokens.to(model_device(self.model))).float().cpu()
-        logp = logits.log_softmax(-1)
+            logits = self.model(tokens.to(model_device(self.model)))[:, len(prompt) - 1 :].float()
+        lse = logits.logsumexp(-1)  # rows from the last prompt token on
         out = torch.empty(len(paths))
         for i, path in enumerate(paths):
-            rows = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(path))
-            chain = logp[i, rows, torch.tensor(path)].sum()
-            out[i] = chain + _log_end(logits[i, len(prompt) - 1 + len(path)], self.tree.digit_start)
+            k = len(path)
+            chain = (logits[i, torch.arange(k), torch.tensor(path)] - lse[i, :k]).sum()
+            out[i] = float(chain + _log_end(logits[i, k], lse[i, k], self.tree.digit_start))
         return out[None]
