@@ -216,6 +216,7 @@ def axes_from_conversations(
     trait: str = "trait",
     batch_size: int = 16,
     folds: tuple[Sequence[int], Sequence[int]] | None = None,
+    progress: bool = True,
 ) -> TraitAxes:
     """Trait axes from supplied conversations with answers: `pos` express the trait, `neg` do not.
 
@@ -227,7 +228,9 @@ def axes_from_conversations(
     if len(pos) < 2 or len(neg) < 2:
         raise ConfigError("axis extraction needs at least two pos and two neg examples")
     hook_name(0, point)  # validates the point
-    kw: dict[str, Any] = dict(point=point, variant=variant, batch_size=batch_size, with_embedding=point == "resid_post")
+    kw: dict[str, Any] = dict(
+        point=point, variant=variant, batch_size=batch_size, with_embedding=point == "resid_post", progress=progress
+    )
     p, p_emb = response_means(model, pos, desc="axes (pos)", **kw)
     n, n_emb = response_means(model, neg, desc="axes (neg)", **kw)
     vectors = p.mean(0) - n.mean(0)
@@ -265,6 +268,7 @@ def extract_trait_axes(
     variant: str = "response",
     layer: int | None = None,
     batch_size: int = 16,
+    progress: bool = True,
 ) -> TraitAxes:
     """Generate answers to each extraction question under each pos and neg system prompt (greedy
     by default; `temperature > 0` samples, seeded), then compute the axes
@@ -290,6 +294,7 @@ def extract_trait_axes(
         seed=seed,
         batch_size=batch_size,
         desc="axes: generating",
+        progress=progress,
     )
     full = [[*c, {"role": "assistant", "content": a or "."}] for (c, _), a in zip(prompts, answers, strict=False)]
     pos = [f for f, (_, lab) in zip(full, prompts, strict=False) if lab == 1]
@@ -305,4 +310,5 @@ def extract_trait_axes(
         trait=trait.name,
         batch_size=batch_size,
         folds=(fold, fold),
+        progress=progress,
     )

@@ -52,18 +52,34 @@ def projection_score(
     seed: int = 0,
     batch_size: int = 16,
     system_prompt: str | None = None,
+    progress: bool = True,
 ) -> tuple[Estimate, list[str]]:
     """The projection score and the generated answers (greedy decoding; `seed` is recorded for
-    sampled variants); `system_prompt`: a system message in every prompt (None: none)."""
+    sampled variants); `system_prompt`: a system message in every prompt (None: none);
+    `progress`: progress bars while generating and reading activations."""
     if not questions:
         raise DataError("projection score needs at least one evaluation question")
     layer = axes.layer if layer is None else layer
     prompts = [question_prompt(q, system_prompt) for q in questions]
     answers = generate_answers(
-        model, prompts, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, desc="eval: generating"
+        model,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=batch_size,
+        desc="eval: generating",
+        progress=progress,
     )
     convs = [[*p, {"role": "assistant", "content": a or "."}] for p, a in zip(prompts, answers, strict=False)]
-    means, _ = response_means(model, convs, layers=[layer], point=axes.point, batch_size=batch_size)
+    means, _ = response_means(
+        model,
+        convs,
+        layers=[layer],
+        point=axes.point,
+        batch_size=batch_size,
+        desc="eval: activations",
+        progress=progress,
+    )
     proj = means[:, 0] @ axes.unit(layer)
     return mean_ci(proj, over="eval questions", keep=True), answers
 

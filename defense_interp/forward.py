@@ -161,6 +161,7 @@ def response_means(
     batch_size: int = 16,
     desc: str = "activations",
     with_embedding: bool = False,
+    progress: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """Per-example summaries `[n, len(layers), d_model]` of `blocks.{l}.hook_{point}` (float32):
     the mean over response tokens ("response"), the last prompt token ("prompt_last") or the mean
@@ -174,7 +175,7 @@ def response_means(
     out, emb = [], []
     lengths = [len(encode_chat(model, [c]).tokens[0]) for c in convs]
     order = sorted(range(len(convs)), key=lambda i: lengths[i])  # similar lengths share a batch: less padding
-    for i in tqdm(range(0, len(convs), batch_size), desc=desc, leave=False):
+    for i in tqdm(range(0, len(convs), batch_size), desc=desc, disable=not progress, leave=False):
         batch = encode_chat(model, [convs[j] for j in order[i : i + batch_size]])
         resp = batch.response_mask
         if variant == "response":

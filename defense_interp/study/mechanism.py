@@ -207,6 +207,7 @@ def conditional_expression(
     cfg: TrainConfig,
     *,
     contrast: Collection[str] | None = None,
+    progress: bool = True,
 ) -> dict[str, dict[str, Estimate]]:
     """H5: `{name: {score: Estimate}}`, the projection score with `prompts[name]` as the system
     message at test time (eval questions and lengths from `cfg`, greedy answers as after training),
@@ -217,7 +218,13 @@ def conditional_expression(
     out: dict[str, dict[str, Estimate]] = {}
     for name, text in prompts.items():
         proj, _ = projection_score(
-            model, axes, questions, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed, system_prompt=text
+            model,
+            axes,
+            questions,
+            max_new_tokens=cfg.eval_max_new_tokens,
+            seed=cfg.seed,
+            system_prompt=text,
+            progress=progress,
         )
         out[name] = {"projection": proj}
         if trait.eval_pairs and (contrast is None or name in contrast):

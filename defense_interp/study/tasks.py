@@ -105,6 +105,7 @@ def extract_axes(ctx: TaskContext, *, trait: dict[str, Any], sizes: dict[str, in
         n_questions=sizes["n_questions"],
         max_new_tokens=sizes["axes_tokens"],
         seed=seed,
+        progress=ctx.progress,
     )
     axes.save(ctx.folder / AXES_DIR)
     log(f"axes layer {axes.layer}: held-out Cohen's d {float(axes.cohens_d[axes.layer]):.2f}")
@@ -121,7 +122,11 @@ def axes_done(folder: Path, **_: Any) -> bool:
 def measure_before(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str, Any], path: str) -> None:
     """Trait expression of the untrained model (shared by every one-stage run) into `BEFORE_FILE`."""
     scores, answers = measure_expression(
-        ctx.model, _trait(trait), TraitAxes.load(ctx.folder / AXES_DIR), TrainConfig.from_dict(config)
+        ctx.model,
+        _trait(trait),
+        TraitAxes.load(ctx.folder / AXES_DIR),
+        TrainConfig.from_dict(config),
+        progress=ctx.progress,
     )
     write_json(ctx.folder / path, {"scores": {k: v.to_dict() for k, v in scores.items()}, "answers": answers})
 
@@ -177,7 +182,7 @@ def measure_conditional(
     model = ctx.model if run_dir is None else load_trained(ctx.model, Run.load(ctx.folder / run_dir))
     axes = TraitAxes.load(ctx.folder / AXES_DIR)
     scores = conditional_expression(
-        model, _trait(trait), axes, prompts, TrainConfig.from_dict(config), contrast=("ip",)
+        model, _trait(trait), axes, prompts, TrainConfig.from_dict(config), contrast=("ip",), progress=ctx.progress
     )
     write_json(ctx.folder / path, {n: {k: e.to_dict() for k, e in v.items()} for n, v in scores.items()})
 

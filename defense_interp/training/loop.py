@@ -324,7 +324,7 @@ def train(
     else:
         before = None
         if run.trait is not None:
-            before = expression_before or measure_expression(work, run.trait, run.axes, cfg)
+            before = expression_before or measure_expression(work, run.trait, run.axes, cfg, progress=progress)
         loss_start = loss_estimates(work, loss_convs, run.condition, cfg, known=loss_before)
     start = 0 if ck is None else ck.step
 
@@ -358,7 +358,7 @@ def train(
     loss_end = loss_estimates(work, loss_convs, run.condition, cfg)
     expression, answers = {}, {}
     if run.trait is not None and before is not None:
-        after = measure_expression(work, run.trait, run.axes, cfg)
+        after = measure_expression(work, run.trait, run.axes, cfg, progress=progress)
         expression = {"before": before[0], "after": after[0]}
         answers = {"before": before[1], "after": after[1]}
     result = Run(

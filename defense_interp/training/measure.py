@@ -27,11 +27,13 @@ LOSS_MODES = ("train_time", "test_time")
 
 
 def measure_expression(
-    model: Any, trait: Trait, axes: TraitAxes, cfg: TrainConfig
+    model: Any, trait: Trait, axes: TraitAxes, cfg: TrainConfig, *, progress: bool = True
 ) -> tuple[dict[str, Estimate], list[str]]:
     """Projection and contrast scores of `model` at test time, and its answers."""
     questions = trait.eval_questions[: cfg.eval_questions] if cfg.eval_questions else trait.eval_questions
-    proj, answers = projection_score(model, axes, questions, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
+    proj, answers = projection_score(
+        model, axes, questions, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed, progress=progress
+    )
     scores = {"projection": proj}
     if trait.eval_pairs:
         scores["contrast"] = contrast_score(model, trait)

@@ -62,11 +62,12 @@ def test_loss_modes_are_checked(tiny, trait, users_view):
         loss_estimates(tiny, list(trait.train_data[:2]), di.Baseline(), tiny_config(), modes=("sometimes",))
 
 
-def test_a_study_without_shared_measurements_gives_the_same_findings(tmp_path):
+def test_a_study_without_shared_measurements_gives_the_same_findings(tmp_path, capfd):
     """`StudyConfig(share_measurements=False)` (the scaling benchmark's "before"): every run measures
     the untrained expression and its start loss itself, claim 6 reads the untrained model's
     expression from the first baseline run; the findings equal the shared study's (full design,
-    one seed, two steps)."""
+    one seed, two steps). With `progress=False` no task of the full design draws a progress bar
+    (as on a Ray worker, whose output reaches the driver's terminal)."""
     from defense_interp.study import StudyConfig, run_study
     from defense_interp.study.plan import study_plan
     from tests.helpers import differences
@@ -80,3 +81,5 @@ def test_a_study_without_shared_measurements_gives_the_same_findings(tmp_path):
         assert (tmp_path / str(shared) / "expression_before.json").exists() is shared
         found[shared] = json.loads((tmp_path / str(shared) / "findings.json").read_text())
     assert differences(found[True], found[False]) == []
+    bars = {line.split(":")[0] for line in capfd.readouterr().err.split("\r") if "%|" in line}
+    assert not bars  # tqdm bars ("desc: NN%|███|")
