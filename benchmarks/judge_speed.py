@@ -44,6 +44,7 @@ def measure(model, answers: int = 16, batch_size: int = 8, plain: bool = True, p
     out = {
         "answers": len(pairs),
         "batch_size": batch_size,
+        "tree_used": batched_judge._tree_works,  # False: the mask check failed, plain sequences were judged
         "batched_answers_per_s": round(len(pairs) / batched_s, 3),
         "one_at_a_time_answers_per_s": round(len(pairs) / single_s, 3),
         "batched_speedup": round(single_s / batched_s, 2),

@@ -21,7 +21,7 @@ def test_gpu_check_smoke_run(tmp_path):
     )
     assert result["capture_memory"]["stats_constant"]
     judged = result["judge_speed"]["batch_2"]
-    assert judged["answers"] == 4 and judged["batched_speedup"] > 0
+    assert judged["answers"] == 4 and judged["batched_speedup"] > 0 and judged["tree_used"]
     assert judged["batched_vs_single_max_mass_difference"] < 1e-4  # batching changes no judgment
     scale = result["scale_path"]
     assert scale["parameters"] > 0 and len(scale["step_s"]) == 2

@@ -14,9 +14,10 @@ follows `scoring.number_score` (the 0.25 mass rule included).
 All 101 numbers are scored in one forward pass per batch: the numbers' tokens form a prefix tree
 that is appended to each prompt, with an attention mask that lets each tree token see the prompt
 and its own ancestors only, at the positions it would have in a plain sequence. Whether a model
-honours such a mask is checked once per judge, on a short prompt against plain sequences; a model
-that does not (and a sliding-window model, when a prompt and the tree are longer than its window)
-is judged with plain sequences, one per number (slower, the same numbers).
+honours such a mask is checked once per judge, on a short prompt against plain sequences (in log
+probability, within a tolerance for the weights' dtype); a model that does not (and a
+sliding-window model, when a prompt and the tree are longer than its window) is judged with plain
+sequences, one per number (slower, the same numbers).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ from defense_interp.judges.scoring import NUMBERS, Judgment, number_score
 from defense_interp.models import model_device, model_identity, weights_hash
 
 __all__ = ["LocalJudge", "NumberTree", "number_tree"]
+
+#: The numbers the tree is checked on, and the largest difference in log probability (nats) from
+#: plain sequences it may show, by the dtype of the judge's weights.
+MASK_CHECK_NUMBERS = [*range(10), *range(10, 100, 9), 100]
+MASK_CHECK_NATS = {torch.float32: 1e-3, torch.float64: 1e-3, torch.bfloat16: 0.25, torch.float16: 0.1}
 
 
 @dataclass(frozen=True)
@@ -130,9 +136,14 @@ def _log_end(logits: Tensor, lse: Tensor, digit_start: Tensor) -> Tensor:
 
 class LocalJudge(PromptJudge):
     """A loaded chat model as a judge (module docstring). `judge(question, answer) -> float | None`;
-    `judge.judge(pairs)` in batches of `batch_size` prompts."""
+    `judge.judge(pairs)` in batches of `batch_size` prompts (None: 8 on an accelerator, 1 on a CPU,
+    where a judgment's forward pass is compute-bound and batching only adds padding and memory
+    traffic: batches of 8 judged 0.75–0.88× as many answers per second as one at a time on two cores,
+    `benchmarks/judge_speed.py`)."""
 
-    def __init__(self, model: Any, prompt: str, *, batch_size: int = 8, **kwargs: Any) -> None:
+    def __init__(self, model: Any, prompt: str, *, batch_size: int | None = None, **kwargs: Any) -> None:
+        if batch_size is None:
+            batch_size = 1 if model_device(model).type == "cpu" else 8
         super().__init__(prompt, batch_size=batch_size, **kwargs)
         if getattr(model, "tokenizer", None) is None:
             raise ConfigError("a local judge needs a model with a tokenizer and a chat template")
@@ -173,13 +184,15 @@ class LocalJudge(PromptJudge):
 
     def _tree_follows_masks(self) -> bool:
         """Whether the tree's attention mask is honoured, checked once on a short prompt against
-        plain sequences for three numbers."""
+        plain sequences for `MASK_CHECK_NUMBERS` (one-, two- and three-token numbers), in log
+        probability: within `MASK_CHECK_NATS` of the weights' dtype (16-bit weights round the two
+        passes differently; a model that ignores the mask moves most numbers by 0.1–1 nat)."""
         if self._tree_works is None:
             probe = self._prompt_ids(["Reply with a number."])[0]
-            tree = self._tree_logprobs([probe])[0]
-            some = [8, 57, 100]
-            plain = self._plain_logprobs(probe, numbers=some)[0]
-            self._tree_works = bool(torch.allclose(tree[some].exp(), plain.exp(), atol=1e-4, rtol=1e-3))
+            tree = self._tree_logprobs([probe])[0, MASK_CHECK_NUMBERS]
+            plain = self._plain_logprobs(probe, numbers=MASK_CHECK_NUMBERS)[0]
+            tol = MASK_CHECK_NATS.get(self._mask_dtype(), MASK_CHECK_NATS[torch.float32])
+            self._tree_works = bool((tree - plain).abs().max() <= tol)
             if not self._tree_works:
                 warnings.warn(
                     "this judge model's attention does not follow a custom attention mask; judging with "

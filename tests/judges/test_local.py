@@ -37,7 +37,11 @@ def test_exact_aggregation_equals_brute_force_enumeration(tiny):
         ref = brute_force(tiny, judge, p)
         assert torch.allclose(row.double(), ref, atol=1e-4)
     # the judgments are number_score of those probabilities
-    j = judge.judge([("How are you?", "Fine.")])[0]
+    assert judge.batch_size == 1  # the CPU default; a batch of two answers gives the same judgments
+    pairs = [("How are you?", "Fine."), ("A longer question here?", "x")]
+    one, two = judge.judge(pairs), LocalJudge(tiny, PROMPT, batch_size=2).judge(pairs)
+    assert [a.mass for a in one] == pytest.approx([b.mass for b in two], rel=1e-5)
+    j = one[0]
     probs = got[0].exp()
     assert j.mass == pytest.approx(float(probs.sum()), rel=1e-5)
     if j.score is not None:
@@ -62,15 +66,20 @@ def test_masses_below_a_quarter_are_unscorable(tiny):
     assert loose("q", "a") is not None
 
 
-def test_a_model_that_ignores_the_tree_mask_falls_back_to_plain_sequences(tiny):
+def test_a_model_that_ignores_the_tree_mask_falls_back_to_plain_sequences(tiny, monkeypatch):
     judge = LocalJudge(tiny, PROMPT)
-    real = judge._tree_logprobs
-    judge._tree_logprobs = lambda prompts: real(prompts) + 0.5  # as if the mask were ignored
     prompts = judge._prompt_ids([render_template(PROMPT, "q", "a")])
+    honoured = judge.number_logprobs(prompts)
+    assert judge._tree_works
+    forward = tiny.forward
+    # as a model whose attention drops the custom mask: plain causal attention over prompt and tree
+    monkeypatch.setattr(tiny, "forward", lambda tokens, attention_mask=None, **kw: forward(tokens, **kw))
+    ignoring = LocalJudge(tiny, PROMPT)
+    assert (ignoring._tree_logprobs(prompts) - honoured).abs().max() > 0.01  # the tree's answers are wrong
     with pytest.warns(UserWarning, match="custom attention mask"):
-        got = judge.number_logprobs(prompts)
-    assert judge._tree_works is False
-    assert torch.allclose(got[0].double(), brute_force(tiny, judge, prompts[0]), atol=1e-4)
+        got = ignoring.number_logprobs(prompts)
+    assert ignoring._tree_works is False
+    assert torch.allclose(got[0].double(), brute_force(tiny, ignoring, prompts[0]), atol=1e-4)
 
 
 def test_bad_inputs(tiny, trait, users_view):
