@@ -229,9 +229,10 @@ class LocalJudge(PromptJudge):
                 tokens.to(dev), attention_mask=mask, position_ids=positions.to(dev), logits_to_keep=n + 1
             )
         logits = logits[:, -(n + 1) :].float()  # the root (last prompt token) and every node
-        parent = (tree.parent + 1).to(dev)  # the root's row is 0, node k's row is k + 1
+        # (on the logits' device: a model spread over GPUs gives them on its last)
+        parent = (tree.parent + 1).to(logits.device)  # the root's row is 0, node k's row is k + 1
         lse = logits.logsumexp(-1)
-        node_logp = logits[:, parent, tree.token.to(dev)] - lse[:, parent]
+        node_logp = logits[:, parent, tree.token.to(logits.device)] - lse[:, parent]
         end_logp = _log_end(logits[:, 1:], lse[:, 1:], tree.digit_start)
         return _number_logprobs(node_logp, end_logp, tree).cpu()
 
