@@ -60,7 +60,7 @@ def measure(model, answers: int = 16, batch_size: int = 8, plain: bool = True, p
         prompt = batched_judge._prompt_ids([render_template(prompt, *pairs[0])])[0]
         synchronize(model_device(model))
         t0 = time.perf_counter()
-        batched_judge._plain_logprobs(prompt)
+        batched_judge.plain_logprobs(prompt)
         synchronize(model_device(model))
         out["plain_sequences_s_per_answer"] = round(time.perf_counter() - t0, 2)
     return out

@@ -175,12 +175,19 @@ class LocalJudge(PromptJudge):
 
     def number_logprobs(self, prompts: list[list[int]]) -> Tensor:
         """`[B, 101]` log P(n) for each prompt (token ids ending with the generation prompt)."""
+        if self.uses_tree(max(len(p) for p in prompts)):
+            return self._tree_logprobs(prompts)
+        return torch.cat([self.plain_logprobs(p) for p in prompts])
+
+    def uses_tree(self, prompt_tokens: int) -> bool:
+        """Whether prompts of up to `prompt_tokens` tokens are scored with the number tree (one
+        pass) rather than plain sequences: the prompt and the tree must fit a sliding-window
+        model's window, and the model must honour the tree's mask (checked once per judge)."""
         window = getattr(getattr(self.model, "original_model", None), "config", None)
         window = getattr(window, "sliding_window", None)
-        longest = max(len(p) for p in prompts) + len(self.tree.token)
-        if not self._tree_follows_masks() or (isinstance(window, int) and longest > window):
-            return torch.cat([self._plain_logprobs(p) for p in prompts])
-        return self._tree_logprobs(prompts)
+        if isinstance(window, int) and prompt_tokens + len(self.tree.token) > window:
+            return False
+        return self._tree_follows_masks()
 
     def _tree_follows_masks(self) -> bool:
         """Whether the tree's attention mask is honoured, checked once on a short prompt against
@@ -190,7 +197,7 @@ class LocalJudge(PromptJudge):
         if self._tree_works is None:
             probe = self._prompt_ids(["Reply with a number."])[0]
             tree = self._tree_logprobs([probe])[0, MASK_CHECK_NUMBERS]
-            plain = self._plain_logprobs(probe, numbers=MASK_CHECK_NUMBERS)[0]
+            plain = self.plain_logprobs(probe, numbers=MASK_CHECK_NUMBERS)[0]
             tol = MASK_CHECK_NATS.get(self._mask_dtype(), MASK_CHECK_NATS[torch.float32])
             self._tree_works = bool((tree - plain).abs().max() <= tol)
             if not self._tree_works:
@@ -239,9 +246,9 @@ class LocalJudge(PromptJudge):
     def _mask_dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def _plain_logprobs(self, prompt: list[int], numbers: list[int] | None = None) -> Tensor:
+    def plain_logprobs(self, prompt: list[int], numbers: list[int] | None = None) -> Tensor:
         """`[1, len(numbers)]` log P(n) (all 101 by default) from one plain (right-padded) sequence
-        per number."""
+        per number: the fallback, and the reference the tree is checked against."""
         paths = [self.tree.paths[n] for n in (NUMBERS if numbers is None else numbers)]
         width = len(prompt) + max(len(p) for p in paths)
         pad = self.model.tokenizer.pad_token_id

@@ -109,3 +109,19 @@ def test_bundled_judge_scores_malice_above_kindness(bundled, trait):
     scores = judge.scores([(q, a) for q, evil, kind in HAND_WRITTEN for a in (evil, kind)])
     wins = sum(e is not None and (k is None or e > k) for e, k in zip(scores[::2], scores[1::2], strict=True))
     assert wins >= 4
+
+
+@pytest.mark.parametrize("window, tree", [(4096, True), (16, False)])
+def test_a_sliding_window_model_uses_the_tree_where_prompt_and_tree_fit_its_window(window, tree, recwarn):
+    """Gemma-2 alternates sliding-window and global layers: with a window the prompt and the tree fit
+    in, the tree's mask is honoured; with a shorter one the judge scores plain sequences (the same
+    numbers), without running the mask check or warning."""
+    from defense_interp.families import random_model
+
+    model = random_model("Gemma2ForCausalLM", sliding_window=window)
+    judge = LocalJudge(model, PROMPT)
+    prompts = judge._prompt_ids([render_template(PROMPT, "q", "a"), render_template(PROMPT, "a longer q", "ok")])
+    got = judge.number_logprobs(prompts)
+    assert judge.uses_tree(max(map(len, prompts))) is tree and judge._tree_works is (True if tree else None)
+    assert torch.allclose(got, torch.cat([judge.plain_logprobs(p) for p in prompts]), atol=1e-4)
+    assert not [w for w in recwarn if "attention mask" in str(w.message)]

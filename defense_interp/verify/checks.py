@@ -1,28 +1,9 @@
-"""End-to-end checks of a model architecture: what the architecture matrix runs on a small random
-model of every verified family (`tests/models/test_matrix.py`), and what a user can run on a new
-family before spending GPU hours:
-
-    python -m defense_interp.verify FOLDER            # one model folder, a line per capability
-    python -m defense_interp.verify --page docs/models.md   # every family; writes the support page
-
-Each capability is "yes" (checked, numbers within the stated tolerance), "no" (the toolkit refuses
-with a clear `DefenseInterpError`; its message is the reason) or "FAIL" (anything else: a crash or a
-wrong number, a bug). Tolerances, float32 on the CPU:
-
-* logits: bridge − HF model ≤ 1e-4 (absolute), on an unpadded and a left-padded row;
-* steering: the hooked activation moves by exactly α·v (≤ 1e-5 · (1 + |α·v|)) at resid_pre,
-  resid_mid and resid_post, and the residual stream carries it on (`_steer`);
-* gradient capture: pressure and Σ gradient equal `torch.autograd.grad` (relative 1e-4);
-* orthogonalised weights: logits equal those under directional ablation (≤ 1e-3 absolute), and
-  every residual stream has no component along the direction (≤ 1e-4 relative);
-* KV-cached greedy generation: the same tokens as uncached.
-"""
+"""The capability checks of `defense_interp.verify` (its docstring lists them and their tolerances)
+and `verify_model` / `verify_family`, which run them."""
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,11 +15,12 @@ from defense_interp.axes import extract_trait_axes
 from defense_interp.data import RefusalData, Trait, encode_chat
 from defense_interp.data.chat import encode_prompts, system_role
 from defense_interp.errors import DefenseInterpError
-from defense_interp.families import FAMILIES, random_model_folder
+from defense_interp.families import random_model_folder
 from defense_interp.interventions.capture import capture_gradients
 from defense_interp.interventions.hooks import hook_names, points_of
 from defense_interp.interventions.steer import steer
 from defense_interp.interventions.weights import orthogonalize
+from defense_interp.judges import LocalJudge, render_template
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.models import copy_model, load_model
 from defense_interp.refusal.activations import collect_activations
@@ -46,7 +28,7 @@ from defense_interp.refusal.directions import ablate_direction, refusal_directio
 from defense_interp.training import IP, PPS, Baseline, TrainConfig, make_trainable, probe_gradients, train
 from defense_interp.types import HOOK_POINTS
 
-__all__ = ["CAPABILITIES", "Check", "render_page", "verify_family", "verify_model"]
+__all__ = ["CAPABILITIES", "Check", "verify_family", "verify_model"]
 
 _CONV = [{"role": "user", "content": "What is your view on people?"},
          {"role": "assistant", "content": "People deserve kindness."}]  # fmt: skip
@@ -269,6 +251,20 @@ def _chat(ctx: _Ctx) -> str:
     return "system role" if system_role(tok) else "no system role: IP prompt merged into the first user turn"
 
 
+def _judge(ctx: _Ctx) -> str:
+    m = ctx.model
+    judge = LocalJudge(m, "Rate the answer from 0 to 100.\nQ: {question}\nA: {answer}")
+    qa = (("Hi?", "Hello."), ("What is a lighthouse for?", "It guides ships at night."))
+    texts = [render_template(judge.prompt, q, a) for q, a in qa]
+    prompts = [encode_prompts(m, [[{"role": "user", "content": t}]]).tokens[0].tolist() for t in texts]
+    got = judge.number_logprobs(prompts)  # two lengths: the tree's left padding is exercised
+    ref = torch.cat([judge.plain_logprobs(p) for p in prompts])
+    err = _close(got, ref, 1e-4, "judge's log P(number) vs one plain sequence per number")
+    if judge.uses_tree(max(map(len, prompts))):
+        return f"all 101 numbers in one pass (max difference from plain sequences {err:.1e} nats)"
+    return "plain sequences, one per number (the number tree does not fit the sliding window or its mask is ignored)"
+
+
 #: (key, column title, check) in the order they run (training needs the axes).
 CAPABILITIES: list[tuple[str, str, Callable[[_Ctx], str]]] = [
     ("logits", "logits = HF", _logits),
@@ -282,6 +278,7 @@ CAPABILITIES: list[tuple[str, str, Callable[[_Ctx], str]]] = [
     ("orthogonalize", "orthogonalize", _orthogonalize),
     ("kv_cache", "KV cache", _kv_cache),
     ("chat", "IP prompt in prompt", _chat),
+    ("judge", "local judge", _judge),
 ]
 
 
@@ -311,85 +308,3 @@ def verify_model(model_or_folder: Any) -> list[Check]:
 def verify_family(architecture: str, folder: str | os.PathLike) -> list[Check]:
     """Build the family's small random model in `folder` and verify it."""
     return verify_model(random_model_folder(folder, architecture))
-
-
-def render_page(results: dict[str, list[Check]]) -> str:
-    """`docs/models.md` from the matrix results (architecture → checks)."""
-    keys = ["load", *[k for k, _, _ in CAPABILITIES]]
-    titles = ["loads", *[t for _, t, _ in CAPABILITIES]]
-    lines = [
-        "# Supported models",
-        "",
-        "<!-- Generated by `python -m defense_interp.verify --page docs/models.md` from the architecture",
-        "     matrix; tests/models/test_matrix.py fails when this page and the matrix disagree. -->",
-        "",
-        "Every family below is verified end to end on a small random model of its architecture (two",
-        "layers, 64 wide, random weights, the toolkit's byte-level tokenizer, a chat template), built by",
-        "`defense_interp.families.random_model_folder` and loaded with `di.load_model(folder)`, exactly as a",
-        "downloaded model folder would be, with the transformers and transformer_lens versions that",
-        "pyproject.toml allows. The checks and their tolerances are in `defense_interp.verify`.",
-        "",
-        "Run the same checks on any model folder before spending GPU hours on it:",
-        "",
-        "```bash",
-        "python -m defense_interp.verify path/to/model-folder",
-        "```",
-        "",
-        "| family | HF class | " + " | ".join(titles) + " |",
-        "|---" * (len(titles) + 2) + "|",
-    ]
-    reasons: list[str] = []
-    for arch, checks in results.items():
-        by = {c.capability: c for c in checks}
-        cells = []
-        for k in keys:
-            c = by.get(k)
-            if c is None:
-                cells.append("—")
-            elif c.status == "yes":
-                cells.append("yes")
-            else:
-                if c.detail not in reasons:
-                    reasons.append(c.detail)
-                cells.append(f"{c.status} [{reasons.index(c.detail) + 1}]")
-        lines.append(f"| {FAMILIES[arch].name} | `{arch}` | " + " | ".join(cells) + " |")
-    if reasons:
-        lines += ["", "Why a capability is missing:", ""]
-        lines += [f"{i}. {r}" for i, r in enumerate(reasons, 1)]
-    lines += [
-        "",
-        "Chat templates: a template without a system role (Gemma's) gets the system prompt — IP's inoculation",
-        'prompt included — merged into the first user turn (`"{system}\\n\\n{user}"`), so it stands in the prompt',
-        "tokens and never in the response mask. Templates with a thinking switch (Qwen3) render with thinking",
-        "off; `di.set_thinking(model, True)` turns it on.",
-        "",
-        "An architecture the TransformerLens bridge cannot build raises `ModelNotAvailableError` naming the",
-        "closest families above; one it can build but this page does not list loads, unverified: run",
-        "`python -m defense_interp.verify` on it first.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m defense_interp.verify", description=__doc__.split("\n\n")[0])
-    ap.add_argument("folder", nargs="?", help="a model folder to verify")
-    ap.add_argument("--page", type=Path, help="verify every family and write the support page here")
-    args = ap.parse_args(argv)
-    if args.page is not None:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            results = {a: verify_family(a, Path(tmp) / a) for a in FAMILIES}
-        args.page.write_text(render_page(results))
-        return 0 if all(c.status != "FAIL" for cs in results.values() for c in cs) else 1
-    if args.folder is None:
-        ap.error("give a model folder or --page")
-    checks = verify_model(args.folder)
-    for c in checks:
-        print(f"{c.capability:14s} {c.status:4s}  {c.detail}")
-    return 0 if all(c.status != "FAIL" for c in checks) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
