@@ -129,9 +129,9 @@ def _number_logprobs(node_logp: Tensor, end_logp: Tensor, tree: NumberTree) -> T
 
 def _log_end(logits: Tensor, lse: Tensor, digit_start: Tensor) -> Tensor:
     """log(1 − Σ_{digit-start tokens} p) per row of `logits` (`[..., V]`, float; `lse` their
-    logsumexp), computed stably and without materialising the log-softmax."""
-    log_digit = logits[..., digit_start.to(logits.device)].logsumexp(-1) - lse
-    return torch.log1p(-log_digit.exp().clamp(max=1.0)).clamp(min=-1e4)
+    logsumexp): the log-sum-exp of the other tokens, exact even where a number almost surely
+    continues (1 − p would round to 0 there), without materialising the log-softmax."""
+    return logits[..., ~digit_start.to(logits.device)].logsumexp(-1) - lse
 
 
 class LocalJudge(PromptJudge):
@@ -185,17 +185,21 @@ class LocalJudge(PromptJudge):
         model's window, and the model must honour the tree's mask (checked once per judge)."""
         window = getattr(getattr(self.model, "original_model", None), "config", None)
         window = getattr(window, "sliding_window", None)
-        if isinstance(window, int) and prompt_tokens + len(self.tree.token) > window:
+        window = window if isinstance(window, int) else None
+        if window is not None and prompt_tokens + len(self.tree.token) > window:
             return False
-        return self._tree_follows_masks()
+        return self._tree_follows_masks(window)
 
-    def _tree_follows_masks(self) -> bool:
-        """Whether the tree's attention mask is honoured, checked once on a short prompt against
-        plain sequences for `MASK_CHECK_NUMBERS` (one-, two- and three-token numbers), in log
-        probability: within `MASK_CHECK_NATS` of the weights' dtype (16-bit weights round the two
-        passes differently; a model that ignores the mask moves most numbers by 0.1–1 nat)."""
+    def _tree_follows_masks(self, window: int | None) -> bool:
+        """Whether the tree's attention mask is honoured, checked once on a short prompt (its last
+        tokens where it and the tree would not fit a sliding `window`) against plain sequences for
+        `MASK_CHECK_NUMBERS` (one-, two- and three-token numbers), in log probability: within
+        `MASK_CHECK_NATS` of the weights' dtype (16-bit weights round the two passes differently;
+        a model that ignores the mask moves most numbers by 0.1–1 nat)."""
         if self._tree_works is None:
             probe = self._prompt_ids(["Reply with a number."])[0]
+            if window is not None:
+                probe = probe[-(window - len(self.tree.token)) :]
             tree = self._tree_logprobs([probe])[0, MASK_CHECK_NUMBERS]
             plain = self.plain_logprobs(probe, numbers=MASK_CHECK_NUMBERS)[0]
             tol = MASK_CHECK_NATS.get(self._mask_dtype(), MASK_CHECK_NATS[torch.float32])
@@ -204,7 +208,7 @@ class LocalJudge(PromptJudge):
                 warnings.warn(
                     "this judge model's attention does not follow a custom attention mask; judging with "
                     "plain sequences (slower, the same numbers)",
-                    stacklevel=4,
+                    stacklevel=6,  # the caller of judge.judge(...)
                 )
         return self._tree_works
 
@@ -255,9 +259,10 @@ class LocalJudge(PromptJudge):
         tokens = torch.full((len(paths), width), int(pad if pad is not None else 0), dtype=torch.long)
         for i, path in enumerate(paths):
             tokens[i, : len(prompt) + len(path)] = torch.tensor([*prompt, *path])
+        keep = width - len(prompt) + 1  # the rows from the last prompt token on (the padding is on the right)
         with torch.no_grad():
-            logits = self.model(tokens.to(model_device(self.model)))[:, len(prompt) - 1 :].float()
-        lse = logits.logsumexp(-1)  # rows from the last prompt token on
+            logits = self.model(tokens.to(model_device(self.model)), logits_to_keep=keep)[:, -keep:].float()
+        lse = logits.logsumexp(-1)
         out = torch.empty(len(paths))
         for i, path in enumerate(paths):
             k = len(path)

@@ -161,7 +161,7 @@ def _capture(ctx: _Ctx) -> str:
 
 
 def _axes(ctx: _Ctx) -> str:
-    ctx.axes = extract_trait_axes(ctx.model, ctx.trait, n_pairs=1, n_questions=2, max_new_tokens=4)
+    ctx.axes = extract_trait_axes(ctx.model, ctx.trait, n_pairs=1, n_questions=2, max_new_tokens=4, progress=False)
     if not torch.isfinite(ctx.axes.vectors).all():
         raise _Mismatch("non-finite axes")
     return f"layer {ctx.axes.layer}, {tuple(ctx.axes.vectors.shape)}"

@@ -125,3 +125,31 @@ def test_a_sliding_window_model_uses_the_tree_where_prompt_and_tree_fit_its_wind
     assert judge.uses_tree(max(map(len, prompts))) is tree and judge._tree_works is (True if tree else None)
     assert torch.allclose(got, torch.cat([judge.plain_logprobs(p) for p in prompts]), atol=1e-4)
     assert not [w for w in recwarn if "attention mask" in str(w.message)]
+
+
+def test_the_end_probability_is_exact_where_a_number_almost_surely_continues():
+    """log P(the answer ends) where the digits hold all but e^-16 of the mass: 1 − p rounds to 0 in
+    float32, the log-sum-exp of the other tokens does not."""
+    from defense_interp.judges.local import _log_end
+
+    digit = torch.tensor([True, True, True, False, False])
+    logits = torch.tensor([[20.0, 19.0, 18.0, 3.0, 2.0]])
+    ref = logits.double()[:, ~digit].logsumexp(-1) - logits.double().logsumexp(-1)
+    assert float(ref) < -16
+    got = _log_end(logits, logits.logsumexp(-1), digit)
+    assert torch.allclose(got.double(), ref, atol=1e-4)
+
+
+def test_the_mask_check_fits_a_window_the_judged_prompt_fits():
+    """A sliding window the judged prompt and the tree fit but the check's own probe would not: the
+    check runs on the probe's last tokens and passes (it failed and turned the tree off before)."""
+    from defense_interp.families import random_model
+
+    short = "{question}{answer}"
+    judge = LocalJudge(random_model("Gemma2ForCausalLM", sliding_window=4096), short)
+    prompt = judge._prompt_ids([render_template(short, "q", "a")])[0]
+    probe = judge._prompt_ids(["Reply with a number."])[0]
+    window = len(prompt) + len(judge.tree.token)
+    assert len(probe) > len(prompt)
+    judge = LocalJudge(random_model("Gemma2ForCausalLM", sliding_window=window), short)
+    assert judge.uses_tree(len(prompt)) and judge._tree_works
