@@ -35,16 +35,18 @@ def measure(model, answers: int = 16, batch_size: int = 8, plain: bool = True, p
     trait = di.Trait.builtin("evil")
     prompt = prompt or trait.judge_prompt()
     pairs = [(e.question, a) for e in trait.eval_pairs for a in (e.trait, e.neutral)][:answers]
+    texts = [render_template(prompt, q, a) for q, a in pairs]
     batched_judge = di.LocalJudge(model, prompt, batch_size=batch_size)
     single_judge = di.LocalJudge(model, prompt, batch_size=1)
-    batched_judge.judge(pairs[:batch_size])  # the one-time mask check and first-call costs, for both
-    single_judge._tree_works = batched_judge._tree_works
+    batched_judge.judge(pairs[:batch_size])  # the one-time mask check and first-call costs
+    single_judge.judge(pairs[:1])
     batched_s, batched = timed(model, batched_judge, pairs)
     single_s, single = timed(model, single_judge, pairs)
     out = {
         "answers": len(pairs),
         "batch_size": batch_size,
-        "tree_used": batched_judge._tree_works,  # False: the mask check failed, plain sequences were judged
+        # False: the prompts and the tree exceed a sliding window or the mask check failed (plain sequences)
+        "tree_used": batched_judge.uses_tree(max(map(len, batched_judge.prompt_ids(texts)))),
         "batched_answers_per_s": round(len(pairs) / batched_s, 3),
         "one_at_a_time_answers_per_s": round(len(pairs) / single_s, 3),
         "batched_speedup": round(single_s / batched_s, 2),
@@ -57,10 +59,10 @@ def measure(model, answers: int = 16, batch_size: int = 8, plain: bool = True, p
         "pass per batch; plain: one sequence per number (the fallback, and the brute force it is tested against)",
     }
     if plain:
-        prompt = batched_judge._prompt_ids([render_template(prompt, *pairs[0])])[0]
+        ids = batched_judge.prompt_ids(texts[:1])[0]
         synchronize(model_device(model))
         t0 = time.perf_counter()
-        batched_judge.plain_logprobs(prompt)
+        batched_judge.plain_logprobs(ids)
         synchronize(model_device(model))
         out["plain_sequences_s_per_answer"] = round(time.perf_counter() - t0, 2)
     return out

@@ -46,15 +46,14 @@ MASK_CHECK_NATS = {torch.float32: 1e-3, torch.float64: 1e-3, torch.bfloat16: 0.2
 @dataclass(frozen=True)
 class NumberTree:
     """The numbers' tokens as a prefix tree: node k is `token[k]` after node `parent[k]` (−1: the
-    root, i.e. the end of the prompt), at `depth[k]` ≥ 1; `number[k]` is the number that node spells
-    (−1 for none) and `node[n]` the node that spells the number n; `ancestors[k, j]` says node j is
+    root, i.e. the end of the prompt), at `depth[k]` ≥ 1; `node[n]` is the node that spells the
+    number n; `ancestors[k, j]` says node j is
     node k or lies above it. `digit_start` marks the vocabulary tokens whose text starts with a
     digit (those that would continue a number)."""
 
     token: Tensor
     parent: Tensor
     depth: Tensor
-    number: Tensor
     node: Tensor
     ancestors: Tensor
     digit_start: Tensor
@@ -94,9 +93,7 @@ def number_tree(tokenizer: Any, vocab_size: int) -> NumberTree:
                 parent.append(index[key[:-1]] if d > 1 else -1)
                 depth.append(d)
     n = len(token)
-    number = torch.full((n,), -1, dtype=torch.long)
     node = torch.tensor([index[tuple(path)] for path in paths])
-    number[node] = torch.arange(len(paths))
     anc = torch.eye(n, dtype=torch.bool)
     for k in range(n):
         j = parent[k]
@@ -106,14 +103,7 @@ def number_tree(tokenizer: Any, vocab_size: int) -> NumberTree:
     texts = tokenizer.batch_decode([[i] for i in range(vocab_size)])
     digit = torch.tensor([t[:1].isascii() and t[:1].isdigit() for t in texts], dtype=torch.bool)
     return NumberTree(
-        torch.tensor(token),
-        torch.tensor(parent),
-        torch.tensor(depth),
-        number,
-        node,
-        anc,
-        digit,
-        tuple(tuple(p) for p in paths),
+        torch.tensor(token), torch.tensor(parent), torch.tensor(depth), node, anc, digit, tuple(tuple(p) for p in paths)
     )
 
 
@@ -157,12 +147,14 @@ class LocalJudge(PromptJudge):
     def identity(self) -> str:
         return self._identity
 
-    def _prompt_ids(self, texts: list[str]) -> list[list[int]]:
+    def prompt_ids(self, texts: list[str]) -> list[list[int]]:
+        """The token ids the judge reads for each rendered judge prompt in `texts`: one user turn
+        in the model's chat template, ending with its generation prompt."""
         batch = encode_prompts(self.model, [[{"role": "user", "content": t}] for t in texts], padding_side="right")
         return [row[mask.bool()].tolist() for row, mask in zip(batch.tokens, batch.attention_mask, strict=True)]
 
     def _judge_texts(self, texts: list[str]) -> list[Judgment]:
-        prompts = self._prompt_ids(texts)
+        prompts = self.prompt_ids(texts)
         n_ctx = getattr(self.model.cfg, "n_ctx", None)
         longest = max(len(p) for p in prompts) + int(self.tree.depth.max())
         if n_ctx is not None and longest > n_ctx:
@@ -197,7 +189,7 @@ class LocalJudge(PromptJudge):
         `MASK_CHECK_NATS` of the weights' dtype (16-bit weights round the two passes differently;
         a model that ignores the mask moves most numbers by 0.1–1 nat)."""
         if self._tree_works is None:
-            probe = self._prompt_ids(["Reply with a number."])[0]
+            probe = self.prompt_ids(["Reply with a number."])[0]
             if window is not None:
                 probe = probe[-(window - len(self.tree.token)) :]
             tree = self._tree_logprobs([probe])[0, MASK_CHECK_NUMBERS]

@@ -256,7 +256,7 @@ def _judge(ctx: _Ctx) -> str:
     judge = LocalJudge(m, "Rate the answer from 0 to 100.\nQ: {question}\nA: {answer}")
     qa = (("Hi?", "Hello."), ("What is a lighthouse for?", "It guides ships at night."))
     texts = [render_template(judge.prompt, q, a) for q, a in qa]
-    prompts = [encode_prompts(m, [[{"role": "user", "content": t}]]).tokens[0].tolist() for t in texts]
+    prompts = judge.prompt_ids(texts)
     got = judge.number_logprobs(prompts)  # two lengths: the tree's left padding is exercised
     ref = torch.cat([judge.plain_logprobs(p) for p in prompts])
     err = _close(got, ref, 1e-4, "judge's log P(number) vs one plain sequence per number")

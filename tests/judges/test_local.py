@@ -29,7 +29,7 @@ def brute_force(model, judge, prompt_ids):
 def test_exact_aggregation_equals_brute_force_enumeration(tiny):
     judge = LocalJudge(tiny, PROMPT)
     texts = [render_template(PROMPT, "How are you?", "Fine."), render_template(PROMPT, "A longer question here?", "x")]
-    prompts = judge._prompt_ids(texts)
+    prompts = judge.prompt_ids(texts)
     assert len(set(map(len, prompts))) == 2  # left padding between rows is exercised
     got = judge.number_logprobs(prompts)
     assert judge._tree_works  # the tree (one pass per batch) was used, not the plain fallback
@@ -54,7 +54,7 @@ def test_the_numbers_form_disjoint_answers(tiny):
     judge = LocalJudge(tiny, PROMPT)
     assert [len(p) for p in judge.tree.paths[:11]] == [1] * 10 + [2]
     assert len(judge.tree.token) == 101  # a byte per digit: "1" is the parent of "10".."19" and "100"
-    total = judge.number_logprobs(judge._prompt_ids([render_template(PROMPT, "q", "a")])).exp().sum()
+    total = judge.number_logprobs(judge.prompt_ids([render_template(PROMPT, "q", "a")])).exp().sum()
     assert 0 < float(total) <= 1
 
 
@@ -68,7 +68,7 @@ def test_masses_below_a_quarter_are_unscorable(tiny):
 
 def test_a_model_that_ignores_the_tree_mask_falls_back_to_plain_sequences(tiny, monkeypatch):
     judge = LocalJudge(tiny, PROMPT)
-    prompts = judge._prompt_ids([render_template(PROMPT, "q", "a")])
+    prompts = judge.prompt_ids([render_template(PROMPT, "q", "a")])
     honoured = judge.number_logprobs(prompts)
     assert judge._tree_works
     forward = tiny.forward
@@ -120,7 +120,7 @@ def test_a_sliding_window_model_uses_the_tree_where_prompt_and_tree_fit_its_wind
 
     model = random_model("Gemma2ForCausalLM", sliding_window=window)
     judge = LocalJudge(model, PROMPT)
-    prompts = judge._prompt_ids([render_template(PROMPT, "q", "a"), render_template(PROMPT, "a longer q", "ok")])
+    prompts = judge.prompt_ids([render_template(PROMPT, "q", "a"), render_template(PROMPT, "a longer q", "ok")])
     got = judge.number_logprobs(prompts)
     assert judge.uses_tree(max(map(len, prompts))) is tree and judge._tree_works is (True if tree else None)
     assert torch.allclose(got, torch.cat([judge.plain_logprobs(p) for p in prompts]), atol=1e-4)
@@ -147,8 +147,8 @@ def test_the_mask_check_fits_a_window_the_judged_prompt_fits():
 
     short = "{question}{answer}"
     judge = LocalJudge(random_model("Gemma2ForCausalLM", sliding_window=4096), short)
-    prompt = judge._prompt_ids([render_template(short, "q", "a")])[0]
-    probe = judge._prompt_ids(["Reply with a number."])[0]
+    prompt = judge.prompt_ids([render_template(short, "q", "a")])[0]
+    probe = judge.prompt_ids(["Reply with a number."])[0]
     window = len(prompt) + len(judge.tree.token)
     assert len(probe) > len(prompt)
     judge = LocalJudge(random_model("Gemma2ForCausalLM", sliding_window=window), short)
