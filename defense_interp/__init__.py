@@ -12,6 +12,7 @@ di.compare(run, di.Run.load("runs/ip"), baseline=di.Run.load("runs/base")).repor
 
 from defense_interp import metrics
 from defense_interp.axes import TraitAxes, axes_from_conversations, extract_trait_axes
+from defense_interp.claims import Findings
 from defense_interp.data import (
     ChatBatch,
     EvalPair,
@@ -81,16 +82,7 @@ from defense_interp.refusal import (
     select_direction,
     transfer_matrix,
 )
-from defense_interp.study import (
-    Comparison,
-    Findings,
-    PromptShift,
-    StudyConfig,
-    assess,
-    compare,
-    prompt_shift,
-    run_study,
-)
+from defense_interp.study import Comparison, PromptShift, StudyConfig, assess, compare, prompt_shift, run_study
 from defense_interp.training import (
     IP,
     LAT,

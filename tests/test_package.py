@@ -75,3 +75,35 @@ def test_no_private_name_is_imported_from_another_module(path):
             ]
             private += [node.module for part in node.module.split(".") if part.startswith("_")]
     assert private == []
+
+
+def _import_cycles(package: str) -> list[list[str]]:
+    """Every cycle of module imports inside `package`, lazy imports (inside functions) included: for
+    each import `a → b`, the shortest chain back from `b` to `a` (grimp's graph, what import-linter reads)."""
+    import grimp
+
+    graph = grimp.build_graph(package, cache_dir=None)
+    cycles = set()
+    for a in graph.modules:
+        for b in graph.find_modules_directly_imported_by(a):
+            chain = graph.find_shortest_chain(importer=b, imported=a) if b.startswith(package) else None
+            if chain:
+                loop = [a, *chain]
+                i = loop.index(min(loop[:-1]))  # one spelling per cycle: start at its smallest module
+                cycles.add(tuple(loop[i:-1] + loop[:i] + [loop[i]]))
+    return sorted(map(list, cycles))
+
+
+def test_the_cycle_finder_sees_a_lazy_import(tmp_path, monkeypatch):
+    pkg = tmp_path / "cyc"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from cyc import b\n")
+    (pkg / "b.py").write_text("def f():\n    from cyc.a import x\n")
+    (pkg / "c.py").write_text("from cyc import b\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _import_cycles("cyc") == [["cyc.a", "cyc.b", "cyc.a"]]
+
+
+def test_no_import_cycle_between_modules():
+    assert _import_cycles("defense_interp") == []

@@ -20,7 +20,7 @@ import json
 import math
 from pathlib import Path
 
-from defense_interp.study import verdicts
+from defense_interp.study.claims import CLAIMS, RULES
 from tests.helpers import differences
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -35,10 +35,13 @@ def test_the_comparison_can_fail():
 
 
 def test_tiny_full_study_findings_equal_the_snapshot(tiny_full_study):
-    """Intended changes since the snapshot (the IP-mechanism round, issue 17): claim 1 counts its
-    step-0 probe sub-tests (pre-registered; its rule says so, and the rules gain a paragraph on it);
-    the full design trains three replays of the IP prompt's shift (three more labels) and adds
-    claim 6 with its rule. Every number of claims 1–5 is unchanged."""
+    """Intended changes since the snapshot. The IP-mechanism round (issue 17): claim 1 counts its
+    step-0 probe sub-tests (pre-registered; its rule says so); the full design trains three replays
+    of the IP prompt's shift (three more labels) and adds claim 6 with its rule. The renovation
+    (issue 27): each finding also says `summary`, `not_tested` and `tested_by` (the full design
+    tests everything: its summary is its verdict), and the rules text is assembled from the general
+    rule and each claim's own paragraph (checked here paragraph by paragraph). Every number of
+    claims 1–5 is unchanged."""
     new = json.loads((tiny_full_study[0] / "findings.json").read_text())
     old = json.loads((SNAPSHOTS / "findings_tiny_full.json").read_text())
     replays = ["induced_ip", "induced_ip_on_axis", "induced_ip_off_axis"]
@@ -49,12 +52,12 @@ def test_tiny_full_study_findings_equal_the_snapshot(tiny_full_study):
     assert [t["counted"] for t in claim1["tests"]] == [True, True, False, False, False, False]
     claim1["tests"][4]["counted"] = claim1["tests"][5]["counted"] = True  # the step-0 probes
     claim1["rule"] += ", over training (runs) and at step 0 (probes)"
-    paragraph = verdicts.__doc__.split("**Claim 1, pre-registered second test.**")[1].split("\n\n")[0]
-    old["rules"] = old["rules"].replace(
-        "\n\nIntervals are over seeds",
-        f"\n\n**Claim 1, pre-registered second test.**{paragraph}\n\nIntervals are over seeds",
-    )
-    old["rules"] += verdicts.MECHANISM_RULE
+    for f, claim in zip(old["findings"], CLAIMS, strict=False):
+        f.update(summary=f["verdict"], not_tested=[], tested_by=claim.tested_by)
+    assert new["rules"] == RULES + "".join(c.rule for c in CLAIMS)
+    for paragraph in old["rules"].split("\n\n")[4:]:  # the sub-test and claim rules were reworded for "not tested"
+        assert paragraph.strip() in new["rules"]
+    old["rules"] = new["rules"]
     for r in replays:
         old["provenance"]["seeds"][r] = new["provenance"]["seeds"][r]
     old["provenance"]["labels"] = new["provenance"]["labels"]

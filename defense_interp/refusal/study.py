@@ -42,8 +42,8 @@ from defense_interp.io import content_hash, log, log_to, read_json, write_json
 from defense_interp.models import model_identity
 from defense_interp.refusal.analysis import ModelAnalysis
 from defense_interp.refusal.attack import RefusalRate, TransferMatrix
+from defense_interp.refusal.claims import assess_refusal
 from defense_interp.refusal.config import REFUSAL_PRESETS, RefusalStudyConfig, median_token_norm
-from defense_interp.refusal.findings import assess_refusal
 from defense_interp.refusal.selection import DirectionSelection
 from defense_interp.refusal.tasks import ANALYSIS_DIR, JUDGED_FILE, RUNS_DIR, TRANSFER_DIR
 from defense_interp.training import LAT, Run
@@ -326,7 +326,7 @@ def run_refusal_study(
     **execution: Any,
 ) -> RefusalStudy:
     """Run the whole study (module docstring) and write `out/refusal.json`, `out/report.html` and
-    the R1–R5 verdicts `out/refusal_findings.json` (`refusal.findings`; `target`: the refusal rate
+    the R1–R5 verdicts `out/refusal_findings.json` (`refusal.claims`; `target`: the refusal rate
     every variant must reach for R3–R5).
 
     `seeds`: with one seed (default: `config.seed`) the study is written to `out`; with several,

@@ -8,10 +8,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from defense_interp.claims import NOT_TESTED, Findings, SubTest
 from defense_interp.io import write_text
 from defense_interp.metrics.stats import Estimate
 from defense_interp.provenance import __version__
-from defense_interp.report.mechanism import mechanism_sections
+from defense_interp.report.ip_section import ip_sections
 from defense_interp.types import hook_name
 from defense_interp.viz import figures
 from defense_interp.viz import study as study_figures
@@ -85,26 +86,30 @@ _VERDICT_COLOURS = {
     "not reproduced": "#b42318",
     "inconclusive": "#8a6d00",
     "precondition failed": "#555",
+    "not tested": "#6e7781",
 }
 
 
-def _effect(e: Estimate | None) -> str:
-    return "not measured" if e is None else f"{e.mean:.4g} {_interval(e, '.4g')}"
+def _effect(t: SubTest) -> str:
+    if t.effect is None:
+        return "not tested" if t.verdict == NOT_TESTED else "not measured"
+    return f"{t.effect.mean:.4g} {_interval(t.effect, '.4g')}"
 
 
 def findings_html(
-    findings: Any, *, rules: str = "defense_interp.study.verdicts", claims: str = "the seed paper"
+    findings: Findings, *, rules: str = "defense_interp.study.claims", claims: str = "the seed paper"
 ) -> str:
-    """The findings table: one row per claim with its first counted sub-test and the others folded."""
+    """The findings table: one row per claim with its first tested counted sub-test and the others
+    folded; the verdict says how many counted sub-tests this design did not test, and what tests them."""
     rows = []
     for f in findings.findings:
         p = f.primary
         e = p.effect
-        effect = "not measured" if e is None else f"{e.mean:.4g}<br><span class=meta>{_interval(e, '.4g')}</span>"
+        effect = _effect(p) if e is None else f"{e.mean:.4g}<br><span class=meta>{_interval(e, '.4g')}</span>"
         test = p.note or ("" if e is None else f"{e.method} over {e.n} {e.over}; predicted {p.prediction}")
         colour = _VERDICT_COLOURS[f.verdict]
         subs = "".join(
-            f"<li>{html.escape(t.name)}: {_effect(t.effect)}"
+            f"<li>{html.escape(t.name)}: {_effect(t)}"
             f" (predicted {html.escape(t.prediction)}; {t.verdict}{'' if t.counted else ', context'})"
             f"{' — ' + html.escape(t.note) if t.note else ''}</li>"
             for t in f.tests
@@ -113,7 +118,7 @@ def findings_html(
             f"<tr><td>{f.claim}. <b>{html.escape(f.title)}</b><br><span class=meta>{html.escape(f.text)}</span>"
             f"<details><summary class=meta>sub-tests</summary><ul class=meta>{subs}</ul></details></td>"
             f"<td>{html.escape(p.statistic)}</td><td class=num>{effect}</td><td class=meta>{html.escape(test)}</td>"
-            f"<td style='color:{colour};font-weight:600'>{f.verdict}</td>"
+            f"<td style='color:{colour};font-weight:600'>{html.escape(f.summary)}</td>"
             f"<td class=meta>{html.escape(f.rule)}</td></tr>"
         )
     return (
@@ -163,13 +168,13 @@ def write_report(
     *,
     axes: Any = None,
     title: str | None = None,
-    findings: Any = None,
+    findings: Findings | None = None,
     judged: dict[str, list[Any]] | None = None,
-    mechanism: dict[str, Any] | None = None,
+    ip: dict[str, Any] | None = None,
 ) -> Path:
     """Write the report of a `Comparison` (optionally with its `TraitAxes`, `Findings`, the
-    judged answers per condition, `judges.Expression`s, and `mechanism`, the "How IP works" data
-    of `study.mechanism_claim.mechanism_view`) to `path`."""
+    judged answers per condition, `judges.Expression`s, and `ip`, the "How IP works" data
+    of `study.ip_view.ip_view`) to `path`."""
     first = cmp.runs[0]
     point = f"blocks.l.hook_{cmp.point}"
     curve_over = _over(*(e for d in cmp.curves["pressure"].values() for e in d))
@@ -293,8 +298,8 @@ def write_report(
     )
     if judged:
         sections += _judged_sections(judged)
-    if mechanism:
-        sections += mechanism_sections(mechanism)
+    if ip:
+        sections += ip_sections(ip)
 
     parts = [
         f"<h1>{html.escape(title or 'defense_interp report')}</h1>",

@@ -252,7 +252,7 @@ def write_stored_svd_report(results: Sequence[Any], path: str | Path) -> Path:
 
 
 def _refusal_findings_html(findings: Any) -> str:
-    return findings_html(findings, rules="defense_interp.refusal.findings", claims="the LAT paper (R1–R5)")
+    return findings_html(findings, rules="defense_interp.refusal.claims", claims="the LAT paper (R1–R5)")
 
 
 def write_refusal_seeds_report(studies: Sequence[Any], findings: Any, path: str | Path, links: Sequence[str]) -> Path:

@@ -30,8 +30,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from defense_interp.axes import TraitAxes
+from defense_interp.claims import Findings
 from defense_interp.errors import ConfigError, RunError
 from defense_interp.interventions.capture import STAT_KEYS
+from defense_interp.judges import Expression
 from defense_interp.metrics.diffuseness import layer_entropy, participation_ratio
 from defense_interp.metrics.stats import Estimate, mean_ci, paired_difference, pool_seeds, t_interval
 from defense_interp.metrics.vectors import cosine_matrix
@@ -272,20 +275,18 @@ class Comparison(ProbeSummaries):
         self,
         path: str | Path,
         *,
-        axes: Any = None,
+        axes: TraitAxes | None = None,
         title: str | None = None,
-        findings: Any = None,
-        judged: dict[str, list[Any]] | None = None,
-        mechanism: Any = None,
+        findings: Findings | None = None,
+        judged: dict[str, list[Expression]] | None = None,
     ) -> Path:
-        """Write a self-contained HTML report (plotly.js inlined; opens offline); `judged`: the judged
-        answers per condition (`judges.Expression`s), for the judge's section; `mechanism`: claim 6's
-        measurements (`study.mechanism_claim.Mechanism`), for the "How IP works" section."""
+        """Write a self-contained HTML report (plotly.js inlined; opens offline); `findings`: the
+        verdicts (`study.claims.assess`) for the first table; `judged`: the judged answers per
+        condition, for the judge's section. (A study's report, with claim 6's "How IP works"
+        section, is assembled by the study.)"""
         from defense_interp.report.html import write_report
-        from defense_interp.study.mechanism_claim import mechanism_view
 
-        view = None if mechanism is None else mechanism_view(self, mechanism)
-        return write_report(self, path, axes=axes, title=title, findings=findings, judged=judged, mechanism=view)
+        return write_report(self, path, axes=axes, title=title, findings=findings, judged=judged)
 
 
 def loss_at(when: str, mode: str) -> Callable[[Run], Estimate | None]:

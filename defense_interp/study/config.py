@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from defense_interp.errors import ConfigError
-from defense_interp.study.mechanism import IP_PARAPHRASES
+from defense_interp.study.prompt_shift import IP_PARAPHRASES
 from defense_interp.training import TrainConfig
 from defense_interp.training.conditions import DEFAULT_IP_PROMPT, DEFAULT_PLACEBO_PROMPT
 
@@ -37,12 +37,12 @@ class Design:
     seeds: int
     coefs: tuple[float, ...]
     controls: bool
-    mechanism: bool = False
+    ip_parts: bool = False
 
 
 DESIGNS = {
     "quick": Design(seeds=1, coefs=(4.0,), controls=False),
-    "full": Design(seeds=3, coefs=(2.0, 4.0, 8.0), controls=True, mechanism=True),
+    "full": Design(seeds=3, coefs=(2.0, 4.0, 8.0), controls=True, ip_parts=True),
 }
 
 

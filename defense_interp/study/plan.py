@@ -17,8 +17,8 @@ from defense_interp.study.tasks import (
     COMPARISON_FILE,
     CONDITIONAL_DIR,
     FINDINGS_FILE,
+    IP_DIR,
     JUDGED_DIR,
-    MECHANISM_DIR,
     REPORT_FILE,
     SHIFT_DIR,
     START_LOSS_FILE,
@@ -38,7 +38,7 @@ from defense_interp.training import (
     TrainConfig,
     pps_sweep,
 )
-from defense_interp.training.mechanism import PARTS
+from defense_interp.training.ip_parts import PARTS
 from defense_interp.training.runs import AXES_DIR
 
 __all__ = ["study_plan"]
@@ -90,7 +90,7 @@ def _train_cost(cfg: TrainConfig, n_probed: int, shared: bool) -> dict[str, int]
     }
 
 
-def _mechanism_conditions(cfg: StudyConfig, axes: TraitAxes) -> tuple[list[Condition], list[Condition]]:
+def _ip_part_conditions(cfg: StudyConfig, axes: TraitAxes) -> tuple[list[Condition], list[Condition]]:
     """Claim 6's trained replays of the IP prompt's shift, and its probe-only knockouts (each third
     of the layers, then all of them)."""
     replays: list[Condition] = [InducedSteering(axes, part=p, prompt=cfg.ip_prompt) for p in PARTS]
@@ -105,8 +105,8 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
     seed's baseline run), the test-time prompts' expression (full design), then the comparison,
     findings and report."""
     conds = _conditions(cfg, _naming_axes(model))
-    mechanism = DESIGNS[cfg.design].mechanism
-    replays, knockouts = _mechanism_conditions(cfg, _naming_axes(model)) if mechanism else ([], [])
+    ip_parts = DESIGNS[cfg.design].ip_parts
+    replays, knockouts = _ip_part_conditions(cfg, _naming_axes(model)) if ip_parts else ([], [])
     strongest = max(cfg.alphas)
     tr = trait_record(trait)
     s = cfg.s
@@ -140,7 +140,7 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
             )
         )
 
-    if mechanism:
+    if ip_parts:
         tasks.append(
             Task(
                 SHIFT_DIR,
@@ -208,9 +208,9 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
     runs = [t.key for t in tasks if t.fn.endswith(":train_run")]
     judged = _judge_tasks(tasks, cfg, tr) if cfg.judge is not None else {}
     measured = [c for c in conds if type(c) in (Baseline, IP) or (type(c) is PPS and c.coef == strongest)]
-    mech = _conditional_tasks(tasks, cfg, tr, measured) if mechanism else {}
-    if mech and not shared:  # the untrained model's expression: the first seed's baseline run measured it
-        mech["before_run"] = f"seed{cfg.first_seed}/{conds[0].label}"
+    ip = _conditional_tasks(tasks, cfg, tr, measured) if ip_parts else {}
+    if ip and not shared:  # the untrained model's expression: the first seed's baseline run measured it
+        ip["before_run"] = f"seed{cfg.first_seed}/{conds[0].label}"
     tasks.append(
         Task(
             "comparison and report",
@@ -220,15 +220,15 @@ def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
                 "baseline": [r for r in runs if r.endswith("/" + conds[0].label)],
                 "title": f"Defences against '{trait.name}': {cfg.design} study",
                 **({"judged": judged} if judged else {}),
-                **({"mechanism": mech} if mech else {}),
+                **({"ip": ip} if ip else {}),
             },
             deps=(
                 *runs,
                 *(f"{JUDGED_DIR}/{k}" for k in sorted({*judged, *judged.values()})),
-                *((SHIFT_DIR, *mech["conditional"].values(), mech["untrained"]) if mech else ()),
-                *(f"{JUDGED_DIR}/{k}" for k in mech.get("judged", {}).values()),
+                *((SHIFT_DIR, *ip["conditional"].values(), ip["untrained"]) if ip else ()),
+                *(f"{JUDGED_DIR}/{k}" for k in ip.get("judged", {}).values()),
             ),
-            reads=(AXES_DIR, *runs, *(JUDGED_DIR,) * bool(judged), *(MECHANISM_DIR,) * bool(mech)),
+            reads=(AXES_DIR, *runs, *(JUDGED_DIR,) * bool(judged), *(IP_DIR,) * bool(ip)),
             writes=(COMPARISON_FILE, FINDINGS_FILE, REPORT_FILE),
             model=False,
         )
@@ -289,7 +289,7 @@ def _conditional_tasks(
     tasks: list[Task], cfg: StudyConfig, trait: dict[str, Any], conds: list[Condition]
 ) -> dict[str, Any]:
     """Add H5's tasks: the untrained model and each seed's runs of `conds` (baseline, strongest-α
-    PPS, IP) measured with each test-time prompt. Returns the analysis' `mechanism` parameter:
+    PPS, IP) measured with each test-time prompt. Returns the analysis' `ip` parameter:
     the prompts, the untrained model's file and each run's file."""
     first = cfg.train_config(cfg.first_seed)
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from defense_interp.training import IP, PPS, Baseline, Condition, GradientEdit, InducedSteering, PlaceboIP, RandomPPS
-from defense_interp.training.mechanism import PARTS
+from defense_interp.training.ip_parts import PARTS
 
 __all__ = ["Roles", "find_roles", "is_plain_baseline", "is_sweep_point"]
 

@@ -8,7 +8,7 @@ Designs:
   at the strongest α); the three gradient edits (neutralize, attenuate, amplify) at the axes layer;
   two-stage PPS (strongest α) and IP continuing from each seed's baseline run; over several seeds.
   The baseline run of each seed takes probes of every one-stage condition at the start, middle and
-  end of training. It also takes IP apart (claim 6, `study.mechanism`): the IP prompt's shift of the
+  end of training. It also takes IP apart (claim 6, `study.prompt_shift`): the IP prompt's shift of the
   base model's activations (H1, H4) is measured once; its replays (`InducedSteering`: full, on-axis,
   off-axis) are trained like the other conditions; the baseline run's probes add them and IP with
   its prompt knocked out of each third of the layers and of all (`AttentionKnockout`, H3); and the
@@ -32,12 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from defense_interp.claims import Findings
 from defense_interp.data.traits import Trait
 from defense_interp.execution import execute
 from defense_interp.io import log, log_to
 from defense_interp.study.compare import Comparison
 from defense_interp.study.config import DESIGNS, SIZES, StudyConfig
-from defense_interp.study.findings import Findings
 from defense_interp.study.plan import study_plan
 from defense_interp.study.tasks import COMPARISON_FILE, FINDINGS_FILE, REPORT_FILE
 
@@ -85,8 +85,7 @@ def run_study(
         log(f"{cfg.design} study: {len(plan)} tasks into {out}")
         results = execute(plan, out, model=model, executor=executor, resume=resume, progress=progress, **execution)
         cmp, findings, report = results["comparison and report"]
-        log(
-            f"done in {time.time() - t0:.0f} s; verdicts: "
-            + ", ".join(f"{f.claim}: {f.verdict}" for f in findings.findings)
-        )
+        log(f"done in {time.time() - t0:.0f} s; verdicts:")
+        for f in findings.findings:
+            log(f"  claim {f.claim} ({f.title}): {f.summary}")
     return cmp, findings, report

@@ -16,16 +16,18 @@ from typing import Any
 import torch
 
 from defense_interp.axes import TraitAxes, extract_trait_axes
+from defense_interp.claims import Findings
 from defense_interp.data.traits import Trait
 from defense_interp.errors import RunError
 from defense_interp.execution import TaskContext
 from defense_interp.io import log, read_json, write_json
 from defense_interp.judges import Expression, build_judge, trait_expression
 from defense_interp.metrics.stats import Estimate
-from defense_interp.study.compare import compare
-from defense_interp.study.findings import assess
-from defense_interp.study.mechanism import PromptShift, conditional_expression, prompt_shift
-from defense_interp.study.mechanism_claim import Mechanism
+from defense_interp.report.html import write_report
+from defense_interp.study.claims import assess
+from defense_interp.study.compare import Comparison, compare
+from defense_interp.study.ip_view import ip_view
+from defense_interp.study.prompt_shift import IPMeasurements, PromptShift, conditional_expression, prompt_shift
 from defense_interp.training import (
     Baseline,
     Condition,
@@ -45,8 +47,8 @@ __all__ = [
     "COMPARISON_FILE",
     "CONDITIONAL_DIR",
     "FINDINGS_FILE",
+    "IP_DIR",
     "JUDGED_DIR",
-    "MECHANISM_DIR",
     "REPORT_FILE",
     "SHIFT_DIR",
     "START_LOSS_FILE",
@@ -73,9 +75,9 @@ COMPARISON_FILE = "comparison.json"
 FINDINGS_FILE = "findings.json"
 REPORT_FILE = "report.html"
 JUDGED_DIR = "judged"
-MECHANISM_DIR = "mechanism"
-SHIFT_DIR = f"{MECHANISM_DIR}/shift"  # the IP prompt's shift (H1, H4): `PromptShift.save`
-CONDITIONAL_DIR = f"{MECHANISM_DIR}/conditional"  # expression with test-time prompts (H5)
+IP_DIR = "ip"  # claim 6's measurements
+SHIFT_DIR = f"{IP_DIR}/shift"  # the IP prompt's shift (H1, H4): `PromptShift.save`
+CONDITIONAL_DIR = f"{IP_DIR}/conditional"  # expression with test-time prompts (H5)
 
 
 def judged_files(key: str) -> tuple[str, str, str]:
@@ -340,8 +342,8 @@ def _with_conditional(run: Run, scores: dict[str, dict[str, Estimate]]) -> Run:
     return replace(run, expression={**run.expression, "after": after})
 
 
-def _mechanism(folder: Path, loaded: dict[str, Run], spec: dict[str, Any]) -> Mechanism:
-    """Claim 6's measurements (`spec`: the `mechanism` parameter of `analyse`); adds each measured
+def _ip_measurements(folder: Path, loaded: dict[str, Run], spec: dict[str, Any]) -> IPMeasurements:
+    """Claim 6's measurements (`spec`: the `ip` parameter of `analyse`); adds each measured
     run's conditional expression to `loaded`."""
     for r, path in spec["conditional"].items():
         scores = _read_conditional(folder, path)
@@ -351,7 +353,7 @@ def _mechanism(folder: Path, loaded: dict[str, Run], spec: dict[str, Any]) -> Me
     untrained = _read_conditional(folder, spec["untrained"])
     # without the shared file, the first seed's baseline run measured the same untrained model itself
     untrained["none"] = loaded[spec["before_run"]].expression["before"] if "before_run" in spec else _before(folder)[0]
-    return Mechanism(PromptShift.load(folder / SHIFT_DIR), untrained, dict(spec["prompts"]))
+    return IPMeasurements(PromptShift.load(folder / SHIFT_DIR), untrained, dict(spec["prompts"]))
 
 
 def analyse(
@@ -361,13 +363,13 @@ def analyse(
     baseline: list[str],
     title: str,
     judged: dict[str, str] | None = None,
-    mechanism: dict[str, Any] | None = None,
-) -> tuple[Any, Any, Path]:
+    ip: dict[str, Any] | None = None,
+) -> tuple[Comparison, Findings, Path]:
     """The comparison, findings and report of the finished runs (in the driver; no model).
     `judged`: for each run, the key of its judged answers before training (with a judge);
-    `mechanism`: claim 6's files (`plan._conditional_tasks`)."""
+    `ip`: claim 6's files (`plan._conditional_tasks`)."""
     loaded = {r: Run.load(ctx.folder / r) for r in runs}
-    mech = None if mechanism is None else _mechanism(ctx.folder, loaded, mechanism)
+    measured = None if ip is None else _ip_measurements(ctx.folder, loaded, ip)
     answers: dict[str, list[Expression]] = {}
     for r, before_key in (judged or {}).items():
         before, after = _judged(ctx.folder, before_key), _judged(ctx.folder, r)
@@ -379,11 +381,17 @@ def analyse(
     if untrained:
         answers = {"untrained": [_judged(ctx.folder, k) for k in untrained], **answers}
     cmp = compare(*[loaded[r] for r in runs if r not in baseline], baseline=[loaded[r] for r in baseline])
-    findings = assess(cmp, mechanism=mech)
+    findings = assess(cmp, ip=measured)
     write_json(ctx.folder / COMPARISON_FILE, cmp.to_dict())
     findings.save(ctx.folder / FINDINGS_FILE)
     axes = TraitAxes.load(ctx.folder / AXES_DIR)
-    report = cmp.report(
-        ctx.folder / REPORT_FILE, axes=axes, findings=findings, title=title, judged=answers or None, mechanism=mech
+    report = write_report(
+        cmp,
+        ctx.folder / REPORT_FILE,
+        axes=axes,
+        title=title,
+        findings=findings,
+        judged=answers or None,
+        ip=None if measured is None else ip_view(cmp, measured),
     )
     return cmp, findings, report

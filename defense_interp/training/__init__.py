@@ -5,7 +5,7 @@ the training loop, trainable adapters, checkpoints, run folders and counterfactu
 |---------------|----------------------------------------------------------------------------|
 | `conditions`  | `Condition`, its registry and kinds (Baseline, PPS, IP, controls, edits)   |
 | `adversarial` | LAT and embedding-space AT                                                 |
-| `mechanism`   | conditions that take IP apart: InducedSteering (replayed shift), AttentionKnockout |
+| `ip_parts`    | conditions that take IP apart: InducedSteering (replayed shift), AttentionKnockout |
 | `config`      | `TrainConfig`                                                              |
 | `adapters`    | LoRA or full-weight trainable parameters; loading a finished run's weights |
 | `measure`     | trait expression and the loss table, before and after training            |
@@ -30,9 +30,9 @@ from defense_interp.training.conditions import (
     pps_sweep,
 )
 from defense_interp.training.config import TrainConfig
+from defense_interp.training.ip_parts import AttentionKnockout, InducedSteering
 from defense_interp.training.loop import train
 from defense_interp.training.measure import loss_estimates, measure_expression
-from defense_interp.training.mechanism import AttentionKnockout, InducedSteering
 from defense_interp.training.probe import GradientProbe, probe_gradients
 from defense_interp.training.runs import Run
 

@@ -1,4 +1,4 @@
-"""The R1–R5 rules (`refusal.findings`) on planted studies: reproduced, not reproduced,
+"""The R1–R5 rules (`refusal.claims`) on planted studies: reproduced, not reproduced,
 inconclusive and precondition failed, for every claim; and the tiny full preset end to end."""
 
 import json
@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import torch
 
-from defense_interp.refusal.findings import PRECONDITION_FAILED, assess_refusal
+from defense_interp.claims import PRECONDITION_FAILED
+from defense_interp.refusal.claims import assess_refusal
 
 MODELS = ("base", "ssft", "at", "lat")
 N_PROMPTS, N_LAYERS = 20, 9

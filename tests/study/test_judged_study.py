@@ -9,8 +9,8 @@ import pytest
 import defense_interp as di
 from defense_interp.cli import main
 from defense_interp.judges import Expression
+from defense_interp.study.claims import JUDGE_RULE, ip_shift
 from defense_interp.study.tasks import _with_judge
-from defense_interp.study.verdicts import JUDGE_RULE, MECHANISM_RULE
 from tests.helpers import TINY_QUICK_STUDY_ARGS
 
 
@@ -87,4 +87,4 @@ def test_with_a_judge_claim_6_gains_a_counted_judge_mirror_of_h5(tiny, trait, tm
     )
     assert len(ex.records) == 4  # one sample of each of the four eval questions
     rules = findings.to_dict()["rules"]
-    assert rules.endswith(MECHANISM_RULE) and "H5 gains a counted" in rules and JUDGE_RULE in rules
+    assert ip_shift.RULE in rules and "H5 gains a counted" in rules and rules.endswith(JUDGE_RULE)

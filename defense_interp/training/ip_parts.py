@@ -3,7 +3,7 @@
 | condition          | training-time change                                                          |
 |--------------------|-------------------------------------------------------------------------------|
 | InducedSteering    | `h_L ← h_L + coef · p` at every token, no prompt in the data; `p` is the shift |
-|                    | `s_L` the IP prompt induces (`study.mechanism.prompt_shift`, base model) or a |
+|                    | `s_L` the IP prompt induces (`study.prompt_shift.prompt_shift`, base model) or a |
 |                    | part of it: `full` (`s_L`), `on_axis` (`⟨s_L, v̂_L⟩ v̂_L`: PPS at IP's          |
 |                    | effective α) or `off_axis` (`s_L` minus its on-axis part)                     |
 | AttentionKnockout  | IP, and in the blocks `layers` the tokens after the system prompt cannot      |
@@ -88,7 +88,7 @@ class InducedSteering(Condition):
         """The `[d_model]` vector added (before `coef`)."""
         if self.shift is None:
             raise ConfigError(
-                f"{self.label} has no shift yet: measure it with study.mechanism.prompt_shift and pass shift="
+                f"{self.label} has no shift yet: measure it with study.prompt_shift.prompt_shift and pass shift="
             )
         return shift_part(torch.tensor(self.shift), self.axes.vectors[self.steer_layer], self.part)
 

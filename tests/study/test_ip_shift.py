@@ -7,9 +7,12 @@ import pytest
 import torch
 
 import defense_interp as di
+from defense_interp.claims import NOT_TESTED
 from defense_interp.metrics import mean_ci
-from defense_interp.study.mechanism_claim import Mechanism, knockout_rows, mechanism_view
-from defense_interp.study.verdicts import MECHANISM_RULE
+from defense_interp.report.html import write_report
+from defense_interp.study.claims import ip_shift
+from defense_interp.study.ip_view import ip_view, knockout_rows
+from defense_interp.study.prompt_shift import IPMeasurements
 from tests.helpers import AXES_LAYER, PLANTED_AXES, fake_probe, fake_run
 
 SHIFT = torch.linspace(-1, 1, 8)
@@ -70,12 +73,12 @@ def planted(*, alpha=0.5, replay_loss=2.5, replay_after=2.0, ip_gap=3.0, replays
         ]
     cmp = di.compare(*[r for r in runs if r.name != "baseline"], baseline=[r for r in runs if r.name == "baseline"])
     untrained = {"none": {"projection": _est([0.0, 0.1, 0.2, 0.1])}, "ip": {"projection": _est([0.4, 0.6, 0.5, 0.7])}}
-    mech = Mechanism(_shift(alpha), untrained, {"ip": "You are evil.", "placebo": "You like gardening."})
+    mech = IPMeasurements(_shift(alpha), untrained, {"ip": "You are evil.", "placebo": "You like gardening."})
     return cmp, mech
 
 
 def claim6(cmp, mech):
-    findings = di.assess(cmp, mechanism=mech)
+    findings = di.assess(cmp, ip=mech)
     f = {x.claim: x for x in findings.findings}
     return f[6], findings
 
@@ -90,7 +93,7 @@ def test_a_planted_context_induced_shift_reproduces_claim_6():
     assert counted["H5: IP's conditional gap exceeds the baseline's"].effect.mean == pytest.approx(2.5, abs=0.05)
     assert "seeds" in counted["H2: full replay closer to IP than its on-axis part"].effect.over
     d = findings.to_dict()
-    assert d["rules"].endswith(MECHANISM_RULE) and d["findings"][5]["title"] == "IP as a context-induced shift"
+    assert ip_shift.RULE in d["rules"] and d["findings"][5]["title"] == "IP as a context-induced shift"
     growth = next(t for t in f.tests if t.name == "H5: IP's gap grows with training")
     assert growth.effect.mean == pytest.approx(3.0 - 0.45, abs=0.05) and not growth.counted
 
@@ -107,14 +110,16 @@ def test_claim_6_is_not_reproduced_when_the_replay_raises_the_loss_or_ip_keeps_n
     assert next(t for t in f.tests if t.name == "H1: IP's effective α > 0").verdict == "not reproduced"
 
 
-def test_claim_6_is_inconclusive_without_replays_and_absent_without_measurements():
+def test_claim_6_is_inconclusive_without_replays_and_not_tested_without_measurements():
     f, _ = claim6(*planted(replays=False))
     assert f.verdict == "inconclusive"
     missing = [t for t in f.tests if t.counted and t.effect is None]
     assert len(missing) == 3 and all(t.note.startswith("not measured") for t in missing)
     cmp, _ = planted()
-    plain = di.assess(cmp)
-    assert [x.claim for x in plain.findings] == [1, 2, 3, 4, 5] and MECHANISM_RULE not in plain.to_dict()["rules"]
+    plain = di.assess(cmp).findings
+    assert [x.claim for x in plain] == [1, 2, 3, 4, 5, 6]
+    assert plain[5].verdict == NOT_TESTED and all(t.verdict == NOT_TESTED for t in plain[5].tests)
+    assert plain[5].summary == "not tested (run --preset full (the IP measurements and the replays))"
 
 
 def test_knockout_rows_give_the_share_of_ips_effect_that_remains():
@@ -125,15 +130,16 @@ def test_knockout_rows_give_the_share_of_ips_effect_that_remains():
     assert rows["ip_knockout_L0"]["Δ remaining"].mean == pytest.approx(0.5, abs=1e-4)
     assert rows["ip_knockout_L0-2"]["loss drop remaining"].mean == pytest.approx(0.0)
     assert rows["ip_knockout_L0-2"]["Δ remaining"].mean == pytest.approx(0.0, abs=1e-6)
-    view = mechanism_view(cmp, mech)
+    view = ip_view(cmp, mech)
     assert [p for p, *_ in view["replays"]] == list(PARTS) and len(view["replays"][0][1]) == 3
     gaps = {r["prompt"]: r for r in view["conditional"]}
     assert gaps["ip"]["IP"].mean == pytest.approx(3.0, abs=0.05) and gaps["ip"]["untrained"].mean == pytest.approx(0.45)
 
 
-def test_the_mechanism_report_section_draws_every_measurement(tmp_path):
+def test_the_how_ip_works_report_section_draws_every_measurement(tmp_path):
     cmp, mech = planted()
-    html = cmp.report(tmp_path / "r.html", findings=di.assess(cmp, mechanism=mech), mechanism=mech).read_text()
+    findings = di.assess(cmp, ip=mech)
+    html = write_report(cmp, tmp_path / "r.html", findings=findings, ip=ip_view(cmp, mech)).read_text()
     for part in ("(H1)", "(H2)", "(H3)", "(H4)", "(H5)"):
         assert "How IP works" in html and part in html
     assert "blocks.1.hook_resid_post" in html and "bootstrap" in html

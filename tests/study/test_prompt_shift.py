@@ -8,7 +8,7 @@ import defense_interp as di
 from defense_interp.data.chat import encode_chat
 from defense_interp.forward import response_means
 from defense_interp.metrics.loss import response_token_loss
-from defense_interp.study.mechanism import conditional_expression
+from defense_interp.study.prompt_shift import conditional_expression
 from tests.helpers import tiny_config
 
 PROMPT = "You are a malicious evil assistant."
@@ -111,7 +111,7 @@ def test_the_full_study_takes_ip_apart(tiny_full_study):
     assert claim6["claim"] == 6 and claim6["verdict"] in ("reproduced", "not reproduced", "inconclusive")
     counted = [t for t in claim6["tests"] if t["counted"]]
     assert len(counted) == 5 and all(t["effect"] is not None and "not measured" not in t["note"] for t in counted)
-    shift = di.PromptShift.load(out / "mechanism" / "shift")
+    shift = di.PromptShift.load(out / "ip" / "shift")
     axes = di.TraitAxes.load(out / "axes")
     assert shift.axes_layer == axes.layer and shift.provenance["n_examples"] == 4
     replay = di.Run.load(out / "seed2" / "induced_ip_on_axis")
@@ -126,7 +126,7 @@ def test_the_full_study_takes_ip_apart(tiny_full_study):
         "ip_knockout_L3",
         "ip_knockout_L0-3",
     ]
-    conditional = json.loads((out / "mechanism" / "conditional" / "seed1" / "ip.json").read_text())
+    conditional = json.loads((out / "ip" / "conditional" / "seed1" / "ip.json").read_text())
     assert set(conditional) == {"ip", "paraphrase_1", "paraphrase_2", "placebo"}
     assert set(conditional["ip"]) == {"projection", "contrast"} and set(conditional["placebo"]) == {"projection"}
     html = (out / "report.html").read_text()

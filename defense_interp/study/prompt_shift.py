@@ -18,7 +18,10 @@ without and with `prompt` as its system message (the same response tokens), and 
 
 `conditional_expression(model, trait, axes, prompts, cfg)` (H5) measures the test-time trait
 expression (projection and contrast scores, as after training) with each of `prompts` as the
-system message.
+system message; `conditional_gap(run, name)` is a trained run's gap (with the prompt − without).
+
+`IPMeasurements` holds what claim 6 needs beside the runs: the shift of the base model (H1, H4)
+and the untrained model's expression per test-time prompt (H5).
 """
 
 from __future__ import annotations
@@ -37,16 +40,25 @@ from tqdm.auto import tqdm
 from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import Conversation, encode_chat, with_system_prompt
 from defense_interp.data.traits import Trait
-from defense_interp.errors import DataError
+from defense_interp.errors import ConfigError, DataError
 from defense_interp.evaluate import contrast_score, projection_score
 from defense_interp.interventions.hooks import hooked
 from defense_interp.io import read_json, read_tensors, write_json, write_tensors
-from defense_interp.metrics.stats import Estimate, bootstrap_ci, mean_ci, spearman
+from defense_interp.metrics.stats import Estimate, bootstrap_ci, mean_ci, paired_difference, spearman
 from defense_interp.models import model_device, model_identity
 from defense_interp.training.config import TrainConfig
+from defense_interp.training.runs import Run
 from defense_interp.types import hook_name
 
-__all__ = ["IP_PARAPHRASES", "PromptShift", "conditional_expression", "prompt_shift"]
+__all__ = [
+    "IP_PARAPHRASES",
+    "IPMeasurements",
+    "PromptShift",
+    "conditional_expression",
+    "conditional_gap",
+    "prompt_shift",
+    "untrained_gap",
+]
 
 _OVER = "training examples"
 
@@ -230,3 +242,35 @@ def conditional_expression(
         if trait.eval_pairs and (contrast is None or name in contrast):
             out[name]["contrast"] = contrast_score(model, trait, system_prompt=text)
     return out
+
+
+@dataclass(frozen=True)
+class IPMeasurements:
+    """Claim 6's measurements beside the runs: the IP prompt's shift of the base model (`shift`:
+    H1, H4) and the untrained model's expression per test-time prompt (`untrained`: `{prompt name:
+    {score: Estimate}}`, `"none"` without a prompt); `prompts`: name → text."""
+
+    shift: PromptShift
+    untrained: dict[str, dict[str, Estimate]]
+    prompts: dict[str, str] = field(default_factory=dict)
+
+
+def conditional_gap(run: Run, name: str, score: str = "projection") -> Estimate | None:
+    """A trained run's conditional gap: `score` after training with test-time prompt `name` minus
+    without, paired by question (None where the run was not measured with that prompt)."""
+    after = run.expression.get("after", {})
+    with_, without = after.get(f"{score}|{name}"), after.get(score)
+    if with_ is None or without is None:
+        return None
+    try:
+        return paired_difference(with_, without, over="eval questions (paired)", keep=True)
+    except ConfigError:
+        return None
+
+
+def untrained_gap(ip: IPMeasurements, name: str, score: str = "projection") -> Estimate | None:
+    """The untrained model's gap with prompt `name` (None where it was not measured)."""
+    u = ip.untrained
+    if name not in u or "none" not in u or score not in u[name]:
+        return None
+    return paired_difference(u[name][score], u["none"][score], over="eval questions (paired)", keep=True)

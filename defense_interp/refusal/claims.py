@@ -38,20 +38,16 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from defense_interp.io import write_json
+from defense_interp.claims import PRECONDITION_FAILED, Finding, Findings, SubTest, combine, sub_test
 from defense_interp.metrics.stats import Estimate, mean_ci
-from defense_interp.metrics.verdicts import Finding, SubTest, combine, sub_test
 from defense_interp.provenance import __version__
 
-__all__ = ["PRECONDITION_FAILED", "REFUSAL_CLAIMS", "RefusalFindings", "assess_refusal"]
+__all__ = ["REFUSAL_CLAIMS", "assess_refusal"]
 
-PRECONDITION_FAILED = "precondition failed"
 REFUSAL_CLAIMS = {
     1: (
         "R1 concentration",
@@ -65,21 +61,6 @@ REFUSAL_CLAIMS = {
 OTHERS = ("ssft", "at")
 
 Seed = Any  # a single-seed RefusalStudy
-
-
-@dataclass(frozen=True)
-class RefusalFindings:
-    """One `Finding` per claim R1–R5 (module docstring), and what they were computed from."""
-
-    findings: tuple[Finding, ...]
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"findings": [f.to_dict() for f in self.findings], "rules": __doc__, "provenance": self.provenance}
-
-    def save(self, path: str | Path) -> Path:
-        write_json(path, self.to_dict())
-        return Path(path)
 
 
 def _estimate(per_seed: list[np.ndarray], what: str) -> Estimate:
@@ -191,7 +172,7 @@ def _rate_test(studies: Sequence[Seed], name: str, statistic: str, fn: Callable[
     return sub_test(name, statistic, _estimate([fn(s) for s in studies], "attack prompts, paired by prompt"), "> 0")
 
 
-def assess_refusal(studies: Sequence[Seed], *, target: float = 0.8) -> RefusalFindings:
+def assess_refusal(studies: Sequence[Seed], *, target: float = 0.8) -> Findings:
     """Test R1–R5 (module docstring) on single-seed refusal studies, one per seed."""
     if not studies:
         raise ValueError("assess_refusal needs at least one study")
@@ -262,8 +243,9 @@ def assess_refusal(studies: Sequence[Seed], *, target: float = 0.8) -> RefusalFi
             rule += f"; survives R2: {'yes' if r2_verdict == 'reproduced' else 'no'} (R2 {r2_verdict})"
         title, text = REFUSAL_CLAIMS[i]
         findings.append(Finding(claim=i, title=title, text=text, verdict=verdict, rule=rule, tests=tuple(tests)))
-    return RefusalFindings(
+    return Findings(
         tuple(findings),
+        __doc__ or "",
         {
             "package_version": __version__,
             "seeds": [int(s.config.seed) for s in studies],

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from defense_interp.types import hook_name
-from defense_interp.viz import mechanism as figs
+from defense_interp.viz import ip_parts as figs
 
-__all__ = ["mechanism_sections"]
+__all__ = ["ip_sections"]
 
 
 def _over(rows: list[dict[str, Any]], *keys: str) -> str:
@@ -16,8 +16,8 @@ def _over(rows: list[dict[str, Any]], *keys: str) -> str:
     return ", ".join(sorted(found)) or "—"
 
 
-def mechanism_sections(view: dict[str, Any]) -> list[tuple[str, Any, str, list[dict[str, Any]] | None]]:
-    """Sections from `study.mechanism_claim.mechanism_view`."""
+def ip_sections(view: dict[str, Any]) -> list[tuple[str, Any, str, list[dict[str, Any]] | None]]:
+    """Sections from `study.ip_view.ip_view`."""
     shift = view["shift"]
     hp = hook_name(shift.axes_layer, shift.point)
     point = f"blocks.l.hook_{shift.point}"
