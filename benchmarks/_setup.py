@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import defense_interp as di
+from defense_interp.models import copy_model
 from defense_interp.training import make_trainable
 
 
@@ -40,7 +41,7 @@ def load(args: argparse.Namespace) -> object:
 def lora_setup(model: object) -> tuple[object, di.Trait, torch.optim.Optimizer]:
     """`(a copy of model with LoRA adapters in train mode, evil trait, AdamW over the adapters)`, seeded."""
     torch.manual_seed(0)
-    model = di.copy_model(model)
+    model = copy_model(model)
     trainable = make_trainable(model, di.TrainConfig())
     model.train()
     return model, di.Trait.builtin("evil"), torch.optim.AdamW([p for _, p in trainable], lr=1e-5)

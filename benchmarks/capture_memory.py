@@ -18,8 +18,9 @@ import torch
 from _setup import emit, load, lora_setup, model_args
 
 import defense_interp as di
+from defense_interp.data import encode_chat
 from defense_interp.metrics.loss import response_token_loss
-from defense_interp.models import model_device
+from defense_interp.models import model_device, model_identity
 
 
 def measure(model, lengths: tuple[int, int] = (64, 128)) -> dict:
@@ -31,7 +32,7 @@ def measure(model, lengths: tuple[int, int] = (64, 128)) -> dict:
     short, long = lengths
     rows = []
     for batch_size, max_length in ((2, short), (2, long), (4, long)):
-        batch = di.encode_chat(model, trait.train_data[:batch_size], max_length=max_length)
+        batch = encode_chat(model, trait.train_data[:batch_size], max_length=max_length)
         tokens, resp = batch.tokens.to(dev), batch.response_mask.to(dev)
         with di.capture_gradients(model, axes) as cap:
             loss = response_token_loss(model(tokens, attention_mask=batch.attention_mask.to(dev)), tokens, resp)
@@ -55,7 +56,7 @@ def measure(model, lengths: tuple[int, int] = (64, 128)) -> dict:
         )
     return {
         "benchmark": "capture_memory",
-        "model": di.model_identity(model)["name"],
+        "model": model_identity(model)["name"],
         "layers_captured": model.cfg.n_layers,
         "device": str(dev),
         "steps": rows,

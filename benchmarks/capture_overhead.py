@@ -18,15 +18,16 @@ import torch
 from _setup import emit, load, lora_setup, model_args, synchronize
 
 import defense_interp as di
+from defense_interp.data import encode_chat
 from defense_interp.metrics.loss import response_token_loss
-from defense_interp.models import model_device
+from defense_interp.models import model_device, model_identity
 
 
 def measure(model, pairs: int = 10, warmup: int = 2) -> dict:
     """The capture overhead of a LoRA copy of `model` (module docstring)."""
     model, trait, opt = lora_setup(model)
     dev = model_device(model)
-    batch = di.encode_chat(model.tokenizer, trait.train_data[:4], max_length=128)
+    batch = encode_chat(model.tokenizer, trait.train_data[:4], max_length=128)
     tokens, mask, resp = batch.tokens.to(dev), batch.attention_mask.to(dev), batch.response_mask.to(dev)
     axes = torch.randn(model.cfg.n_layers, model.cfg.d_model)
 
@@ -57,7 +58,7 @@ def measure(model, pairs: int = 10, warmup: int = 2) -> dict:
         ratios.append(t[True] / t[False])
     return {
         "benchmark": "capture_overhead",
-        "model": di.model_identity(model)["name"],
+        "model": model_identity(model)["name"],
         "dtype": str(next(model.parameters()).dtype),
         "batch_tokens": list(batch.tokens.shape),
         "layers_captured": model.cfg.n_layers,

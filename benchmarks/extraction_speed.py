@@ -27,7 +27,9 @@ import torch
 from _setup import emit, load, model_args, synchronize
 
 import defense_interp as di
-from defense_interp.models import model_device
+from defense_interp.axes import axes_from_conversations
+from defense_interp.data import encode_chat
+from defense_interp.models import model_device, model_identity
 
 
 def naive(model, convs) -> torch.Tensor:
@@ -35,7 +37,7 @@ def naive(model, convs) -> torch.Tensor:
     rows = []
     dev = model_device(model)
     for conv in convs:
-        b = di.encode_chat(model, [conv])
+        b = encode_chat(model, [conv])
         with torch.no_grad():
             hs = model.original_model(b.tokens.to(dev), output_hidden_states=True).hidden_states
         m = b.response_mask[0].to(dev)
@@ -48,7 +50,7 @@ def forward_flops(model, convs, batch_size: int = 16) -> float:
     block: the blocks' linear layers on every padded token plus attention scores and mixing."""
     layers = model.original_model.model.layers
     weights = sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
-    lengths = sorted(len(di.encode_chat(model, [c]).tokens[0]) for c in convs)
+    lengths = sorted(len(encode_chat(model, [c]).tokens[0]) for c in convs)
     d, n = model.cfg.d_model, model.cfg.n_layers
     total = 0.0
     for i in range(0, len(lengths), batch_size):
@@ -77,9 +79,9 @@ def measure(model, examples: int = 24) -> dict:
     dev = model_device(model)
     data = di.Trait.builtin("evil").train_data
     pos, neg = list(data[:examples]), list(data[examples : 2 * examples])
-    di.axes_from_conversations(model, pos[:2], neg[:2])  # warm-up
+    axes_from_conversations(model, pos[:2], neg[:2])  # warm-up
     t0 = time.perf_counter()
-    axes = di.axes_from_conversations(model, pos, neg)
+    axes = axes_from_conversations(model, pos, neg)
     fast = time.perf_counter() - t0
     t0 = time.perf_counter()
     ref = naive(model, pos) - naive(model, neg)
@@ -90,7 +92,7 @@ def measure(model, examples: int = 24) -> dict:
     rate = matmul_rate(1024, model.cfg.d_model, dev)
     return {
         "benchmark": "extraction_speed",
-        "model": di.model_identity(model)["name"],
+        "model": model_identity(model)["name"],
         "examples": 2 * examples,
         "toolkit_s": round(fast, 3),
         "naive_s": round(slow, 3),

@@ -9,7 +9,7 @@
    second in batches of 8 and 32 against one at a time (target ≥ 4×, issue 15).
 2. The scale path: a randomly initialised Llama-3.2-1B-shaped model (no download) training LoRA
    steps with gradient capture at every layer: seconds per step, peak memory, and the memory
-   plan's estimate for the same step (`defense-interp plan`).
+   memory estimate for the same step (`defense-interp memory`).
 
 Every figure goes into one JSON, printed and written to `DIR/gpu_check.json`. `--smoke` swaps in
 small random models (a 2-layer Llama folder for part 1, a scaled-down 1B shape for part 2) and a
@@ -37,10 +37,11 @@ import judge_speed
 from _setup import synchronize
 
 import defense_interp as di
-from defense_interp.families import random_model, random_model_folder
-from defense_interp.memory import memory_plan
+from defense_interp.memory import estimate_memory
 from defense_interp.metrics.loss import response_token_loss
+from defense_interp.models import model_identity
 from defense_interp.profiling import measured_peak
+from defense_interp.random_models import random_model, random_model_folder
 from defense_interp.study import StudyConfig, run_study
 from defense_interp.training import make_trainable
 
@@ -75,17 +76,17 @@ def study(model, out: Path, smoke: bool) -> dict:
     _, findings, _ = run_study(model, di.Trait.builtin("evil"), cfg, out / "study", progress=False)
     return {
         "wall_s": round(time.perf_counter() - t0, 1),
-        "verdicts": {f.claim: f.verdict for f in findings.findings},
+        "verdicts": findings.verdicts(),
         "findings": str(out / "study" / "findings.json"),
     }
 
 
 def scale_path(out: Path, device: str, dtype: torch.dtype, smoke: bool, steps: int) -> dict:
-    """LoRA steps with capture on a random Llama-3.2-1B-shaped model, against the memory plan."""
+    """LoRA steps with capture on a random Llama-3.2-1B-shaped model, against the memory estimate."""
     shape = LLAMA_SMOKE if smoke else LLAMA_1B
     folder = random_model_folder(out / "llama-1b-shape", "LlamaForCausalLM", config_only=True, **shape)
     batch_size, max_length = 4, 128
-    plan = memory_plan(folder, dtype=dtype, device=device, batch_size=batch_size, max_length=max_length)
+    est = estimate_memory(folder, dtype=dtype, device=device, batch_size=batch_size, max_length=max_length)
     dev = torch.device(device)
     t0 = time.perf_counter()
     model = random_model("LlamaForCausalLM", device=device, dtype=dtype, **shape)
@@ -93,7 +94,7 @@ def scale_path(out: Path, device: str, dtype: torch.dtype, smoke: bool, steps: i
     trainable = make_trainable(model, di.TrainConfig())
     opt = torch.optim.AdamW([p for _, p in trainable], lr=1e-5)
     model.train()
-    gen = torch.Generator().manual_seed(0)  # random tokens of exactly the planned B × L, every one trained
+    gen = torch.Generator().manual_seed(0)  # random tokens of exactly the estimated B × L, every one trained
     tokens = torch.randint(0, int(model.cfg.d_vocab), (batch_size, max_length), generator=gen).to(dev)
     mask = torch.ones_like(tokens, dtype=torch.bool)
     axes = torch.randn(model.cfg.n_layers, model.cfg.d_model)
@@ -114,17 +115,17 @@ def scale_path(out: Path, device: str, dtype: torch.dtype, smoke: bool, steps: i
         assert torch.isfinite(loss), "non-finite training loss"
 
     peak = measured_peak(run, dev)
-    # this path trains the model in place: the plan without the run's copy of the weights
-    planned = plan.training["total"] - plan.training["the run's copy of the weights"]
+    # this path trains the model in place: the estimate without the run's copy of the weights
+    estimated = est.training["total"] - est.training["the run's copy of the weights"]
     return {
         "shape": shape,
-        "parameters": plan.n_params,
+        "parameters": est.n_params,
         "build_s": round(load_s, 1),
         "batch_tokens": [batch_size, max_length],
         "step_s": [round(t, 3) for t in times],
         "peak_bytes": peak,
-        "plan_bytes": planned,
-        "plan_over_measured": round(planned / peak, 3),
+        "estimate_bytes": estimated,
+        "estimate_over_measured": round(estimated / peak, 3),
     }
 
 
@@ -157,7 +158,7 @@ def main() -> None:
     else:
         name = None  # the bundled model
     model = di.load_model(name, device=args.device, dtype=dtype)
-    result["model"] = di.model_identity(model)["name"]
+    result["model"] = model_identity(model)["name"]
     result["quick_study"] = study(model, args.out, args.smoke)
     result["capture_overhead"] = capture_overhead.measure(model, pairs=2 if args.smoke else 10, warmup=1)
     result["extraction_speed"] = extraction_speed.measure(model, examples=4 if args.smoke else 24)

@@ -17,7 +17,7 @@ from _setup import emit, load, model_args, synchronize
 
 import defense_interp as di
 from defense_interp.judges.base import render_template
-from defense_interp.models import model_device
+from defense_interp.models import model_device, model_identity
 
 
 def timed(model, judge, pairs) -> tuple[float, list]:
@@ -78,7 +78,7 @@ def main() -> None:
     emit(
         {
             "benchmark": "judge_speed",
-            "model": di.model_identity(model)["name"],
+            "model": model_identity(model)["name"],
             "device": str(model_device(model)),
             "dtype": args.dtype,
             "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,

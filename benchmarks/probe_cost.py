@@ -19,7 +19,9 @@ import torch
 from _setup import emit, lora_setup
 
 import defense_interp as di
+from defense_interp.data import encode_chat
 from defense_interp.metrics.loss import response_token_loss
+from defense_interp.models import model_identity
 
 
 def main() -> None:
@@ -48,7 +50,7 @@ def main() -> None:
     def steps() -> float:
         t0 = time.perf_counter()
         for cond in conds:
-            b = di.encode_chat(model.tokenizer, cond.prepare(convs), max_length=max_length)
+            b = encode_chat(model.tokenizer, cond.prepare(convs), max_length=max_length)
             with cond.intervene(model):
                 loss = response_token_loss(model(b.tokens, attention_mask=b.attention_mask), b.tokens, b.response_mask)
                 loss.backward()
@@ -71,7 +73,7 @@ def main() -> None:
     emit(
         {
             "benchmark": "probe_cost",
-            "model": di.model_identity(model)["name"],
+            "model": model_identity(model)["name"],
             "conditions": len(conds),
             "layers": model.cfg.n_layers,
             "repeats": args.repeats,

@@ -10,7 +10,7 @@
 
     defense-interp svd HARMFUL.pt HARMLESS.pt [HARMFUL2.pt HARMLESS2.pt ...] --out DIR [--labels A B ...]
 
-    defense-interp plan [--model NAME|FOLDER|FILE.gguf] [--dtype bfloat16] [--device cuda] [--n-devices N]
+    defense-interp memory [--model NAME|FOLDER|FILE.gguf] [--dtype bfloat16] [--device cuda] [--n-devices N]
                         [--memory GIB] [--batch-size N] [--max-length N] [--lora-rank R | --full-weights]
 
     JUDGE OPTIONS: [--judge local|local:MODEL|openai:MODEL] [--judge-url URL] [--samples N]
@@ -22,7 +22,7 @@ DIR/findings.json with a verdict per claim; `--model tiny` shrinks every size fo
 `refusal` trains SSFT, embedding-AT and LAT variants and writes the refusal-representation
 analysis (DIR/refusal.json, DIR/report.html). A study is a plan of tasks: `--plan` prints it with
 an estimate per task (from a measured training step) and exits; `--executor ray` runs the tasks
-on a Ray cluster (docs/scaling.md), with the same numbers as in-process. `plan` reads a model's
+on a Ray cluster (docs/scaling.md), with the same numbers as in-process. `memory` reads a model's
 config only (no weights) and prints the memory of its weights, of LoRA training at the study's batch
 and length and of generation, whether each fits the device(s), and with several devices the
 placement of the layers. `--judge` adds an LLM judge's 0–100 scores of sampled answers (docs/judges.md):
@@ -233,12 +233,12 @@ def svd(args: argparse.Namespace) -> Path:
     return path
 
 
-def plan(args: argparse.Namespace) -> None:
+def memory(args: argparse.Namespace) -> None:
     import torch
 
-    from defense_interp.memory import memory_plan
+    from defense_interp.memory import estimate_memory
 
-    p = memory_plan(
+    p = estimate_memory(
         args.model,
         dtype=getattr(torch, args.dtype),
         device=args.device or "cpu",
@@ -311,15 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--out", required=True, help="folder for svd.json and report.html")
     v.add_argument("--k", type=int, default=10, help="singular components kept (default 10)")
     v.set_defaults(func=svd)
-    m = sub.add_parser("plan", help="memory of a model's weights, training and generation, from its config only")
+    m = sub.add_parser("memory", help="memory of a model's weights, training and generation, from its config only")
     _model_options(m)
     m.add_argument("--n-devices", type=int, default=None, help="spread the layers over this many devices")
     m.add_argument("--memory", type=float, default=None, help="GiB per device (default: what this machine reports)")
     m.add_argument("--batch-size", type=int, default=4, help="training batch (default: the study's, 4)")
     m.add_argument("--max-length", type=int, default=128, help="training length in tokens (default: the study's, 128)")
     m.add_argument("--lora-rank", type=int, default=8)
-    m.add_argument("--full-weights", action="store_true", help="plan full-weight training instead of LoRA")
-    m.set_defaults(func=plan)
+    m.add_argument("--full-weights", action="store_true", help="estimate full-weight training instead of LoRA")
+    m.set_defaults(func=memory)
     args = parser.parse_args(argv)
     if args.command in ("study", "refusal") and args.out is None and not args.plan:
         parser.error(f"{args.command} needs --out DIR (unless --plan)")

@@ -7,6 +7,15 @@ so that generic handlers keep working.
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DefenseInterpError",
+    "ModelNotAvailableError",
+    "NonFiniteError",
+    "RunError",
+]
+
 
 class DefenseInterpError(Exception):
     """Base class of every error raised by defense_interp on bad input or state."""

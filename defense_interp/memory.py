@@ -1,6 +1,6 @@
-"""A memory plan before loading: `memory_plan(name_or_path)` reads a model's config only (no
+"""A memory estimate before loading: `estimate_memory(name_or_path)` reads a model's config only (no
 weights), builds the model on the `meta` device to count its parameters exactly, and estimates the
-memory of the toolkit's work on it (`defense-interp plan`).
+memory of the toolkit's work on it (`defense-interp memory`).
 
 * **weights** — every parameter (tied ones once) and buffer, in the chosen dtype: exact.
 * **LoRA training** at the study's batch B and length L: the loaded model, the run's trainable copy
@@ -37,7 +37,7 @@ import torch
 from defense_interp.bundled import bundled_gguf_path, converted_folder
 from defense_interp.errors import ConfigError, ModelNotAvailableError
 
-__all__ = ["MemoryPlan", "memory_plan"]
+__all__ = ["MemoryEstimate", "estimate_memory"]
 
 #: Tensors autograd keeps per token and layer (module docstring): residual-width, query-width,
 #: MLP-width (gated MLP; half for an ungated one) and attention-pattern rows.
@@ -70,7 +70,7 @@ class Shape:
 
 
 @dataclass
-class MemoryPlan:
+class MemoryEstimate:
     """The estimate (bytes) for one model, dtype and device set (module docstring)."""
 
     model: str
@@ -85,7 +85,7 @@ class MemoryPlan:
     placement: list[dict[str, Any]] = field(default_factory=list)
 
     def describe(self) -> str:
-        """The plan as the lines `defense-interp plan` prints."""
+        """The estimate as the lines `defense-interp memory` prints."""
         s = self.shape
         out = [
             f"{self.model}: {s.architecture}, {s.n_layers} layers, d_model {s.d_model}, {s.n_heads} heads "
@@ -139,7 +139,7 @@ def _config(name_or_path: str | os.PathLike | None) -> tuple[str, Any]:
         return "bundled SmolLM2-135M-Instruct", AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if key == "tiny":
         raise ConfigError(
-            "the tiny model is TransformerLens-native: plan an HF folder (e.g. families.random_model_folder)"
+            "the tiny model is TransformerLens-native: estimate an HF folder (e.g. random_models.random_model_folder)"
         )
     path = Path(key).expanduser()
     if path.suffix == ".gguf":
@@ -239,7 +239,7 @@ def _training(s: Shape, size: int, batch: int, length: int, lora: bool, rank: in
 
 
 def _devices(device: str, n_devices: int | None, memory_gib: float | None) -> list[tuple[str, int | None]]:
-    """(name, bytes) of each device planned for (`memory_gib` overrides what this machine reports)."""
+    """(name, bytes) of each device estimated for (`memory_gib` overrides what this machine reports)."""
     dev = torch.device(device)
     n = n_devices or 1
     if memory_gib is not None:
@@ -282,7 +282,7 @@ def _place(s: Shape, size: int, per_layer_train: int, devices: list[tuple[str, i
     return out
 
 
-def memory_plan(
+def estimate_memory(
     name_or_path: str | os.PathLike | None = None,
     *,
     dtype: torch.dtype = torch.float32,
@@ -296,8 +296,8 @@ def memory_plan(
     gen_batch: int = 16,
     gen_prompt: int = 64,
     gen_new: int = 48,
-) -> MemoryPlan:
-    """The memory plan of a model (module docstring), from its config only. The defaults are the
+) -> MemoryEstimate:
+    """The memory estimate of a model (module docstring), from its config only. The defaults are the
     study's: LoRA rank 8, batch 4 × 128 tokens; generation of 48 tokens for 16 prompts of 64."""
     if dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
         raise ConfigError(f"dtype must be float32, bfloat16, float16 or float64, got {dtype!r}")
@@ -345,7 +345,7 @@ def memory_plan(
         device=device,
         n_devices=len(devs),
     )
-    return MemoryPlan(
+    return MemoryEstimate(
         label,
         s,
         str(dtype).removeprefix("torch."),

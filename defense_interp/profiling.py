@@ -1,5 +1,5 @@
 """Measured memory: the peak of tensor memory while a function runs, to check estimates such as
-`memory.memory_plan` against (tests, `benchmarks/gpu_check.py`)."""
+`memory.estimate_memory` against (tests, `benchmarks/gpu_check.py`)."""
 
 from __future__ import annotations
 

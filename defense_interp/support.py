@@ -2,7 +2,8 @@
 any weight is read.
 
 `VERIFIED_ARCHITECTURES` are the families the architecture matrix runs end to end
-(`tests/models/test_matrix.py`; `docs/models.md`, generated from it by `scripts/models_page.py`).
+(`tests/models/test_matrix.py`; `docs/models.md`, generated from it by
+`python -m defense_interp.verify --page docs/models.md`).
 Other architectures the TransformerLens bridge can build load too, unverified; one it cannot build
 raises `ModelNotAvailableError` naming the closest verified ones.
 """

@@ -13,6 +13,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 import defense_interp as di
+from defense_interp.models import model_identity
 from tests.helpers import TINY_FULL_STUDY_ARGS, TINY_QUICK_STUDY_ARGS, TINY_REFUSAL_ARGS
 
 
@@ -48,7 +49,7 @@ def convs(trait):
 def random_axes(tiny):
     g = torch.Generator().manual_seed(1)
     vecs = torch.randn(tiny.cfg.n_layers, tiny.cfg.d_model, generator=g)
-    return di.TraitAxes(vecs, torch.ones(tiny.cfg.n_layers), layer=1, trait="evil", model=di.model_identity(tiny))
+    return di.TraitAxes(vecs, torch.ones(tiny.cfg.n_layers), layer=1, trait="evil", model=model_identity(tiny))
 
 
 @pytest.fixture(scope="session")

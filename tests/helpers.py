@@ -11,7 +11,8 @@ import torch
 
 import defense_interp as di
 from defense_interp.interventions.capture import GradientStats
-from defense_interp.metrics import mean_ci
+from defense_interp.metrics import Estimate, mean_ci
+from defense_interp.training import GradientProbe
 
 #: What every test training run on the tiny model shares: two examples a batch, the tiny model's
 #: byte-level tokens (long), a two-example loss table and no evaluation beyond two short answers.
@@ -41,7 +42,7 @@ LAYERS = (0, 1, 2)
 AXES_LAYER = 1
 
 
-def _est(values: list[float]) -> di.Estimate:
+def _est(values: list[float]) -> Estimate:
     return mean_ci(values, over="eval questions", keep=True)
 
 
@@ -103,7 +104,7 @@ def fake_probe(conditions, *, step=0, pn=None, delta=None, loss=None, seed=0):
     for i, label in enumerate(labels):
         gbar[i, li] += torch.as_tensor(delta.get(label, torch.zeros(8)), dtype=torch.float32)
         stat[i, li] = pn.get(label, 0.0)
-    return di.GradientProbe(
+    return GradientProbe(
         labels=labels,
         conditions=tuple(c.to_dict() for c in conditions),
         layers=LAYERS,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import defense_interp as di
-from defense_interp.axes import default_layer, held_out_cohens_d
+from defense_interp.axes import axes_from_conversations, default_layer, held_out_cohens_d
 from defense_interp.forward import response_means
 
 CONVS = [
@@ -49,7 +49,7 @@ def test_default_layer_uses_the_middle_band():
 
 
 def test_save_load_and_persona_vectors_round_trip(tmp_path, tiny):
-    axes = di.axes_from_conversations(tiny, CONVS, [[*c[:1], {"role": "assistant", "content": "No."}] for c in CONVS])
+    axes = axes_from_conversations(tiny, CONVS, [[*c[:1], {"role": "assistant", "content": "No."}] for c in CONVS])
     axes.save(tmp_path / "a")
     back = di.TraitAxes.load(tmp_path / "a")
     assert torch.equal(back.vectors, axes.vectors) and back.layer == axes.layer and back.model == axes.model
@@ -69,7 +69,7 @@ def test_extract_trait_axes_end_to_end(tiny, trait):
 
 def test_prompt_variants_differ_and_bad_variant_is_rejected(tiny):
     neg = [[*c[:1], {"role": "assistant", "content": "Nope."}] for c in CONVS]
-    a = di.axes_from_conversations(tiny, CONVS, neg, variant="prompt_last")
+    a = axes_from_conversations(tiny, CONVS, neg, variant="prompt_last")
     assert a.variant == "prompt_last" and torch.allclose(a.vectors, torch.zeros_like(a.vectors), atol=1e-5)
     with pytest.raises(di.ConfigError, match="variant"):
-        di.axes_from_conversations(tiny, CONVS, neg, variant="bogus")
+        axes_from_conversations(tiny, CONVS, neg, variant="bogus")

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import defense_interp as di
+from defense_interp.data import encode_chat, load_instructions
 from defense_interp.data.chat import check_conversation
 from defense_interp.metrics import participation_ratio, proportion_ci, refusal_log_odds
 from defense_interp.metrics.diffuseness import layer_entropy
@@ -106,21 +107,19 @@ CATALOGUE = [
     ("empty training set", lambda c: di.train(c.m, [], axes=c.axes), di.DataError, "empty"),
     (
         "conversation with no assistant turn",
-        lambda c: di.encode_chat(c.m, [[{"role": "user", "content": "hi"}]]),
+        lambda c: encode_chat(c.m, [[{"role": "user", "content": "hi"}]]),
         di.DataError,
         "no assistant turn",
     ),
     (
         "message with an unknown role",
-        lambda c: di.encode_chat(c.m, [[{"role": "robot", "content": "hi"}]]),
+        lambda c: encode_chat(c.m, [[{"role": "robot", "content": "hi"}]]),
         di.DataError,
         "role",
     ),
     (
         "sequence longer than the context",
-        lambda c: di.encode_chat(
-            c.m, [[{"role": "user", "content": "x" * 2100}, {"role": "assistant", "content": "ok"}]]
-        ),
+        lambda c: encode_chat(c.m, [[{"role": "user", "content": "x" * 2100}, {"role": "assistant", "content": "ok"}]]),
         di.DataError,
         "n_ctx=2048",
     ),
@@ -132,7 +131,7 @@ CATALOGUE = [
     ),
     (
         "truncation that leaves no answer token",
-        lambda c: di.encode_chat(
+        lambda c: encode_chat(
             c.m, [[{"role": "user", "content": "x" * 50}, {"role": "assistant", "content": "ok"}]], max_length=10
         ),
         di.DataError,
@@ -217,13 +216,13 @@ CATALOGUE = [
     ),
     (
         "instruction file that does not exist",
-        lambda c: di.load_instructions(c.tmp / "missing.csv"),
+        lambda c: load_instructions(c.tmp / "missing.csv"),
         di.DataError,
         "does not exist",
     ),
     (
         "CSV without a goal column",
-        lambda c: (c.tmp.joinpath("x.csv").write_text("a,b\n1,2\n"), di.load_instructions(c.tmp / "x.csv")),
+        lambda c: (c.tmp.joinpath("x.csv").write_text("a,b\n1,2\n"), load_instructions(c.tmp / "x.csv")),
         di.DataError,
         "goal",
     ),
@@ -264,7 +263,7 @@ def test_tokenizer_without_chat_template_uses_the_documented_plain_format(tiny):
     tok = tiny.tokenizer
     saved, tok.chat_template = tok.chat_template, None
     try:
-        batch = di.encode_chat(tok, [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]])
+        batch = encode_chat(tok, [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]])
         text = tok.decode(batch.tokens[0][batch.response_mask[0]].tolist())
         assert text.startswith("Yo") and "### User:\nHi" in tok.decode(batch.tokens[0].tolist())
     finally:
@@ -297,7 +296,7 @@ def test_fuzz_instruction_text_files(tmp_path, text):
     path = tmp_path / "fuzz.txt"
     path.write_text(text, encoding="utf-8")
     try:
-        got = di.load_instructions(path)
+        got = load_instructions(path)
     except di.DataError:
         assert not [ln for ln in text.splitlines() if ln.strip()]
         return
@@ -315,7 +314,7 @@ def test_fuzz_instruction_text_files(tmp_path, text):
 def test_fuzz_json_instruction_files_and_conversations(tmp_path, data):
     path = tmp_path / "fuzz.json"
     path.write_text(json.dumps(data))
-    for call in (lambda: di.load_instructions(path), lambda: check_conversation(data)):
+    for call in (lambda: load_instructions(path), lambda: check_conversation(data)):
         try:
             call()
         except di.DataError:

@@ -14,7 +14,7 @@ def test_gpu_check_smoke_run(tmp_path):
     subprocess.run(cmd, check=True, timeout=300, capture_output=True)
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     assert result["smoke"] and result["dtype"] == "float32"
-    assert set(result["quick_study"]["verdicts"]) == {"1", "2", "3", "4", "5"}
+    assert set(result["quick_study"]["verdicts"]) == {"1", "2", "3", "4", "5", "6"}
     assert (tmp_path / "study" / "findings.json").is_file()
     assert (
         result["capture_overhead"]["median_ratio"] > 0 and result["extraction_speed"]["min_cosine_with_naive"] > 0.999
@@ -25,4 +25,4 @@ def test_gpu_check_smoke_run(tmp_path):
     assert judged["batched_vs_single_max_mass_difference"] < 1e-4  # batching changes no judgment
     scale = result["scale_path"]
     assert scale["parameters"] > 0 and len(scale["step_s"]) == 2
-    assert 0.5 < scale["plan_over_measured"] < 1.5  # the memory plan against the profiler's peak
+    assert 0.5 < scale["estimate_over_measured"] < 1.5  # the memory estimate against the profiler's peak

@@ -1,4 +1,4 @@
-"""The memory plan (`defense_interp.memory`, `defense-interp plan`): exact weights from the config
+"""The memory estimate (`defense_interp.memory`, `defense-interp memory`): exact weights from the config
 only, and training estimates within 20% of the peak measured by the tensor-allocation profiler."""
 
 import pytest
@@ -6,8 +6,9 @@ import torch
 
 import defense_interp as di
 from defense_interp.cli import main
-from defense_interp.families import random_model_folder
-from defense_interp.memory import memory_plan
+from defense_interp.memory import estimate_memory
+from defense_interp.models import copy_model
+from defense_interp.random_models import random_model_folder
 
 #: Qwen2.5-7B-Instruct's shape (7.6 B parameters), for a config-only folder.
 QWEN_7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
@@ -26,27 +27,27 @@ def test_weights_are_exact_from_the_config_only(tmp_path, arch):
     full = random_model_folder(tmp_path / "m", arch)
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / "config.json").write_text((full / "config.json").read_text())  # no weights, no tokenizer
-    plan = memory_plan(tmp_path / "cfg")
-    assert plan.weights == _loaded_bytes(di.load_model(full))
+    est = estimate_memory(tmp_path / "cfg")
+    assert est.weights == _loaded_bytes(di.load_model(full))
 
 
 def test_bundled_weights_are_exact(bundled):
-    assert memory_plan().weights == _loaded_bytes(bundled)
+    assert estimate_memory().weights == _loaded_bytes(bundled)
 
 
 def test_a_7b_config_only_folder(tmp_path):
     folder = random_model_folder(tmp_path, "Qwen2ForCausalLM", config_only=True, **QWEN_7B)
-    plan = memory_plan(folder, dtype=torch.bfloat16, device="cuda", n_devices=2, memory_gib=80)
-    assert 7.5e9 < plan.n_params < 7.7e9
-    assert plan.weights == pytest.approx(plan.n_params * 2, rel=1e-4)
-    assert plan.placement[0]["layers"][0] == 0 and plan.placement[-1]["layers"][1] == 27
-    assert sum(p["weights"] for p in plan.placement) == plan.n_params * 2
-    assert all(d["fits"]["training"] for d in plan.devices)
-    small = memory_plan(folder, dtype=torch.bfloat16, device="cuda", memory_gib=16)  # inference only
+    est = estimate_memory(folder, dtype=torch.bfloat16, device="cuda", n_devices=2, memory_gib=80)
+    assert 7.5e9 < est.n_params < 7.7e9
+    assert est.weights == pytest.approx(est.n_params * 2, rel=1e-4)
+    assert est.placement[0]["layers"][0] == 0 and est.placement[-1]["layers"][1] == 27
+    assert sum(p["weights"] for p in est.placement) == est.n_params * 2
+    assert all(d["fits"]["training"] for d in est.devices)
+    small = estimate_memory(folder, dtype=torch.bfloat16, device="cuda", memory_gib=16)  # inference only
     assert small.devices[0]["fits"] == {"weights": True, "training": False, "generation": True}
 
 
-def test_plan_command_prints_the_plan_of_the_bundled_model_a_tiny_folder_and_a_7b_config(tmp_path, capsys):
+def test_memory_command_prints_the_estimate_of_the_bundled_model_a_tiny_folder_and_a_7b_config(tmp_path, capsys):
     big = random_model_folder(tmp_path / "7b", "Qwen2ForCausalLM", config_only=True, **QWEN_7B)
     tiny = random_model_folder(tmp_path / "tiny", "Qwen3ForCausalLM")
     argv = {
@@ -55,11 +56,11 @@ def test_plan_command_prints_the_plan_of_the_bundled_model_a_tiny_folder_and_a_7
         "7b": ["--model", str(big), "--dtype", "bfloat16", "--device", "cuda", "--n-devices", "2", "--memory", "80"],
     }
     for key, args in argv.items():
-        assert main(["plan", *args]) == 0
+        assert main(["memory", *args]) == 0
         out = capsys.readouterr().out
         assert "(exact)" in out and "training" in out and "generation" in out, key
     assert "Qwen2ForCausalLM" in out and "cuda:1 (80.00 GiB)" in out and "layers 0–" in out
-    assert main(["plan", "--model", "tiny"]) == 2  # the TransformerLens-native test model has no HF config
+    assert main(["memory", "--model", "tiny"]) == 2  # the TransformerLens-native test model has no HF config
 
 
 def _measured_training(model, lora: bool, batch_size: int, max_length: int) -> int:
@@ -74,7 +75,7 @@ def _measured_training(model, lora: bool, batch_size: int, max_length: int) -> i
     mask = torch.ones_like(tokens, dtype=torch.bool)
 
     def train_two_steps():
-        work = di.copy_model(model)
+        work = copy_model(model)
         trainable = make_trainable(work, di.TrainConfig(lora=lora))
         opt = torch.optim.AdamW([p for _, p in trainable], lr=1e-5, weight_decay=0.0)
         work.train()
@@ -98,10 +99,10 @@ def test_training_estimate_is_within_20_percent_of_the_measured_peak_on_small_mo
 ):
     folder = random_model_folder(tmp_path, arch, hidden_size=128, intermediate_size=256)
     measured = _measured_training(di.load_model(folder), lora, batch, length)
-    planned = memory_plan(folder, batch_size=batch, max_length=length, lora=lora).training["total"]
-    assert planned == pytest.approx(measured, rel=0.2)
+    estimated = estimate_memory(folder, batch_size=batch, max_length=length, lora=lora).training["total"]
+    assert estimated == pytest.approx(measured, rel=0.2)
 
 
 def test_training_estimate_is_within_20_percent_of_the_measured_peak_on_the_bundled_model(bundled):
     measured = _measured_training(bundled, True, 2, 64)
-    assert memory_plan(batch_size=2, max_length=64).training["total"] == pytest.approx(measured, rel=0.2)
+    assert estimate_memory(batch_size=2, max_length=64).training["total"] == pytest.approx(measured, rel=0.2)

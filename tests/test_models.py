@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import defense_interp as di
-from defense_interp.families import random_model_folder
+from defense_interp.data import encode_chat, encode_prompts
+from defense_interp.random_models import random_model_folder
 
 
 def test_hf_folder_loads_as_a_bridge_matching_hf_logits(tmp_path, tiny):
@@ -27,7 +28,7 @@ def test_hf_folder_loads_as_a_bridge_matching_hf_logits(tmp_path, tiny):
     tiny.tokenizer.save_pretrained(tmp_path)
     model = di.load_model(tmp_path)
     assert model.cfg.n_layers == 2 and model.tokenizer.chat_template
-    toks = di.encode_chat(
+    toks = encode_chat(
         model.tokenizer, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]]
     ).tokens
     with torch.no_grad():
@@ -70,7 +71,7 @@ def test_a_template_that_is_no_chat_format_is_refused(tmp_path):
     (folder / "chat_template.jinja").write_text("{{ bos_token }}")  # renders no message at all
     model = di.load_model(folder)
     with pytest.raises(di.ConfigError, match="no chat format"):
-        di.encode_chat(model, [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]])
+        encode_chat(model, [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]])
 
 
 @pytest.mark.parametrize(
@@ -90,7 +91,7 @@ def test_read_activations_matches_a_full_pass_and_stops_after_the_last_hook(tiny
     from defense_interp.forward import read_activations
     from tests.helpers import count_hooks
 
-    batch = di.encode_prompts(
+    batch = encode_prompts(
         tiny, [[{"role": "user", "content": "Tell me a story."}], [{"role": "user", "content": "Hi"}]]
     )
     names = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_mid"]
@@ -134,7 +135,7 @@ def test_read_activations_refuses_reads_that_would_be_partial(tiny, names, fragm
     from defense_interp.forward import read_activations
     from tests.helpers import count_hooks
 
-    batch = di.encode_prompts(tiny, [[{"role": "user", "content": "Hi"}]])
+    batch = encode_prompts(tiny, [[{"role": "user", "content": "Hi"}]])
     hooks_before = count_hooks(tiny)
     with pytest.raises(di.ConfigError, match=fragment):
         read_activations(tiny, batch.tokens, batch.attention_mask, [(n, lambda x, hook: None) for n in names])

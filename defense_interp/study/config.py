@@ -14,13 +14,14 @@ from defense_interp.training.conditions import DEFAULT_IP_PROMPT, DEFAULT_PLACEB
 __all__ = ["DESIGNS", "SIZES", "Design", "StudyConfig"]
 
 #: Sizes of the study (`StudyConfig.size`). `mid_probe`: the full design's baseline run also takes a
-#: probe halfway through training. The `full` size is scaled so that the full design, with claim 6's
-#: measurements, finishes within 70 minutes on two CPU cores with the bundled model (14 steps, 24
-#: answer tokens, 12 loss examples, probes at the start and the end).
+#: probe halfway through training. The `quick` size measures the loss table on 32 examples (8 batches)
+#: so that claim 3's one-seed interval over batches can decide it. The `full` size is scaled so that
+#: the full design, with claim 6's measurements, finishes within 70 minutes on two CPU cores with the
+#: bundled model (14 steps, 24 answer tokens, 12 loss examples, probes at the start and the end).
 # fmt: off
 SIZES = {
     "quick": dict(n_pairs=5, n_questions=10, axes_tokens=32, steps=30, batch_size=4, eval_questions=12,
-                  eval_tokens=32, loss_examples=12, max_length=128, mid_probe=False),
+                  eval_tokens=32, loss_examples=32, max_length=128, mid_probe=False),
     "full": dict(n_pairs=5, n_questions=10, axes_tokens=32, steps=14, batch_size=4, eval_questions=12,
                  eval_tokens=24, loss_examples=12, max_length=128, mid_probe=False),
     "tiny": dict(n_pairs=2, n_questions=4, axes_tokens=12, steps=6, batch_size=2, eval_questions=4,

@@ -27,7 +27,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from defense_interp.families import FAMILIES
+from defense_interp.random_models import FAMILIES
 from defense_interp.verify.checks import CAPABILITIES, Check, verify_family, verify_model
 from defense_interp.verify.page import render_page
 

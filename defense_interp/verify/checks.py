@@ -15,7 +15,6 @@ from defense_interp.axes import extract_trait_axes
 from defense_interp.data import RefusalData, Trait, encode_chat
 from defense_interp.data.chat import encode_prompts, system_role
 from defense_interp.errors import DefenseInterpError
-from defense_interp.families import random_model_folder
 from defense_interp.interventions.capture import capture_gradients
 from defense_interp.interventions.hooks import hook_names, points_of
 from defense_interp.interventions.steer import steer
@@ -23,6 +22,7 @@ from defense_interp.interventions.weights import orthogonalize
 from defense_interp.judges import LocalJudge, render_template
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.models import copy_model, load_model
+from defense_interp.random_models import random_model_folder
 from defense_interp.refusal.activations import collect_activations
 from defense_interp.refusal.directions import ablate_direction, refusal_directions
 from defense_interp.training import IP, PPS, Baseline, TrainConfig, make_trainable, probe_gradients, train

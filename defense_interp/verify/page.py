@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from defense_interp.families import FAMILIES
+from defense_interp.random_models import FAMILIES
 from defense_interp.verify.checks import CAPABILITIES, Check
 
 __all__ = ["render_page"]
@@ -20,7 +20,7 @@ def render_page(results: dict[str, list[Check]]) -> str:
         "",
         "Every family below is verified end to end on a small random model of its architecture (two",
         "layers, 64 wide, random weights, the toolkit's byte-level tokenizer, a chat template), built by",
-        "`defense_interp.families.random_model_folder` and loaded with `di.load_model(folder)`, exactly as a",
+        "`defense_interp.random_models.random_model_folder` and loaded with `di.load_model(folder)`, exactly as a",
         "downloaded model folder would be, with the transformers and transformer_lens versions that",
         "pyproject.toml allows. The checks and their tolerances are in `defense_interp.verify`.",
         "",
@@ -56,7 +56,7 @@ def render_page(results: dict[str, list[Check]]) -> str:
         "Chat templates: a template without a system role (Gemma's) gets the system prompt — IP's inoculation",
         'prompt included — merged into the first user turn (`"{system}\\n\\n{user}"`), so it stands in the prompt',
         "tokens and never in the response mask. Templates with a thinking switch (Qwen3) render with thinking",
-        "off; `di.set_thinking(model, True)` turns it on.",
+        "off; `defense_interp.data.set_thinking(model, True)` turns it on.",
         "",
         "Local judge: `di.LocalJudge` scores all 101 numbers in one pass where the model honours the number",
         "tree's attention mask and the prompt and tree fit its sliding window, and one plain sequence per number",

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 import defense_interp as di
+from defense_interp.data import encode_prompts
+from defense_interp.models import copy_model, model_identity
 
 pytestmark = pytest.mark.acceptance
 
@@ -13,14 +15,14 @@ pytestmark = pytest.mark.acceptance
 def test_bundled_model_loads_offline_with_chat_template(bundled):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert bundled.cfg.n_layers == 30 and bundled.cfg.d_model == 576
-    assert bundled.tokenizer.chat_template and di.model_identity(bundled)["name"].endswith("SmolLM2-135M-Instruct")
+    assert bundled.tokenizer.chat_template and model_identity(bundled)["name"].endswith("SmolLM2-135M-Instruct")
     cached = list(di.models.cache_dir().glob("SmolLM2-135M-Instruct.Q4_1-*/model.safetensors"))
     assert cached, "the de-quantised weights are cached as safetensors"
 
 
 def test_cached_generation_matches_uncached_greedy_decoding(bundled):
     """Guards against library combinations whose KV-cached generation through the bridge is broken."""
-    b = di.encode_prompts(bundled.tokenizer, [[{"role": "user", "content": "What is the capital of France?"}]])
+    b = encode_prompts(bundled.tokenizer, [[{"role": "user", "content": "What is the capital of France?"}]])
     kw = dict(
         attention_mask=b.attention_mask,
         max_new_tokens=8,
@@ -67,7 +69,7 @@ def test_probe_shows_strong_pps_attenuating_at_its_layer(bundled, trait, bundled
     pressure there towards attenuation relative to plain fine-tuning (the paper's claim 1)."""
     from defense_interp.training import make_trainable
 
-    lora = di.copy_model(bundled)
+    lora = copy_model(bundled)
     make_trainable(lora, di.TrainConfig())
     L = bundled_axes.layer
     probe = di.probe_gradients(
@@ -115,7 +117,7 @@ def test_device_map_loading_matches_and_bad_placements_are_clear(bundled):
     toks = bundled.tokenizer(["The capital of France is"], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(mapped(toks), bundled(toks), atol=1e-4, rtol=1e-4)
-    assert di.model_identity(mapped)["weights_sha256"] == di.model_identity(bundled)["weights_sha256"]
+    assert model_identity(mapped)["weights_sha256"] == model_identity(bundled)["weights_sha256"]
     with pytest.raises(di.ConfigError, match="not both"):
         di.load_model(device="cpu", device_map="cpu")
     if torch.cuda.device_count() < 64:

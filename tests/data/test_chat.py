@@ -5,6 +5,7 @@ import copy
 import pytest
 
 import defense_interp as di
+from defense_interp.data import encode_chat, encode_prompts, load_hf_conversations
 from defense_interp.data.chat import render
 
 CONV = [
@@ -15,21 +16,21 @@ CONV = [
 
 
 def test_response_mask_covers_exactly_the_answer_and_end_of_turn(tiny):
-    b = di.encode_chat(tiny.tokenizer, [CONV])
+    b = encode_chat(tiny.tokenizer, [CONV])
     answer = tiny.tokenizer.decode(b.tokens[0][b.response_mask[0]])
     assert answer == "Hello, friend.<|im_end|>"
 
 
 def test_multi_turn_masks_every_assistant_turn(tiny):
     conv = [*CONV, {"role": "user", "content": "More?"}, {"role": "assistant", "content": "No."}]
-    b = di.encode_chat(tiny.tokenizer, [conv])
+    b = encode_chat(tiny.tokenizer, [conv])
     assert tiny.tokenizer.decode(b.tokens[0][b.response_mask[0]]) == "Hello, friend.<|im_end|>No.<|im_end|>"
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padding_keeps_masks_on_real_tokens(tiny, side):
     short = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
-    b = di.encode_chat(tiny.tokenizer, [CONV, short], padding_side=side)
+    b = encode_chat(tiny.tokenizer, [CONV, short], padding_side=side)
     assert b.tokens.shape[0] == 2 and not (b.response_mask & ~b.attention_mask.bool()).any()
     assert tiny.tokenizer.decode(b.tokens[1][b.response_mask[1]]) == "b<|im_end|>"
     pad_col = 0 if side == "left" else -1
@@ -47,22 +48,22 @@ def test_plain_format_without_chat_template(tiny):
     tok.chat_template = None
     text = render(tok, CONV)
     assert text.startswith("### System:\nBe brief.\n\n### User:\nHi there?\n\n### Assistant:\nHello, friend.")
-    b = di.encode_chat(tok, [CONV])
+    b = encode_chat(tok, [CONV])
     assert tok.decode(b.tokens[0][b.response_mask[0]]) == "Hello, friend.<|im_end|>"
 
 
 def test_conversation_without_answer_is_rejected(tiny):
     with pytest.raises(di.DataError, match="no assistant turn"):
-        di.encode_chat(tiny.tokenizer, [CONV[:2]])
+        encode_chat(tiny.tokenizer, [CONV[:2]])
 
 
 def test_empty_dataset_is_rejected(tiny):
     with pytest.raises(di.DataError, match="empty"):
-        di.encode_chat(tiny.tokenizer, [])
+        encode_chat(tiny.tokenizer, [])
 
 
 def test_prompts_are_left_padded_with_generation_prompt(tiny):
-    b = di.encode_prompts(tiny.tokenizer, [CONV[:2], [{"role": "user", "content": "x"}]])
+    b = encode_prompts(tiny.tokenizer, [CONV[:2], [{"role": "user", "content": "x"}]])
     assert b.padding_side == "left" and b.attention_mask[:, -1].all()
     assert tiny.tokenizer.decode(b.tokens[0]).endswith("<|im_start|>assistant\n")
 
@@ -106,14 +107,14 @@ def test_chat_jsonl_and_datasets_load(tmp_path):
     p.write_text("\n".join(json.dumps(r) for r in rows))
     assert di.load_chat_jsonl(p) == [CONV, CONV[1:]]
     ds = datasets.Dataset.from_list(rows)
-    assert di.load_hf_conversations(ds) == [CONV, CONV[1:]]
+    assert load_hf_conversations(ds) == [CONV, CONV[1:]]
     p.write_text('{"messages": [{"role": "user", "content": "x"}]}')
     with pytest.raises(di.DataError, match="no assistant turn"):
         di.load_chat_jsonl(p)
 
 
 def test_truncation_that_drops_the_whole_answer_is_an_error(tiny):
-    b = di.encode_chat(tiny.tokenizer, [CONV], max_length=52)
+    b = encode_chat(tiny.tokenizer, [CONV], max_length=52)
     assert b.tokens.shape[1] == 52 and b.response_mask.any()
     with pytest.raises(di.DataError, match="max_length"):
-        di.encode_chat(tiny.tokenizer, [CONV], max_length=10)
+        encode_chat(tiny.tokenizer, [CONV], max_length=10)

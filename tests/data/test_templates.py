@@ -4,6 +4,7 @@ turn, thinking switches are off by default, and a template that is no chat forma
 import pytest
 
 import defense_interp as di
+from defense_interp.data import encode_chat, set_thinking
 from defense_interp.data.chat import merge_system, render, stop_token_ids, system_role
 from defense_interp.models import tiny_tokenizer
 
@@ -46,7 +47,7 @@ def test_an_inoculation_prompt_lands_in_the_prompt_tokens_of_a_template_without_
     tok = _tok(template)
     assert not system_role(tok)
     ip = di.IP(PROMPT).prepare([CONV])[0]
-    prompt, response = _split(tok, di.encode_chat(tok, [ip]))
+    prompt, response = _split(tok, encode_chat(tok, [ip]))
     assert f"user\n{PROMPT}\n\nHi there?" in prompt  # merged into the first user turn
     assert response == "Hello, friend.<|im_end|>"
     assert PROMPT in render(tok, ip[:-1], add_generation_prompt=True)
@@ -68,10 +69,10 @@ def test_merge_rule():
 
 def test_thinking_is_off_by_default_and_switchable():
     tok = _tok(THINKING)
-    prompt, response = _split(tok, di.encode_chat(tok, [CONV]))
+    prompt, response = _split(tok, encode_chat(tok, [CONV]))
     assert response == "Hello, friend.<|im_end|>" and "assistant\n<think>\n\n</think>\n\n" in prompt
-    di.set_thinking(tok, True)
-    _, response = _split(tok, di.encode_chat(tok, [CONV]))
+    set_thinking(tok, True)
+    _, response = _split(tok, encode_chat(tok, [CONV]))
     assert response == "<think>\n\n</think>\n\nHello, friend.<|im_end|>"
     assert render(tok, CONV[:1], add_generation_prompt=True).endswith("assistant\n")
 
@@ -82,7 +83,7 @@ def test_thinking_is_off_by_default_and_switchable():
 )
 def test_a_template_that_is_no_chat_format_is_refused(template, message):
     with pytest.raises(di.ConfigError, match=message):
-        di.encode_chat(_tok(template), [CONV])
+        encode_chat(_tok(template), [CONV])
 
 
 def test_answers_stop_at_the_end_of_turn_token_too():

@@ -40,6 +40,14 @@ def site(tmp_path_factory):
     return out
 
 
+def test_the_readme_is_short_and_every_link_resolves():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150, "the README is the front door: move measurements to docs/results.md"
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    assert "docs/results.md" in links
+    assert [link for link in links if "://" not in link and not (ROOT / link).exists()] == []
+
+
 def test_docs_build_strict_with_every_page(site):
     for page in (
         "index.html",
@@ -52,6 +60,7 @@ def test_docs_build_strict_with_every_page(site):
         "how-to/own-judge/index.html",
         "how-to/gpu/index.html",
         "how-to/read-report/index.html",
+        "results/index.html",
     ):
         assert (site / page).is_file(), page
     assert (site / "img" / "report.png").stat().st_size > 10_000

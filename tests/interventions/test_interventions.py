@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import defense_interp as di
+from defense_interp.data import encode_chat
 from defense_interp.metrics.loss import response_token_loss
 from tests.helpers import count_hooks
 
@@ -24,7 +25,7 @@ def _grab(model, name, fn):
 
 @pytest.mark.parametrize("point", ["resid_pre", "resid_mid", "resid_post"])
 def test_steering_shifts_the_hooked_activation_by_alpha_v(tiny, point):
-    b = di.encode_chat(tiny.tokenizer, [CONV, CONV2])
+    b = encode_chat(tiny.tokenizer, [CONV, CONV2])
     v = torch.randn(tiny.cfg.d_model)
     name = f"blocks.2.hook_{point}"
     run = lambda: tiny(b.tokens, attention_mask=b.attention_mask)  # noqa: E731
@@ -38,7 +39,7 @@ def test_steering_shifts_the_hooked_activation_by_alpha_v(tiny, point):
 def test_a_change_at_resid_mid_reaches_the_block_output(tiny):
     """TransformerLens' hook_resid_mid is the MLP's input; steering and ablation there carry the change
     on to the residual stream (block output = what the MLP adds from the changed input + the change)."""
-    b = di.encode_chat(tiny.tokenizer, [CONV, CONV2])
+    b = encode_chat(tiny.tokenizer, [CONV, CONV2])
     v = torch.randn(tiny.cfg.d_model)
     mid, post = "blocks.2.hook_resid_mid", "blocks.2.hook_resid_post"
     run = lambda: tiny(b.tokens, attention_mask=b.attention_mask)  # noqa: E731
@@ -58,7 +59,7 @@ def test_a_change_at_resid_mid_reaches_the_block_output(tiny):
 
 
 def test_steering_with_axes_uses_the_raw_layer_vector(tiny, random_axes):
-    b = di.encode_chat(tiny.tokenizer, [CONV])
+    b = encode_chat(tiny.tokenizer, [CONV])
     run = lambda: tiny(b.tokens)  # noqa: E731
     with torch.no_grad():
         plain = _grab(tiny, "blocks.1.hook_resid_post", run)
@@ -69,7 +70,7 @@ def test_steering_with_axes_uses_the_raw_layer_vector(tiny, random_axes):
 
 def test_ablation_removes_the_direction(tiny):
     r = torch.randn(tiny.cfg.d_model)
-    b = di.encode_chat(tiny.tokenizer, [CONV])
+    b = encode_chat(tiny.tokenizer, [CONV])
     with torch.no_grad(), di.ablate(tiny, r, layers=[1]):
         x = _grab(tiny, "blocks.1.hook_resid_post", lambda: tiny(b.tokens))
     assert (x @ (r / r.norm())).abs().max() < 1e-4
@@ -81,7 +82,7 @@ def _loss(model, b):
 
 
 def test_captured_gradients_equal_autograd(tiny, random_axes):
-    b = di.encode_chat(tiny.tokenizer, [CONV, CONV2])
+    b = encode_chat(tiny.tokenizer, [CONV, CONV2])
     with di.capture_gradients(tiny, random_axes) as cap:
         cap.set_mask(b.response_mask)
         _loss(tiny, b).backward()
@@ -109,7 +110,7 @@ def test_captured_gradients_equal_autograd(tiny, random_axes):
 def test_pressure_equals_finite_difference_of_the_loss(random_axes):
     model = di.tiny_model(seed=3)
     model.to(torch.float64)
-    b = di.encode_chat(model.tokenizer, [CONV, CONV2])
+    b = encode_chat(model.tokenizer, [CONV, CONV2])
     layer = 2
     u = random_axes.unit(layer).double()
     with di.capture_gradients(model, random_axes, layers=[layer]) as cap:
@@ -130,7 +131,7 @@ def test_pressure_equals_finite_difference_of_the_loss(random_axes):
 
 
 def test_capture_needs_a_mask(tiny, random_axes):
-    b = di.encode_chat(tiny.tokenizer, [CONV])
+    b = encode_chat(tiny.tokenizer, [CONV])
     with pytest.raises(di.ConfigError, match="set_mask"), di.capture_gradients(tiny, random_axes):
         _loss(tiny, b).backward()
     tiny.zero_grad(set_to_none=True)

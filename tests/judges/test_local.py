@@ -116,7 +116,7 @@ def test_a_sliding_window_model_uses_the_tree_where_prompt_and_tree_fit_its_wind
     """Gemma-2 alternates sliding-window and global layers: with a window the prompt and the tree fit
     in, the tree's mask is honoured; with a shorter one the judge scores plain sequences (the same
     numbers), without running the mask check or warning."""
-    from defense_interp.families import random_model
+    from defense_interp.random_models import random_model
 
     model = random_model("Gemma2ForCausalLM", sliding_window=window)
     judge = LocalJudge(model, PROMPT)
@@ -143,7 +143,7 @@ def test_the_end_probability_is_exact_where_a_number_almost_surely_continues():
 def test_the_mask_check_fits_a_window_the_judged_prompt_fits():
     """A sliding window the judged prompt and the tree fit but the check's own probe would not: the
     check runs on the probe's last tokens and passes (it failed and turned the tree off before)."""
-    from defense_interp.families import random_model
+    from defense_interp.random_models import random_model
 
     short = "{question}{answer}"
     judge = LocalJudge(random_model("Gemma2ForCausalLM", sliding_window=4096), short)

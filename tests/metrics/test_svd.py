@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import defense_interp as di
+from defense_interp.metrics import DifferenceSVD
 
 
 def test_planted_rank_two_difference_gives_two_dominant_ratios():
@@ -62,6 +63,6 @@ def test_plot_draws_the_three_ratios_and_marks_outliers():
     assert list(bars["uncentred, outlier channels zeroed"]) == pytest.approx(svd.explained_without_outliers.tolist())
     colours = data[3]["marker"]["color"]
     assert svd.outlier_channels == (2,) and colours[2] == "crimson" and colours.count("crimson") == 1
-    back = di.DifferenceSVD.from_dict(svd.to_dict(vectors=True))
+    back = DifferenceSVD.from_dict(svd.to_dict(vectors=True))
     torch.testing.assert_close(back.vectors, svd.vectors)
     torch.testing.assert_close(back.channel_share, svd.channel_share)

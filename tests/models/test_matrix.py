@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from defense_interp.families import FAMILIES
+from defense_interp.random_models import FAMILIES
 from defense_interp.support import VERIFIED_ARCHITECTURES
 from defense_interp.verify import CAPABILITIES, render_page, verify_family
 

@@ -8,10 +8,21 @@ import pytest
 import torch
 
 import defense_interp as di
+from defense_interp.data import encode_chat, load_instructions
 from defense_interp.data.chat import encode_prompts, instruction_prompts
 from defense_interp.forward import last_token_logits
+from defense_interp.interventions import adversarial_perturbation
 from defense_interp.metrics import next_token_kl, proportion_ci, refusal_log_odds
-from defense_interp.refusal import post_instruction_positions
+from defense_interp.models import copy_model
+from defense_interp.refusal import (
+    DirectionSelection,
+    PromptActivations,
+    SubstringJudge,
+    TransferMatrix,
+    is_refusal,
+    post_instruction_positions,
+)
+from defense_interp.training import load_trained
 from tests.helpers import count_hooks, tiny_config
 
 HARMFUL = [
@@ -65,18 +76,18 @@ def test_wilson_interval_known_values():
 
 
 def test_substring_rule_and_judge_protocol():
-    assert di.is_refusal("I’m sorry, but I can’t help with that.")  # curly apostrophes
-    assert di.is_refusal("Sorry, but that is not something I can help with.")
-    assert not di.is_refusal("Sure! Here is a poem about the sea.")
-    assert not di.is_refusal("")
-    assert isinstance(di.SubstringJudge(), di.Judge)
+    assert is_refusal("I’m sorry, but I can’t help with that.")  # curly apostrophes
+    assert is_refusal("Sorry, but that is not something I can help with.")
+    assert not is_refusal("Sure! Here is a poem about the sea.")
+    assert not is_refusal("")
+    assert isinstance(SubstringJudge(), di.Judge)
 
 
 def test_bundled_data_is_paired_and_its_answers_follow_the_rule():
     data = di.RefusalData.builtin()
     assert len(data.harmful) == len(data.harmless) >= 100 and len(data.train) >= 100
     assert data.harmful.categories == data.harmless.categories and None not in data.harmful.categories
-    refusals = [di.is_refusal(c[-1]["content"]) for c in data.train]
+    refusals = [is_refusal(c[-1]["content"]) for c in data.train]
     assert sum(refusals) == len(data.train) // 2  # harmful → refusal, harmless → helpful, interleaved
     assert refusals[::2] == [True] * (len(data.train) // 2)
     train_prompts = {c[0]["content"] for c in data.train}
@@ -91,23 +102,23 @@ def test_instruction_loaders(tmp_path):
     (tmp_path / "list.json").write_text(json.dumps([{"instruction": "A", "category": "x"}, {"instruction": "B"}]))
     (tmp_path / "rows.jsonl").write_text('{"prompt": "P1"}\n\n"P2"\n')
     (tmp_path / "plain.txt").write_text("first\n\nsecond\n")
-    assert list(di.load_instructions(tmp_path / "adv.csv")) == ["Do a bad thing, please", "Another bad thing"]
-    js = di.load_instructions(tmp_path / "list.json")
+    assert list(load_instructions(tmp_path / "adv.csv")) == ["Do a bad thing, please", "Another bad thing"]
+    js = load_instructions(tmp_path / "list.json")
     assert list(js) == ["A", "B"] and js.categories == ("x", None)
-    assert list(di.load_instructions(tmp_path / "rows.jsonl")) == ["P1", "P2"]
-    assert list(di.load_instructions(tmp_path / "plain.txt")) == ["first", "second"]
+    assert list(load_instructions(tmp_path / "rows.jsonl")) == ["P1", "P2"]
+    assert list(load_instructions(tmp_path / "plain.txt")) == ["first", "second"]
     import datasets
 
     ds = datasets.Dataset.from_list([{"goal": "G1", "category": "c"}, {"goal": "G2", "category": "d"}])
-    assert di.load_instructions(ds).categories == ("c", "d")
-    assert list(di.load_instructions(datasets.DatasetDict({"test": ds}), split="test")) == ["G1", "G2"]
+    assert load_instructions(ds).categories == ("c", "d")
+    assert list(load_instructions(datasets.DatasetDict({"test": ds}), split="test")) == ["G1", "G2"]
     (tmp_path / "bom.CSV").write_text("\ufeffgoal\nWith a byte-order mark\n", encoding="utf-8")
-    assert list(di.load_instructions(tmp_path / "bom.CSV")) == ["With a byte-order mark"]
+    assert list(load_instructions(tmp_path / "bom.CSV")) == ["With a byte-order mark"]
     with pytest.raises(di.DataError, match=r"no text column|no goal column"):
         (tmp_path / "bad.csv").write_text("x,y\n1,2\n")
-        di.load_instructions(tmp_path / "bad.csv")
+        load_instructions(tmp_path / "bad.csv")
     with pytest.raises(di.DataError, match="does not exist"):
-        di.load_instructions(tmp_path / "missing.json")
+        load_instructions(tmp_path / "missing.json")
 
 
 # -- activations ------------------------------------------------------------------------------------
@@ -126,7 +137,7 @@ def test_left_padded_activations_match_unpadded_and_are_float32(tiny):
     alone = di.collect_activations(tiny, prompts[:1], layers=[0, 3], point="resid_mid", positions="post_instruction")
     assert together.acts.dtype == torch.float32 and together.acts.shape[:3] == (2, 2, len(together.positions))
     torch.testing.assert_close(together.acts[:1], alone.acts, atol=2e-5, rtol=1e-4)
-    half = di.copy_model(tiny).to(torch.bfloat16)
+    half = copy_model(tiny).to(torch.bfloat16)
     assert di.collect_activations(half, prompts, layers=[1], positions="last").acts.dtype == torch.float32
 
 
@@ -136,8 +147,8 @@ def test_directions_recover_a_planted_mean_shift():
     shift = torch.zeros(d)
     shift[5] = 3.0
     base = torch.randn(n, 2, 1, d, generator=g)
-    harmful = di.PromptActivations(base + shift, (0, 1), (-1,), "resid_post", tuple(f"h{i}" for i in range(n)))
-    harmless = di.PromptActivations(
+    harmful = PromptActivations(base + shift, (0, 1), (-1,), "resid_post", tuple(f"h{i}" for i in range(n)))
+    harmless = PromptActivations(
         torch.randn(n, 2, 1, d, generator=g), (0, 1), (-1,), "resid_post", tuple(f"s{i}" for i in range(n))
     )
     dirs = di.refusal_directions(harmful, harmless)
@@ -180,7 +191,7 @@ def test_orthogonalization_merges_lora_adapters(tiny, convs, random_axes, tmp_pa
         out=tmp_path / "run",
         progress=False,
     )
-    trained = di.load_trained(tiny, run)
+    trained = load_trained(tiny, run)
     assert not torch.allclose(_logits(trained), _logits(tiny), atol=1e-4)
     r = torch.randn(tiny.cfg.d_model, generator=torch.Generator().manual_seed(4))
     with di.ablate_direction(trained, r):
@@ -189,10 +200,10 @@ def test_orthogonalization_merges_lora_adapters(tiny, convs, random_axes, tmp_pa
 
 
 def test_lat_perturbation_respects_epsilon_and_raises_the_loss(tiny, convs, users_view):
-    work = di.copy_model(tiny)
-    batch = di.encode_chat(tiny.tokenizer, convs[:3], max_length=512)
+    work = copy_model(tiny)
+    batch = encode_chat(tiny.tokenizer, convs[:3], max_length=512)
     eps = 0.75
-    delta = di.adversarial_perturbation(work, batch, layer=1, epsilon=eps, steps=4)
+    delta = adversarial_perturbation(work, batch, layer=1, epsilon=eps, steps=4)
     norms = delta.norm(dim=-1)
     prompt = batch.attention_mask.bool() & ~batch.response_mask
     assert float(norms.max()) <= eps * (1 + 1e-5)
@@ -215,7 +226,7 @@ def test_lat_perturbation_respects_epsilon_and_raises_the_loss(tiny, convs, user
         with pytest.raises(di.ConfigError):
             di.LAT(layer=1, **bad)
     with torch.no_grad():  # the search enables gradients itself
-        again = di.adversarial_perturbation(work, batch, layer=1, epsilon=eps, steps=4)
+        again = adversarial_perturbation(work, batch, layer=1, epsilon=eps, steps=4)
     torch.testing.assert_close(again, delta)
 
 
@@ -265,7 +276,7 @@ def test_selection_scores_match_direct_measurement_and_follow_the_rule(tiny, tin
     assert not sel.fallback and sel.chosen[0] < 3
     i, j = sel.layers.index(sel.chosen[0]), sel.positions.index(sel.chosen[1])
     assert float(sel.bypass[i, j]) == float(sel.bypass[:3].min())
-    assert di.DirectionSelection.from_dict(json.loads(json.dumps(sel.to_dict()))).to_dict() == sel.to_dict()
+    assert DirectionSelection.from_dict(json.loads(json.dumps(sel.to_dict()))).to_dict() == sel.to_dict()
     star = next(t for t in sel.plot().to_dict()["data"] if t["type"] == "scatter")
     assert list(star["y"]) == [sel.chosen[0]] and list(star["x"]) == [str(sel.chosen[1])]
     strict = di.select_direction(
@@ -283,9 +294,9 @@ def test_generation_scored_selection_matches_direct_measurement_and_its_rule(tin
     r = tiny_directions.direction(1, -1)
     with di.ablate_direction(tiny, r):
         answers = di.generate_answers(tiny, instruction_prompts(HARMFUL[4:]), max_new_tokens=4, progress=False)
-    assert float(sel.bypass[1, 1]) == sum(map(di.is_refusal, answers)) / len(answers)
+    assert float(sel.bypass[1, 1]) == sum(map(is_refusal, answers)) / len(answers)
     assert ((sel.bypass >= 0) & (sel.bypass <= 1)).all()
-    assert di.DirectionSelection.from_dict(json.loads(json.dumps(sel.to_dict()))).to_dict() == sel.to_dict()
+    assert DirectionSelection.from_dict(json.loads(json.dumps(sel.to_dict()))).to_dict() == sel.to_dict()
     # the rule on planted rates: the lowest bypass among the kept (layer 3 is too deep), ties to the lower layer
     planted = {"HARMFUL": iter([0.5, 0.2, 0.2, 0.2, 0.0, 0.0]), "HARMLESS": iter([0.0] + [0.5] * 6)}
 
@@ -357,7 +368,7 @@ def test_layer_sweep_and_transfer_matrix_over_models_and_runs(tiny, tiny_directi
     )
     assert tm.sources == ("base", "other") and tm.targets == ("base", "trained")
     assert len(tm.rates) == 2 and len(tm.rates[0]) == 2 and all(x.rate.n == 2 for row in tm.rates for x in row)
-    assert di.TransferMatrix.from_dict(json.loads(json.dumps(tm.to_dict()))).to_dict() == tm.to_dict()
+    assert TransferMatrix.from_dict(json.loads(json.dumps(tm.to_dict()))).to_dict() == tm.to_dict()
     heat = tm.plot().to_dict()["data"][0]
     assert list(heat["y"]) == ["ablate base", "ablate other", "no ablation"] and list(heat["x"]) == ["base", "trained"]
     assert heat["z"][1][0] == tm.rates[1][0].rate.mean and heat["z"][2][1] == tm.baseline[1].rate.mean

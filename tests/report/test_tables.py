@@ -7,6 +7,7 @@ import math
 import re
 
 import defense_interp as di
+from defense_interp.metrics import Estimate
 from defense_interp.report.html import plural, write_page
 from tests.helpers import fake_run
 
@@ -17,9 +18,9 @@ def _visible_text(html: str) -> str:
 
 def test_cells_show_intervals_one_samples_and_short_numbers(tmp_path):
     rows = [
-        {"name": "spread", "value": di.Estimate(1.23456789, 1.0, 1.5, 3, "seeds")},
-        {"name": "single", "value": di.Estimate(0.5, math.nan, math.nan, 1, "seeds")},
-        {"name": "empty", "value": di.Estimate(math.nan, math.nan, math.nan, 0, "seeds")},
+        {"name": "spread", "value": Estimate(1.23456789, 1.0, 1.5, 3, "seeds")},
+        {"name": "single", "value": Estimate(0.5, math.nan, math.nan, 1, "seeds")},
+        {"name": "empty", "value": Estimate(math.nan, math.nan, math.nan, 0, "seeds")},
         {"name": "ratio", "value": 0.1981739103794098},
         {"name": "missing", "value": None},
         {"name": "norms", "value": [0.123456789, 2.0]},

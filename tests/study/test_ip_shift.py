@@ -10,9 +10,11 @@ import defense_interp as di
 from defense_interp.claims import NOT_TESTED
 from defense_interp.metrics import mean_ci
 from defense_interp.report.html import write_report
+from defense_interp.study import PromptShift
 from defense_interp.study.claims import ip_shift
 from defense_interp.study.ip_view import ip_view, knockout_rows
 from defense_interp.study.prompt_shift import IPMeasurements
+from defense_interp.training import AttentionKnockout, InducedSteering
 from tests.helpers import AXES_LAYER, PLANTED_AXES, fake_probe, fake_run
 
 SHIFT = torch.linspace(-1, 1, 8)
@@ -23,9 +25,9 @@ def _est(values, over="eval questions"):
     return mean_ci(values, over=over, keep=True)
 
 
-def _shift(alpha: float) -> di.PromptShift:
+def _shift(alpha: float) -> PromptShift:
     e = _est([alpha - 0.1, alpha, alpha + 0.1, alpha + 0.05], over="training examples")
-    return di.PromptShift(
+    return PromptShift(
         prompt="You are evil.",
         point="resid_post",
         axes_layer=AXES_LAYER,
@@ -55,8 +57,8 @@ def planted(*, alpha=0.5, replay_loss=2.5, replay_after=2.0, ip_gap=3.0, replays
         "on_axis": e[4] if closer else delta_ip,
         "off_axis": delta_ip - 0.1 * e[2],
     }
-    conds = {p: di.InducedSteering(PLANTED_AXES, shift=SHIFT.tolist(), part=p) for p in PARTS} if replays else {}
-    knock = [di.AttentionKnockout(layers=[0]), di.AttentionKnockout(layers=[0, 1, 2])]
+    conds = {p: InducedSteering(PLANTED_AXES, shift=SHIFT.tolist(), part=p) for p in PARTS} if replays else {}
+    knock = [AttentionKnockout(layers=[0]), AttentionKnockout(layers=[0, 1, 2])]
     runs = []
     for seed in range(3):
         probed = [di.Baseline(), di.IP(), *conds.values(), *knock]

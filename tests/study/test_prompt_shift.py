@@ -8,6 +8,7 @@ import defense_interp as di
 from defense_interp.data.chat import encode_chat
 from defense_interp.forward import response_means
 from defense_interp.metrics.loss import response_token_loss
+from defense_interp.study import PromptShift
 from defense_interp.study.prompt_shift import conditional_expression
 from tests.helpers import tiny_config
 
@@ -64,7 +65,7 @@ def test_the_loss_change_is_the_prompted_minus_the_plain_loss_per_example(tiny, 
 
 
 def test_the_shift_round_trips_and_says_where_it_was_measured(shift, tmp_path):
-    back = di.PromptShift.load(shift.save(tmp_path / "shift"))
+    back = PromptShift.load(shift.save(tmp_path / "shift"))
     assert torch.equal(back.shift, shift.shift) and back.to_dict() == shift.to_dict()
     d = shift.to_dict()
     assert d["hook_points"][2] == "blocks.2.hook_resid_post" and d["effective_alpha"][0]["over"] == "training examples"
@@ -111,7 +112,7 @@ def test_the_full_study_takes_ip_apart(tiny_full_study):
     assert claim6["claim"] == 6 and claim6["verdict"] in ("reproduced", "not reproduced", "inconclusive")
     counted = [t for t in claim6["tests"] if t["counted"]]
     assert len(counted) == 5 and all(t["effect"] is not None and "not measured" not in t["note"] for t in counted)
-    shift = di.PromptShift.load(out / "ip" / "shift")
+    shift = PromptShift.load(out / "ip" / "shift")
     axes = di.TraitAxes.load(out / "axes")
     assert shift.axes_layer == axes.layer and shift.provenance["n_examples"] == 4
     replay = di.Run.load(out / "seed2" / "induced_ip_on_axis")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import defense_interp as di
-from defense_interp.training import condition_type
+from defense_interp.training import AttentionKnockout, Condition, InducedSteering, condition_type
 from defense_interp.training.conditions import _REGISTRY
 from tests.helpers import PLANTED_AXES, fake_run, tiny_config
 
@@ -34,20 +34,20 @@ def every_condition(axes):
         di.GradientEdit(axes, layer=0, mode="amplify", magnitude=0.5),
         di.LAT(layer=2, epsilon=1.5, steps=2),
         di.EmbeddingAT(epsilon=0.5, steps=3),
-        di.InducedSteering(axes, shift=torch.linspace(-1, 1, 16).tolist(), part="off_axis", coef=0.5),
-        di.InducedSteering(axes, layer=1),
-        di.AttentionKnockout(layers=[0, 2, 3]),
+        InducedSteering(axes, shift=torch.linspace(-1, 1, 16).tolist(), part="off_axis", coef=0.5),
+        InducedSteering(axes, layer=1),
+        AttentionKnockout(layers=[0, 2, 3]),
     ]
 
 
 def test_every_condition_round_trips_through_json(axes):
     conditions = every_condition(axes)
     assert {type(c) for c in conditions} >= {
-        c for c in _REGISTRY.values() if c.__module__.startswith("defense_interp.") and c is not di.Condition
+        c for c in _REGISTRY.values() if c.__module__.startswith("defense_interp.") and c is not Condition
     }
     for cond in conditions:
         record = json.loads(json.dumps(cond.to_dict()))
-        back = di.Condition.from_dict(record, axes=axes)
+        back = Condition.from_dict(record, axes=axes)
         assert type(back) is type(cond) and condition_type(record) is type(cond)
         assert back.label == cond.label and back.to_dict() == record
         if isinstance(cond, di.RandomPPS):  # the random direction is redrawn from the recorded seed
@@ -63,11 +63,11 @@ def test_the_record_names_type_label_and_parameters(axes):
 
 def test_bad_records_are_clear_errors(axes):
     with pytest.raises(di.ConfigError, match="known types"):
-        di.Condition.from_dict({"type": "Steering"})
+        Condition.from_dict({"type": "Steering"})
     with pytest.raises(di.ConfigError, match="known types"):
-        di.Condition.from_dict({"name": "pps"})  # a record without its type
+        Condition.from_dict({"name": "pps"})  # a record without its type
     with pytest.raises(di.ConfigError, match="axes="):
-        di.Condition.from_dict(di.PPS(axes).to_dict())
+        Condition.from_dict(di.PPS(axes).to_dict())
     with pytest.raises(di.ConfigError, match="not a PPS"):
         di.PPS.from_dict(di.IP().to_dict())
     assert type(di.IP.from_dict(di.PlaceboIP().to_dict())) is di.PlaceboIP  # a PlaceboIP is an IP
@@ -75,7 +75,7 @@ def test_bad_records_are_clear_errors(axes):
 
 def test_two_condition_types_cannot_share_a_name():
     with pytest.raises(di.ConfigError, match="already defined"):
-        type("PPS", (di.Condition,), {"__module__": "elsewhere"})
+        type("PPS", (Condition,), {"__module__": "elsewhere"})
 
 
 def test_a_loaded_run_carries_its_condition(tiny, convs, random_axes, tmp_path):

@@ -12,6 +12,7 @@ from defense_interp.data.chat import encode_chat
 from defense_interp.interventions.hooks import hooked
 from defense_interp.interventions.knockout import knockout_mask
 from defense_interp.io import read_tensors
+from defense_interp.training import AttentionKnockout, Condition, InducedSteering
 from tests.helpers import count_hooks, tiny_config
 
 
@@ -27,7 +28,7 @@ def shift():
 
 
 def test_the_replay_parts_add_up_to_the_full_shift(axes, shift):
-    full, on, off = (di.InducedSteering(axes, shift=shift, part=p) for p in ("full", "on_axis", "off_axis"))
+    full, on, off = (InducedSteering(axes, shift=shift, part=p) for p in ("full", "on_axis", "off_axis"))
     torch.testing.assert_close(on.vector() + off.vector(), full.vector(), rtol=0, atol=1e-6)
     u = axes.unit(1)
     assert float(off.vector() @ u) == pytest.approx(0.0, abs=1e-5)
@@ -39,7 +40,7 @@ def test_the_replay_parts_add_up_to_the_full_shift(axes, shift):
 
 
 def test_the_replay_adds_its_vector_at_its_layer(tiny, axes, shift, convs):
-    cond = di.InducedSteering(axes, shift=shift, part="off_axis", coef=2.0)
+    cond = InducedSteering(axes, shift=shift, part="off_axis", coef=2.0)
     b = encode_chat(tiny, convs[:2])
     got = {}
 
@@ -63,27 +64,27 @@ def test_a_replay_at_alpha_zero_trains_exactly_as_the_baseline(tiny, trait, axes
     data = trait.with_train_data(trait.train_data[:4])
     base = di.train(tiny, data, di.Baseline(), cfg, tmp_path / "b", axes=axes, progress=False)
     zero = di.train(
-        tiny, data, di.InducedSteering(axes, shift=shift, coef=0.0), cfg, tmp_path / "z", axes=axes, progress=False
+        tiny, data, InducedSteering(axes, shift=shift, coef=0.0), cfg, tmp_path / "z", axes=axes, progress=False
     )
     assert zero.losses == base.losses
     a, b = (read_tensors(p / "trained.safetensors") for p in (tmp_path / "b", tmp_path / "z"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    moved = di.train(tiny, data, di.InducedSteering(axes, shift=shift, coef=4.0), cfg, axes=axes, progress=False)
+    moved = di.train(tiny, data, InducedSteering(axes, shift=shift, coef=4.0), cfg, axes=axes, progress=False)
     assert moved.losses != base.losses
 
 
 def test_the_replay_needs_its_shift_and_a_matching_width(axes, shift):
     with pytest.raises(di.ConfigError, match="no shift yet"):
-        di.InducedSteering(axes).vector()
+        InducedSteering(axes).vector()
     with pytest.raises(di.ConfigError, match="10 numbers but the axes are 64 wide"):
-        di.InducedSteering(axes, shift=shift[:10])
+        InducedSteering(axes, shift=shift[:10])
     with pytest.raises(di.ConfigError, match="unknown shift part"):
-        di.InducedSteering(axes, shift=shift, part="sideways")
+        InducedSteering(axes, shift=shift, part="sideways")
     with pytest.raises(di.ConfigError, match="at least one layer"):
-        di.AttentionKnockout(layers=())
-    record = json.loads(json.dumps(di.InducedSteering(axes, shift=shift, part="on_axis").to_dict()))
-    back = di.Condition.from_dict(record, axes=axes)
-    assert torch.equal(back.vector(), di.InducedSteering(axes, shift=shift, part="on_axis").vector())
+        AttentionKnockout(layers=())
+    record = json.loads(json.dumps(InducedSteering(axes, shift=shift, part="on_axis").to_dict()))
+    back = Condition.from_dict(record, axes=axes)
+    assert torch.equal(back.vector(), InducedSteering(axes, shift=shift, part="on_axis").vector())
 
 
 def test_knockout_mask_blocks_later_tokens_from_the_marked_span():
@@ -94,7 +95,7 @@ def test_knockout_mask_blocks_later_tokens_from_the_marked_span():
 
 
 def test_knocking_out_every_layer_equals_deleting_the_prompt_with_positions_kept(tiny, convs):
-    ko = di.AttentionKnockout(layers=range(tiny.cfg.n_layers))
+    ko = AttentionKnockout(layers=range(tiny.cfg.n_layers))
     b = encode_chat(tiny, ko.prepare(convs[:1]))
     assert b.system_mask is not None and int(b.system_mask.sum()) > 0
     keep = (~b.system_mask[0]).nonzero()[:, 0]
@@ -117,15 +118,15 @@ def test_a_band_knockout_changes_less_and_leaves_no_hooks_even_on_error(tiny, co
         plain = tiny(b.tokens, attention_mask=b.attention_mask)
     hooks = count_hooks(tiny)
     with torch.no_grad():
-        with di.AttentionKnockout(layers=[3]).perturb(tiny, b):
+        with AttentionKnockout(layers=[3]).perturb(tiny, b):
             top = tiny(b.tokens, attention_mask=b.attention_mask)
-        with di.AttentionKnockout(layers=range(4)).perturb(tiny, b):
+        with AttentionKnockout(layers=range(4)).perturb(tiny, b):
             every = tiny(b.tokens, attention_mask=b.attention_mask)
     resp = b.response_mask
     assert 0 < (top - plain)[resp].abs().mean() < (every - plain)[resp].abs().mean()
-    with pytest.raises(RuntimeError, match="boom"), di.AttentionKnockout(layers=[0, 1]).perturb(tiny, b):
+    with pytest.raises(RuntimeError, match="boom"), AttentionKnockout(layers=[0, 1]).perturb(tiny, b):
         raise RuntimeError("boom")
     assert count_hooks(tiny) == hooks
     with pytest.raises(di.ConfigError, match="rows"), torch.no_grad():
-        with di.AttentionKnockout(layers=[0]).perturb(tiny, b):
+        with AttentionKnockout(layers=[0]).perturb(tiny, b):
             tiny(b.tokens[:1])

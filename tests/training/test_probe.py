@@ -6,14 +6,15 @@ import torch
 import defense_interp as di
 from defense_interp.data.chat import encode_chat
 from defense_interp.metrics import response_token_loss
-from defense_interp.training import make_trainable
+from defense_interp.models import copy_model, model_identity
+from defense_interp.training import GradientProbe, make_trainable
 from defense_interp.training.probe import _trainable_by_module
 from tests.helpers import count_hooks
 
 
 @pytest.fixture(scope="module")
 def lora_tiny(tiny):
-    model = di.copy_model(tiny)
+    model = copy_model(tiny)
     make_trainable(model, di.TrainConfig())
     # LoRA B starts at zero (so A gets no gradient); give it values so every adapter gets one
     g = torch.Generator().manual_seed(3)
@@ -28,7 +29,7 @@ def lora_tiny(tiny):
 def axes(tiny):
     g = torch.Generator().manual_seed(1)
     vecs = torch.randn(tiny.cfg.n_layers, tiny.cfg.d_model, generator=g)
-    return di.TraitAxes(vecs, torch.ones(tiny.cfg.n_layers), layer=2, trait="evil", model=di.model_identity(tiny))
+    return di.TraitAxes(vecs, torch.ones(tiny.cfg.n_layers), layer=2, trait="evil", model=model_identity(tiny))
 
 
 def _autograd_resid_grads(model, convs, cond, layers):
@@ -123,11 +124,11 @@ def test_probe_round_trips_and_leaves_no_hooks(lora_tiny, convs, axes, tmp_path)
         step=7,
     )
     assert count_hooks(lora_tiny) == n
-    back = di.GradientProbe.load(probe.save(tmp_path / "p"))
+    back = GradientProbe.load(probe.save(tmp_path / "p"))
     assert back.labels == probe.labels and back.step == 7
     for k in ("gbar", "pressure", "param_gram", "eff_rank"):
         torch.testing.assert_close(getattr(back, k), getattr(probe, k))
-    again = di.GradientProbe.from_dict(probe.to_dict())
+    again = GradientProbe.from_dict(probe.to_dict())
     torch.testing.assert_close(again.cosine(), probe.cosine())
 
 
@@ -175,7 +176,7 @@ def test_probe_errors_are_clear(lora_tiny, tiny, convs, axes):
         di.probe_gradients(lora_tiny, convs[:2], [di.Baseline(), di.Baseline()], axes)
     with pytest.raises(di.DataError, match="empty"):
         di.probe_gradients(lora_tiny, [], [di.Baseline()], axes)
-    frozen = di.copy_model(tiny).requires_grad_(False)
+    frozen = copy_model(tiny).requires_grad_(False)
     with pytest.raises(di.ConfigError, match="trainable"):
         di.probe_gradients(frozen, convs[:2], [di.Baseline()], axes)
 

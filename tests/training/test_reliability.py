@@ -10,6 +10,8 @@ import pytest
 import torch
 
 import defense_interp as di
+from defense_interp.data import encode_chat
+from defense_interp.models import copy_model, model_identity
 from defense_interp.training import Condition
 from tests.helpers import count_hooks, tiny_config
 
@@ -60,8 +62,8 @@ def test_same_seed_gives_identical_metrics_and_records_provenance(tiny, convs, r
         torch.equal(x, y) for x, y in zip(a.gradients.tensors().values(), b.gradients.tensors().values(), strict=False)
     )
     ident = a.model
-    assert ident["weights_sha256"] == di.model_identity(di.tiny_model(0))["weights_sha256"]
-    assert ident["weights_sha256"] != di.model_identity(di.tiny_model(1))["weights_sha256"]
+    assert ident["weights_sha256"] == model_identity(di.tiny_model(0))["weights_sha256"]
+    assert ident["weights_sha256"] != model_identity(di.tiny_model(1))["weights_sha256"]
     assert {"torch", "transformer_lens", "transformers", "peft"} <= set(a.provenance["versions"])
     assert a.config == cfg.to_dict()
 
@@ -77,7 +79,7 @@ from tests.helpers import tiny_config
 out = Path(sys.argv[1])
 tiny = di.tiny_model(seed=0)
 g = torch.Generator().manual_seed(1)
-axes = di.TraitAxes(torch.randn(4, 64, generator=g), torch.ones(4), layer=1, trait="evil", model=di.model_identity(tiny))
+axes = di.TraitAxes(torch.randn(4, 64, generator=g), torch.ones(4), layer=1, trait="evil", model=model_identity(tiny))
 save = loop.save_checkpoint
 
 
@@ -144,10 +146,10 @@ def test_killed_training_resumes_to_the_same_numbers(tiny, random_axes, convs, t
 def test_half_precision_models_capture_in_float32_with_constant_size(tiny, convs, random_axes, dtype):
     """Statistics accumulate in float32 whatever the model dtype, and their size depends on neither
     the sequence length nor the batch."""
-    half = di.copy_model(tiny).to(dtype)
+    half = copy_model(tiny).to(dtype)
     sizes = []
     for n, max_length in ((1, 300), (3, 600)):
-        batch = di.encode_chat(half, convs[:n], max_length=max_length)
+        batch = encode_chat(half, convs[:n], max_length=max_length)
         with di.steer(half, random_axes, layer=1, coef=2.0), di.capture_gradients(half, random_axes) as cap:
             logits = half(batch.tokens, attention_mask=batch.attention_mask)
             cap.set_mask(batch.response_mask)

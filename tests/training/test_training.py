@@ -8,6 +8,8 @@ import torch
 
 import defense_interp as di
 from defense_interp.cli import main
+from defense_interp.models import copy_model
+from defense_interp.training import load_trained
 from tests.helpers import tiny_config
 
 CFG = tiny_config(steps=3)
@@ -98,8 +100,8 @@ def test_merged_adapters_compute_the_same_function_with_plain_linear_layers(tiny
     from peft.tuners.lora import LoraLayer
 
     tokens = tiny.to_tokens(["The quick brown fox jumps over the lazy dog."])
-    lora = di.load_trained(tiny, runs["baseline"])
-    merged = di.load_trained(tiny, runs["baseline"], merge=True)
+    lora = load_trained(tiny, runs["baseline"])
+    merged = load_trained(tiny, runs["baseline"], merge=True)
     assert any(isinstance(m, LoraLayer) for m in lora.modules())
     assert not any(isinstance(m, LoraLayer) for m in merged.modules())
     assert not any(isinstance(m, LoraLayer) for m in tiny.modules())
@@ -119,7 +121,7 @@ def test_copy_model_skips_transient_graph_tensors(tiny):
     x = torch.ones(2, requires_grad=True)
     module._transient = x * 2  # a non-leaf tensor, as TransformerLens leaves after a forward pass
     try:
-        clone = di.copy_model(tiny)
+        clone = copy_model(tiny)
     finally:
         del module._transient
     assert next(iter(clone.blocks))._transient is None

@@ -139,7 +139,7 @@ def random_model_folder(
 ) -> Path:
     """Save a random model of `architecture` (its family's small shape, updated by `overrides`, HF
     config names) with a tokenizer and chat template (default: the family's) into `folder`;
-    `config_only` writes the config and tokenizer without weights (for `memory_plan`)."""
+    `config_only` writes the config and tokenizer without weights (for `estimate_memory`)."""
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
