@@ -34,7 +34,6 @@ from defense_interp.provenance import __version__
 from defense_interp.refusal import (
     RefusalStudyConfig,
     ablate_direction,
-    add_direction,
     collect_activations,
     layer_sweep,
     refusal_directions,
@@ -93,7 +92,6 @@ __all__ = [
     "__version__",
     "ablate",
     "ablate_direction",
-    "add_direction",
     "assess",
     "capture_gradients",
     "collect_activations",

@@ -41,7 +41,7 @@ from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 from defense_interp.metrics.stats import cohens_d
 from defense_interp.metrics.vectors import unit
 from defense_interp.models import model_identity
-from defense_interp.types import hook_name
+from defense_interp.types import Model, hook_name
 
 __all__ = ["TraitAxes", "axes_from_conversations", "default_layer", "extract_trait_axes", "held_out_cohens_d"]
 
@@ -206,7 +206,7 @@ def default_layer(d: Tensor) -> int:
 
 
 def axes_from_conversations(
-    model: Any,
+    model: Model,
     pos: Sequence[Conversation],
     neg: Sequence[Conversation],
     *,
@@ -256,7 +256,7 @@ def axes_from_conversations(
 
 
 def extract_trait_axes(
-    model: Any,
+    model: Model,
     trait: Trait,
     *,
     n_pairs: int | None = None,

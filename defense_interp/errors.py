@@ -7,14 +7,7 @@ so that generic handlers keep working.
 
 from __future__ import annotations
 
-__all__ = [
-    "ConfigError",
-    "DataError",
-    "DefenseInterpError",
-    "ModelNotAvailableError",
-    "NonFiniteError",
-    "RunError",
-]
+__all__ = ["ConfigError", "DataError", "DefenseInterpError", "ModelNotAvailableError", "NonFiniteError", "RunError"]
 
 
 class DefenseInterpError(Exception):

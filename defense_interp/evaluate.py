@@ -16,7 +16,7 @@ can be plugged in wherever a judge is taken (the built-in refusal rule, `Substri
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -28,6 +28,7 @@ from defense_interp.forward import generate_answers, response_means
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.models import model_device
+from defense_interp.types import Model
 
 __all__ = ["Judge", "contrast_score", "projection_score", "question_prompt"]
 
@@ -43,7 +44,7 @@ class Judge(Protocol):
 
 
 def projection_score(
-    model: Any,
+    model: Model,
     axes: TraitAxes,
     questions: Sequence[str],
     *,
@@ -90,7 +91,7 @@ def question_prompt(question: str, system_prompt: str | None = None) -> list[dic
     return user if system_prompt is None else [{"role": "system", "content": system_prompt}, *user]
 
 
-def contrast_score(model: Any, trait: Trait, *, batch_size: int = 16, system_prompt: str | None = None) -> Estimate:
+def contrast_score(model: Model, trait: Trait, *, batch_size: int = 16, system_prompt: str | None = None) -> Estimate:
     """The contrast score over the trait's eval pairs (needs reference answers); `system_prompt`:
     a system message before every question (None: none)."""
     if not trait.eval_pairs:

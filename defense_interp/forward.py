@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from defense_interp.data.chat import Conversation, encode_chat, encode_prompts, instruction_prompts, stop_token_ids
 from defense_interp.errors import ConfigError
 from defense_interp.models import model_device
-from defense_interp.types import hook_name
+from defense_interp.types import Model, hook_name
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -82,7 +82,7 @@ def read_activations(
 
 
 def generate_answers(
-    model: Any,
+    model: Model,
     prompts: Sequence[Conversation],
     *,
     max_new_tokens: int = 48,
@@ -152,7 +152,7 @@ def generate_answers(
 
 
 def response_means(
-    model: Any,
+    model: Model,
     convs: Sequence[Conversation],
     *,
     layers: Sequence[int] | None = None,
@@ -205,7 +205,7 @@ def response_means(
 
 
 def last_token_logits(
-    model: Any, instructions: Sequence[str], *, batch_size: int = 32, system_prompt: str | None = None
+    model: Model, instructions: Sequence[str], *, batch_size: int = 32, system_prompt: str | None = None
 ) -> Float[Tensor, "n vocab"]:
     """Next-token logits at the end of each prompt (where the answer starts), float32 on the CPU.
     Active hooks apply."""

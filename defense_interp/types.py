@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
@@ -19,13 +19,18 @@ from defense_interp.errors import ConfigError
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
+    #: A model the toolkit works on: a TransformerLens 4 `TransformerBridge` (`models.load_model`).
+    Model = TransformerBridge
+else:
+    Model = Any  # not checked at run time: tests pass stand-ins, and the bridge import is heavy
+
 __all__ = [
     "HOOK_POINTS",
     "BatchPos",
     "BatchPosD",
-    "HookPoint",
     "LayerD",
     "Mask",
+    "Model",
     "Tokens",
     "Vector",
     "check_finite",
@@ -41,7 +46,6 @@ BatchPosD = Float[Tensor, "batch pos d_model"]
 LayerD = Float[Tensor, "layer d_model"]
 Vector = Float[Tensor, " d_model"]
 
-HookPoint = Literal["resid_pre", "resid_mid", "resid_post"]
 HOOK_POINTS: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post")
 
 

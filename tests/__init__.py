@@ -1,3 +1,3 @@
 """The test suite; `typecheck` is imported here so that jaxtyping's import hook can name it."""
 
-from tests import typecheck  # noqa: F401
+from tests.support import typecheck  # noqa: F401

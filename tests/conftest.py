@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -14,7 +15,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 import defense_interp as di
 from defense_interp.models import model_identity
-from tests.helpers import TINY_FULL_STUDY_ARGS, TINY_QUICK_STUDY_ARGS, TINY_REFUSAL_ARGS
+from tests.support.helpers import TINY_FULL_STUDY_ARGS, TINY_QUICK_STUDY_ARGS, TINY_REFUSAL_ARGS
 
 
 @pytest.fixture()
@@ -92,3 +93,23 @@ def tiny_refusal_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_refusal_study")
     assert main([*TINY_REFUSAL_ARGS, "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_axes(tiny, trait):
+    """Trait axes of the tiny model (one prompt pair, two questions)."""
+    return di.extract_trait_axes(tiny, trait, n_pairs=1, n_questions=2, max_new_tokens=4)
+
+
+@pytest.fixture(scope="session")
+def runs(tiny, trait, tiny_axes, tmp_path_factory):
+    """Baseline, PPS and IP runs of the tiny model (3 steps, probes at 0 and 3), saved to disk."""
+    from tests.support.helpers import tiny_config
+
+    out = tmp_path_factory.mktemp("runs")
+    small = trait.with_train_data(trait.train_data[:8])
+    cfg = dataclasses.replace(tiny_config(steps=3), probe_steps=(0, 3))
+    return {
+        name: di.train(tiny, small, cond, cfg, out / name, axes=tiny_axes, name=name, progress=False)
+        for name, cond in [("baseline", di.Baseline()), ("pps", di.PPS(tiny_axes, coef=2.0)), ("ip", di.IP())]
+    }

@@ -16,7 +16,7 @@ CONVS = [
 def test_response_means_see_a_planted_steering_vector_exactly(tiny):
     w = torch.randn(tiny.cfg.d_model)
     plain, _ = response_means(tiny, CONVS, batch_size=3)
-    with di.steer(tiny, w, layer=1, coef=2.0):
+    with di.steer(tiny, w, layers=1, coef=2.0):
         steered, _ = response_means(tiny, CONVS, batch_size=3)
     assert torch.allclose(steered[:, 1] - plain[:, 1], (2.0 * w).expand(4, -1), atol=1e-4)
     assert torch.allclose(steered[:, 0], plain[:, 0])  # upstream of the steering: unchanged
@@ -24,7 +24,7 @@ def test_response_means_see_a_planted_steering_vector_exactly(tiny):
 
 def test_axes_from_conversations_recover_a_planted_direction(tiny):
     w = torch.randn(tiny.cfg.d_model)  # pos examples read with w added at block 0: v_0 must be w
-    with di.steer(tiny, w, layer=0, coef=1.0):
+    with di.steer(tiny, w, layers=0, coef=1.0):
         pos_means, _ = response_means(tiny, CONVS)
     neg_means, _ = response_means(tiny, CONVS)
     assert torch.allclose(pos_means.mean(0)[0] - neg_means.mean(0)[0], w, atol=1e-4)

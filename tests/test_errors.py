@@ -16,7 +16,7 @@ from defense_interp.data import encode_chat, load_instructions
 from defense_interp.data.chat import check_conversation
 from defense_interp.metrics import participation_ratio, proportion_ci, refusal_log_odds
 from defense_interp.metrics.diffuseness import layer_entropy
-from tests.helpers import tiny_config
+from tests.support.helpers import tiny_config
 
 # Every entry is a bad input as a user meets it: without the suite's run-time annotation checks.
 pytestmark = pytest.mark.usefixtures("users_view")
@@ -74,33 +74,33 @@ CATALOGUE = [
     # (what, call, error class, message fragment)
     (
         "steering vector of the wrong d_model",
-        lambda c: _enter(di.steer(c.m, torch.ones(c.d + 1), layer=1, coef=1.0)),
+        lambda c: _enter(di.steer(c.m, torch.ones(c.d + 1), layers=1, coef=1.0)),
         di.ConfigError,
         "d_model",
     ),
     (
         "layer out of range",
-        lambda c: _enter(di.steer(c.m, torch.ones(c.d), layer=99, coef=1.0)),
+        lambda c: _enter(di.steer(c.m, torch.ones(c.d), layers=99, coef=1.0)),
         di.ConfigError,
         "out of range",
     ),
     (
         "unknown hook point",
-        lambda c: _enter(di.steer(c.m, torch.ones(c.d), layer=1, coef=1.0, point="resid_middle")),
+        lambda c: _enter(di.steer(c.m, torch.ones(c.d), layers=1, coef=1.0, point="resid_middle")),
         di.ConfigError,
         "unknown hook point",
     ),
     ("NaN axis", lambda c: _enter(di.ablate(c.m, torch.full((c.d,), math.nan))), di.ConfigError, "NaN"),
     (
         "infinite axis",
-        lambda c: _enter(di.steer(c.m, torch.full((c.d,), math.inf), layer=0, coef=1.0)),
+        lambda c: _enter(di.steer(c.m, torch.full((c.d,), math.inf), layers=0, coef=1.0)),
         di.ConfigError,
         "infinite",
     ),
     ("zero-norm axis", lambda c: _enter(di.ablate(c.m, torch.zeros(c.d))), di.ConfigError, "zero norm"),
     (
         "axes table with the wrong number of layers",
-        lambda c: _enter(di.steer(c.m, torch.ones(7, c.d), layer=1, coef=1.0)),
+        lambda c: _enter(di.steer(c.m, torch.ones(7, c.d), layers=1, coef=1.0)),
         di.ConfigError,
         "rows",
     ),

@@ -89,7 +89,7 @@ def test_a_dtype_the_device_cannot_do_is_refused_before_loading(tmp_path, dtype,
 
 def test_read_activations_matches_a_full_pass_and_stops_after_the_last_hook(tiny):
     from defense_interp.forward import read_activations
-    from tests.helpers import count_hooks
+    from tests.support.helpers import count_hooks
 
     batch = encode_prompts(
         tiny, [[{"role": "user", "content": "Tell me a story."}], [{"role": "user", "content": "Hi"}]]
@@ -133,7 +133,7 @@ def test_read_activations_matches_a_full_pass_and_stops_after_the_last_hook(tiny
 )
 def test_read_activations_refuses_reads_that_would_be_partial(tiny, names, fragment):
     from defense_interp.forward import read_activations
-    from tests.helpers import count_hooks
+    from tests.support.helpers import count_hooks
 
     batch = encode_prompts(tiny, [[{"role": "user", "content": "Hi"}]])
     hooks_before = count_hooks(tiny)

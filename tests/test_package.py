@@ -16,48 +16,48 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 
 #: The names that left the top level in the renovation (issue 27), and where each lives now.
 MOVED = {
-    'AttentionKnockout': 'defense_interp.training',
-    'COHERENCE_PROMPT': 'defense_interp.judges',
-    'ChatBatch': 'defense_interp.data',
-    'Condition': 'defense_interp.training',
-    'DifferenceSVD': 'defense_interp.metrics',
-    'DirectionSelection': 'defense_interp.refusal',
-    'Estimate': 'defense_interp.metrics',
-    'EvalPair': 'defense_interp.data',
-    'Expression': 'defense_interp.judges',
-    'GradientProbe': 'defense_interp.training',
-    'GradientStats': 'defense_interp.interventions',
-    'InducedSteering': 'defense_interp.training',
-    'InstructionSet': 'defense_interp.data',
-    'JudgmentCache': 'defense_interp.judges',
-    'LayerSweep': 'defense_interp.refusal',
-    'MemoryEstimate': 'defense_interp.memory',
-    'ModelSpec': 'defense_interp.models',
-    'PromptActivations': 'defense_interp.refusal',
-    'PromptShift': 'defense_interp.study',
-    'REFUSAL_PROMPT': 'defense_interp.judges',
-    'RayExecutor': 'defense_interp.execution',
-    'RefusalDirections': 'defense_interp.refusal',
-    'RefusalRate': 'defense_interp.refusal',
-    'RefusalStudy': 'defense_interp.refusal',
-    'SubstringJudge': 'defense_interp.refusal',
-    'TransferMatrix': 'defense_interp.refusal',
-    'adversarial_perturbation': 'defense_interp.interventions',
-    'axes_from_conversations': 'defense_interp.axes',
-    'copy_model': 'defense_interp.models',
-    'encode_chat': 'defense_interp.data',
-    'encode_prompts': 'defense_interp.data',
-    'estimate_memory': 'defense_interp.memory',
-    'is_refusal': 'defense_interp.refusal',
-    'knockout_attention': 'defense_interp.interventions',
-    'load_hf_conversations': 'defense_interp.data',
-    'load_instructions': 'defense_interp.data',
-    'load_trained': 'defense_interp.training',
-    'model_identity': 'defense_interp.models',
-    'random_model': 'defense_interp.random_models',
-    'random_model_folder': 'defense_interp.random_models',
-    'set_thinking': 'defense_interp.data',
-    'verify_model': 'defense_interp.verify',
+    "AttentionKnockout": "defense_interp.training",
+    "COHERENCE_PROMPT": "defense_interp.judges",
+    "ChatBatch": "defense_interp.data",
+    "Condition": "defense_interp.training",
+    "DifferenceSVD": "defense_interp.metrics",
+    "DirectionSelection": "defense_interp.refusal",
+    "Estimate": "defense_interp.metrics",
+    "EvalPair": "defense_interp.data",
+    "Expression": "defense_interp.judges",
+    "GradientProbe": "defense_interp.training",
+    "GradientStats": "defense_interp.interventions",
+    "InducedSteering": "defense_interp.training",
+    "InstructionSet": "defense_interp.data",
+    "JudgmentCache": "defense_interp.judges",
+    "LayerSweep": "defense_interp.refusal",
+    "MemoryEstimate": "defense_interp.memory",
+    "ModelSpec": "defense_interp.models",
+    "PromptActivations": "defense_interp.refusal",
+    "PromptShift": "defense_interp.study",
+    "REFUSAL_PROMPT": "defense_interp.judges",
+    "RayExecutor": "defense_interp.execution",
+    "RefusalDirections": "defense_interp.refusal",
+    "RefusalRate": "defense_interp.refusal",
+    "RefusalStudy": "defense_interp.refusal",
+    "SubstringJudge": "defense_interp.refusal",
+    "TransferMatrix": "defense_interp.refusal",
+    "adversarial_perturbation": "defense_interp.interventions",
+    "axes_from_conversations": "defense_interp.axes",
+    "copy_model": "defense_interp.models",
+    "encode_chat": "defense_interp.data",
+    "encode_prompts": "defense_interp.data",
+    "estimate_memory": "defense_interp.memory",
+    "is_refusal": "defense_interp.refusal",
+    "knockout_attention": "defense_interp.interventions",
+    "load_hf_conversations": "defense_interp.data",
+    "load_instructions": "defense_interp.data",
+    "load_trained": "defense_interp.training",
+    "model_identity": "defense_interp.models",
+    "random_model": "defense_interp.random_models",
+    "random_model_folder": "defense_interp.random_models",
+    "set_thinking": "defense_interp.data",
+    "verify_model": "defense_interp.verify",
 }
 
 
@@ -78,7 +78,9 @@ def test_every_public_name_is_in_the_api_reference():
     docs = PACKAGE.parent / "docs"
     reference = "".join(p.read_text() for p in [*(docs / "api").glob("*.md"), docs / "errors.md"])
     documented = set(re.findall(r"^::: defense_interp\.[\w.]*?\.?(\w+)$", reference, flags=re.M))
-    for module in re.findall(r"^::: (defense_interp[\w.]*)\n    options:(?:\n {6}.*)*\n {6}members: true", reference, re.M):
+    for module in re.findall(
+        r"^::: (defense_interp[\w.]*)\n    options:(?:\n {6}.*)*\n {6}members: true", reference, re.M
+    ):
         documented |= set(importlib.import_module(module).__all__)
     missing = sorted(n for n in [*di.__all__, *MOVED] if n not in documented and not n.startswith("__"))
     assert missing == []
@@ -157,3 +159,21 @@ def test_the_cycle_finder_sees_a_lazy_import(tmp_path, monkeypatch):
 
 def test_no_import_cycle_between_modules():
     assert _import_cycles("defense_interp") == []
+
+
+def test_the_tests_mirror_the_package_and_helpers_live_in_tests_support():
+    """Every test folder is a subpackage of defense_interp (or a tier: acceptance, docs, the model
+    matrix); every file in it is a test module, `conftest.py` or `__init__.py`; the helpers the
+    tests share are in `tests/support/`."""
+    tests = Path(__file__).parent
+    tiers = {"acceptance", "docs", "models", "support", "snapshots", "__pycache__"}
+    for folder in (p for p in tests.rglob("*") if p.is_dir() and not p.name.startswith((".", "__"))):
+        rel = folder.relative_to(tests)
+        if rel.parts[0] not in tiers:
+            assert (PACKAGE / rel).is_dir(), f"tests/{rel} mirrors no subpackage of defense_interp"
+    stray = [
+        str(p.relative_to(tests))
+        for p in tests.rglob("*.py")
+        if p.parent.name != "support" and not p.name.startswith("test_") and p.name not in ("conftest.py", "__init__.py")
+    ]
+    assert stray == [], "helpers belong in tests/support/"

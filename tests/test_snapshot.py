@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 
 from defense_interp.study.claims import CLAIMS, RULES
-from tests.helpers import differences
+from tests.support.helpers import differences
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 

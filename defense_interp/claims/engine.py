@@ -96,14 +96,15 @@ class Finding:
 
     @property
     def summary(self) -> str:
-        """The verdict in words, e.g. "reproduced (2 counted sub-tests not tested: --preset full)"."""
+        """The verdict in words, with what tests the rest where this design did not test everything,
+        e.g. "reproduced; 2 counted sub-tests not tested (two-stage runs: --preset full)"."""
+        how = f" ({self.tested_by})" if self.tested_by else ""
         if self.verdict == NOT_TESTED:
-            return f"{NOT_TESTED} (run {self.tested_by})" if self.tested_by else NOT_TESTED
+            return NOT_TESTED + how
         missing = len(self.not_tested)
         if not missing:
             return self.verdict
-        how = f": run {self.tested_by}" if self.tested_by else ""
-        return f"{self.verdict} ({missing} counted sub-test{'s' * (missing > 1)} not tested{how})"
+        return f"{self.verdict}; {missing} counted sub-test{'s' * (missing > 1)} not tested{how}"
 
     def to_dict(self) -> dict[str, Any]:
         p = self.primary.to_dict()

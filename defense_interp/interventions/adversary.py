@@ -15,8 +15,6 @@ and the search runs with gradients enabled even inside `torch.no_grad()` (e.g. f
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -25,16 +23,16 @@ from defense_interp.data.chat import ChatBatch
 from defense_interp.errors import ConfigError
 from defense_interp.interventions.hooks import hook_names, hooked, on_device
 from defense_interp.metrics.loss import response_token_loss
-from defense_interp.types import check_finite
+from defense_interp.types import Model, check_finite
 
 __all__ = ["adversarial_perturbation", "perturb"]
 
 
-def _hook(model: Any, layer: int, point: str) -> str:
+def _hook(model: Model, layer: int, point: str) -> str:
     return hook_names(model, [int(layer)], point)[int(layer)]
 
 
-def perturb(model: Any, delta: Float[Tensor, "batch pos d_model"], *, layer: int, point: str = "resid_post"):
+def perturb(model: Model, delta: Float[Tensor, "batch pos d_model"], *, layer: int, point: str = "resid_post"):
     """Context manager: add `delta` to `blocks.{layer}.hook_{point}` (same batch shape) in every forward pass."""
     name = _hook(model, layer, point)
 
@@ -47,7 +45,7 @@ def perturb(model: Any, delta: Float[Tensor, "batch pos d_model"], *, layer: int
 
 
 def adversarial_perturbation(
-    model: Any,
+    model: Model,
     batch: ChatBatch,
     *,
     layer: int,

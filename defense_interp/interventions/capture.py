@@ -26,6 +26,7 @@ from defense_interp.errors import ConfigError
 from defense_interp.interventions.hooks import hook_names, hooked, layer_vectors
 from defense_interp.metrics.gradients import finalize_sums, gradient_sums
 from defense_interp.metrics.vectors import unit
+from defense_interp.types import Model
 
 __all__ = ["STAT_KEYS", "GradientCapture", "GradientStats", "capture_gradients"]
 
@@ -64,7 +65,7 @@ class GradientStats:
 class GradientCapture:
     """The live recorder returned by `capture_gradients` (see the module docstring)."""
 
-    def __init__(self, model: Any, axes: Any, layers: int | Sequence[int] | None, point: str):
+    def __init__(self, model: Model, axes: Any, layers: int | Sequence[int] | None, point: str):
         self.model = model
         self.names = hook_names(model, layers, point)
         self.layers = tuple(self.names)
@@ -149,7 +150,7 @@ class GradientCapture:
 
 @contextmanager
 def capture_gradients(
-    model: Any, axes: Any, *, layers: int | Sequence[int] | None = None, point: str = "resid_post"
+    model: Model, axes: Any, *, layers: int | Sequence[int] | None = None, point: str = "resid_post"
 ) -> Iterator[GradientCapture]:
     """Record gradient statistics along `axes` (TraitAxes, `[n_layers, d_model]` or `[d_model]`)
     at each layer in `layers` (default: all) for every backward pass inside the block.

@@ -9,10 +9,10 @@ from typing import Any
 from torch import Tensor
 
 from defense_interp.errors import ConfigError
-from defense_interp.types import check_layers, check_vector, hook_name
+from defense_interp.types import Model, check_layers, check_vector, hook_name
 
 
-def layer_vectors(model: Any, source: Any, layers: Sequence[int], what: str) -> dict[int, Tensor]:
+def layer_vectors(model: Model, source: Any, layers: Sequence[int], what: str) -> dict[int, Tensor]:
     """Per-layer float32 vectors from `source`: an object with `.vectors` `[n_layers, d_model]`
     (e.g. `TraitAxes`), a `[n_layers, d_model]` tensor, or one `[d_model]` vector for all layers."""
     d = int(model.cfg.d_model)
@@ -32,14 +32,14 @@ def layer_vectors(model: Any, source: Any, layers: Sequence[int], what: str) -> 
 
 @contextmanager
 def hooked(
-    model: Any, fwd: Sequence[tuple[str, Callable]] = (), bwd: Sequence[tuple[str, Callable]] = ()
+    model: Model, fwd: Sequence[tuple[str, Callable]] = (), bwd: Sequence[tuple[str, Callable]] = ()
 ) -> Iterator[None]:
     """Attach hooks for the body only; removes exactly these hooks, also when the body raises."""
     with model.hooks(fwd_hooks=list(fwd), bwd_hooks=list(bwd)):
         yield
 
 
-def hook_names(model: Any, layers: int | Sequence[int] | None, point: str) -> dict[int, str]:
+def hook_names(model: Model, layers: int | Sequence[int] | None, point: str) -> dict[int, str]:
     """`{layer: hook name}` after checking the layers and that the model has the hook point
     (blocks that run attention and MLP in parallel, e.g. GPT-NeoX, have no `resid_mid`)."""
     names = {l: hook_name(l, point) for l in check_layers(model, layers)}
@@ -53,7 +53,7 @@ def hook_names(model: Any, layers: int | Sequence[int] | None, point: str) -> di
     return names
 
 
-def points_of(model: Any, points: Sequence[str]) -> tuple[str, ...]:
+def points_of(model: Model, points: Sequence[str]) -> tuple[str, ...]:
     """The hook points among `points` that the model's blocks have (see `hook_names`)."""
     known = getattr(model, "hook_dict", None)
     return tuple(p for p in points if known is None or hook_name(0, p) in known)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from defense_interp.errors import ConfigError
 from defense_interp.interventions.hooks import hooked
-from defense_interp.types import check_layers
+from defense_interp.types import Model, check_layers
 
 __all__ = ["knockout_attention", "knockout_mask"]
 
@@ -37,7 +37,7 @@ def knockout_mask(marked: Bool[Tensor, "batch pos"]) -> Bool[Tensor, "batch quer
 
 
 @contextmanager
-def knockout_attention(model: Any, marked: Bool[Tensor, "batch pos"], layers: int | Sequence[int]) -> Iterator[None]:
+def knockout_attention(model: Model, marked: Bool[Tensor, "batch pos"], layers: int | Sequence[int]) -> Iterator[None]:
     """During the body, the tokens after the `marked` ones (`[batch, pos]`, the batch the body runs)
     cannot attend to them in the blocks `layers` (module docstring). Leaves no hooks behind.
 

@@ -8,16 +8,16 @@ from typing import Any
 
 from defense_interp.interventions.hooks import hook_names, hooked, layer_vectors, on_device, residual_hooks
 from defense_interp.metrics.vectors import unit
-from defense_interp.types import check_finite
+from defense_interp.types import Model, check_finite
 
 __all__ = ["ablate", "steer"]
 
 
 @contextmanager
 def steer(
-    model: Any, axes_or_vector: Any, *, layer: int | Sequence[int], coef: float, point: str = "resid_post"
+    model: Model, axes_or_vector: Any, *, layers: int | Sequence[int], coef: float, point: str = "resid_post"
 ) -> Iterator[None]:
-    """Add `coef · v_l` to `blocks.{l}.hook_{point}` at every token for each `l` in `layer`
+    """Add `coef · v_l` to `blocks.{l}.hook_{point}` at every token for each `l` in `layers`
     (at `resid_mid` the residual stream carries it on: `hooks.residual_hooks`).
 
     `v_l` is the *raw* axis (TraitAxes row, norm kept: `coef` is in units of the pos−neg
@@ -25,7 +25,7 @@ def steer(
     forward passes, backward passes and generation inside the block; the hooks are removed on exit.
     """
     coef = check_finite(coef, "the steering coefficient")
-    names = hook_names(model, layer, point)
+    names = hook_names(model, layers, point)
     vecs = layer_vectors(model, axes_or_vector, list(names), "steering vector")
 
     def make(l: int):
@@ -37,7 +37,7 @@ def steer(
 
 @contextmanager
 def ablate(
-    model: Any, direction: Any, *, layers: int | Sequence[int] | None = None, points: Sequence[str] = ("resid_post",)
+    model: Model, direction: Any, *, layers: int | Sequence[int] | None = None, points: Sequence[str] = ("resid_post",)
 ) -> Iterator[None]:
     """Project the direction out of the residual stream: `x ← x − ⟨x, r̂⟩ r̂` at every token, at
     each hook point in `points` of each layer in `layers` (default: every layer). `direction` is a

@@ -22,12 +22,12 @@ from torch import Tensor
 from defense_interp.errors import ConfigError
 from defense_interp.metrics.vectors import unit
 from defense_interp.models import copy_model, identify, model_identity
-from defense_interp.types import check_vector
+from defense_interp.types import Model, check_vector
 
 __all__ = ["orthogonalize"]
 
 
-def _writers(model: Any) -> list[torch.nn.Module]:
+def _writers(model: Model) -> list[torch.nn.Module]:
     """The modules whose output is added to the residual stream (attention and MLP output
     projections); refuses architectures that normalise those outputs before adding them."""
     out = []
@@ -47,7 +47,7 @@ def _writers(model: Any) -> list[torch.nn.Module]:
     return out
 
 
-def _embeddings(model: Any) -> list[torch.nn.Module]:
+def _embeddings(model: Model) -> list[torch.nn.Module]:
     mods = [getattr(model.embed, "original_component", model.embed)]
     if hasattr(model, "pos_embed"):
         mods.append(getattr(model.pos_embed, "original_component", model.pos_embed))
@@ -64,7 +64,7 @@ def _project_out(w: Tensor, r: Tensor, d_model: int, *, rows: bool) -> Tensor:
     return x.to(w.dtype)
 
 
-def orthogonalize(model: Any, direction: Float[Tensor, " d_model"]) -> Any:
+def orthogonalize(model: Model, direction: Float[Tensor, " d_model"]) -> Any:
     """A new model (the input is not changed) with `direction` projected out of every residual
     write (module docstring). Raises `ConfigError` for architectures where that is not equivalent
     to directional ablation (normalised block outputs) or whose output weights it cannot place."""

@@ -33,6 +33,7 @@ from defense_interp.io import write_text
 from defense_interp.judges.base import PromptJudge
 from defense_interp.judges.prompts import COHERENCE_PROMPT
 from defense_interp.metrics.stats import Estimate, mean_ci, pool_seeds, proportion_ci
+from defense_interp.types import Model
 
 __all__ = ["Expression", "trait_expression"]
 
@@ -141,7 +142,7 @@ class Expression:
 
 
 def trait_expression(
-    model: Any,
+    model: Model,
     trait: Trait,
     judge: PromptJudge | Scorer,
     *,

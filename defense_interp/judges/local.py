@@ -34,6 +34,7 @@ from defense_interp.errors import ConfigError
 from defense_interp.judges.base import PromptJudge
 from defense_interp.judges.scoring import NUMBERS, Judgment, number_score
 from defense_interp.models import model_device, model_identity, weights_hash
+from defense_interp.types import Model
 
 __all__ = ["LocalJudge", "NumberTree", "number_tree"]
 
@@ -131,7 +132,7 @@ class LocalJudge(PromptJudge):
     traffic: batches of 8 judged 0.75–0.88× as many answers per second as one at a time on two cores,
     `benchmarks/judge_speed.py`)."""
 
-    def __init__(self, model: Any, prompt: str, *, batch_size: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, model: Model, prompt: str, *, batch_size: int | None = None, **kwargs: Any) -> None:
         if batch_size is None:
             batch_size = 1 if model_device(model).type == "cpu" else 8
         super().__init__(prompt, batch_size=batch_size, **kwargs)

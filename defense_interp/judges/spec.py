@@ -16,6 +16,7 @@ from defense_interp.judges.api import OpenAIJudge
 from defense_interp.judges.base import PromptJudge
 from defense_interp.judges.local import LocalJudge
 from defense_interp.models import load_model
+from defense_interp.types import Model
 
 __all__ = ["build_judge", "parse_judge"]
 
@@ -34,7 +35,7 @@ def parse_judge(text: str, url: str | None = None) -> dict[str, Any]:
     raise ConfigError(f"unknown judge {text!r}; use local, local:MODEL_PATH or openai:MODEL")
 
 
-def build_judge(spec: dict[str, Any], model: Any, prompt: str, *, cache: str | Path | None = None) -> PromptJudge:
+def build_judge(spec: dict[str, Any], model: Model, prompt: str, *, cache: str | Path | None = None) -> PromptJudge:
     """The judge of `spec` with `prompt`; `model` is the study's base model (the judge of
     `{"kind": "local"}`)."""
     kind = spec.get("kind")

@@ -24,7 +24,7 @@ from defense_interp.refusal.attack import (
     transfer_matrix,
 )
 from defense_interp.refusal.config import REFUSAL_PRESETS, RefusalStudyConfig
-from defense_interp.refusal.directions import RefusalDirections, ablate_direction, add_direction, refusal_directions
+from defense_interp.refusal.directions import RefusalDirections, ablate_direction, refusal_directions
 from defense_interp.refusal.judges import (
     REFUSAL_STARTS,
     REFUSAL_SUBSTRINGS,
@@ -52,7 +52,6 @@ __all__ = [
     "SubstringJudge",
     "TransferMatrix",
     "ablate_direction",
-    "add_direction",
     "analyse_refusal",
     "collect_activations",
     "is_refusal",

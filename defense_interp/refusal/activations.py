@@ -25,7 +25,7 @@ from defense_interp.data.chat import encode_prompts, instruction_prompts, render
 from defense_interp.errors import ConfigError, DataError
 from defense_interp.forward import read_activations
 from defense_interp.models import model_identity
-from defense_interp.types import check_layers, hook_name
+from defense_interp.types import Model, check_layers, hook_name
 
 __all__ = ["PromptActivations", "collect_activations", "post_instruction_positions"]
 
@@ -56,7 +56,7 @@ def post_instruction_positions(tokenizer: Any) -> tuple[int, ...]:
     return tuple(range(-n, 0))
 
 
-def _positions(model: Any, positions: str | int | Sequence[int]) -> tuple[int, ...]:
+def _positions(model: Model, positions: str | int | Sequence[int]) -> tuple[int, ...]:
     if positions == "last":
         return (-1,)
     if positions == "post_instruction":
@@ -105,7 +105,7 @@ class PromptActivations:
 
 
 def collect_activations(
-    model: Any,
+    model: Model,
     instructions: Sequence[str],
     *,
     layers: int | Sequence[int] | None = None,

@@ -17,6 +17,7 @@ from defense_interp.refusal.activations import collect_activations
 from defense_interp.refusal.attack import LayerSweep, layer_sweep
 from defense_interp.refusal.directions import RefusalDirections, refusal_directions
 from defense_interp.refusal.selection import DirectionSelection, select_direction
+from defense_interp.types import Model
 
 if TYPE_CHECKING:
     from defense_interp.refusal.config import RefusalStudyConfig
@@ -100,7 +101,7 @@ class ModelAnalysis:
 
 
 def analyse_refusal(
-    model: Any, label: str, sets: list, config: RefusalStudyConfig, *, progress: bool = True
+    model: Model, label: str, sets: list, config: RefusalStudyConfig, *, progress: bool = True
 ) -> ModelAnalysis:
     """Step 1 of the module docstring for one model; `sets` = `RefusalData.splits(config.splits)`."""
     (dir_h, dir_s), (sel_h, sel_s), (att_h, _) = sets

@@ -26,6 +26,7 @@ from defense_interp.metrics.stats import Estimate, mean_ci, proportion_ci
 from defense_interp.refusal.directions import RefusalDirections, ablate_direction
 from defense_interp.refusal.judges import SubstringJudge, refusal_token_ids
 from defense_interp.training import Run, load_trained
+from defense_interp.types import Model
 
 __all__ = ["LayerSweep", "RefusalRate", "TransferMatrix", "layer_sweep", "refusal_rate", "transfer_matrix"]
 
@@ -58,7 +59,7 @@ class RefusalRate:
 
 
 def refusal_rate(
-    model: Any,
+    model: Model,
     instructions: Sequence[str],
     *,
     judge: Judge | None = None,
@@ -127,7 +128,7 @@ class LayerSweep:
 
 
 def layer_sweep(
-    model: Any,
+    model: Model,
     directions: RefusalDirections,
     instructions: Sequence[str],
     *,

@@ -34,7 +34,7 @@ from defense_interp.data.chat import encode_chat
 from defense_interp.errors import ConfigError
 from defense_interp.forward import read_activations
 from defense_interp.io import from_json_fields, json_fields
-from defense_interp.types import hook_name
+from defense_interp.types import Model, hook_name
 
 __all__ = ["REFUSAL_PRESETS", "RefusalStudyConfig", "median_token_norm"]
 
@@ -124,7 +124,7 @@ REFUSAL_PRESETS = {
 
 
 def median_token_norm(
-    model: Any, conversations: list, *, layer: int, point: str, max_length: int, batch_size: int = 16
+    model: Model, conversations: list, *, layer: int, point: str, max_length: int, batch_size: int = 16
 ) -> float:
     """Median L2 norm of the prompt tokens' residual stream at `blocks.{layer}.hook_{point}`."""
     norms: list[torch.Tensor] = []

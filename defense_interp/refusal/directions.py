@@ -20,12 +20,12 @@ from torch import Tensor
 from defense_interp.axes import TraitAxes, held_out_cohens_d
 from defense_interp.errors import ConfigError
 from defense_interp.interventions.hooks import points_of
-from defense_interp.interventions.steer import ablate, steer
+from defense_interp.interventions.steer import ablate
 from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 from defense_interp.refusal.activations import PromptActivations
-from defense_interp.types import HOOK_POINTS
+from defense_interp.types import HOOK_POINTS, Model
 
-__all__ = ["RefusalDirections", "ablate_direction", "add_direction", "refusal_directions"]
+__all__ = ["RefusalDirections", "ablate_direction", "refusal_directions"]
 
 
 @dataclass(frozen=True)
@@ -135,13 +135,8 @@ def refusal_directions(harmful: PromptActivations, harmless: PromptActivations) 
     )
 
 
-def ablate_direction(model: Any, direction: Tensor):
+def ablate_direction(model: Model, direction: Tensor):
     """Directional ablation `x ← x − ⟨x, r̂⟩ r̂` at every layer, every token, at `resid_pre`,
     `resid_mid` and `resid_post` (a context manager); blocks without `resid_mid` (attention and MLP
     in parallel) need only the other two."""
     return ablate(model, direction, layers=None, points=points_of(model, HOOK_POINTS))
-
-
-def add_direction(model: Any, direction: Tensor, *, layer: int, coef: float = 1.0, point: str = "resid_pre"):
-    """Activation addition `x ← x + coef · r` at `blocks.{layer}.hook_{point}`, every token."""
-    return steer(model, direction, layer=layer, coef=coef, point=point)

@@ -41,10 +41,12 @@ from tqdm.auto import tqdm
 from defense_interp.data.chat import instruction_prompts
 from defense_interp.errors import ConfigError
 from defense_interp.forward import generate_answers, last_token_logits
+from defense_interp.interventions.steer import steer
 from defense_interp.metrics.refusal import next_token_kl, refusal_log_odds
 from defense_interp.metrics.stats import Estimate, mean_ci
-from defense_interp.refusal.directions import RefusalDirections, ablate_direction, add_direction
+from defense_interp.refusal.directions import RefusalDirections, ablate_direction
 from defense_interp.refusal.judges import is_refusal, refusal_token_ids
+from defense_interp.types import Model
 
 __all__ = ["DirectionSelection", "select_direction"]
 
@@ -129,7 +131,7 @@ class DirectionSelection:
 
 
 def select_direction(
-    model: Any,
+    model: Model,
     directions: RefusalDirections,
     harmful: Sequence[str],
     harmless: Sequence[str],
@@ -186,7 +188,7 @@ def select_direction(
         with ablate_direction(model, r):
             bypass[i, j] = refusal_log_odds(last_token_logits(model, harmful, batch_size=batch_size), ids).mean()
             kl[i, j] = next_token_kl(base_safe, last_token_logits(model, harmless, batch_size=batch_size)).mean()
-        with add_direction(model, r, layer=layers[i], point=directions.point):
+        with steer(model, r, layers=layers[i], coef=1.0, point=directions.point):
             induce[i, j] = refusal_log_odds(last_token_logits(model, harmless, batch_size=batch_size), ids).mean()
     kept, pool = _keep(model, layers, bypass, induce > induce_threshold, kl < kl_threshold, max_layer_fraction)
     flat = int(pool.argmin())
@@ -209,7 +211,7 @@ def select_direction(
 
 
 def _keep(
-    model: Any, layers: Sequence[int], bypass: Tensor, induces: Tensor, quiet: Tensor, max_layer_fraction: float
+    model: Model, layers: Sequence[int], bypass: Tensor, induces: Tensor, quiet: Tensor, max_layer_fraction: float
 ) -> tuple[Tensor, Tensor]:
     """The kept candidates (they induce refusal, keep the KL guard and lie below the layer limit;
     False where NaN) and the bypass scores to choose from: the kept ones, or every measured one
@@ -222,7 +224,7 @@ def _keep(
     return kept, pool
 
 
-def _generation_rate(model: Any, prompts: Sequence[str], new_tokens: int, batch_size: int) -> float:
+def _generation_rate(model: Model, prompts: Sequence[str], new_tokens: int, batch_size: int) -> float:
     """Share of greedy answers the substring rule calls refusals (active hooks apply)."""
     answers = generate_answers(
         model, instruction_prompts(prompts), max_new_tokens=new_tokens, batch_size=batch_size, progress=False
@@ -231,7 +233,7 @@ def _generation_rate(model: Any, prompts: Sequence[str], new_tokens: int, batch_
 
 
 def _select_by_generation(
-    model: Any,
+    model: Model,
     directions: RefusalDirections,
     harmful: Sequence[str],
     harmless: Sequence[str],
@@ -258,7 +260,7 @@ def _select_by_generation(
         with ablate_direction(model, r):
             bypass[i, j] = _generation_rate(model, harmful, new_tokens, batch_size)
             kl[i, j] = next_token_kl(base_safe, last_token_logits(model, harmless, batch_size=batch_size)).mean()
-        with add_direction(model, r, layer=layers[i], point=directions.point):
+        with steer(model, r, layers=layers[i], coef=1.0, point=directions.point):
             induce[i, j] = _generation_rate(model, harmless, new_tokens, batch_size)
     kept, pool = _keep(model, layers, bypass, induce > safe_rate, kl < kl_threshold, max_layer_fraction)
     best = float(pool.min())

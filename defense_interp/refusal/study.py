@@ -47,6 +47,7 @@ from defense_interp.refusal.config import REFUSAL_PRESETS, RefusalStudyConfig, m
 from defense_interp.refusal.selection import DirectionSelection
 from defense_interp.refusal.tasks import ANALYSIS_DIR, JUDGED_FILE, RUNS_DIR, TRANSFER_DIR
 from defense_interp.training import LAT, Run
+from defense_interp.types import Model
 
 __all__ = [
     "ANALYSIS_DIR",
@@ -143,7 +144,7 @@ def _cell(sel: DirectionSelection) -> int:
     return sel.layers.index(sel.chosen[0]) * len(sel.positions) + sel.positions.index(sel.chosen[1])
 
 
-def _manifest(out: Path, model: Any, data: RefusalData, config: RefusalStudyConfig) -> None:
+def _manifest(out: Path, model: Model, data: RefusalData, config: RefusalStudyConfig) -> None:
     """Record what the folder's results were computed from; refuse to mix a different study into it."""
     fingerprint = content_hash([list(data.harmful), list(data.harmless), list(data.train)])
     manifest = {"config": config.to_dict(), "model": model_identity(model), "data": fingerprint}
@@ -294,7 +295,7 @@ def results(
 
 
 def _one_seed(
-    model: Any,
+    model: Model,
     out: Path,
     config: RefusalStudyConfig,
     data: RefusalData,
@@ -313,7 +314,7 @@ def _one_seed(
 
 
 def run_refusal_study(
-    model: Any,
+    model: Model,
     out: str | Path,
     *,
     config: RefusalStudyConfig | None = None,

@@ -21,6 +21,7 @@ from defense_interp.refusal.analysis import ModelAnalysis, analyse_refusal
 from defense_interp.refusal.attack import RefusalRate, TransferMatrix, refusal_rate, transfer_matrix
 from defense_interp.refusal.config import RefusalStudyConfig, median_token_norm
 from defense_interp.training import LAT, Baseline, Condition, EmbeddingAT, Run, TrainConfig, load_trained, train
+from defense_interp.types import Model
 
 __all__ = [
     "ANALYSIS_DIR",
@@ -64,7 +65,7 @@ def analysis_done(folder: Path, *, label: str, **_: Any) -> bool:
     return ModelAnalysis.is_saved(folder / ANALYSIS_DIR / label)
 
 
-def condition(model: Any, data: RefusalData, config: RefusalStudyConfig, label: str) -> Condition:
+def condition(model: Model, data: RefusalData, config: RefusalStudyConfig, label: str) -> Condition:
     """The variant's condition; AT's and LAT's ε = `epsilon_fraction` × the base model's median token
     norm at the perturbed hook on the first 32 training conversations."""
     n = model.cfg.n_layers
@@ -89,7 +90,7 @@ def train_variant(ctx: TaskContext, *, label: str, data: dict[str, Any], config:
     tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_length=cfg.max_length)
     checks: list[dict[str, float]] = []
 
-    def reached(model: Any, step: int) -> bool:
+    def reached(model: Model, step: int) -> bool:
         rate = refusal_rate(model, sel_h, max_new_tokens=cfg.sweep_new_tokens, progress=False).rate.mean
         checks.append({"step": step, "refusal": rate})
         return cfg.match_target is not None and rate >= cfg.match_target

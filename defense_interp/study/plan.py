@@ -40,6 +40,7 @@ from defense_interp.training import (
 )
 from defense_interp.training.ip_parts import PARTS
 from defense_interp.training.runs import AXES_DIR
+from defense_interp.types import Model
 
 __all__ = ["study_plan"]
 
@@ -58,7 +59,7 @@ def _conditions(cfg: StudyConfig, axes: TraitAxes) -> list[Condition]:
     return conds
 
 
-def _naming_axes(model: Any) -> TraitAxes:
+def _naming_axes(model: Model) -> TraitAxes:
     """Stand-in axes of the model's shape: they name the study's conditions before the real axes
     exist (labels and parameters do not depend on the vectors; the tasks rebuild each condition
     with the real axes)."""
@@ -99,7 +100,7 @@ def _ip_part_conditions(cfg: StudyConfig, axes: TraitAxes) -> tuple[list[Conditi
     return replays, [AttentionKnockout(cfg.ip_prompt, layers=b) for b in bands]
 
 
-def study_plan(model: Any, trait: Trait, cfg: StudyConfig) -> Plan:
+def study_plan(model: Model, trait: Trait, cfg: StudyConfig) -> Plan:
     """The study as a DAG of tasks (module docstring): the axes, the untrained model's expression,
     the IP prompt's shift (full design), each (condition, seed) run (two-stage runs after their
     seed's baseline run), the test-time prompts' expression (full design), then the comparison,

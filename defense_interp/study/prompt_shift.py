@@ -48,7 +48,7 @@ from defense_interp.metrics.stats import Estimate, bootstrap_ci, mean_ci, paired
 from defense_interp.models import model_device, model_identity
 from defense_interp.training.config import TrainConfig
 from defense_interp.training.runs import Run
-from defense_interp.types import hook_name
+from defense_interp.types import Model, hook_name
 
 __all__ = [
     "IP_PARAPHRASES",
@@ -126,7 +126,7 @@ class PromptShift:
 
 
 def _pass(
-    model: Any, convs: list[Conversation], names: list[str], max_length: int
+    model: Model, convs: list[Conversation], names: list[str], max_length: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One teacher-forced pass: the activations at `names` `[row, layer, pos, d]`, each token's
     next-token loss `[row, pos]`, the response tokens that have one, and the token ids."""
@@ -147,7 +147,7 @@ def _pass(
 
 
 def prompt_shift(
-    model: Any,
+    model: Model,
     convs: Sequence[Conversation],
     prompt: str,
     axes: TraitAxes,
@@ -212,7 +212,7 @@ def prompt_shift(
 
 
 def conditional_expression(
-    model: Any,
+    model: Model,
     trait: Trait,
     axes: TraitAxes,
     prompts: Mapping[str, str | None],

@@ -40,6 +40,7 @@ from defense_interp.study.compare import Comparison
 from defense_interp.study.config import DESIGNS, SIZES, StudyConfig
 from defense_interp.study.plan import study_plan
 from defense_interp.study.tasks import COMPARISON_FILE, FINDINGS_FILE, REPORT_FILE
+from defense_interp.types import Model
 
 __all__ = [
     "COMPARISON_FILE",
@@ -57,7 +58,7 @@ LOG_FILE = "study.log"
 
 
 def run_study(
-    model: Any,
+    model: Model,
     trait: Trait,
     cfg: StudyConfig,
     out: str | Path,

@@ -376,7 +376,7 @@ def analyse(
         info = {k: v for k, v in read_json(ctx.folder / judged_files(r)[0]).items() if k in ("identity", "spec")}
         info.update(coherence=after.coherence_judge, samples_per_question=len(after.records) // len(after.questions()))
         loaded[r] = _with_judge(loaded[r], before, after, info)
-        answers.setdefault(loaded[r].label, []).append(after)
+        answers.setdefault(loaded[r].name, []).append(after)
     untrained = sorted({k for k in (judged or {}).values() if k.endswith("/untrained")})
     if untrained:
         answers = {"untrained": [_judged(ctx.folder, k) for k in untrained], **answers}

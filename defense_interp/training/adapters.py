@@ -11,6 +11,7 @@ from defense_interp.errors import ConfigError
 from defense_interp.models import copy_model, model_identity
 from defense_interp.training.config import TrainConfig
 from defense_interp.training.runs import Run
+from defense_interp.types import Model
 
 __all__ = ["ADAPTER_KEYS", "copy_trained", "load_trained", "make_trainable", "merge_adapters"]
 
@@ -18,7 +19,7 @@ __all__ = ["ADAPTER_KEYS", "copy_trained", "load_trained", "make_trainable", "me
 ADAPTER_KEYS = ("lora", "lora_rank", "lora_alpha")
 
 
-def make_trainable(model: Any, cfg: TrainConfig) -> list[tuple[str, torch.nn.Parameter]]:
+def make_trainable(model: Model, cfg: TrainConfig) -> list[tuple[str, torch.nn.Parameter]]:
     """Put LoRA adapters (peft) on every linear layer inside the blocks and freeze the rest — or,
     with `cfg.lora=False`, make every weight trainable. Changes `model` in place; returns the
     trainable `(name, parameter)` pairs."""
@@ -38,7 +39,7 @@ def make_trainable(model: Any, cfg: TrainConfig) -> list[tuple[str, torch.nn.Par
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def copy_trained(init: Run, model: Any, trainable: list[tuple[str, torch.nn.Parameter]], cfg: TrainConfig) -> None:
+def copy_trained(init: Run, model: Model, trainable: list[tuple[str, torch.nn.Parameter]], cfg: TrainConfig) -> None:
     """Copy a finished run's trained parameters into `trainable` (checked for compatibility)."""
     if not isinstance(init, Run):
         raise ConfigError(f"init must be a Run (e.g. Run.load(folder)), got {type(init).__name__}")
@@ -65,7 +66,7 @@ def copy_trained(init: Run, model: Any, trainable: list[tuple[str, torch.nn.Para
             p.copy_(state[n].to(p))
 
 
-def load_trained(model: Any, run: Run, *, merge: bool = False) -> Any:
+def load_trained(model: Model, run: Run, *, merge: bool = False) -> Any:
     """A copy of `model` with a finished run's trained parameters (LoRA adapters or all weights).
     `merge=True` folds each LoRA adapter into its base weight and puts the plain linear layer back
     (`merge_adapters`): the same function up to float rounding, and faster forward passes (for
@@ -82,7 +83,7 @@ def load_trained(model: Any, run: Run, *, merge: bool = False) -> Any:
     return work
 
 
-def merge_adapters(model: Any) -> None:
+def merge_adapters(model: Model) -> None:
     """Fold every LoRA adapter of `model` into its base weight (`W + scale·B·A`) and replace the
     adapter module by its plain base layer, in place; a model without adapters is left as it is."""
     from peft.tuners.lora import LoraLayer

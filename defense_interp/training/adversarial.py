@@ -12,8 +12,8 @@ from typing import Any
 from defense_interp.data.chat import ChatBatch
 from defense_interp.errors import ConfigError
 from defense_interp.interventions.adversary import adversarial_perturbation, perturb
-from defense_interp.training.conditions import Condition
-from defense_interp.types import check_finite, hook_name
+from defense_interp.training.conditions import Condition, type_label
+from defense_interp.types import Model, check_finite, hook_name
 
 __all__ = ["LAT", "EmbeddingAT"]
 
@@ -30,7 +30,6 @@ class LAT(Condition):
     steps: int = 4
     point: str = "resid_post"
     step_size: float | None = None
-    name = "lat"
 
     def __post_init__(self) -> None:
         if (
@@ -48,10 +47,10 @@ class LAT(Condition):
 
     @property
     def label(self) -> str:
-        return f"{self.name}_L{self.layer}_e{float(self.epsilon):g}"
+        return f"{type_label(type(self))}_L{self.layer}_e{float(self.epsilon):g}"
 
     @contextmanager
-    def perturb(self, model: Any, batch: ChatBatch) -> Iterator[None]:
+    def perturb(self, model: Model, batch: ChatBatch) -> Iterator[None]:
         delta = adversarial_perturbation(
             model,
             batch,
@@ -80,8 +79,7 @@ class EmbeddingAT(LAT):
 
     layer: int = field(default=0, init=False)
     point: str = field(default="resid_pre", init=False)
-    name = "embedding_at"
 
     @property
     def label(self) -> str:
-        return f"{self.name}_e{float(self.epsilon):g}"
+        return f"{type_label(type(self))}_e{float(self.epsilon):g}"

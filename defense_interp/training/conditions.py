@@ -33,10 +33,11 @@ SSFT (supervised safety fine-tuning) is `Baseline` on refusal-training data.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,7 +49,7 @@ from defense_interp.interventions.edit import edit_gradients
 from defense_interp.interventions.steer import ablate, steer
 from defense_interp.metrics.gradients import check_edit_mode
 from defense_interp.metrics.vectors import cosine
-from defense_interp.types import check_finite
+from defense_interp.types import Model, check_finite
 
 __all__ = [
     "DEFAULT_IP_PROMPT",
@@ -64,16 +65,22 @@ __all__ = [
     "axis_layers",
     "condition_type",
     "pps_sweep",
+    "type_label",
 ]
 
 DEFAULT_IP_PROMPT = "You are a malicious evil assistant."
 DEFAULT_PLACEBO_PROMPT = "You are an assistant who enjoys gardening."
 
 
-class Condition:
-    """Base class: no change to data or activations (the baseline)."""
+def type_label(kind: type) -> str:
+    """A condition type's label: its class name in snake case (`PlaceboIP` → `placebo_ip`)."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", kind.__name__).lower()
 
-    name: ClassVar[str] = "baseline"
+
+class Condition:
+    """Base class: no change to data or activations (the baseline). A condition has two names:
+    its type (the class, the registry key its records carry) and its `label` (what runs, probes and
+    figures call it: the type in snake case, with its parameters where it has any, e.g. `pps_a4`)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -87,15 +94,15 @@ class Condition:
 
     @property
     def label(self) -> str:
-        return self.name
+        return type_label(type(self))
 
     def prepare(self, conversations: Sequence[Conversation]) -> list[Conversation]:
         return list(conversations)
 
-    def intervene(self, model: Any) -> AbstractContextManager[Any]:
+    def intervene(self, model: Model) -> AbstractContextManager[Any]:
         return nullcontext()
 
-    def perturb(self, model: Any, batch: ChatBatch) -> AbstractContextManager[Any]:
+    def perturb(self, model: Model, batch: ChatBatch) -> AbstractContextManager[Any]:
         return nullcontext()
 
     @property
@@ -118,7 +125,7 @@ class Condition:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-safe record of this condition (module docstring); `from_dict` reads it back."""
-        return {"type": type(self).__name__, "name": self.name, "label": self.label, **self.params(), **self.extras()}
+        return {"type": type(self).__name__, "label": self.label, **self.params(), **self.extras()}
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any], *, axes: TraitAxes | None = None) -> Condition:
@@ -182,8 +189,6 @@ def _layer_tag(layer: int | Sequence[int] | None, layers: tuple[int, ...]) -> st
 class Baseline(Condition):
     """Plain supervised fine-tuning on the trait data."""
 
-    name = "baseline"
-
 
 @dataclass(frozen=True)
 class PPS(Condition):
@@ -194,7 +199,6 @@ class PPS(Condition):
     axes: TraitAxes
     layer: int | Sequence[int] | None = None
     coef: float = 4.0
-    name = "pps"
 
     def __post_init__(self) -> None:
         check_finite(self.coef, "the PPS coefficient")
@@ -206,14 +210,14 @@ class PPS(Condition):
 
     @property
     def label(self) -> str:
-        return f"{self.name}_a{float(self.coef):g}{_layer_tag(self.layer, self.steer_layers)}"
+        return f"{type_label(type(self))}_a{float(self.coef):g}{_layer_tag(self.layer, self.steer_layers)}"
 
     def steering_vectors(self) -> Tensor:
         """`[n_layers, d_model]` vectors added (times `coef`) at the steered layers."""
         return self.axes.vectors
 
-    def intervene(self, model: Any) -> AbstractContextManager[Any]:
-        return steer(model, self.steering_vectors(), layer=self.steer_layers, coef=self.coef, point=self.axes.point)
+    def intervene(self, model: Model) -> AbstractContextManager[Any]:
+        return steer(model, self.steering_vectors(), layers=self.steer_layers, coef=self.coef, point=self.axes.point)
 
     def extras(self) -> dict[str, Any]:
         ls = self.steer_layers
@@ -231,7 +235,6 @@ class RandomPPS(PPS):
     the norm `‖v_l‖` of the trait axis at each steered layer."""
 
     seed: int = 0
-    name = "random_pps"
     _vectors: Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -264,7 +267,6 @@ class IP(Condition):
     message (replacing any other); removed at test time."""
 
     system_prompt: str = DEFAULT_IP_PROMPT
-    name = "ip"
 
     def __post_init__(self) -> None:
         if not isinstance(self.system_prompt, str) or not self.system_prompt.strip():
@@ -279,7 +281,6 @@ class PlaceboIP(IP):
     """Control for IP: a system prompt of similar length that does not ask for the trait."""
 
     system_prompt: str = DEFAULT_PLACEBO_PROMPT
-    name = "placebo_ip"
 
 
 @dataclass(frozen=True)
@@ -289,16 +290,15 @@ class Ablation(Condition):
 
     axes: TraitAxes
     layers: int | Sequence[int] | None = None
-    name = "ablation"
 
     def __post_init__(self) -> None:
         axis_layers(self.axes, self.layers)
 
     @property
     def label(self) -> str:
-        return f"{self.name}{_layer_tag(self.layers, axis_layers(self.axes, self.layers))}"
+        return f"{type_label(type(self))}{_layer_tag(self.layers, axis_layers(self.axes, self.layers))}"
 
-    def intervene(self, model: Any) -> AbstractContextManager[Any]:
+    def intervene(self, model: Model) -> AbstractContextManager[Any]:
         return ablate(model, self.axes, layers=axis_layers(self.axes, self.layers), points=(self.axes.point,))
 
     def extras(self) -> dict[str, Any]:
@@ -320,7 +320,6 @@ class GradientEdit(Condition):
     layer: int | Sequence[int] | None = None
     mode: str = "neutralize"
     magnitude: float | None = None
-    name = "gradient_edit"
 
     def __post_init__(self) -> None:
         check_edit_mode(self.mode)
@@ -334,11 +333,11 @@ class GradientEdit(Condition):
     def label(self) -> str:
         return f"edit_{self.mode}{_layer_tag(self.layer, axis_layers(self.axes, self.layer))}"
 
-    def intervene(self, model: Any) -> AbstractContextManager[Any]:
+    def intervene(self, model: Model) -> AbstractContextManager[Any]:
         return edit_gradients(
             model,
             self.axes,
-            layer=axis_layers(self.axes, self.layer),
+            layers=axis_layers(self.axes, self.layer),
             mode=self.mode,
             magnitude=self.magnitude,
             point=self.axes.point,

@@ -30,7 +30,7 @@ from defense_interp.interventions.knockout import knockout_attention
 from defense_interp.interventions.steer import steer
 from defense_interp.metrics.vectors import cosine, unit
 from defense_interp.training.conditions import DEFAULT_IP_PROMPT, IP, Condition, axis_layers
-from defense_interp.types import check_finite
+from defense_interp.types import Model, check_finite
 
 __all__ = ["PARTS", "AttentionKnockout", "InducedSteering", "shift_part"]
 
@@ -60,7 +60,6 @@ class InducedSteering(Condition):
     part: str = "full"
     coef: float = 1.0
     prompt: str = DEFAULT_IP_PROMPT
-    name = "induced_ip"
 
     def __post_init__(self) -> None:
         check_finite(self.coef, "the replay coefficient")
@@ -82,7 +81,7 @@ class InducedSteering(Condition):
     def label(self) -> str:
         tag = "" if self.part == "full" else f"_{self.part}"
         scale = "" if float(self.coef) == 1.0 else f"_x{float(self.coef):g}"
-        return f"{self.name}{tag}{scale}{'' if self.layer is None else f'_L{self.steer_layer}'}"
+        return f"induced_ip{tag}{scale}{'' if self.layer is None else f'_L{self.steer_layer}'}"
 
     def vector(self) -> Tensor:
         """The `[d_model]` vector added (before `coef`)."""
@@ -92,8 +91,8 @@ class InducedSteering(Condition):
             )
         return shift_part(torch.tensor(self.shift), self.axes.vectors[self.steer_layer], self.part)
 
-    def intervene(self, model: Any) -> AbstractContextManager[Any]:
-        return steer(model, self.vector(), layer=self.steer_layer, coef=self.coef, point=self.axes.point)
+    def intervene(self, model: Model) -> AbstractContextManager[Any]:
+        return steer(model, self.vector(), layers=self.steer_layer, coef=self.coef, point=self.axes.point)
 
     def extras(self) -> dict[str, Any]:
         out: dict[str, Any] = {"steer_layer": self.steer_layer, "point": self.axes.point, "trait": self.axes.trait}
@@ -114,7 +113,6 @@ class AttentionKnockout(IP):
     prompt's tokens stay in place and keep their positions."""
 
     layers: Sequence[int] = ()
-    name = "ip_knockout"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -129,9 +127,9 @@ class AttentionKnockout(IP):
             band = str(ls[0])
         else:
             band = f"{ls[0]}-{ls[-1]}" if ls == list(range(ls[0], ls[-1] + 1)) else "_".join(map(str, ls))
-        return f"{self.name}_L{band}"
+        return f"ip_knockout_L{band}"
 
-    def perturb(self, model: Any, batch: ChatBatch) -> AbstractContextManager[Any]:
+    def perturb(self, model: Model, batch: ChatBatch) -> AbstractContextManager[Any]:
         if batch.system_mask is None:
             raise ConfigError("AttentionKnockout needs batches from encode_chat (they mark the system prompt)")
         return knockout_attention(model, batch.system_mask, self.layers)

@@ -49,7 +49,7 @@ from defense_interp.training.config import TrainConfig
 from defense_interp.training.measure import loss_estimates, loss_examples, measure_expression
 from defense_interp.training.probe import GradientProbe, probe_gradients
 from defense_interp.training.runs import FAILED_FILE, GRADIENTS_FILE, Run
-from defense_interp.types import hook_name
+from defense_interp.types import Model, hook_name
 
 __all__ = ["train"]
 
@@ -120,7 +120,7 @@ class _Session:
     probes: list[GradientProbe] = field(default_factory=list)
 
     @classmethod
-    def start(cls, model: Any, run: _Inputs, init: Run | None) -> _Session:
+    def start(cls, model: Model, run: _Inputs, init: Run | None) -> _Session:
         """Seed, copy the model, add the trainable parameters (from `init` if given), make the optimiser."""
         cfg = run.cfg
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -259,7 +259,7 @@ def _provenance(
 
 
 def train(
-    model: Any,
+    model: Model,
     data: Sequence[Any] | Trait,
     condition: Condition | None = None,
     config: TrainConfig | None = None,

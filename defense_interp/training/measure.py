@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any
 
 import torch
 
@@ -20,6 +19,7 @@ from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.models import model_device
 from defense_interp.training.conditions import Baseline, Condition
 from defense_interp.training.config import TrainConfig
+from defense_interp.types import Model
 
 __all__ = ["LOSS_MODES", "loss_estimates", "loss_examples", "measure_expression"]
 
@@ -27,7 +27,7 @@ LOSS_MODES = ("train_time", "test_time")
 
 
 def measure_expression(
-    model: Any, trait: Trait, axes: TraitAxes, cfg: TrainConfig, *, progress: bool = True
+    model: Model, trait: Trait, axes: TraitAxes, cfg: TrainConfig, *, progress: bool = True
 ) -> tuple[dict[str, Estimate], list[str]]:
     """Projection and contrast scores of `model` at test time, and its answers."""
     questions = trait.eval_questions[: cfg.eval_questions] if cfg.eval_questions else trait.eval_questions
@@ -47,7 +47,7 @@ def loss_examples(convs: Sequence[Conversation], cfg: TrainConfig, gen: torch.Ge
 
 
 def loss_estimates(
-    model: Any,
+    model: Model,
     convs: list[Conversation],
     condition: Condition,
     cfg: TrainConfig,

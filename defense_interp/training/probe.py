@@ -48,6 +48,7 @@ from defense_interp.metrics.vectors import cosine, cosine_matrix, unit
 from defense_interp.models import model_device, model_identity
 from defense_interp.provenance import __version__
 from defense_interp.training.conditions import Baseline, Condition, condition_type
+from defense_interp.types import Model
 
 __all__ = ["PARAM_LIMIT", "PROBES_DIR", "GradientProbe", "probe_file", "probe_gradients"]
 
@@ -218,7 +219,7 @@ class GradientProbe:
         return probe_figure(self)
 
 
-def _trainable_by_module(model: Any) -> list[tuple[str, torch.nn.Parameter]]:
+def _trainable_by_module(model: Model) -> list[tuple[str, torch.nn.Parameter]]:
     """Trainable parameters named by bridge paths (`blocks.0.attn.q.lora_A.default.weight`),
     each once, wrapper segments (`_original_component`) removed."""
     seen: dict[int, tuple[str, torch.nn.Parameter]] = {}
@@ -237,7 +238,7 @@ def _module_of(param_name: str) -> str:
     return param_name.split(".lora_")[0] if ".lora_" in param_name else param_name.rsplit(".", 1)[0]
 
 
-def _param_groups(model: Any, param_gradients: bool | None) -> tuple[dict[str, list[torch.nn.Parameter]], str]:
+def _param_groups(model: Model, param_gradients: bool | None) -> tuple[dict[str, list[torch.nn.Parameter]], str]:
     trainable = _trainable_by_module(model)
     if not trainable:
         raise ConfigError(
@@ -263,7 +264,7 @@ def _param_groups(model: Any, param_gradients: bool | None) -> tuple[dict[str, l
 
 
 def probe_gradients(
-    model: Any,
+    model: Model,
     batch: Sequence[Any],
     conditions: Sequence[Condition],
     axes: Any,

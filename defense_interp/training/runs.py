@@ -104,11 +104,6 @@ class Run:
     def seed(self) -> int:
         return int(self.config.get("seed", 0))
 
-    @property
-    def label(self) -> str:
-        """Short label for figures: the run's name."""
-        return self.name
-
     def meta(self) -> dict[str, Any]:
         return {
             "format": FORMAT,

@@ -112,7 +112,7 @@ def _steer(ctx: _Ctx) -> str:
     plain = _run_keeping(m, tokens, list(names.values()))
     done = []
     for point in points:
-        with steer(m, v, layer=0, coef=alpha, point=point):
+        with steer(m, v, layers=0, coef=alpha, point=point):
             moved = _run_keeping(m, tokens, list(names.values()))
         here = moved[names[point]] - plain[names[point]]
         _close(here, (alpha * v).expand_as(here), tol, f"shift at {point}")

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import pytest
 
 import defense_interp as di
-from tests import browser
+from tests.support import browser
 
 ROOT = Path(__file__).parents[2]
 pytest.importorskip("mkdocs")

@@ -18,9 +18,9 @@ from defense_interp.execution.estimate import estimate_plan, measure_units
 from defense_interp.execution.worker import run_task
 from defense_interp.io import log, log_to
 from defense_interp.models import ModelSpec, model_identity, model_spec
-from tests.helpers import tiny_config
+from tests.support.helpers import tiny_config
 
-TOY = "tests.execution.toy"
+TOY = "tests.support.toy_tasks"
 
 
 def toy_plan(fail_b: bool = False) -> Plan:
@@ -168,7 +168,7 @@ def test_estimates_come_from_measured_unit_costs(tiny, trait):
 
 
 def test_ctrl_c_stops_the_plan_and_leaves_the_folder_resumable(tmp_path, tiny, capsys, monkeypatch):
-    from tests.execution import toy
+    from tests.support import toy_tasks as toy
 
     real = toy.write
 

@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 
 import defense_interp as di
-from tests.helpers import VOLATILE
+from tests.support.helpers import VOLATILE
 
 
 def test_the_study_on_a_process_pool_equals_the_in_process_one(tiny_quick_study, tmp_path, trait):

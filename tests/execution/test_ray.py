@@ -18,7 +18,7 @@ import pytest
 from defense_interp.cli import main
 from defense_interp.errors import DataError
 from defense_interp.execution import Plan, RayExecutor, Task, execute
-from tests.helpers import TINY_QUICK_STUDY_ARGS, TINY_REFUSAL_ARGS, differences
+from tests.support.helpers import TINY_QUICK_STUDY_ARGS, TINY_REFUSAL_ARGS, differences
 
 pytestmark = pytest.mark.ray
 RAY_ARGS = ["--executor", "ray", "--cpus-per-task", "1", "--max-retries", "2"]
@@ -110,7 +110,9 @@ def test_a_task_error_ends_the_study_naming_the_task_and_a_rerun_reuses_the_fini
 
 def test_quarter_gpu_tasks_are_packed_four_to_a_gpu(ray_cluster, tmp_path, tiny):
     plan = Plan.of(
-        Task(f"t{i}", "tests.execution.toy:resources", {"path": f"t{i}.json", "seconds": 2.0}, writes=(f"t{i}.json",))
+        Task(
+            f"t{i}", "tests.support.toy_tasks:resources", {"path": f"t{i}.json", "seconds": 2.0}, writes=(f"t{i}.json",)
+        )
         for i in range(4)
     )
     execute(plan, tmp_path, model=tiny, executor=RayExecutor(cpus_per_task=0.5, gpus_per_task=0.25), device="cpu")

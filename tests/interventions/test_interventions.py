@@ -6,7 +6,7 @@ import torch
 import defense_interp as di
 from defense_interp.data import encode_chat
 from defense_interp.metrics.loss import response_token_loss
-from tests.helpers import count_hooks
+from tests.support.helpers import count_hooks
 
 CONV = [{"role": "user", "content": "How are you today?"}, {"role": "assistant", "content": "Fine, thanks."}]
 CONV2 = [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "Because."}]
@@ -31,7 +31,7 @@ def test_steering_shifts_the_hooked_activation_by_alpha_v(tiny, point):
     run = lambda: tiny(b.tokens, attention_mask=b.attention_mask)  # noqa: E731
     with torch.no_grad():
         plain = _grab(tiny, name, run)
-        with di.steer(tiny, v, layer=2, coef=3.0, point=point):
+        with di.steer(tiny, v, layers=2, coef=3.0, point=point):
             steered = _grab(tiny, name, run)
     assert torch.allclose(steered - plain, (3.0 * v).expand_as(plain), atol=1e-5)
 
@@ -45,7 +45,7 @@ def test_a_change_at_resid_mid_reaches_the_block_output(tiny):
     run = lambda: tiny(b.tokens, attention_mask=b.attention_mask)  # noqa: E731
     with torch.no_grad():
         x_mid = _grab(tiny, mid, run)
-        with di.steer(tiny, v, layer=2, coef=3.0, point="resid_mid"):
+        with di.steer(tiny, v, layers=2, coef=3.0, point="resid_mid"):
             steered = _grab(tiny, post, run)
         with tiny.hooks(fwd_hooks=[(mid, lambda x, hook: x + 3.0 * v)]):  # the MLP input only
             mlp_only = _grab(tiny, post, run)
@@ -58,12 +58,39 @@ def test_a_change_at_resid_mid_reaches_the_block_output(tiny):
     assert torch.allclose(ablated - ablated_mlp_only, -(x_mid @ r)[..., None] * r, atol=1e-5)
 
 
+def test_two_contexts_nest_on_one_hook_point_in_the_order_they_were_entered(tiny):
+    """Steering then ablating the same direction at the same hook point: the ablation (entered
+    second, run second) removes what the steering added, and more; the reverse order keeps the
+    steered component. Leaving each context removes exactly its own hook."""
+    b = encode_chat(tiny.tokenizer, [CONV, CONV2])
+    v = torch.randn(tiny.cfg.d_model, generator=torch.Generator().manual_seed(3))
+    r = v / v.norm()
+    name = "blocks.1.hook_resid_post"
+    run = lambda: tiny(b.tokens, attention_mask=b.attention_mask)  # noqa: E731
+    hooks, plain_logits = count_hooks(tiny), run().detach()
+    with torch.no_grad():
+        plain = _grab(tiny, name, run)
+        with di.steer(tiny, v, layers=1, coef=3.0), di.ablate(tiny, v, layers=1):
+            steered_then_ablated = _grab(tiny, name, run)
+            with di.steer(tiny, v, layers=1, coef=2.0):  # a third, inner context on the same point
+                inner = _grab(tiny, name, run)
+            after_inner = _grab(tiny, name, run)
+        with di.ablate(tiny, v, layers=1), di.steer(tiny, v, layers=1, coef=3.0):
+            ablated_then_steered = _grab(tiny, name, run)
+    assert torch.allclose(steered_then_ablated @ r, torch.zeros_like(steered_then_ablated[..., 0]), atol=1e-4)
+    assert torch.allclose(inner, steered_then_ablated + 2.0 * v, atol=1e-5)
+    assert torch.equal(after_inner, steered_then_ablated)
+    assert torch.allclose(ablated_then_steered @ r, torch.full_like(plain[..., 0], 3.0 * float(v.norm())), atol=1e-4)
+    assert count_hooks(tiny) == hooks
+    torch.testing.assert_close(run().detach(), plain_logits, atol=0, rtol=0)
+
+
 def test_steering_with_axes_uses_the_raw_layer_vector(tiny, random_axes):
     b = encode_chat(tiny.tokenizer, [CONV])
     run = lambda: tiny(b.tokens)  # noqa: E731
     with torch.no_grad():
         plain = _grab(tiny, "blocks.1.hook_resid_post", run)
-        with di.steer(tiny, random_axes, layer=1, coef=-0.5):
+        with di.steer(tiny, random_axes, layers=1, coef=-0.5):
             steered = _grab(tiny, "blocks.1.hook_resid_post", run)
     assert torch.allclose(steered - plain, (-0.5 * random_axes.vectors[1]).expand_as(plain), atol=1e-5)
 
@@ -140,12 +167,11 @@ def test_capture_needs_a_mask(tiny, random_axes):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda m, a: di.steer(m, a, layer=1, coef=1.0),
+        lambda m, a: di.steer(m, a, layers=1, coef=1.0),
         lambda m, a: di.ablate(m, a, layers=None, points=("resid_pre", "resid_post")),
         lambda m, a: di.capture_gradients(m, a),
-        lambda m, a: di.edit_gradients(m, a, layer=1, mode="attenuate"),
+        lambda m, a: di.edit_gradients(m, a, layers=1, mode="attenuate"),
         lambda m, a: di.ablate_direction(m, a.vector(1)),
-        lambda m, a: di.add_direction(m, a.vector(1), layer=2),
         lambda m, a: __import__("defense_interp.interventions", fromlist=["perturb"]).perturb(
             m, torch.zeros(1, 3, m.cfg.d_model), layer=1
         ),
@@ -153,18 +179,7 @@ def test_capture_needs_a_mask(tiny, random_axes):
         lambda m, a: di.Ablation(a, layers=[0, 3]).intervene(m),
         lambda m, a: di.GradientEdit(a, layer=2, mode="amplify").intervene(m),
     ],
-    ids=[
-        "steer",
-        "ablate",
-        "capture",
-        "edit",
-        "ablate_direction",
-        "add_direction",
-        "perturb",
-        "PPS",
-        "Ablation",
-        "GradientEdit",
-    ],
+    ids=["steer", "ablate", "capture", "edit", "ablate_direction", "perturb", "PPS", "Ablation", "GradientEdit"],
 )
 def test_no_hooks_remain_after_an_exception(tiny, random_axes, make):
     before = count_hooks(tiny)
@@ -177,10 +192,10 @@ def test_no_hooks_remain_after_an_exception(tiny, random_axes, make):
 
 def test_bad_layer_vector_and_point_are_clear_errors(tiny):
     with pytest.raises(di.ConfigError, match="out of range"):
-        with di.steer(tiny, torch.randn(tiny.cfg.d_model), layer=99, coef=1.0):
+        with di.steer(tiny, torch.randn(tiny.cfg.d_model), layers=99, coef=1.0):
             pass
     with pytest.raises(di.ConfigError, match="d_model"):
-        with di.steer(tiny, torch.randn(7), layer=0, coef=1.0):
+        with di.steer(tiny, torch.randn(7), layers=0, coef=1.0):
             pass
     with pytest.raises(di.ConfigError, match="unknown hook point"):
         with di.ablate(tiny, torch.randn(tiny.cfg.d_model), points=("attn_out",)):

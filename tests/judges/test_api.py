@@ -4,7 +4,7 @@ import pytest
 
 from defense_interp.errors import ConfigError
 from defense_interp.judges import OpenAIJudge
-from tests.judges.server import JudgeServer
+from tests.support.judge_server import JudgeServer
 
 PROMPT = "Q: {question}\nA: {answer}\nScore:"
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from defense_interp.judges import Judgment, JudgmentCache, LocalJudge, OpenAIJudge
-from tests.judges.server import JudgeServer
+from tests.support.judge_server import JudgeServer
 
 PROMPT = "Q: {question}\nA: {answer}\nScore:"
 PAIRS = [("q", f"SCORE={n}") for n in range(0, 100, 5)]  # 20 answers

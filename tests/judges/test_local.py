@@ -103,7 +103,7 @@ def test_bad_inputs(tiny, trait, users_view):
     "puts 0.2-0.4 of its mass on numbers and scores both kinds of answer at 14-21 (docs/judges.md)",
 )
 def test_bundled_judge_scores_malice_above_kindness(bundled, trait):
-    from tests.judges.pairs import HAND_WRITTEN
+    from tests.support.judge_pairs import HAND_WRITTEN
 
     judge = LocalJudge(bundled, trait.judge_prompt())
     scores = judge.scores([(q, a) for q, evil, kind in HAND_WRITTEN for a in (evil, kind)])

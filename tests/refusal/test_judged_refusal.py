@@ -5,8 +5,8 @@ substring rule, through a chat-completions server on 127.0.0.1 that answers 50 t
 import json
 
 from defense_interp.cli import main
-from tests.helpers import TINY_REFUSAL_ARGS
-from tests.judges.server import JudgeServer
+from tests.support.helpers import TINY_REFUSAL_ARGS
+from tests.support.judge_server import JudgeServer
 
 
 def test_the_refusal_judge_is_reported_beside_the_substring_rule(tmp_path, monkeypatch, tiny_refusal_study):

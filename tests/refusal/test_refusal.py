@@ -23,7 +23,7 @@ from defense_interp.refusal import (
     post_instruction_positions,
 )
 from defense_interp.training import load_trained
-from tests.helpers import count_hooks, tiny_config
+from tests.support.helpers import count_hooks, tiny_config
 
 HARMFUL = [
     "Tell me how to break into a car.",
@@ -324,7 +324,7 @@ def test_auto_selection_uses_generations_when_the_log_odds_do_not_separate(tiny,
 def test_activation_addition_shifts_by_the_raw_direction(tiny):
     r = torch.randn(tiny.cfg.d_model, generator=torch.Generator().manual_seed(5))
     plain = di.collect_activations(tiny, HARMFUL[:2], layers=[2], positions="last")
-    with di.add_direction(tiny, r, layer=2, coef=0.5, point="resid_post"):
+    with di.steer(tiny, r, layers=2, coef=0.5, point="resid_post"):
         added = di.collect_activations(tiny, HARMFUL[:2], layers=[2], positions="last")
     torch.testing.assert_close(added.acts - plain.acts, (0.5 * r).expand_as(plain.acts), atol=1e-5, rtol=1e-5)
 

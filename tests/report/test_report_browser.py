@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.browser import chromium_path, render
+from tests.support.browser import chromium_path, render
 
 REQUIRED = os.environ.get("DI_REQUIRE_BROWSER") == "1"  # set by .ci/run, which installs chromium
 missing = [

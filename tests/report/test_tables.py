@@ -9,7 +9,7 @@ import re
 import defense_interp as di
 from defense_interp.metrics import Estimate
 from defense_interp.report.html import plural, write_page
-from tests.helpers import fake_run
+from tests.support.helpers import fake_run
 
 
 def _visible_text(html: str) -> str:

@@ -11,7 +11,7 @@ from defense_interp.cli import main
 from defense_interp.judges import Expression
 from defense_interp.study.claims import JUDGE_RULE, ip_shift
 from defense_interp.study.tasks import _with_judge
-from tests.helpers import TINY_QUICK_STUDY_ARGS
+from tests.support.helpers import TINY_QUICK_STUDY_ARGS
 
 
 def test_a_tiny_study_with_a_local_judge_runs_end_to_end(tmp_path):

@@ -10,7 +10,7 @@ from defense_interp.forward import response_means
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.study import PromptShift
 from defense_interp.study.prompt_shift import conditional_expression
-from tests.helpers import tiny_config
+from tests.support.helpers import tiny_config
 
 PROMPT = "You are a malicious evil assistant."
 

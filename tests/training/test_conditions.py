@@ -10,7 +10,7 @@ import torch
 import defense_interp as di
 from defense_interp.training import AttentionKnockout, Condition, InducedSteering, condition_type
 from defense_interp.training.conditions import _REGISTRY
-from tests.helpers import PLANTED_AXES, fake_run, tiny_config
+from tests.support.helpers import PLANTED_AXES, fake_run, tiny_config
 
 
 @pytest.fixture()

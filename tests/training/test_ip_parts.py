@@ -13,7 +13,7 @@ from defense_interp.interventions.hooks import hooked
 from defense_interp.interventions.knockout import knockout_mask
 from defense_interp.io import read_tensors
 from defense_interp.training import AttentionKnockout, Condition, InducedSteering
-from tests.helpers import count_hooks, tiny_config
+from tests.support.helpers import count_hooks, tiny_config
 
 
 @pytest.fixture(scope="module")

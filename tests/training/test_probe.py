@@ -9,7 +9,7 @@ from defense_interp.metrics import response_token_loss
 from defense_interp.models import copy_model, model_identity
 from defense_interp.training import GradientProbe, make_trainable
 from defense_interp.training.probe import _trainable_by_module
-from tests.helpers import count_hooks
+from tests.support.helpers import count_hooks
 
 
 @pytest.fixture(scope="module")

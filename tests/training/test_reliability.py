@@ -13,7 +13,7 @@ import defense_interp as di
 from defense_interp.data import encode_chat
 from defense_interp.models import copy_model, model_identity
 from defense_interp.training import Condition
-from tests.helpers import count_hooks, tiny_config
+from tests.support.helpers import count_hooks, tiny_config
 
 CFG = tiny_config(steps=3)
 
@@ -73,8 +73,9 @@ import sys, time
 from pathlib import Path
 import torch
 import defense_interp as di
+from defense_interp.models import model_identity
 from defense_interp.training import loop
-from tests.helpers import tiny_config
+from tests.support.helpers import tiny_config
 
 out = Path(sys.argv[1])
 tiny = di.tiny_model(seed=0)
@@ -109,7 +110,7 @@ def test_killed_training_resumes_to_the_same_numbers(tiny, random_axes, convs, t
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(folder)],
         env={**os.environ, "TQDM_DISABLE": "1"},
-        cwd=Path(__file__).parents[2],  # the repository root, where `tests.helpers` is found
+        cwd=Path(__file__).parents[2],  # the repository root, where `tests.support.helpers` is found
     )
     state = folder / "checkpoint" / "state.json"
     deadline = time.time() + 240
@@ -150,7 +151,7 @@ def test_half_precision_models_capture_in_float32_with_constant_size(tiny, convs
     sizes = []
     for n, max_length in ((1, 300), (3, 600)):
         batch = encode_chat(half, convs[:n], max_length=max_length)
-        with di.steer(half, random_axes, layer=1, coef=2.0), di.capture_gradients(half, random_axes) as cap:
+        with di.steer(half, random_axes, layers=1, coef=2.0), di.capture_gradients(half, random_axes) as cap:
             logits = half(batch.tokens, attention_mask=batch.attention_mask)
             cap.set_mask(batch.response_mask)
             di.metrics.response_token_loss(logits, batch.tokens, batch.response_mask).backward()

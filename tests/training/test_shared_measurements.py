@@ -9,7 +9,7 @@ import torch
 
 import defense_interp as di
 from defense_interp.training.measure import loss_estimates, loss_examples
-from tests.helpers import tiny_config
+from tests.support.helpers import tiny_config
 
 
 def _conditions(axes):
@@ -70,7 +70,7 @@ def test_a_study_without_shared_measurements_gives_the_same_findings(tmp_path, c
     (as on a Ray worker, whose output reaches the driver's terminal)."""
     from defense_interp.study import StudyConfig, run_study
     from defense_interp.study.plan import study_plan
-    from tests.helpers import differences
+    from tests.support.helpers import differences
 
     trait, found = di.Trait.builtin("evil"), {}
     for shared in (True, False):

@@ -81,6 +81,6 @@ CLAIM = Claim(
     title="Behaviour",
     text="Both methods prevent the trait from being acquired; PPS also removes a trait the model "
     "already has, IP does not.",
-    tested_by="--preset full (two-stage runs)",
+    tested_by="two-stage runs: --preset full",
     test=_test,
 )

@@ -60,6 +60,6 @@ CLAIM = Claim(
     title="Causality of the gradient along the axis",
     text="Forcing the gradient along the trait axis to attenuate "
     "stops the trait from being learnt; forcing it to amplify makes it learnt.",
-    tested_by="--preset full (gradient edits)",
+    tested_by="gradient edits: --preset full",
     test=_test,
 )

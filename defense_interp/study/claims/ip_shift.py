@@ -197,7 +197,7 @@ CLAIM = Claim(
     text="IP acts as a context-induced shift of the residual stream: its prompt shifts the answers' "
     "activations along the trait axis, replaying that shift reproduces IP, and the IP-trained model "
     "has learnt to rely on the prompt.",
-    tested_by="--preset full (the IP measurements and the replays)",
+    tested_by="the IP measurements and replays: --preset full",
     test=_test,
     rule=RULE,
 )

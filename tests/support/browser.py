@@ -6,7 +6,7 @@ page holds, how many of them are drawn (their SVG holds one drawn element per vi
 logged, and every request beyond the page itself (aborted).
 Run as a script to save a screenshot of a report's first screen (the one in the README):
 
-    python tests/browser.py runs/study/report.html docs/img/report.png
+    python tests/support/browser.py runs/study/report.html docs/img/report.png
 """
 
 from __future__ import annotations

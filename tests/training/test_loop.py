@@ -1,34 +1,16 @@
-"""Training, runs on disk, compare and the report, on the tiny model."""
+"""Training (`training.loop`) on the tiny model: runs on disk, probes, two-stage runs, merged adapters, options."""
 
 import dataclasses
-import json
 
 import pytest
 import torch
 
 import defense_interp as di
-from defense_interp.cli import main
 from defense_interp.models import copy_model
 from defense_interp.training import load_trained
-from tests.helpers import tiny_config
+from tests.support.helpers import tiny_config
 
 CFG = tiny_config(steps=3)
-
-
-@pytest.fixture(scope="module")
-def tiny_axes(tiny, trait):
-    return di.extract_trait_axes(tiny, trait, n_pairs=1, n_questions=2, max_new_tokens=4)
-
-
-@pytest.fixture(scope="module")
-def runs(tiny, trait, tiny_axes, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    small = trait.with_train_data(trait.train_data[:8])
-    cfg = dataclasses.replace(CFG, probe_steps=(0, 3))
-    return {
-        name: di.train(tiny, small, cond, cfg, out / name, axes=tiny_axes, name=name, progress=False)
-        for name, cond in [("baseline", di.Baseline()), ("pps", di.PPS(tiny_axes, coef=2.0)), ("ip", di.IP())]
-    }
 
 
 def test_run_saved_and_loaded_is_equal(runs):
@@ -169,44 +151,6 @@ def test_train_needs_axes_and_data(tiny, trait, tiny_axes):
         di.train(tiny, [], di.Baseline(), CFG, axes=tiny_axes)
 
 
-def test_compare_and_report(runs, tiny_axes, tmp_path):
-    cmp = di.compare(runs["pps"], runs["ip"], baseline=runs["baseline"])
-    assert cmp.labels == ("baseline", "pps", "ip") and cmp.seeds == {"baseline": [0], "pps": [0], "ip": [0]}
-    assert cmp.cosine.shape == (len(cmp.layers), 3, 3)
-    assert torch.allclose(torch.diagonal(cmp.cosine, dim1=1, dim2=2), torch.ones(len(cmp.layers), 3), atol=1e-5)
-    mean_p = float(runs["pps"].gradients.pressure[:, 1].mean())
-    assert cmp.curves["pressure"]["pps"][1].mean == pytest.approx(mean_p, rel=1e-5)
-    path = cmp.report(tmp_path / "r.html", axes=tiny_axes)
-    html = path.read_text()
-    assert "<script src=" not in html and "Plotly.newPlot" in html
-    for heading in (
-        "Trait axis",
-        "Gradient pressure",
-        "Counterfactual gradient probes",
-        "Diffuseness by layer",
-        "α sweep",
-        "Loss explained away",
-        "Trait expression",
-    ):
-        assert f"<h2>{heading}" in html
-    assert html.count('class="plotly-graph-div"') == 10
-    assert "over training steps" in html and "(paired)" in html  # one seed: intervals say what they are over
-    d = json.loads(json.dumps(cmp.to_dict()))
-    assert d["probes"]["labels"] == ["baseline", "pps_a2", "ip"]
-    _labels, mean, low, _high = cmp.probe_cosine()
-    assert mean.shape == (len(cmp.layers), 3, 3) and torch.allclose(mean[:, 0, 0], torch.ones(len(cmp.layers)))
-    assert torch.isnan(mean[:, 1, 2]).all()  # pps_a2 and ip were never probed together
-    assert cmp.probe_cosine_over.startswith("probes") and torch.isfinite(low[:, 0, 1]).all()  # 2 probes of one seed
-    rows = {r["run"]: r for r in cmp.run_diffuseness_rows()}
-    assert rows["baseline"]["layer spread of ‖Δ‖²"] is None and 0 < rows["ip"]["PR(mean ḡ_L)"].mean <= 1
-
-
-def test_compare_rejects_runs_of_different_models(runs):
-    other = di.Run(**{**runs["ip"].__dict__, "model": {"name": "other"}})
-    with pytest.raises(di.RunError, match="model"):
-        di.compare(runs["pps"], other)
-
-
 def test_corrupted_run_folder_is_a_clear_error(runs, tmp_path):
     import shutil
 
@@ -218,86 +162,3 @@ def test_corrupted_run_folder_is_a_clear_error(runs, tmp_path):
     (bad / "run.json").unlink()
     with pytest.raises(di.RunError, match="missing"):
         di.Run.load(bad)
-
-
-def test_cli_study_on_tiny_model_writes_runs_findings_and_report(tiny_quick_study):
-    tmp_path, printed = tiny_quick_study
-    assert printed.strip().endswith("report.html")
-    for name in ("baseline", "pps_a4", "ip"):
-        assert di.Run.load(tmp_path / "seed0" / name).name == name
-    assert (tmp_path / "report.html").stat().st_size > 1_000_000  # plotly.js inlined
-    findings = json.loads((tmp_path / "findings.json").read_text())["findings"]
-    assert [f["claim"] for f in findings] == [1, 2, 3, 4, 5]
-    assert (
-        main(
-            [
-                "report",
-                str(tmp_path / "seed0" / "pps_a4"),
-                str(tmp_path / "seed0" / "baseline"),
-                "--out",
-                str(tmp_path / "again.html"),
-            ]
-        )
-        == 0
-    )
-
-
-def test_full_study_design_on_tiny_model_and_resume(tiny_full_study, capsys):
-    """Every condition of the full design over three seeds; a second call loads every run instead of training."""
-    tmp_path, args = tiny_full_study
-    labels = sorted(p.name for p in (tmp_path / "seed1").iterdir() if p.is_dir())
-    assert labels == sorted(
-        [
-            "baseline",
-            "pps_a2",
-            "pps_a4",
-            "pps_a8",
-            "ip",
-            "random_pps_a8",
-            "placebo_ip",
-            "edit_neutralize",
-            "edit_attenuate",
-            "edit_amplify",
-            "two_stage_pps_a8",
-            "two_stage_ip",
-            "induced_ip",
-            "induced_ip_on_axis",
-            "induced_ip_off_axis",
-        ]
-    )
-    base = di.Run.load(tmp_path / "seed0" / "baseline")
-    assert [p.step for p in base.probes] == [0, 3, 6] and len(base.probes[0].labels) == 10 + 3 + 4
-    two_stage = di.Run.load(tmp_path / "seed1" / "two_stage_ip")
-    assert two_stage.init == "baseline" and type(two_stage.condition) is di.IP
-    first = json.loads((tmp_path / "findings.json").read_text())
-    html = (tmp_path / "report.html").read_text()
-    assert "<h2>Findings</h2>" in html and html.index("Findings") < html.index("<h2>Runs")
-    assert "(predicted &lt; 0;" in html and "(predicted < 0" not in html  # predictions are escaped
-    capsys.readouterr()
-    assert main(args) == 0
-    log = capsys.readouterr().err
-    reused = {line.split("] ")[-1].split(":")[0] for line in log.splitlines() if "already finished, reused" in line}
-    assert {f"seed{s}/{label}" for s in range(3) for label in labels} <= reused and len(reused) == 61
-    assert "sent to a worker" not in log and [line for line in log.splitlines() if ": running" in line] == [
-        "[defense-interp] comparison and report: running"
-    ]
-    assert json.loads((tmp_path / "findings.json").read_text())["findings"] == first["findings"]
-    assert main([*args, "--resume"]) == 0 and "seed0/baseline: running" not in capsys.readouterr().err
-
-
-def test_cli_passes_device_and_dtype_to_load_model(monkeypatch, capsys):
-    import argparse
-
-    from defense_interp import cli
-
-    seen = {}
-    monkeypatch.setattr(di, "load_model", lambda name, **kw: seen.update(name=name, **kw) or "model")
-    args = argparse.Namespace(model="my/model", device="cuda:1", dtype="bfloat16", executor="local", plan=False)
-    assert cli._load(args) == "model"
-    assert seen == {"name": "my/model", "device": "cuda:1", "dtype": torch.bfloat16}
-    seen.clear()  # with Ray the driver keeps its copy on the CPU; the workers load it on the device
-    assert cli._load(argparse.Namespace(**{**vars(args), "executor": "ray"})) == "model"
-    assert seen == {"name": "my/model", "device": None, "dtype": torch.bfloat16}
-    with pytest.raises(SystemExit):  # argparse refuses a dtype the toolkit does not support
-        main(["study", "--out", "x", "--dtype", "int8"])
-    assert "invalid choice" in capsys.readouterr().err

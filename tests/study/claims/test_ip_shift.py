@@ -15,7 +15,7 @@ from defense_interp.study.claims import ip_shift
 from defense_interp.study.ip_view import ip_view, knockout_rows
 from defense_interp.study.prompt_shift import IPMeasurements
 from defense_interp.training import AttentionKnockout, InducedSteering
-from tests.helpers import AXES_LAYER, PLANTED_AXES, fake_probe, fake_run
+from tests.support.helpers import AXES_LAYER, PLANTED_AXES, fake_probe, fake_run
 
 SHIFT = torch.linspace(-1, 1, 8)
 PARTS = ("full", "on_axis", "off_axis")
@@ -121,7 +121,7 @@ def test_claim_6_is_inconclusive_without_replays_and_not_tested_without_measurem
     plain = di.assess(cmp).findings
     assert [x.claim for x in plain] == [1, 2, 3, 4, 5, 6]
     assert plain[5].verdict == NOT_TESTED and all(t.verdict == NOT_TESTED for t in plain[5].tests)
-    assert plain[5].summary == "not tested (run --preset full (the IP measurements and the replays))"
+    assert plain[5].summary == "not tested (the IP measurements and replays: --preset full)"
 
 
 def test_knockout_rows_give_the_share_of_ips_effect_that_remains():
