@@ -174,6 +174,8 @@ def test_the_tests_mirror_the_package_and_helpers_live_in_tests_support():
     stray = [
         str(p.relative_to(tests))
         for p in tests.rglob("*.py")
-        if p.parent.name != "support" and not p.name.startswith("test_") and p.name not in ("conftest.py", "__init__.py")
+        if p.parent.name != "support"
+        and not p.name.startswith("test_")
+        and p.name not in ("conftest.py", "__init__.py")
     ]
     assert stray == [], "helpers belong in tests/support/"
