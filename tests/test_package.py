@@ -24,7 +24,7 @@ MOVED = {
     "DirectionSelection": "defense_interp.refusal",
     "Estimate": "defense_interp.metrics",
     "EvalPair": "defense_interp.data",
-    "Expression": "defense_interp.judges",
+    "JudgedAnswers": "defense_interp.judges",
     "GradientProbe": "defense_interp.training",
     "GradientStats": "defense_interp.interventions",
     "InducedSteering": "defense_interp.training",

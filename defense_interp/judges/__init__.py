@@ -5,13 +5,13 @@
 * `OpenAIJudge` — any OpenAI-compatible server, from the first token's top-20 logprobs;
 * `JudgmentCache` — judgments on disk, so reruns ask nothing twice;
 * `prompts` — the coherence and refusal prompts;
-* `trait_expression` — sampled answers judged for the trait and coherence (`Expression`).
+* `trait_expression` — sampled answers judged for the trait and coherence (`JudgedAnswers`).
 """
 
 from defense_interp.judges.api import OpenAIJudge
 from defense_interp.judges.base import PromptJudge, render_template
 from defense_interp.judges.cache import JudgmentCache
-from defense_interp.judges.expression import Expression, trait_expression
+from defense_interp.judges.expression import JudgedAnswers, trait_expression
 from defense_interp.judges.local import LocalJudge
 from defense_interp.judges.prompts import COHERENCE_PROMPT, REFUSAL_PROMPT, REFUSAL_THRESHOLD
 from defense_interp.judges.scoring import MIN_MASS, Judgment, number_score
@@ -22,7 +22,7 @@ __all__ = [
     "MIN_MASS",
     "REFUSAL_PROMPT",
     "REFUSAL_THRESHOLD",
-    "Expression",
+    "JudgedAnswers",
     "Judgment",
     "JudgmentCache",
     "LocalJudge",

@@ -3,7 +3,7 @@ coherence (persona_vectors; the inoculation-prompting papers).
 
 `trait_expression` samples `n_per_question` answers to each evaluation question (temperature 1 by
 default) for each seed, has the trait judge score every answer and the coherence judge too, and
-summarises (`Expression`):
+summarises (`JudgedAnswers`):
 
 * `mean` — the mean trait score: per question, the mean over its scored answers; then the mean over
   questions, with a t-interval over questions (with several seeds: over the per-seed means);
@@ -35,7 +35,7 @@ from defense_interp.judges.prompts import COHERENCE_PROMPT
 from defense_interp.metrics.stats import Estimate, mean_ci, pool_seeds, proportion_ci
 from defense_interp.types import Model
 
-__all__ = ["Expression", "trait_expression"]
+__all__ = ["JudgedAnswers", "trait_expression"]
 
 Scorer = Callable[[str, str], "float | None"]
 
@@ -51,7 +51,7 @@ def _name(judge: Any) -> str:
 
 
 @dataclass(frozen=True)
-class Expression:
+class JudgedAnswers:
     """Judged trait expression of sampled answers (module docstring). `records` holds one dict per
     answer: question, seed, sample, answer, trait (score or None), coherence (score, None, or
     absent without a coherence judge)."""
@@ -132,7 +132,7 @@ class Expression:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Expression:
+    def from_dict(cls, d: dict[str, Any]) -> JudgedAnswers:
         return cls(tuple(d["records"]), d["judge"], d["coherence_judge"], d["threshold"], d["min_coherence"])
 
     def save_jsonl(self, path: str | Path) -> Path:
@@ -159,7 +159,7 @@ def trait_expression(
     out: str | Path | None = None,
     progress: bool = True,
     system_prompt: str | None = None,
-) -> Expression:
+) -> JudgedAnswers:
     """Sample, judge and summarise `model`'s expression of `trait` (module docstring).
 
     `judge`: a `LocalJudge`/`OpenAIJudge` (built with `trait.judge_prompt()`) or any callable
@@ -206,7 +206,7 @@ def trait_expression(
     if coh is not None:
         for r, s in zip(records, _score(coh, pairs, progress, "judging coherence"), strict=True):
             r["coherence"] = s
-    result = Expression(tuple(records), _name(judge), None if coh is None else _name(coh), threshold, min_coherence)
+    result = JudgedAnswers(tuple(records), _name(judge), None if coh is None else _name(coh), threshold, min_coherence)
     if out is not None:
         result.save_jsonl(out)
     return result

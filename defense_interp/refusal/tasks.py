@@ -87,7 +87,14 @@ def train_variant(ctx: TaskContext, *, label: str, data: dict[str, Any], config:
     d = RefusalData.from_dict(data)
     base = ModelAnalysis.load(ctx.folder / ANALYSIS_DIR / "base")
     layer, position = base.selection.chosen
-    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_length=cfg.max_length)
+    tcfg = TrainConfig(
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        max_length=cfg.max_length,
+        check_every=cfg.check_every,
+    )
     checks: list[dict[str, float]] = []
 
     def reached(model: Model, step: int) -> bool:
@@ -107,7 +114,6 @@ def train_variant(ctx: TaskContext, *, label: str, data: dict[str, Any], config:
         resume=True,
         progress=ctx.progress,
         until=reached if cfg.match_target is not None else None,
-        check_every=cfg.check_every,
     )
     if cfg.match_target is not None:  # the refusal at each check, beside the run's own record
         run.provenance["matching"] = checks

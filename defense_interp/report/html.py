@@ -173,7 +173,7 @@ def write_report(
     ip: dict[str, Any] | None = None,
 ) -> Path:
     """Write the report of a `Comparison` (optionally with its `TraitAxes`, `Findings`, the
-    judged answers per condition, `judges.Expression`s, and `ip`, the "How IP works" data
+    judged answers per condition, `judges.JudgedAnswers`s, and `ip`, the "How IP works" data
     of `study.ip_view.ip_view`) to `path`."""
     first = cmp.runs[0]
     point = f"blocks.l.hook_{cmp.point}"
@@ -266,7 +266,7 @@ def write_report(
             figures.loss_table_figure(cmp),
             "Mean response-token loss on a fixed subset of the training conversations (the same batches for every "
             "condition of one seed), with the training-time intervention on (train_time) and removed (test_time), "
-            f"before (start) and after (end) training. Error bars: 95% t-intervals over {_over(*_row_estimates(loss_rows))}.",
+            f"before and after training. Error bars: 95% t-intervals over {_over(*_row_estimates(loss_rows))}.",
             loss_rows,
         ),
     ]

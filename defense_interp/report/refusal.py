@@ -21,7 +21,7 @@ def _training_rows(study: Any) -> list[dict[str, Any]]:
     for label, run in study.runs.items():
         c = run.condition
         adversarial = hasattr(c, "epsilon")  # LAT and embedding AT
-        start, end = run.loss_table["start"]["test_time"], run.loss_table["end"]["test_time"]
+        start, end = run.loss_table["before"]["test_time"], run.loss_table["after"]["test_time"]
         g = run.gradients
         layer = run.provenance.get("axes", {}).get("layer")
         pressure = (

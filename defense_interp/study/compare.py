@@ -34,7 +34,7 @@ from defense_interp.axes import TraitAxes
 from defense_interp.claims import Findings
 from defense_interp.errors import ConfigError, RunError
 from defense_interp.interventions.capture import STAT_KEYS
-from defense_interp.judges import Expression
+from defense_interp.judges import JudgedAnswers
 from defense_interp.metrics.diffuseness import layer_entropy, participation_ratio
 from defense_interp.metrics.stats import Estimate, mean_ci, paired_difference, pool_seeds, t_interval
 from defense_interp.metrics.vectors import cosine_matrix
@@ -136,14 +136,14 @@ class Comparison(ProbeSummaries):
         baseline's test-time loss (same weights and batches), paired by seed (None without either)."""
         if label is None or self.baseline is None:
             return None
-        return self.paired(label, loss_at("start", "train_time"), self.baseline, loss_at("start", "test_time"))
+        return self.paired(label, loss_at("before", "train_time"), self.baseline, loss_at("before", "test_time"))
 
     def loss_rows(self) -> list[dict[str, Any]]:
         """Response-token loss on training examples, intervention on/off, start and end of training."""
         rows = []
         for label, _runs in self.groups.items():
             row: dict[str, Any] = {"run": label}
-            for when in ("start", "end"):
+            for when in ("before", "after"):
                 for mode in LOSS_MODES:
                     row[f"{when}/{mode}"] = self.pooled(label, loss_at(when, mode))
             rows.append(row)
@@ -152,21 +152,21 @@ class Comparison(ProbeSummaries):
     def explained_rows(self) -> list[dict[str, Any]]:
         """Loss explained away, on the same batches.
 
-        `start: on − off`: each run's loss before training with its training-time intervention in
+        `before: on − off`: each run's loss before training with its training-time intervention in
         place minus without it (the same weights: negative = the intervention already explains part
-        of the trait data; for a two-stage run, the weights of its first stage). `end/train_time` and
-        `end/test_time`: after training, intervention on / removed, minus the trained baseline's loss."""
+        of the trait data; for a two-stage run, the weights of its first stage). `after/train_time` and
+        `after/test_time`: after training, intervention on / removed, minus the trained baseline's loss."""
         if self.baseline is None:
             return []
         rows = []
         for label in self.labels:
             row: dict[str, Any] = {"run": label}
-            row["start: on − off"] = self.paired(
-                label, loss_at("start", "train_time"), label, loss_at("start", "test_time")
+            row["before: on − off"] = self.paired(
+                label, loss_at("before", "train_time"), label, loss_at("before", "test_time")
             )
             for mode in LOSS_MODES:
-                row[f"end/{mode} − baseline"] = self.paired(
-                    label, loss_at("end", mode), self.baseline, loss_at("end", "test_time")
+                row[f"after/{mode} − baseline"] = self.paired(
+                    label, loss_at("after", mode), self.baseline, loss_at("after", "test_time")
                 )
             rows.append(row)
         return rows
@@ -209,7 +209,7 @@ class Comparison(ProbeSummaries):
                     "alpha": float(c.coef) if isinstance(c, PPS) else 0.0,
                     "pressure_norm": self.at_axes_layer("pressure_norm", label),
                     "projection/after": self.expression(label),
-                    "start/train_time loss": self.pooled(label, loss_at("start", "train_time")),
+                    "before/train_time loss": self.pooled(label, loss_at("before", "train_time")),
                 }
             )
         return sorted(rows, key=lambda r: r["alpha"])
@@ -278,7 +278,7 @@ class Comparison(ProbeSummaries):
         axes: TraitAxes | None = None,
         title: str | None = None,
         findings: Findings | None = None,
-        judged: dict[str, list[Expression]] | None = None,
+        judged: dict[str, list[JudgedAnswers]] | None = None,
     ) -> Path:
         """Write a self-contained HTML report (plotly.js inlined; opens offline); `findings`: the
         verdicts (`study.claims.assess`) for the first table; `judged`: the judged answers per
@@ -290,7 +290,7 @@ class Comparison(ProbeSummaries):
 
 
 def loss_at(when: str, mode: str) -> Callable[[Run], Estimate | None]:
-    """Getter of a run's loss table entry (`when` ∈ start/end, `mode` ∈ train_time/test_time)."""
+    """Getter of a run's loss table entry (`when` ∈ before/after training, `mode` ∈ train_time/test_time)."""
     return lambda run: run.loss_table.get(when, {}).get(mode)
 
 

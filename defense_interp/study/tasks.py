@@ -21,7 +21,7 @@ from defense_interp.data.traits import Trait
 from defense_interp.errors import RunError
 from defense_interp.execution import TaskContext
 from defense_interp.io import log, read_json, write_json
-from defense_interp.judges import Expression, build_judge, trait_expression
+from defense_interp.judges import JudgedAnswers, build_judge, trait_expression
 from defense_interp.metrics.stats import Estimate
 from defense_interp.report.html import write_report
 from defense_interp.study.claims import assess
@@ -39,7 +39,7 @@ from defense_interp.training import (
     train,
 )
 from defense_interp.training.adapters import load_trained
-from defense_interp.training.measure import loss_estimates, loss_examples
+from defense_interp.training.measure import Expression, Start, loss_estimates, loss_examples
 from defense_interp.training.runs import AXES_DIR
 
 __all__ = [
@@ -81,7 +81,7 @@ CONDITIONAL_DIR = f"{IP_DIR}/conditional"  # expression with test-time prompts (
 
 
 def judged_files(key: str) -> tuple[str, str, str]:
-    """The judged answers of `key` (`seed0/pps_a4`, or `seed0/untrained`): the `Expression` (JSON),
+    """The judged answers of `key` (`seed0/pps_a4`, or `seed0/untrained`): the `JudgedAnswers` (JSON),
     its answers and scores as JSON lines, and the judgment cache."""
     stem = f"{JUDGED_DIR}/{key}"
     return f"{stem}.json", f"{stem}.jsonl", f"{stem}.cache.jsonl"
@@ -123,19 +123,19 @@ def axes_done(folder: Path, **_: Any) -> bool:
 
 def measure_before(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str, Any], path: str) -> None:
     """Trait expression of the untrained model (shared by every one-stage run) into `BEFORE_FILE`."""
-    scores, answers = measure_expression(
+    expression = measure_expression(
         ctx.model,
         _trait(trait),
         TraitAxes.load(ctx.folder / AXES_DIR),
         TrainConfig.from_dict(config),
         progress=ctx.progress,
     )
-    write_json(ctx.folder / path, {"scores": {k: v.to_dict() for k, v in scores.items()}, "answers": answers})
+    write_json(ctx.folder / path, expression.to_dict())
 
 
 def measure_start_loss(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str, Any], path: str) -> None:
     """The untrained model's test-time loss on a seed's loss examples, into `path`: every
-    one-stage run of that seed starts from it (`train(loss_before=...)`)."""
+    one-stage run of that seed starts from it (`train(start=Start(loss=...))`)."""
     tcfg = TrainConfig.from_dict(config)
     convs = loss_examples(list(_trait(trait).train_data), tcfg, torch.Generator().manual_seed(tcfg.seed))
     est = loss_estimates(ctx.model, convs, Baseline(), tcfg, modes=("test_time",))
@@ -146,9 +146,8 @@ def file_done(folder: Path, *, path: str, **_: Any) -> bool:
     return (folder / path).is_file()
 
 
-def _before(folder: Path) -> tuple[dict[str, Estimate], list[str]]:
-    saved = read_json(folder / BEFORE_FILE)
-    return {k: Estimate.from_dict(v) for k, v in saved["scores"].items()}, saved["answers"]
+def _before(folder: Path) -> Expression:
+    return Expression.from_dict(read_json(folder / BEFORE_FILE))
 
 
 def measure_shift(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str, Any], prompt: str) -> None:
@@ -221,7 +220,7 @@ def _start_loss(folder: Path, path: str | None, first: Run | None, cfg: TrainCon
     the same examples, when the seed and loss settings match)."""
     if first is not None:
         same = all(first.config.get(k) == getattr(cfg, k) for k in _LOSS_KEYS)
-        return {"test_time": first.loss_table["end"]["test_time"]} if same else None
+        return {"test_time": first.loss_table["after"]["test_time"]} if same else None
     if path is None:
         return None
     return {k: Estimate.from_dict(v) for k, v in read_json(folder / path).items()}
@@ -254,12 +253,12 @@ def train_run(
         name=label,
         progress=ctx.progress,
         resume=ctx.resume,
-        expression_before=_before(ctx.folder) if shared and first is None else None,
-        loss_before=_start_loss(ctx.folder, start_loss, first, tcfg) if shared else None,
         init=first,
-        probe_conditions=None
-        if probe_conditions is None
-        else [_condition(ctx.folder, c, axes) for c in probe_conditions],
+        start=Start(
+            expression=_before(ctx.folder) if shared and first is None else None,
+            loss=(_start_loss(ctx.folder, start_loss, first, tcfg) or {}) if shared else {},
+        ),
+        probes=None if probe_conditions is None else [_condition(ctx.folder, c, axes) for c in probe_conditions],
     )
 
 
@@ -321,11 +320,11 @@ def judged_done(folder: Path, *, key: str, **_: Any) -> bool:
     return (folder / judged_files(key)[0]).is_file()
 
 
-def _judged(folder: Path, key: str) -> Expression:
-    return Expression.from_dict(read_json(folder / judged_files(key)[0]))
+def _judged(folder: Path, key: str) -> JudgedAnswers:
+    return JudgedAnswers.from_dict(read_json(folder / judged_files(key)[0]))
 
 
-def _with_judge(run: Run, before: Expression, after: Expression, info: dict[str, Any]) -> Run:
+def _with_judge(run: Run, before: JudgedAnswers, after: JudgedAnswers, info: dict[str, Any]) -> Run:
     """`run` with the judge's mean score and share after the coherence filter added to its
     expression before and after training (in memory only)."""
     expression = {w: dict(run.expression.get(w, {})) for w in ("before", "after")}
@@ -352,7 +351,9 @@ def _ip_measurements(folder: Path, loaded: dict[str, Run], spec: dict[str, Any])
         loaded[r] = _with_conditional(loaded[r], scores)
     untrained = _read_conditional(folder, spec["untrained"])
     # without the shared file, the first seed's baseline run measured the same untrained model itself
-    untrained["none"] = loaded[spec["before_run"]].expression["before"] if "before_run" in spec else _before(folder)[0]
+    untrained["none"] = (
+        loaded[spec["before_run"]].expression["before"] if "before_run" in spec else _before(folder).scores
+    )
     return IPMeasurements(PromptShift.load(folder / SHIFT_DIR), untrained, dict(spec["prompts"]))
 
 
@@ -370,7 +371,7 @@ def analyse(
     `ip`: claim 6's files (`plan._conditional_tasks`)."""
     loaded = {r: Run.load(ctx.folder / r) for r in runs}
     measured = None if ip is None else _ip_measurements(ctx.folder, loaded, ip)
-    answers: dict[str, list[Expression]] = {}
+    answers: dict[str, list[JudgedAnswers]] = {}
     for r, before_key in (judged or {}).items():
         before, after = _judged(ctx.folder, before_key), _judged(ctx.folder, r)
         info = {k: v for k, v in read_json(ctx.folder / judged_files(r)[0]).items() if k in ("identity", "spec")}

@@ -21,6 +21,7 @@ from torch import Tensor
 from defense_interp.errors import RunError
 from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 from defense_interp.metrics.stats import Estimate
+from defense_interp.training.measure import Expression
 from defense_interp.training.probe import GradientProbe, probe_file
 
 __all__ = ["Checkpoint", "clear_checkpoint", "load_checkpoint", "save_checkpoint"]
@@ -42,8 +43,8 @@ class Checkpoint:
     losses: list[float]
     stat_steps: list[dict[str, Tensor]]
     probes: list[GradientProbe]
-    before: tuple[dict[str, Estimate], list[str]] | None
-    loss_start: dict[str, Estimate]
+    before: Expression | None
+    loss_before: dict[str, Estimate]
     fingerprint: dict[str, Any]
 
 
@@ -79,8 +80,8 @@ def save_checkpoint(folder: str | Path, ck: Checkpoint) -> None:
             "losses": ck.losses,
             "probes": [p.step for p in ck.probes],
             "fingerprint": ck.fingerprint,
-            "before": None if ck.before is None else {"scores": plain(ck.before[0]), "answers": ck.before[1]},
-            "loss_start": plain(ck.loss_start),
+            "before": None if ck.before is None else ck.before.to_dict(),
+            "loss_before": plain(ck.loss_before),
         },
     )
 
@@ -114,8 +115,8 @@ def load_checkpoint(folder: str | Path, fingerprint: dict[str, Any]) -> Checkpoi
         losses=meta["losses"],
         stat_steps=stat_steps,
         probes=[GradientProbe.load(root / probe_file(s)) for s in meta["probes"]],
-        before=None if before is None else (est(before["scores"]), before["answers"]),
-        loss_start=est(meta["loss_start"]),
+        before=None if before is None else Expression.from_dict(before),
+        loss_before=est(meta["loss_before"]),
         fingerprint=meta["fingerprint"],
     )
 

@@ -14,7 +14,8 @@ __all__ = ["TrainConfig"]
 @dataclass(frozen=True)
 class TrainConfig:
     """Training hyper-parameters. `lr` applies to the LoRA adapters (or all weights with
-    `lora=False`, where a smaller value such as 2e-5 is usual)."""
+    `lora=False`, where a smaller value such as 2e-5 is usual). `check_every`: how often (in steps)
+    `train(until=...)` asks whether to stop."""
 
     steps: int = 30
     batch_size: int = 4
@@ -31,6 +32,7 @@ class TrainConfig:
     loss_examples: int = 16
     probe_steps: tuple[int, ...] = ()
     checkpoint_every: int = 10
+    check_every: int = 8
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (tuples as lists): what a run records as its config."""
@@ -46,7 +48,7 @@ class TrainConfig:
             raise ConfigError(
                 f"TrainConfig.checkpoint_every must be ≥ 0 (0: no checkpoints), got {self.checkpoint_every}"
             )
-        for key in ("steps", "batch_size", "lora_rank", "max_length", "loss_examples"):
+        for key in ("steps", "batch_size", "lora_rank", "max_length", "loss_examples", "check_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"TrainConfig.{key} must be at least 1, got {getattr(self, key)}")
         if not self.lr > 0:

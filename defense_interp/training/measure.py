@@ -1,11 +1,14 @@
-"""What a run measures before and after training: trait expression at test time, and the
-response-token loss on a fixed subset of the training data with the training-time intervention on
-("train_time") and off ("test_time")."""
+"""What a run measures before and after training: trait expression at test time (`Expression`),
+and the response-token loss on a fixed subset of the training data with the training-time
+intervention on ("train_time") and off ("test_time"). `Start` holds what is already known of the
+model a run starts from, so that every run of a study need not measure it again."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -21,14 +24,41 @@ from defense_interp.training.conditions import Baseline, Condition
 from defense_interp.training.config import TrainConfig
 from defense_interp.types import Model
 
-__all__ = ["LOSS_MODES", "loss_estimates", "loss_examples", "measure_expression"]
+__all__ = ["LOSS_MODES", "Expression", "Start", "loss_estimates", "loss_examples", "measure_expression"]
 
 LOSS_MODES = ("train_time", "test_time")
 
 
+@dataclass(frozen=True)
+class Expression:
+    """A model's trait expression at test time: its scores (`projection`, `contrast` where the trait
+    has eval pairs; a judged study adds `judge`, `judge_share`), each an `Estimate` with its interval
+    over eval questions, and the answers the projection was measured on."""
+
+    scores: dict[str, Estimate]
+    answers: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scores": {k: v.to_dict() for k, v in self.scores.items()}, "answers": list(self.answers)}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Expression:
+        return cls({k: Estimate.from_dict(v) for k, v in record["scores"].items()}, list(record["answers"]))
+
+
+@dataclass(frozen=True)
+class Start:
+    """What is already measured of the model a run starts from (the same weights, settings and
+    examples): its `expression` at test time, and `loss` entries of its loss table (`train_time`,
+    `test_time`) on the run's loss examples (`loss_examples`). `train(start=...)` reuses them."""
+
+    expression: Expression | None = None
+    loss: dict[str, Estimate] = field(default_factory=dict)
+
+
 def measure_expression(
     model: Model, trait: Trait, axes: TraitAxes, cfg: TrainConfig, *, progress: bool = True
-) -> tuple[dict[str, Estimate], list[str]]:
+) -> Expression:
     """Projection and contrast scores of `model` at test time, and its answers."""
     questions = trait.eval_questions[: cfg.eval_questions] if cfg.eval_questions else trait.eval_questions
     proj, answers = projection_score(
@@ -37,7 +67,7 @@ def measure_expression(
     scores = {"projection": proj}
     if trait.eval_pairs:
         scores["contrast"] = contrast_score(model, trait)
-    return scores, answers
+    return Expression(scores, answers)
 
 
 def loss_examples(convs: Sequence[Conversation], cfg: TrainConfig, gen: torch.Generator) -> list[Conversation]:

@@ -38,7 +38,7 @@ from defense_interp.training.probe import GradientProbe, probe_file
 
 __all__ = ["AXES_DIR", "CONDITION_AXES_DIR", "FAILED_FILE", "GRADIENTS_FILE", "RUN_FILE", "TRAINED_FILE", "Run"]
 
-FORMAT = 2  # 2: typed condition records and a top-level `init`
+FORMAT = 3  # 2: typed condition records and a top-level `init`; 3: the loss table keyed before/after
 RUN_FILE = "run.json"
 FAILED_FILE = "failed.json"
 GRADIENTS_FILE = "gradients.safetensors"

@@ -121,9 +121,14 @@ def loss_curve_figure(cmp: Any) -> go.Figure:
 
 
 def loss_table_figure(cmp: Any) -> go.Figure:
-    """Response-token loss on training examples, intervention on/off, at start and end."""
+    """Response-token loss on training examples, intervention on/off, before and after training."""
     fig = go.Figure()
-    bars(fig, cmp.loss_rows(), ["start/train_time", "start/test_time", "end/train_time", "end/test_time"], cmp.labels)
+    bars(
+        fig,
+        cmp.loss_rows(),
+        ["before/train_time", "before/test_time", "after/train_time", "after/test_time"],
+        cmp.labels,
+    )
     fig.update_layout(template="plotly_white", barmode="group", height=360, yaxis_title="loss (nats/token)")
     return fig
 

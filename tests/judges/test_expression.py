@@ -4,7 +4,7 @@ import pytest
 
 import defense_interp as di
 from defense_interp.errors import ConfigError
-from defense_interp.judges import Expression, LocalJudge, trait_expression
+from defense_interp.judges import JudgedAnswers, LocalJudge, trait_expression
 
 
 def scripted(scores):
@@ -64,7 +64,7 @@ def test_expression_summaries_follow_their_definitions(tiny, trait, tmp_path):
     assert ex.refusal.mean == pytest.approx(sum(r["trait"] is None for r in recs) / 12)
     lines = [json.loads(x) for x in (tmp_path / "answers.jsonl").read_text().splitlines()]
     assert lines == list(recs)
-    assert Expression.from_dict(json.loads(json.dumps(ex.to_dict()))) == ex
+    assert JudgedAnswers.from_dict(json.loads(json.dumps(ex.to_dict()))) == ex
 
 
 def test_several_seeds_give_an_interval_over_seeds(tiny, trait):

@@ -239,7 +239,7 @@ def test_lat_and_embedding_at_train_against_their_adversary(tiny, convs, random_
         assert run.condition is cond and run.condition.epsilon == cond.epsilon and len(run.losses) == 2
         # same seed, weights and batch at step 0: the adversary raises the training loss
         assert run.losses[0] > base.losses[0]
-        start = run.loss_table["start"]
+        start = run.loss_table["before"]
         assert start["train_time"].mean > start["test_time"].mean  # train-time loss includes the adversary
     assert di.EmbeddingAT(0.1, 2).point == "resid_pre" and di.EmbeddingAT(0.1, 2).layer == 0
     assert count_hooks(tiny) == hooks

@@ -77,10 +77,10 @@ def test_compare_rejects_duplicate_seeds():
 
 def test_loss_explained_away_pairs_each_run_with_itself_at_the_start():
     rows = {r["run"]: r for r in planted().explained_rows()}
-    e = rows["ip"]["start: on − off"]
+    e = rows["ip"]["before: on − off"]
     assert e.mean == pytest.approx(-0.5, abs=0.03) and e.over == "seeds (paired)"
-    assert rows["pps_a8"]["start: on − off"].mean == pytest.approx(0.0, abs=0.03)
-    assert rows["ip"]["end/test_time − baseline"].mean == pytest.approx(0.0, abs=0.03)
+    assert rows["pps_a8"]["before: on − off"].mean == pytest.approx(0.0, abs=0.03)
+    assert rows["ip"]["after/test_time − baseline"].mean == pytest.approx(0.0, abs=0.03)
 
 
 def test_loss_curve_interval_over_seeds():

@@ -8,7 +8,7 @@ import pytest
 
 import defense_interp as di
 from defense_interp.cli import main
-from defense_interp.judges import Expression
+from defense_interp.judges import JudgedAnswers
 from defense_interp.study.claims import JUDGE_RULE, ip_shift
 from defense_interp.study.tasks import _with_judge
 from tests.support.helpers import TINY_QUICK_STUDY_ARGS
@@ -24,7 +24,7 @@ def test_a_tiny_study_with_a_local_judge_runs_end_to_end(tmp_path):
         names = [t["name"] for t in claim["tests"]]
         assert [n for n in names if n.endswith("(judge)")] == [f"{n} (judge)" for n in names if "(judge)" not in n]
     for key in ("untrained", "baseline", "pps_a4", "ip"):
-        ex = Expression.from_dict(json.loads((out / "judged" / "seed0" / f"{key}.json").read_text()))
+        ex = JudgedAnswers.from_dict(json.loads((out / "judged" / "seed0" / f"{key}.json").read_text()))
         assert len(ex.records) == 2 * 4  # two samples of each of the tiny size's four eval questions
         lines = (out / "judged" / "seed0" / f"{key}.jsonl").read_text().splitlines()
         assert [json.loads(x) for x in lines] == list(ex.records)
@@ -37,14 +37,14 @@ def test_a_tiny_study_with_a_local_judge_runs_end_to_end(tmp_path):
     assert (out / "study.log").read_text().count("sampling 2 answers per question") == 4
 
 
-def planted(question_scores: list[float], seed: int) -> Expression:
-    """An Expression whose questions have the given mean judge scores (two answers each)."""
+def planted(question_scores: list[float], seed: int) -> JudgedAnswers:
+    """An JudgedAnswers whose questions have the given mean judge scores (two answers each)."""
     records = [
         {"question": f"q{i}", "seed": seed, "sample": k, "answer": "a", "trait": s + d, "coherence": 90.0}
         for i, s in enumerate(question_scores)
         for k, d in enumerate((-1.0, 1.0))
     ]
-    return Expression(tuple(records), "planted", "planted coherence")
+    return JudgedAnswers(tuple(records), "planted", "planted coherence")
 
 
 def test_the_judge_sub_tests_follow_their_rule_on_planted_scores(tiny_quick_study):
@@ -82,7 +82,7 @@ def test_with_a_judge_claim_6_gains_a_counted_judge_mirror_of_h5(tiny, trait, tm
     claim6 = next(f for f in findings.findings if f.claim == 6)
     mirror = next(t for t in claim6.tests if t.name.endswith("(judge)"))
     assert mirror.counted and mirror.effect is not None and "judge score" in mirror.statistic
-    ex = Expression.from_dict(
+    ex = JudgedAnswers.from_dict(
         json.loads((tmp_path / "study" / "judged" / "seed0" / "ip.with_ip_prompt.json").read_text())
     )
     assert len(ex.records) == 4  # one sample of each of the four eval questions

@@ -95,7 +95,7 @@ def test_a_planted_prompt_shift_is_found_on_the_axis(tiny, short, axes):
 def test_conditional_expression_without_a_prompt_is_the_plain_expression(tiny, trait, axes):
     cfg = tiny_config(eval_questions=3, eval_max_new_tokens=4)
     got = conditional_expression(tiny, trait, axes, {"none": None, "ip": PROMPT}, cfg)
-    plain, _ = di.measure_expression(tiny, trait, axes, cfg)
+    plain = di.measure_expression(tiny, trait, axes, cfg).scores
     assert got["none"]["projection"].samples == plain["projection"].samples
     assert got["none"]["contrast"].samples == plain["contrast"].samples
     assert got["ip"]["projection"].samples != plain["projection"].samples

@@ -70,11 +70,11 @@ def fake_run(
     )
     expr = {w: {"projection": _est([v + e for e in noise(4)])} for w, v in (("before", before), ("after", after))}
     loss = {
-        "start": {
+        "before": {
             "train_time": _est([start_train + e for e in noise(4)]),
             "test_time": _est([start_test + e for e in noise(4)]),
         },
-        "end": {"train_time": _est([2.0 + e for e in noise(4)]), "test_time": _est([2.0 + e for e in noise(4)])},
+        "after": {"train_time": _est([2.0 + e for e in noise(4)]), "test_time": _est([2.0 + e for e in noise(4)])},
     }
     return di.Run(
         name=name,

@@ -26,7 +26,7 @@ def test_run_records_every_layer_and_finite_statistics(runs, tiny):
     assert all(torch.isfinite(getattr(run.gradients, k)).all() for k in ("pressure", "pressure_norm", "axis_share"))
     assert type(run.condition) is di.PPS and run.condition.coef == 2.0
     assert set(run.expression) == {"before", "after"} and set(run.expression["after"]) == {"projection", "contrast"}
-    assert set(run.loss_table["end"]) == {"train_time", "test_time"}
+    assert set(run.loss_table["after"]) == {"train_time", "test_time"}
     assert run.trained_state() and all("lora_" in k for k in run.trained_state())
 
 
@@ -35,15 +35,15 @@ def test_probes_are_taken_at_the_requested_steps_and_saved(runs):
     assert [p.step for p in run.probes] == [0, 3]
     assert run.probes[0].labels == ("baseline", "pps_a2")
     # the probe batch is the first loss batch, and step 0 has the starting weights
-    assert float(run.probes[0].loss[0]) == pytest.approx(run.loss_table["start"]["test_time"].samples[0], rel=1e-5)
-    assert float(run.probes[0].loss[1]) == pytest.approx(run.loss_table["start"]["train_time"].samples[0], rel=1e-5)
-    assert float(run.probes[1].loss[0]) == pytest.approx(run.loss_table["end"]["test_time"].samples[0], rel=1e-5)
+    assert float(run.probes[0].loss[0]) == pytest.approx(run.loss_table["before"]["test_time"].samples[0], rel=1e-5)
+    assert float(run.probes[0].loss[1]) == pytest.approx(run.loss_table["before"]["train_time"].samples[0], rel=1e-5)
+    assert float(run.probes[1].loss[0]) == pytest.approx(run.loss_table["after"]["test_time"].samples[0], rel=1e-5)
 
 
 def test_loss_table_is_over_batches_and_paired_across_runs(runs):
     base, ip = runs["baseline"], runs["ip"]
-    assert base.loss_table["start"]["test_time"].n == len(base.loss_table["start"]["test_time"].samples) == 1
-    assert base.loss_table["start"]["test_time"].samples == pytest.approx(ip.loss_table["start"]["test_time"].samples)
+    assert base.loss_table["before"]["test_time"].n == len(base.loss_table["before"]["test_time"].samples) == 1
+    assert base.loss_table["before"]["test_time"].samples == pytest.approx(ip.loss_table["before"]["test_time"].samples)
 
 
 def test_two_stage_training_continues_from_the_trained_adapters(tiny, trait, tiny_axes, runs):
@@ -59,8 +59,8 @@ def test_two_stage_training_continues_from_the_trained_adapters(tiny, trait, tin
         progress=False,
     )
     # starts where stage 1 ended: same weights, same loss batches
-    assert stage2.loss_table["start"]["test_time"].samples == pytest.approx(
-        runs["baseline"].loss_table["end"]["test_time"].samples, rel=1e-5
+    assert stage2.loss_table["before"]["test_time"].samples == pytest.approx(
+        runs["baseline"].loss_table["after"]["test_time"].samples, rel=1e-5
     )
     assert stage2.expression["before"] == runs["baseline"].expression["after"]
     assert stage2.init == "baseline" and type(stage2.condition) is di.PPS
@@ -123,18 +123,18 @@ def test_training_changes_the_copy_not_the_callers_model(tiny, trait, tiny_axes)
     after = tiny.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not [n for n, _ in tiny.named_parameters() if "lora_" in n]
-    assert run.loss_table["end"]["test_time"].mean != run.loss_table["start"]["test_time"].mean
+    assert run.loss_table["after"]["test_time"].mean != run.loss_table["before"]["test_time"].mean
 
 
 def test_ip_loss_differs_only_with_the_prompt_in_place(runs):
-    start = runs["ip"].loss_table["start"]
-    base = runs["baseline"].loss_table["start"]
+    start = runs["ip"].loss_table["before"]
+    base = runs["baseline"].loss_table["before"]
     assert start["test_time"].mean == pytest.approx(base["test_time"].mean)  # same model, same data
     assert start["train_time"].mean != pytest.approx(start["test_time"].mean)  # prompt inserted
 
 
 def test_pps_steers_during_training_only(runs):
-    start = runs["pps"].loss_table["start"]
+    start = runs["pps"].loss_table["before"]
     assert start["train_time"].mean != pytest.approx(start["test_time"].mean)
 
 
@@ -162,3 +162,28 @@ def test_corrupted_run_folder_is_a_clear_error(runs, tmp_path):
     (bad / "run.json").unlink()
     with pytest.raises(di.RunError, match="missing"):
         di.Run.load(bad)
+
+
+def test_every_input_is_checked_before_any_work(tiny, trait, tiny_axes, monkeypatch, users_view):
+    from defense_interp.training import session
+
+    def no_work(*_a, **_k):
+        raise AssertionError("train() copied the model before checking its inputs")
+
+    monkeypatch.setattr(session, "copy_model", no_work)
+    for call, error, fragment in (
+        (lambda: di.train(tiny, trait, di.Baseline(), CFG), di.ConfigError, "baseline holds none, pass axes"),
+        (lambda: di.train(tiny, [], di.Baseline(), CFG, axes=tiny_axes), di.DataError, "empty"),
+        (lambda: di.train(tiny, trait, di.IP(), CFG, axes=tiny_axes, resume=True), di.ConfigError, "run folder"),
+        (lambda: di.train(tiny, trait, "pps", CFG, axes=tiny_axes), di.ConfigError, "takes a Condition"),
+        (lambda: di.train(tiny, trait, di.IP(), {"steps": 3}, axes=tiny_axes), di.ConfigError, "TrainConfig"),
+    ):
+        with pytest.raises(error, match=fragment):
+            call()
+    with pytest.raises(AssertionError, match="copied"):  # the PPS condition carries its axes: no axes= needed
+        di.train(tiny, trait, di.PPS(tiny_axes, coef=1.0), CFG)
+
+
+def test_plain_conversations_train_without_measuring_expression(tiny, trait, tiny_axes):
+    run = di.train(tiny, trait.train_data[:4], di.Baseline(), CFG, axes=tiny_axes, progress=False)
+    assert run.expression == {} and set(run.loss_table) == {"before", "after"}

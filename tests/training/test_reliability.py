@@ -55,8 +55,8 @@ def test_non_finite_training_stops_naming_step_and_place(tiny, convs, random_axe
 def test_same_seed_gives_identical_metrics_and_records_provenance(tiny, convs, random_axes):
     cfg = CFG
     trait = di.Trait.builtin("evil")
-    a = di.train(tiny, convs, di.PPS(random_axes, coef=2.0), cfg, axes=random_axes, trait=trait, progress=False)
-    b = di.train(tiny, convs, di.PPS(random_axes, coef=2.0), cfg, axes=random_axes, trait=trait, progress=False)
+    a = di.train(tiny, trait.with_train_data(convs), di.PPS(random_axes, coef=2.0), cfg, progress=False)
+    b = di.train(tiny, trait.with_train_data(convs), di.PPS(random_axes, coef=2.0), cfg, progress=False)
     assert a.losses == b.losses and a.meta()["expression"] == b.meta()["expression"]
     assert all(
         torch.equal(x, y) for x, y in zip(a.gradients.tensors().values(), b.gradients.tensors().values(), strict=False)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import defense_interp as di
-from defense_interp.training.measure import loss_estimates, loss_examples
+from defense_interp.training.measure import Start, loss_estimates, loss_examples
 from tests.support.helpers import tiny_config
 
 
@@ -44,7 +44,7 @@ def test_a_runs_start_from_the_shared_untrained_loss_equals_its_own_measurement(
     shared = loss_estimates(tiny, convs, di.Baseline(), cfg, modes=("test_time",))
     for cond in (di.Baseline(), di.PPS(random_axes, coef=4.0)):
         own = di.train(tiny, trait, cond, cfg, axes=random_axes, progress=False)
-        reused = di.train(tiny, trait, cond, cfg, axes=random_axes, progress=False, loss_before=shared)
+        reused = di.train(tiny, trait, cond, cfg, axes=random_axes, progress=False, start=Start(loss=shared))
         assert reused.loss_table == own.loss_table
 
 
@@ -52,8 +52,8 @@ def test_a_two_stage_run_may_start_from_its_first_stages_end(tiny, trait, random
     cfg = tiny_config(steps=2, loss_examples=4)
     first = di.train(tiny, trait, di.Baseline(), cfg, tmp_path / "base", axes=random_axes, progress=False)
     own = di.train(tiny, trait, di.IP(), cfg, axes=random_axes, init=first, progress=False)
-    end = {"test_time": first.loss_table["end"]["test_time"]}
-    reused = di.train(tiny, trait, di.IP(), cfg, axes=random_axes, init=first, progress=False, loss_before=end)
+    end = {"test_time": first.loss_table["after"]["test_time"]}
+    reused = di.train(tiny, trait, di.IP(), cfg, axes=random_axes, init=first, progress=False, start=Start(loss=end))
     assert reused.loss_table == own.loss_table
 
 

@@ -1,5 +1,7 @@
 """`train(until=...)`: training that stops once a condition holds (matched training)."""
 
+import dataclasses
+
 import pytest
 
 import defense_interp as di
@@ -13,7 +15,7 @@ def test_training_stops_when_until_says_so_and_records_where(tiny, trait, random
         seen.append((steps, model.training))
         return steps >= 4
 
-    cfg = di.TrainConfig(steps=10, batch_size=2, loss_examples=2, checkpoint_every=0)
+    cfg = di.TrainConfig(steps=10, batch_size=2, loss_examples=2, checkpoint_every=0, check_every=2)
     run = di.train(
         tiny,
         trait.train_data[:8],
@@ -22,7 +24,6 @@ def test_training_stops_when_until_says_so_and_records_where(tiny, trait, random
         out=tmp_path / "r",
         axes=random_axes,
         until=until,
-        check_every=2,
         progress=False,
     )
     assert seen == [(2, False), (4, False)]  # asked every two steps, in eval mode
@@ -32,14 +33,13 @@ def test_training_stops_when_until_says_so_and_records_where(tiny, trait, random
         tiny,
         trait.train_data[:8],
         di.Baseline(),
-        cfg,
+        dataclasses.replace(cfg, check_every=3),
         axes=random_axes,
         until=lambda m, s: False,
-        check_every=3,
         progress=False,
     )
     assert len(capped.losses) == 10 and capped.provenance["stopped_at"] is None
     # the steps before the stop are the uninterrupted run's steps
     assert capped.losses[:4] == pytest.approx(run.losses)
-    with pytest.raises(ConfigError):
-        di.train(tiny, trait.train_data[:8], di.Baseline(), cfg, axes=random_axes, until=until, check_every=0)
+    with pytest.raises(ConfigError, match="check_every"):  # refused by the config, before any model is copied
+        dataclasses.replace(cfg, check_every=0)
