@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from defense_interp.report.ip_section import ip_sections
 from defense_interp.types import hook_name
 from defense_interp.viz import figures
 from defense_interp.viz import study as study_figures
+from defense_interp.viz.views import AxesView, ComparisonView, JudgedView
 
 __all__ = ["Section", "findings_html", "plural", "write_page", "write_report"]
 
@@ -130,7 +132,7 @@ def findings_html(
     )
 
 
-def _judged_sections(judged: dict[str, list[Any]]) -> list[Section]:
+def _judged_sections(judged: Mapping[str, Sequence[JudgedView]]) -> list[Section]:
     """The judge's distributions per condition, and every sampled answer with its scores."""
     first = next(iter(judged.values()))[0]
     n = len(first.records) // max(1, len(first.questions()))
@@ -163,13 +165,13 @@ def _judged_sections(judged: dict[str, list[Any]]) -> list[Section]:
 
 
 def write_report(
-    cmp: Any,
+    cmp: ComparisonView,
     path: str | Path,
     *,
-    axes: Any = None,
+    axes: AxesView | None = None,
     title: str | None = None,
     findings: Findings | None = None,
-    judged: dict[str, list[Any]] | None = None,
+    judged: Mapping[str, Sequence[JudgedView]] | None = None,
     ip: dict[str, Any] | None = None,
 ) -> Path:
     """Write the report of a `Comparison` (optionally with its `TraitAxes`, `Findings`, the

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from defense_interp.viz.common import COLORS, band, bars, heat
+from defense_interp.viz.views import AxesView, ComparisonView
 
 __all__ = [
     "axes_figure",
@@ -26,7 +25,7 @@ _STAT_TITLES = {
 }
 
 
-def axes_figure(axes: Any) -> go.Figure:
+def axes_figure(axes: AxesView) -> go.Figure:
     """Held-out Cohen's d and axis norm per layer, chosen layer marked."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     layers = list(range(axes.n_layers))
@@ -46,7 +45,9 @@ def axes_figure(axes: Any) -> go.Figure:
     return fig
 
 
-def pressure_figure(cmp: Any, stats: tuple[str, ...] = ("pressure", "pressure_norm", "axis_share")) -> go.Figure:
+def pressure_figure(
+    cmp: ComparisonView, stats: tuple[str, ...] = ("pressure", "pressure_norm", "axis_share")
+) -> go.Figure:
     """One panel per statistic: mean over steps per layer, with 95% intervals over steps."""
     fig = make_subplots(rows=1, cols=len(stats), subplot_titles=[_STAT_TITLES[s] for s in stats])
     for c, stat in enumerate(stats, 1):
@@ -65,7 +66,7 @@ def pressure_figure(cmp: Any, stats: tuple[str, ...] = ("pressure", "pressure_no
     return fig
 
 
-def cosine_figure(cmp: Any) -> go.Figure:
+def cosine_figure(cmp: ComparisonView) -> go.Figure:
     """Left: run × run cosine of mean gradient vectors at the axes layer. Right: each pair over layers."""
     li = cmp.layers.index(cmp.axes_layer) if cmp.axes_layer in cmp.layers else len(cmp.layers) // 2
     k = len(cmp.labels)
@@ -103,7 +104,7 @@ def cosine_figure(cmp: Any) -> go.Figure:
     return fig
 
 
-def loss_curve_figure(cmp: Any) -> go.Figure:
+def loss_curve_figure(cmp: ComparisonView) -> go.Figure:
     """Training loss (mean response-token cross-entropy of each step's batch) per condition: mean
     over seeds with its 95% interval over seeds (no band with one seed)."""
     fig = go.Figure()
@@ -120,7 +121,7 @@ def loss_curve_figure(cmp: Any) -> go.Figure:
     return fig
 
 
-def loss_table_figure(cmp: Any) -> go.Figure:
+def loss_table_figure(cmp: ComparisonView) -> go.Figure:
     """Response-token loss on training examples, intervention on/off, before and after training."""
     fig = go.Figure()
     bars(
@@ -133,7 +134,7 @@ def loss_table_figure(cmp: Any) -> go.Figure:
     return fig
 
 
-def expression_figure(cmp: Any) -> go.Figure:
+def expression_figure(cmp: ComparisonView) -> go.Figure:
     """Projection and contrast scores before and after training, 95% intervals."""
     rows = cmp.expression_rows()
     fig = make_subplots(rows=1, cols=2, subplot_titles=["projection score", "contrast score"])

@@ -4,17 +4,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from defense_interp.viz.common import COLORS, HEAT, band, bars, heat
+from defense_interp.viz.views import ComparisonView, JudgedView, ProbeView
 
 __all__ = ["diffuseness_figure", "explained_figure", "probe_cosine_figure", "probe_figure", "sweep_figure"]
 
 
-def probe_figure(probe: Any, layer: int | None = None) -> go.Figure:
+def probe_figure(probe: ProbeView, layer: int | None = None) -> go.Figure:
     """One probe: condition × condition cosine of ḡ at `layer` (default: the middle probed layer)
     and cos(Δ^c_l, v̂_l) per condition and layer."""
     layer = probe.layers[len(probe.layers) // 2] if layer is None else layer
@@ -41,7 +42,7 @@ def probe_figure(probe: Any, layer: int | None = None) -> go.Figure:
     return fig
 
 
-def probe_cosine_figure(cmp: Any) -> go.Figure:
+def probe_cosine_figure(cmp: ComparisonView) -> go.Figure:
     """Probe-level cosine matrices at the axes layer, averaged over probes: ḡ, Δ from baseline, and
     the parameter gradients of all trainable modules."""
     panels = []
@@ -63,7 +64,7 @@ def probe_cosine_figure(cmp: Any) -> go.Figure:
 
 
 def diffuseness_figure(
-    cmp: Any, stats: tuple[str, ...] = ("delta_axis_cos", "delta_pr", "eff_rank", "axis_share")
+    cmp: ComparisonView, stats: tuple[str, ...] = ("delta_axis_cos", "delta_pr", "eff_rank", "axis_share")
 ) -> go.Figure:
     """Probe statistics per layer and condition (mean with 95% interval; see `study.probes.PROBE_STATS`)."""
     fig = make_subplots(rows=2, cols=2, subplot_titles=[cmp.probe_stat_title(s) for s in stats], vertical_spacing=0.16)
@@ -92,7 +93,7 @@ def diffuseness_figure(
     return fig
 
 
-def explained_figure(cmp: Any) -> go.Figure:
+def explained_figure(cmp: ComparisonView) -> go.Figure:
     """Loss of each condition minus the baseline's on the same batches (negative = explained away)."""
     rows = cmp.explained_rows()
     keys = [k for k in (rows[0] if rows else {}) if k != "run"]
@@ -105,7 +106,7 @@ def explained_figure(cmp: Any) -> go.Figure:
     return fig
 
 
-def sweep_figure(cmp: Any) -> go.Figure:
+def sweep_figure(cmp: ComparisonView) -> go.Figure:
     """The α sweep: normalised pressure at the axes layer and the projection score after training."""
     rows = cmp.sweep_rows()
     fig = make_subplots(
@@ -141,7 +142,7 @@ def sweep_figure(cmp: Any) -> go.Figure:
     return fig
 
 
-def judge_figure(judged: dict[str, list[Any]]) -> go.Figure:
+def judge_figure(judged: Mapping[str, Sequence[JudgedView]]) -> go.Figure:
     """Per condition (and the untrained model), the distribution of the judge's trait scores of its
     sampled answers after training (all seeds), and of the coherence scores where judged."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=["trait score (judge)", "coherence (judge)"])
