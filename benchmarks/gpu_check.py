@@ -73,7 +73,7 @@ def study(model, out: Path, smoke: bool) -> dict:
     """The quick study on `model` (on the smoke run: two steps of the tiny sizes)."""
     cfg = StudyConfig(design="quick", size="tiny" if smoke else "quick", sizes={"steps": 2} if smoke else {})
     t0 = time.perf_counter()
-    _, findings, _ = run_study(model, di.Trait.builtin("evil"), cfg, out / "study", progress=False)
+    findings = run_study(model, di.Trait.builtin("evil"), cfg, out / "study", progress=False).findings
     return {
         "wall_s": round(time.perf_counter() - t0, 1),
         "verdicts": findings.verdicts(),

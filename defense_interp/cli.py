@@ -137,7 +137,7 @@ def study(args: argparse.Namespace) -> Path | None:
 
         _print_plan(study_plan(model, trait, cfg), model, trait.train_data, cfg.train_config(cfg.first_seed))
         return None
-    _, _, path = run_study(model, trait, cfg, args.out, resume=args.resume, **_execution(args))
+    path = run_study(model, trait, cfg, args.out, resume=args.resume, **_execution(args)).report
     print(Path(path).resolve())
     return path
 

@@ -15,8 +15,9 @@ can be plugged in wherever a judge is taken (the built-in refusal rule, `Substri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -30,7 +31,24 @@ from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.models import model_device
 from defense_interp.types import Model
 
-__all__ = ["Judge", "contrast_score", "projection_score", "question_prompt"]
+__all__ = ["Expression", "Judge", "contrast_score", "projection_score", "question_prompt"]
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A model's trait expression at test time: its scores (`projection`, `contrast` where the trait
+    has eval pairs; a judged study adds `judge`, `judge_share`), each an `Estimate` with its interval
+    over eval questions, and the answers the projection was measured on."""
+
+    scores: dict[str, Estimate]
+    answers: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scores": {k: v.to_dict() for k, v in self.scores.items()}, "answers": list(self.answers)}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Expression:
+        return cls({k: Estimate.from_dict(v) for k, v in record["scores"].items()}, list(record["answers"]))
 
 
 @runtime_checkable
@@ -54,9 +72,9 @@ def projection_score(
     batch_size: int = 16,
     system_prompt: str | None = None,
     progress: bool = True,
-) -> tuple[Estimate, list[str]]:
-    """The projection score and the generated answers (greedy decoding; `seed` is recorded for
-    sampled variants); `system_prompt`: a system message in every prompt (None: none);
+) -> Expression:
+    """The projection score (`scores["projection"]`) and the generated answers it was measured on
+    (greedy decoding; `seed` is recorded for sampled variants); `system_prompt`: a system message in every prompt (None: none);
     `progress`: progress bars while generating and reading activations."""
     if not questions:
         raise DataError("projection score needs at least one evaluation question")
@@ -82,7 +100,7 @@ def projection_score(
         progress=progress,
     )
     proj = means[:, 0] @ axes.unit(layer)
-    return mean_ci(proj, over="eval questions", keep=True), answers
+    return Expression({"projection": mean_ci(proj, over="eval questions", keep=True)}, answers)
 
 
 def question_prompt(question: str, system_prompt: str | None = None) -> list[dict[str, str]]:

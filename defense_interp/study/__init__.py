@@ -19,7 +19,7 @@ from defense_interp.study.compare import Comparison, compare
 from defense_interp.study.probes import PROBE_STATS
 from defense_interp.study.prompt_shift import IPMeasurements, PromptShift, conditional_expression, prompt_shift
 from defense_interp.study.roles import Roles, find_roles
-from defense_interp.study.runner import DESIGNS, SIZES, StudyConfig, run_study, study_plan
+from defense_interp.study.runner import DESIGNS, SIZES, StudyConfig, StudyResult, run_study, study_plan
 
 __all__ = [
     "CLAIMS",
@@ -31,6 +31,7 @@ __all__ = [
     "PromptShift",
     "Roles",
     "StudyConfig",
+    "StudyResult",
     "assess",
     "compare",
     "conditional_expression",

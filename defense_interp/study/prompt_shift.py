@@ -229,7 +229,7 @@ def conditional_expression(
     questions = trait.eval_questions[: cfg.eval_questions] if cfg.eval_questions else trait.eval_questions
     out: dict[str, dict[str, Estimate]] = {}
     for name, text in prompts.items():
-        proj, _ = projection_score(
+        proj = projection_score(
             model,
             axes,
             questions,
@@ -237,7 +237,7 @@ def conditional_expression(
             seed=cfg.seed,
             system_prompt=text,
             progress=progress,
-        )
+        ).scores["projection"]
         out[name] = {"projection": proj}
         if trait.eval_pairs and (contrast is None or name in contrast):
             out[name]["contrast"] = contrast_score(model, trait, system_prompt=text)

@@ -29,6 +29,7 @@ last checkpoint, so an interrupted study continues where it stopped.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,22 @@ __all__ = [
     "REPORT_FILE",
     "SIZES",
     "StudyConfig",
+    "StudyResult",
     "run_study",
     "study_plan",
 ]
 
 LOG_FILE = "study.log"
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What `run_study` returns: the comparison of every run, the findings (one verdict per claim)
+    and the path of the report, all also written into the study folder."""
+
+    comparison: Comparison
+    findings: Findings
+    report: Path
 
 
 def run_study(
@@ -67,8 +79,8 @@ def run_study(
     progress: bool = True,
     executor: Any = None,
     **execution: Any,
-) -> tuple[Comparison, Findings, Path]:
-    """Run the study into `out`; returns the comparison, the findings and the report's path.
+) -> StudyResult:
+    """Run the study into `out`; returns its `StudyResult` (the comparison, the findings and the report's path).
     Finished runs in `out` are always reused; with `resume`, an interrupted run also continues from
     its last checkpoint instead of starting again.
 
@@ -89,4 +101,4 @@ def run_study(
         log(f"done in {time.time() - t0:.0f} s; verdicts:")
         for f in findings.findings:
             log(f"  claim {f.claim} ({f.title}): {f.summary}")
-    return cmp, findings, report
+    return StudyResult(cmp, findings, report)

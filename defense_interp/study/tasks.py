@@ -19,6 +19,7 @@ from defense_interp.axes import TraitAxes, extract_trait_axes
 from defense_interp.claims import Findings
 from defense_interp.data.traits import Trait
 from defense_interp.errors import RunError
+from defense_interp.evaluate import Expression
 from defense_interp.execution import TaskContext
 from defense_interp.io import log, read_json, write_json
 from defense_interp.judges import JudgedAnswers, build_judge, trait_expression
@@ -39,7 +40,7 @@ from defense_interp.training import (
     train,
 )
 from defense_interp.training.adapters import load_trained
-from defense_interp.training.measure import Expression, Start, loss_estimates, loss_examples
+from defense_interp.training.measure import Start, loss_estimates, loss_examples
 from defense_interp.training.runs import AXES_DIR
 
 __all__ = [

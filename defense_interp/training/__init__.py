@@ -32,7 +32,7 @@ from defense_interp.training.conditions import (
 from defense_interp.training.config import TrainConfig
 from defense_interp.training.ip_parts import AttentionKnockout, InducedSteering
 from defense_interp.training.loop import train
-from defense_interp.training.measure import Expression, Start, loss_estimates, measure_expression
+from defense_interp.training.measure import Start, loss_estimates, measure_expression
 from defense_interp.training.probe import GradientProbe, probe_gradients
 from defense_interp.training.runs import Run
 
@@ -45,7 +45,6 @@ __all__ = [
     "Baseline",
     "Condition",
     "EmbeddingAT",
-    "Expression",
     "GradientEdit",
     "GradientProbe",
     "InducedSteering",

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from defense_interp.errors import RunError
+from defense_interp.evaluate import Expression
 from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 from defense_interp.metrics.stats import Estimate
-from defense_interp.training.measure import Expression
 from defense_interp.training.probe import GradientProbe, probe_file
 
 __all__ = ["Checkpoint", "clear_checkpoint", "load_checkpoint", "save_checkpoint"]

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import Conversation
 from defense_interp.data.traits import Trait
+from defense_interp.evaluate import Expression
 from defense_interp.io import content_hash
 from defense_interp.metrics.stats import Estimate
 from defense_interp.models import model_identity
@@ -40,7 +41,7 @@ from defense_interp.provenance import __version__, package_versions
 from defense_interp.training.checkpoint import clear_checkpoint, load_checkpoint, save_checkpoint
 from defense_interp.training.conditions import Condition
 from defense_interp.training.config import TrainConfig
-from defense_interp.training.measure import Expression, Start, loss_estimates, loss_examples, measure_expression
+from defense_interp.training.measure import Start, loss_estimates, loss_examples, measure_expression
 from defense_interp.training.runs import Run
 from defense_interp.training.session import RunInputs, Session, check_inputs
 from defense_interp.types import Model, hook_name

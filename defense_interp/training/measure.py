@@ -5,10 +5,9 @@ model a run starts from, so that every run of a study need not measure it again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -16,7 +15,7 @@ from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import Conversation, encode_chat
 from defense_interp.data.traits import Trait
 from defense_interp.errors import ConfigError
-from defense_interp.evaluate import contrast_score, projection_score
+from defense_interp.evaluate import Expression, contrast_score, projection_score
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.models import model_device
@@ -24,26 +23,9 @@ from defense_interp.training.conditions import Baseline, Condition
 from defense_interp.training.config import TrainConfig
 from defense_interp.types import Model
 
-__all__ = ["LOSS_MODES", "Expression", "Start", "loss_estimates", "loss_examples", "measure_expression"]
+__all__ = ["LOSS_MODES", "Start", "loss_estimates", "loss_examples", "measure_expression"]
 
 LOSS_MODES = ("train_time", "test_time")
-
-
-@dataclass(frozen=True)
-class Expression:
-    """A model's trait expression at test time: its scores (`projection`, `contrast` where the trait
-    has eval pairs; a judged study adds `judge`, `judge_share`), each an `Estimate` with its interval
-    over eval questions, and the answers the projection was measured on."""
-
-    scores: dict[str, Estimate]
-    answers: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"scores": {k: v.to_dict() for k, v in self.scores.items()}, "answers": list(self.answers)}
-
-    @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> Expression:
-        return cls({k: Estimate.from_dict(v) for k, v in record["scores"].items()}, list(record["answers"]))
 
 
 @dataclass(frozen=True)
@@ -61,13 +43,12 @@ def measure_expression(
 ) -> Expression:
     """Projection and contrast scores of `model` at test time, and its answers."""
     questions = trait.eval_questions[: cfg.eval_questions] if cfg.eval_questions else trait.eval_questions
-    proj, answers = projection_score(
+    expression = projection_score(
         model, axes, questions, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed, progress=progress
     )
-    scores = {"projection": proj}
-    if trait.eval_pairs:
-        scores["contrast"] = contrast_score(model, trait)
-    return Expression(scores, answers)
+    if not trait.eval_pairs:
+        return expression
+    return Expression({**expression.scores, "contrast": contrast_score(model, trait)}, expression.answers)
 
 
 def loss_examples(convs: Sequence[Conversation], cfg: TrainConfig, gen: torch.Generator) -> list[Conversation]:

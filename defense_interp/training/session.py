@@ -15,6 +15,7 @@ from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import Conversation, check_conversation, encode_chat
 from defense_interp.data.traits import Trait
 from defense_interp.errors import ConfigError, DataError, NonFiniteError
+from defense_interp.evaluate import Expression
 from defense_interp.interventions.capture import GradientCapture
 from defense_interp.io import write_json, write_tensors
 from defense_interp.metrics.loss import response_token_loss
@@ -24,7 +25,6 @@ from defense_interp.training.adapters import copy_trained, make_trainable
 from defense_interp.training.checkpoint import Checkpoint
 from defense_interp.training.conditions import Baseline, Condition
 from defense_interp.training.config import TrainConfig
-from defense_interp.training.measure import Expression
 from defense_interp.training.probe import GradientProbe, probe_gradients
 from defense_interp.training.runs import FAILED_FILE, GRADIENTS_FILE, Run
 from defense_interp.types import Model, hook_name

@@ -7,13 +7,14 @@ a `ProbeView`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
 __all__ = ["AxesView", "ComparisonView", "EstimateView", "JudgedView", "ProbeView", "RunView"]
 
 
+@runtime_checkable
 class EstimateView(Protocol):
     """A number with its 95% interval and what the interval is over (`metrics.Estimate`)."""
 
@@ -29,6 +30,7 @@ class EstimateView(Protocol):
     def over(self) -> str: ...
 
 
+@runtime_checkable
 class AxesView(Protocol):
     """Trait axes per layer (`axes.TraitAxes`)."""
 
@@ -46,6 +48,7 @@ class AxesView(Protocol):
     def norms(self) -> Tensor: ...
 
 
+@runtime_checkable
 class ProbeView(Protocol):
     """One counterfactual gradient probe (`training.GradientProbe`)."""
 
@@ -63,6 +66,7 @@ class ProbeView(Protocol):
     def delta_axis_cosine(self) -> Tensor: ...
 
 
+@runtime_checkable
 class JudgedView(Protocol):
     """A judge's scores of sampled answers (`judges.JudgedAnswers`): one record per answer."""
 
@@ -75,6 +79,7 @@ class JudgedView(Protocol):
     def questions(self) -> list[str]: ...
 
 
+@runtime_checkable
 class RunView(Protocol):
     """One training run (`training.Run`), as the report's run table shows it."""
 
@@ -94,6 +99,7 @@ class RunView(Protocol):
     def condition(self) -> Any: ...
 
 
+@runtime_checkable
 class ComparisonView(Protocol):
     """Conditions compared over seeds (`study.Comparison`): the summaries the figures draw."""
 

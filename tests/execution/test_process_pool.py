@@ -17,7 +17,7 @@ from tests.support.helpers import VOLATILE
 def test_the_study_on_a_process_pool_equals_the_in_process_one(tiny_quick_study, tmp_path, trait):
     # spawned, not forked: a forked copy of a process that has run torch hangs (execute refuses it)
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        cmp, findings, _ = di.run_study(
+        result = di.run_study(
             di.load_model("tiny"),
             trait,
             di.StudyConfig(design="quick", size="tiny", sizes={"steps": 2}),  # = TINY_QUICK_STUDY_ARGS
@@ -26,7 +26,7 @@ def test_the_study_on_a_process_pool_equals_the_in_process_one(tiny_quick_study,
             executor=pool,
             threads_per_task=torch.get_num_threads(),
         )
-    for name, new in (("findings.json", findings.to_dict()), ("comparison.json", cmp.to_dict())):
+    for name, new in (("findings.json", result.findings.to_dict()), ("comparison.json", result.comparison.to_dict())):
         old = json.loads((tiny_quick_study[0] / name).read_text())
         assert _exact(old) == _exact(json.loads(json.dumps(new))) == _exact(json.loads((tmp_path / name).read_text()))
 

@@ -78,7 +78,7 @@ def test_with_a_judge_claim_6_gains_a_counted_judge_mirror_of_h5(tiny, trait, tm
     cfg = di.StudyConfig(
         design="full", size="tiny", seeds=1, coefs=(4.0,), sizes={"steps": 2}, judge={"kind": "local"}, samples=1
     )
-    _, findings, _ = di.run_study(tiny, trait, cfg, tmp_path / "study", progress=False)
+    findings = di.run_study(tiny, trait, cfg, tmp_path / "study", progress=False).findings
     claim6 = next(f for f in findings.findings if f.claim == 6)
     mirror = next(t for t in claim6.tests if t.name.endswith("(judge)"))
     assert mirror.counted and mirror.effect is not None and "judge score" in mirror.statistic
