@@ -34,12 +34,16 @@ mirror: the same gaps measured with the judge's mean 0–100 score of answers sa
 without the IP prompt (as in the judge sub-tests of claims 4 and 5).
 """
 
-_COUNTED = (
-    ("H1: IP's effective α > 0", "> 0"),
-    ("H2: full replay closer to IP than its on-axis part", "> 0"),
-    ("H2: replay lowers the loss", "< 0"),
-    ("H2: replay reduces the trait", "< 0"),
-    ("H5: IP's conditional gap exceeds the baseline's", "> 0"),
+_COUNTED = (  # (name, statistic, prediction) of the counted sub-tests, as a design without them reports them
+    ("H1: IP's effective α > 0", "⟨s_L, v̂_L⟩/‖v_L‖ at {hp}, the IP prompt's shift (base model)", "> 0"),
+    (
+        "H2: full replay closer to IP than its on-axis part",
+        "cos(Δ^full_L, Δ^IP_L) − cos(Δ^on_L, Δ^IP_L) at {hp}",
+        "> 0",
+    ),
+    ("H2: replay lowers the loss", "response-token loss before training, replay on − baseline", "< 0"),
+    ("H2: replay reduces the trait", "projection score at {hp}: full replay after − baseline after", "< 0"),
+    ("H5: IP's conditional gap exceeds the baseline's", "projection score at {hp}: IP's gap − the baseline's", "> 0"),
 )
 
 
@@ -61,7 +65,8 @@ def _test(cmp: Comparison, r: Roles, hp: str, ip: IPMeasurements | None) -> Clai
     rule = "all counted sub-tests (claim 6's rule)"
     if ip is None:
         miss = "the IP measurements and the replays of the prompt's shift"
-        return rule, [sub_test(n, "", None, p, needs=[None], missing=miss) for n, p in _COUNTED], "not tested"
+        untested = [sub_test(n, s.format(hp=hp), None, p, needs=[None], missing=miss) for n, s, p in _COUNTED]
+        return rule, untested, "not tested"
     full, on, off = (r.replays.get(p) for p in ("full", "on_axis", "off_axis"))
     label = {k: cmp.condition(k).label for k in (full, on, off, r.ip) if k is not None}
 
