@@ -42,6 +42,7 @@ from defense_interp.refusal import (
     select_direction,
     transfer_matrix,
 )
+from defense_interp.screening import screen
 from defense_interp.study import Comparison, StudyConfig, assess, compare, prompt_shift, run_study
 from defense_interp.training import (
     IP,
@@ -116,6 +117,7 @@ __all__ = [
     "refusal_rate",
     "run_refusal_study",
     "run_study",
+    "screen",
     "select_direction",
     "steer",
     "tiny_model",
