@@ -8,6 +8,9 @@
                            [--steps N] [--seed N] [--seeds N] [--refusal-target 0.8]
                            [--plan] [--judge ...] [--judge-url URL] [EXECUTOR OPTIONS]
 
+    defense-interp screen DATA.jsonl|DATA.csv --out DIR [--trait NAME] [--model NAME|tiny] [--axes AXES_DIR]
+                          [--methods M ...] [--drop FRACTION --by METHOD] [--max-new-tokens N]
+
     defense-interp svd HARMFUL.pt HARMLESS.pt [HARMFUL2.pt HARMLESS2.pt ...] --out DIR [--labels A B ...]
 
     defense-interp memory [--model NAME|FOLDER|FILE.gguf] [--dtype bfloat16] [--device cuda] [--n-devices N]
@@ -25,7 +28,10 @@ an estimate per task (from a measured training step) and exits; `--executor ray`
 on a Ray cluster (docs/scaling.md), with the same numbers as in-process. `memory` reads a model's
 config only (no weights) and prints the memory of its weights, of LoRA training at the study's batch
 and length and of generation, whether each fits the device(s), and with several devices the
-placement of the layers. `--judge` adds an LLM judge's 0–100 scores of sampled answers (docs/judges.md):
+placement of the layers. `screen` scores every example of a dataset on the untrained model (which
+examples will teach the trait: projection, projection difference, gradient pressure, trait
+influence) and writes DIR/screening.jsonl, DIR/report.html and, with --drop, DIR/filtered.jsonl.
+`--judge` adds an LLM judge's 0–100 scores of sampled answers (docs/judges.md):
 to every run of a study, before and after training (extra sub-tests of claims 4 and 5); to the
 refusal study's answers beside the substring rule.
 """
@@ -233,6 +239,23 @@ def svd(args: argparse.Namespace) -> Path:
     return path
 
 
+def screen(args: argparse.Namespace) -> Path:
+    import defense_interp as di
+    from defense_interp.screening.files import SCREENING_FILE, screen_files
+
+    model, trait = _load(args), di.Trait.builtin(args.trait)
+    if args.axes:
+        axes = di.TraitAxes.load(args.axes)
+    else:  # the quick study's extraction sizes
+        axes = di.extract_trait_axes(model, trait, n_pairs=5, n_questions=10, max_new_tokens=32)
+    screen_files(
+        model, args.data, axes, args.out, trait=trait, methods=args.methods, drop=args.drop, by=args.by,
+        max_new_tokens=args.max_new_tokens,
+    )  # fmt: skip
+    print((Path(args.out) / SCREENING_FILE).resolve())
+    return Path(args.out)
+
+
 def memory(args: argparse.Namespace) -> None:
     import torch
 
@@ -311,6 +334,17 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--out", required=True, help="folder for svd.json and report.html")
     v.add_argument("--k", type=int, default=10, help="singular components kept (default 10)")
     v.set_defaults(func=svd)
+    c = sub.add_parser("screen", help="score a dataset's examples for how much each will teach the trait")
+    c.add_argument("data", help="chat JSONL ({'messages': [...]} per line, optional 'label') or CSV (prompt, answer)")
+    c.add_argument("--out", required=True, help="output folder (own answers are cached in it: a rerun resumes)")
+    _model_options(c)
+    c.add_argument("--trait", default="evil", help="the bundled trait whose axes and eval questions are used")
+    c.add_argument("--axes", default=None, help="a TraitAxes folder (e.g. a study's DIR/axes) instead of extracting")
+    c.add_argument("--methods", nargs="+", default=["projection", "projection_difference", "pressure", "influence"])
+    c.add_argument("--drop", type=float, default=None, help="write filtered.jsonl without this top fraction")
+    c.add_argument("--by", default=None, help="the score --drop ranks by")
+    c.add_argument("--max-new-tokens", type=int, default=48, help="length of the model's own answers")
+    c.set_defaults(func=screen, executor="local", plan=False)
     m = sub.add_parser("memory", help="memory of a model's weights, training and generation, from its config only")
     _model_options(m)
     m.add_argument("--n-devices", type=int, default=None, help="spread the layers over this many devices")
