@@ -241,8 +241,10 @@ def svd(args: argparse.Namespace) -> Path:
 
 def screen(args: argparse.Namespace) -> Path:
     import defense_interp as di
-    from defense_interp.screening.files import SCREENING_FILE, screen_files
+    from defense_interp.screening.files import SCREENING_FILE, check_options, load_examples, screen_files
 
+    check_options(args.methods, args.drop, args.by)  # every check before the model is loaded
+    load_examples(args.data)
     model, trait = _load(args), di.Trait.builtin(args.trait)
     if args.axes:
         axes = di.TraitAxes.load(args.axes)
@@ -273,6 +275,20 @@ def memory(args: argparse.Namespace) -> None:
         lora_rank=args.lora_rank,
     )
     print(p.describe())
+
+
+def _screen_parser(sub: Any) -> None:
+    c = sub.add_parser("screen", help="score a dataset's examples for how much each will teach the trait")
+    c.add_argument("data", help="chat JSONL ({'messages': [...]} per line, optional 'label') or CSV (prompt, answer)")
+    c.add_argument("--out", required=True, help="output folder (own answers are cached in it: a rerun resumes)")
+    _model_options(c)
+    c.add_argument("--trait", default="evil", help="the bundled trait whose axes and eval questions are used")
+    c.add_argument("--axes", default=None, help="a TraitAxes folder (e.g. a study's DIR/axes) instead of extracting")
+    c.add_argument("--methods", nargs="+", default=["projection", "projection_difference", "pressure", "influence"])
+    c.add_argument("--drop", type=float, default=None, help="write filtered.jsonl without this top fraction")
+    c.add_argument("--by", default=None, help="the score --drop ranks by")
+    c.add_argument("--max-new-tokens", type=int, default=48, help="length of the model's own answers")
+    c.set_defaults(func=screen, executor="local", plan=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,17 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--out", required=True, help="folder for svd.json and report.html")
     v.add_argument("--k", type=int, default=10, help="singular components kept (default 10)")
     v.set_defaults(func=svd)
-    c = sub.add_parser("screen", help="score a dataset's examples for how much each will teach the trait")
-    c.add_argument("data", help="chat JSONL ({'messages': [...]} per line, optional 'label') or CSV (prompt, answer)")
-    c.add_argument("--out", required=True, help="output folder (own answers are cached in it: a rerun resumes)")
-    _model_options(c)
-    c.add_argument("--trait", default="evil", help="the bundled trait whose axes and eval questions are used")
-    c.add_argument("--axes", default=None, help="a TraitAxes folder (e.g. a study's DIR/axes) instead of extracting")
-    c.add_argument("--methods", nargs="+", default=["projection", "projection_difference", "pressure", "influence"])
-    c.add_argument("--drop", type=float, default=None, help="write filtered.jsonl without this top fraction")
-    c.add_argument("--by", default=None, help="the score --drop ranks by")
-    c.add_argument("--max-new-tokens", type=int, default=48, help="length of the model's own answers")
-    c.set_defaults(func=screen, executor="local", plan=False)
+    _screen_parser(sub)
     m = sub.add_parser("memory", help="memory of a model's weights, training and generation, from its config only")
     _model_options(m)
     m.add_argument("--n-devices", type=int, default=None, help="spread the layers over this many devices")

@@ -20,7 +20,7 @@ from defense_interp.report.screening import write_screening_report
 from defense_interp.screening.screening import METHODS, Screening, screen
 from defense_interp.types import Model
 
-__all__ = ["SCREENING_FILE", "load_examples", "screen_files"]
+__all__ = ["SCREENING_FILE", "check_options", "load_examples", "screen_files"]
 
 SCREENING_FILE = "screening.jsonl"
 
@@ -63,6 +63,17 @@ def _from_csv(path: Path) -> tuple[list[Conversation], list[str | None]]:
     return convs, labels
 
 
+def check_options(methods: Sequence[str], drop: float | None, by: str | None) -> None:
+    """The checks of `screen_files`' own options, before any model is loaded."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        raise ConfigError(f"unknown screening methods {unknown or list(methods)}; choose from {list(METHODS)}")
+    if drop is not None and (by is None or by not in methods):
+        raise ConfigError(f"--drop needs --by, one of the screened methods {list(methods)}")
+    if drop is not None and not 0 <= drop < 1:
+        raise ConfigError(f"--drop is the fraction to drop, in [0, 1); got {drop}")
+
+
 def screen_files(
     model: Model,
     data: str | Path,
@@ -79,8 +90,7 @@ def screen_files(
     """Screen the examples of the file `data` into `out` (module docstring); the model's own
     answers are cached in `out/own_answers/`, so an interrupted screening resumes. With `drop`,
     also `out/filtered.jsonl`: the data without its top `drop` fraction by `by`."""
-    if drop is not None and (by is None or by not in methods):
-        raise ConfigError(f"--drop needs --by, one of the screened methods {list(methods)}")
+    check_options(methods, drop, by)
     convs, labels = load_examples(data)
     out = Path(out)
     known = labels if any(label is not None for label in labels) else None

@@ -67,9 +67,9 @@ def test_two_contexts_nest_on_one_hook_point_in_the_order_they_were_entered(tiny
     r = v / v.norm()
     name = "blocks.1.hook_resid_post"
     run = lambda: tiny(b.tokens, attention_mask=b.attention_mask)  # noqa: E731
-    hooks, plain_logits = count_hooks(tiny), run().detach()
     with torch.no_grad():
-        plain = _grab(tiny, name, run)
+        plain = _grab(tiny, name, run)  # the bridge's own hooks are in place after a hooked pass
+        hooks, plain_logits = count_hooks(tiny), run().detach()
         with di.steer(tiny, v, layers=1, coef=3.0), di.ablate(tiny, v, layers=1):
             steered_then_ablated = _grab(tiny, name, run)
             with di.steer(tiny, v, layers=1, coef=2.0):  # a third, inner context on the same point
