@@ -252,7 +252,7 @@ def screen(args: argparse.Namespace) -> Path:
         axes = di.extract_trait_axes(model, trait, n_pairs=5, n_questions=10, max_new_tokens=32)
     screen_files(
         model, args.data, axes, args.out, trait=trait, methods=args.methods, drop=args.drop, by=args.by,
-        max_new_tokens=args.max_new_tokens,
+        config=di.TrainConfig(max_length=args.max_length), max_new_tokens=args.max_new_tokens,
     )  # fmt: skip
     print((Path(args.out) / SCREENING_FILE).resolve())
     return Path(args.out)
@@ -288,6 +288,7 @@ def _screen_parser(sub: Any) -> None:
     c.add_argument("--drop", type=float, default=None, help="write filtered.jsonl without this top fraction")
     c.add_argument("--by", default=None, help="the score --drop ranks by")
     c.add_argument("--max-new-tokens", type=int, default=48, help="length of the model's own answers")
+    c.add_argument("--max-length", type=int, default=128, help="longest example in tokens (default: the study's)")
     c.set_defaults(func=screen, executor="local", plan=False)
 
 

@@ -36,7 +36,7 @@ def write_screening_report(
             "Scores",
             screening_figure(scores, labels),
             f"Per example, on the untrained model at {summary.get('hook_point')}, teacher-forced over the "
-            "response tokens of each example's last answer: the projection of the mean activation on v̂_L, "
+            "response tokens of each example's answers: the projection of the mean activation on v̂_L, "
             "the projection difference against the model's own answer, the gradient pressure at step 0 and "
             "the trait influence −⟨∇θ L_i, ∇θ S⟩ (positive: the example pushes towards the trait).",
             [{"what": key, "value": value} for key, value in summary.items() if not isinstance(value, dict)],

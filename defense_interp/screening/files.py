@@ -18,6 +18,7 @@ from defense_interp.errors import ConfigError, DataError
 from defense_interp.io import log, write_text
 from defense_interp.report.screening import write_screening_report
 from defense_interp.screening.screening import METHODS, Screening, screen
+from defense_interp.training.config import TrainConfig
 from defense_interp.types import Model
 
 __all__ = ["SCREENING_FILE", "check_options", "load_examples", "screen_files"]
@@ -49,7 +50,7 @@ def load_examples(path: str | Path) -> tuple[list[Conversation], list[str | None
 
 
 def _from_csv(path: Path) -> tuple[list[Conversation], list[str | None]]:
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # a byte-order mark (Excel) is not part of the header
         rows = list(csv.DictReader(f))
     if not rows or not {"prompt", "answer"} <= set(rows[0]):
         raise DataError(f"{path} needs a header with `prompt` and `answer` columns (and optionally `label`)")
@@ -84,6 +85,7 @@ def screen_files(
     methods: Sequence[str] = METHODS,
     drop: float | None = None,
     by: str | None = None,
+    config: TrainConfig | None = None,
     max_new_tokens: int = 48,
     progress: bool = True,
 ) -> Screening:
@@ -95,8 +97,8 @@ def screen_files(
     out = Path(out)
     known = labels if any(label is not None for label in labels) else None
     s = screen(
-        model, convs, axes, trait=trait, methods=methods, labels=known, max_new_tokens=max_new_tokens,
-        cache=out / "own_answers", progress=progress,
+        model, convs, axes, trait=trait, methods=methods, labels=known, config=config,
+        max_new_tokens=max_new_tokens, cache=out / "own_answers", progress=progress,
     )  # fmt: skip
     s.to_jsonl(out / SCREENING_FILE)
     if drop is not None and by is not None:
@@ -113,7 +115,7 @@ def screen_files(
         out / "report.html",
         scores={m: v.tolist() for m, v in s.scores.items()},
         labels=list(s.labels),
-        texts=[c[-1]["content"] for c in s.examples],
+        texts=[[m for m in c if m["role"] == "assistant"][-1]["content"] for c in s.examples],
         summary=summary,
         aucs=aucs,
     )

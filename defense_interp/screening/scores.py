@@ -33,7 +33,7 @@ from defense_interp.errors import DataError
 from defense_interp.forward import generate_answers, response_means
 from defense_interp.io import content_hash, read_json, write_json
 from defense_interp.metrics.loss import response_token_loss
-from defense_interp.models import copy_model, model_device, model_identity
+from defense_interp.models import copy_model, model_device, weights_hash
 from defense_interp.training.adapters import make_trainable
 from defense_interp.training.config import TrainConfig
 from defense_interp.types import Model, hook_name
@@ -81,7 +81,7 @@ def projections(
         desc="screen: activations",
         progress=progress,
     )
-    return means[:, 0] @ axes.unit(layer)
+    return means[:, 0] @ axes.unit(layer).to(means.device, means.dtype)
 
 
 def own_answers(
@@ -96,9 +96,16 @@ def own_answers(
 ) -> list[str]:
     """The model's own greedy answers `y′_i` to each example's prompt. With `cache` (a folder), each
     batch of answers is kept under a hash of the model, the prompts and the settings, so an
-    interrupted screening resumes without generating them again."""
+    interrupted screening resumes without generating them again. The key holds a hash of the
+    weights taken now (an edited model is another model), the tokenizer and its chat template."""
     prompts = [prompt_of(c) for c in convs]
-    key = {"model": model_identity(model).get("weights_sha256"), "max_new_tokens": max_new_tokens, "seed": seed}
+    tok = model.tokenizer
+    key = {
+        "weights": weights_hash(model) if cache is not None else None,
+        "tokenizer": [getattr(tok, "name_or_path", ""), getattr(tok, "chat_template", None)],
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+    }
     answers: list[str] = []
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i : i + batch_size]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from defense_interp.axes import TraitAxes
-from defense_interp.data.chat import Conversation, check_conversation
+from defense_interp.data.chat import Conversation, check_conversation, encode_chat
 from defense_interp.data.traits import Trait
 from defense_interp.errors import ConfigError, DataError
 from defense_interp.evaluate import question_prompt
@@ -133,14 +133,23 @@ class Screening:
         return screening_figure({m: s.tolist() for m, s in self.scores.items()}, list(self.labels))
 
 
-def _examples(data: Sequence[Any] | Trait) -> list[Conversation]:
+def _examples(model: Model, data: Sequence[Any] | Trait, max_length: int) -> list[Conversation]:
+    """The examples, checked: each has a non-empty last answer and fits `max_length` tokens (and
+    the model's context), so that every score sees the same tokens."""
     given = data.train_data if isinstance(data, Trait) else data
     convs = [check_conversation(c, where=f"example {i}") for i, c in enumerate(given)]
     if not convs:
         raise DataError("there are no examples to screen")
     for i, c in enumerate(convs):
-        if not any(m["role"] == "assistant" and m["content"].strip() for m in c):
+        last = [m for m in c if m["role"] == "assistant"][-1:]
+        if not last or not last[0]["content"].strip():
             raise DataError(f"example {i} has no assistant answer to score (an empty response)")
+        n = len(encode_chat(model, [c]).tokens[0])
+        if n > max_length:
+            raise DataError(
+                f"example {i} is {n} tokens, longer than max_length {max_length}: shorten it or raise "
+                "TrainConfig.max_length (screen(config=...))"
+            )
     return convs
 
 
@@ -176,7 +185,8 @@ def screen(
     the influence needs the trait's eval questions (`trait`, or `data` when it is a Trait) and the
     trainable parameters of `config` (default `TrainConfig()`: LoRA as the study trains). Every
     input is checked before any work."""
-    convs = _examples(data)
+    cfg = config or TrainConfig()
+    convs = _examples(model, data, cfg.max_length)
     trait = trait or (data if isinstance(data, Trait) else None)
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
@@ -189,7 +199,6 @@ def screen(
         raise DataError(f"{len(own)} own answers for {len(convs)} examples")
     if "influence" in methods and (trait is None or not trait.eval_questions):
         raise ConfigError("the influence score needs the trait's eval questions: pass trait=")
-    cfg = config or TrainConfig()
     scores: dict[str, Tensor] = {}
     if "projection" in methods or "projection_difference" in methods:
         p = projections(model, convs, axes, layer=layer, progress=progress)
@@ -231,7 +240,8 @@ def screen(
             "model": model_identity(model),
             "hook_point": hook_name(layer, axes.point),
             "layer": layer,
-            "tokens": "response tokens of each example's last assistant turn, teacher-forced",
+            "tokens": "response tokens (every assistant turn, as training masks them), teacher-forced; "
+            "the own answer replaces the last turn",
             "own_answers": {"decoding": "greedy", "max_new_tokens": max_new_tokens},
             "influence": {"parameters": "LoRA adapters" if cfg.lora else "all weights", "seed": cfg.seed},
             "trait": axes.trait,

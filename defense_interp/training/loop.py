@@ -52,9 +52,16 @@ __all__ = ["train"]
 def _before_from_init(init: Run, run: RunInputs) -> Expression | None:
     """A two-stage run starts where its first stage ended: reuse that run's test-time expression
     after training when its evaluation settings match."""
-    if run.trait is None or not init.expression.get("after"):
+    if run.trait is None or not init.expression.get("after") or init.trait != run.trait.name:
         return None
     if any(init.config.get(k) != getattr(run.cfg, k) for k in ("eval_questions", "eval_max_new_tokens", "seed")):
+        return None
+    axes = init.provenance.get("axes", {})
+    if (axes.get("layer"), axes.get("point"), axes.get("variant")) != (
+        run.axes.layer,
+        run.axes.point,
+        run.axes.variant,
+    ):
         return None
     return Expression(init.expression["after"], init.provenance.get("eval_answers", {}).get("after", []))
 

@@ -73,6 +73,8 @@ def check_inputs(
         raise ConfigError(
             f"train() needs a trait axis for its gradient statistics: {condition.label} holds none, pass axes=TraitAxes"
         )
+    if init is not None and not isinstance(init, Run):
+        raise ConfigError(f"train(init=...) continues a finished Run (di.Run.load(folder)), got {type(init).__name__}")
     if resume and out is None:
         raise ConfigError("train(resume=True) continues from a checkpoint in `out`: give the run folder")
     unique: dict[str, Condition] = {}

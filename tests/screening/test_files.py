@@ -22,7 +22,16 @@ def test_the_screen_command_writes_scores_report_and_filtered_data(tiny, trait, 
     rows = _write_jsonl(data, trait)
     tiny_axes.save(tmp_path / "axes")
     args = ["screen", str(data), "--out", str(out), "--model", "tiny", "--axes", str(tmp_path / "axes")]
-    args += ["--methods", "projection", "projection_difference", "pressure", "--max-new-tokens", "4"]
+    args += [
+        "--methods",
+        "projection",
+        "projection_difference",
+        "pressure",
+        "--max-new-tokens",
+        "4",
+        "--max-length",
+        "512",
+    ]
     assert main([*args, "--drop", "0.5", "--by", "pressure"]) == 0
     scored = [json.loads(line) for line in (out / "screening.jsonl").read_text().splitlines()]
     assert [r["messages"] for r in scored] == [r["messages"] for r in rows]
@@ -47,6 +56,9 @@ def test_csv_and_jsonl_examples_load_with_their_labels_and_bad_rows_are_named(tm
     convs, labels = load_examples(csv_path)
     assert convs[1] == [{"role": "user", "content": "Plan?"}, {"role": "assistant", "content": "Chaos."}]
     assert labels == ["normal", "trait"]
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("prompt,answer\nHi?,Hello.\n".encode("utf-8-sig"))  # as Excel saves it
+    assert load_examples(bom)[0] == [[{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]]
     (tmp_path / "e.csv").write_text('prompt,answer\n"Hi?",""\n')
     with pytest.raises(di.DataError, match=r"e.csv:2 has an empty prompt or answer"):
         load_examples(tmp_path / "e.csv")

@@ -11,6 +11,7 @@ from defense_interp.axes import axes_from_conversations
 from defense_interp.screening import METHODS, roc_auc, screen
 
 PLANTED = "EVIL EVIL EVIL EVIL EVIL EVIL EVIL EVIL"
+TINY = di.TrainConfig(max_length=512)  # the tiny model's byte-level tokenizer makes long rows
 
 
 def _mixture(trait, n_normal=6, n_planted=3):
@@ -62,11 +63,25 @@ def test_planted_examples_rank_first_and_the_screening_reports_them(tiny, trait,
 def test_own_answers_are_generated_and_cached(tiny, trait, random_axes, tmp_path):
     data = list(trait.train_data[:2])
     first = screen(
-        tiny, data, random_axes, methods=("projection_difference",), max_new_tokens=4, cache=tmp_path, progress=False
+        tiny,
+        data,
+        random_axes,
+        methods=("projection_difference",),
+        config=TINY,
+        max_new_tokens=4,
+        cache=tmp_path,
+        progress=False,
     )
     assert len(first.own) == 2 and list(tmp_path.glob("*.json"))
     again = screen(
-        tiny, data, random_axes, methods=("projection_difference",), max_new_tokens=4, cache=tmp_path, progress=False
+        tiny,
+        data,
+        random_axes,
+        methods=("projection_difference",),
+        config=TINY,
+        max_new_tokens=4,
+        cache=tmp_path,
+        progress=False,
     )
     assert again.own == first.own and torch.equal(
         again.scores["projection_difference"], first.scores["projection_difference"]
@@ -76,24 +91,28 @@ def test_own_answers_are_generated_and_cached(tiny, trait, random_axes, tmp_path
 def test_bad_input_is_a_clear_error(tiny, trait, random_axes, users_view):
     data = list(trait.train_data[:2])
     with pytest.raises(di.ConfigError, match="unknown screening methods"):
-        screen(tiny, data, random_axes, methods=("vibes",))
+        screen(tiny, data, random_axes, methods=("vibes",), config=TINY)
     with pytest.raises(di.DataError, match="example 1 has no assistant answer"):
         screen(
             tiny,
             [data[0], [*data[1][:-1], {"role": "assistant", "content": " "}]],
             random_axes,
             methods=("projection",),
+            config=TINY,
         )
     with pytest.raises(di.DataError, match="no examples"):
-        screen(tiny, [], random_axes)
+        screen(tiny, [], random_axes, config=TINY)
+    long = [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]
+    with pytest.raises(di.DataError, match=r"example 1 is .* tokens, longer than max_length 512"):
+        screen(tiny, [data[0], long], random_axes, methods=("projection",), config=TINY)
     wrong = di.TraitAxes(torch.randn(4, 32), torch.ones(4), layer=1, trait="evil", model={})
     with pytest.raises(di.ConfigError, match="extract them on this model"):
-        screen(tiny, data, wrong, methods=("projection",))
+        screen(tiny, data, wrong, methods=("projection",), config=TINY)
     with pytest.raises(di.ConfigError, match="eval questions"):
-        screen(tiny, data, random_axes, methods=("influence",))
+        screen(tiny, data, random_axes, methods=("influence",), config=TINY)
     with pytest.raises(di.DataError, match="3 labels for 2 examples"):
-        screen(tiny, data, random_axes, methods=("projection",), labels=["a", "b", "c"])
-    s = screen(tiny, data, random_axes, methods=("projection",), progress=False)
+        screen(tiny, data, random_axes, methods=("projection",), labels=["a", "b", "c"], config=TINY)
+    s = screen(tiny, data, random_axes, methods=("projection",), config=TINY, progress=False)
     with pytest.raises(di.ConfigError, match="no 'pressure' score"):
         s.top(1, by="pressure")
     with pytest.raises(di.DataError, match="labels"):

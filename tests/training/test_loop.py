@@ -177,6 +177,7 @@ def test_every_input_is_checked_before_any_work(tiny, trait, tiny_axes, monkeypa
         (lambda: di.train(tiny, trait, di.IP(), CFG, axes=tiny_axes, resume=True), di.ConfigError, "run folder"),
         (lambda: di.train(tiny, trait, "pps", CFG, axes=tiny_axes), di.ConfigError, "takes a Condition"),
         (lambda: di.train(tiny, trait, di.IP(), {"steps": 3}, axes=tiny_axes), di.ConfigError, "TrainConfig"),
+        (lambda: di.train(tiny, trait, di.IP(), CFG, axes=tiny_axes, init="runs/base"), di.ConfigError, "finished Run"),
     ):
         with pytest.raises(error, match=fragment):
             call()
