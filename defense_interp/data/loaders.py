@@ -13,26 +13,31 @@ from typing import Any
 from defense_interp.data.chat import Conversation, check_conversation
 from defense_interp.errors import DataError
 
-__all__ = ["InstructionSet", "load_chat_jsonl", "load_hf_conversations", "load_instructions"]
+__all__ = ["InstructionSet", "jsonl_rows", "load_chat_jsonl", "load_hf_conversations", "load_instructions"]
 
 
-def load_chat_jsonl(path: str | Path) -> list[Conversation]:
-    """One conversation per line: `{"messages": [{"role": ..., "content": ...}, ...]}`."""
+def jsonl_rows(path: str | Path) -> list[tuple[int, Any]]:
+    """`(line number, parsed row)` of each non-blank line of a JSONL file; a `DataError` names a
+    missing file, a line that is not JSON, and a file with no rows."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"chat JSONL file {path} does not exist")
-    out = []
+        raise DataError(f"JSONL file {path} does not exist")
+    rows = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            rows.append((n, json.loads(line)))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{n} is not valid JSON ({exc.msg})") from exc
-        out.append(check_conversation(row, where=f"{path}:{n}"))
-    if not out:
+    if not rows:
         raise DataError(f"{path} holds no conversations")
-    return out
+    return rows
+
+
+def load_chat_jsonl(path: str | Path) -> list[Conversation]:
+    """One conversation per line: `{"messages": [{"role": ..., "content": ...}, ...]}`."""
+    return [check_conversation(row, where=f"{path}:{n}") for n, row in jsonl_rows(path)]
 
 
 def load_hf_conversations(dataset: Any, *, split: str = "train", field: str = "messages") -> list[Conversation]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import Conversation, check_conversation
+from defense_interp.data.loaders import jsonl_rows
 from defense_interp.data.traits import Trait
 from defense_interp.errors import ConfigError, DataError
 from defense_interp.io import log, write_text
@@ -30,23 +31,11 @@ def load_examples(path: str | Path) -> tuple[list[Conversation], list[str | None
     """The conversations of `path` and their labels (None where a row has none); a `DataError`
     names the line or row of anything that cannot be read."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist")
-    if path.suffix.lower() == ".csv":
+    if path.suffix.lower() == ".csv" and path.is_file():
         return _from_csv(path)
-    convs, labels = [], []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{n} is not valid JSON ({exc.msg})") from exc
-        convs.append(check_conversation(row, where=f"{path}:{n}"))
-        labels.append(row.get("label") if isinstance(row, dict) else None)
-    if not convs:
-        raise DataError(f"{path} holds no examples")
-    return convs, labels
+    rows = jsonl_rows(path)
+    convs = [check_conversation(row, where=f"{path}:{n}") for n, row in rows]
+    return convs, [row.get("label") if isinstance(row, dict) else None for _, row in rows]
 
 
 def _from_csv(path: Path) -> tuple[list[Conversation], list[str | None]]:
