@@ -94,7 +94,7 @@ _VERDICT_COLOURS = {
 
 def _effect(t: SubTest) -> str:
     if t.effect is None:
-        return "not tested" if t.verdict == NOT_TESTED else "not measured"
+        return NOT_TESTED if t.verdict == NOT_TESTED else "not measured"
     return f"{t.effect.mean:.4g} {_interval(t.effect, '.4g')}"
 
 

@@ -226,9 +226,7 @@ def screen(
         answers = generate_answers(
             model, prompts, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed, progress=False
         )
-        readout = [
-            with_answer([*p, {"role": "assistant", "content": "."}], a) for p, a in zip(prompts, answers, strict=True)
-        ]
+        readout = [[*p, {"role": "assistant", "content": a or "."}] for p, a in zip(prompts, answers, strict=True)]
         scores["influence"] = trait_influence(model, convs, readout, axes, cfg, layer=layer)
     return Screening(
         tuple(convs),

@@ -3,7 +3,7 @@ already has (two-stage runs), IP does not. Undecided unless the baseline learns 
 
 from __future__ import annotations
 
-from defense_interp.claims import combine, sub_test
+from defense_interp.claims import NOT_TESTED, combine, sub_test
 from defense_interp.study.claims.common import Claim, ClaimResult, after_minus, change, judge_mirrors
 from defense_interp.study.compare import Comparison
 from defense_interp.study.prompt_shift import IPMeasurements
@@ -71,7 +71,7 @@ def _test(cmp: Comparison, r: Roles, hp: str, ip: IPMeasurements | None) -> Clai
         ],
     )
     verdict = combine(tests)
-    if verdict != "not tested" and pre.verdict != "reproduced":
+    if verdict != NOT_TESTED and pre.verdict != "reproduced":
         verdict = "inconclusive"
     return "all counted sub-tests; inconclusive when the baseline does not learn the trait", tests, verdict
 

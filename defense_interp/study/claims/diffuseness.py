@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from defense_interp.claims import sub_test
+from defense_interp.claims import NOT_TESTED, sub_test
 from defense_interp.metrics.stats import Estimate
 from defense_interp.study.claims.common import Claim, ClaimResult, probe_stat
 from defense_interp.study.compare import Comparison
@@ -73,8 +73,8 @@ def _test(cmp: Comparison, r: Roles, hp: str, ip: IPMeasurements | None) -> Clai
     )
     counted = [t.verdict for t in tests if t.counted]
     n_rep, n_not = counted.count("reproduced"), counted.count("not reproduced")
-    if "not tested" in counted:
-        verdict = "not tested"
+    if NOT_TESTED in counted:
+        verdict = NOT_TESTED
     else:
         verdict = "reproduced" if n_rep >= 2 and n_not == 0 else "not reproduced" if n_not >= 2 else "inconclusive"
     return "≥ 2 of the 3 diffuseness metrics significantly higher for IP and none lower", tests, verdict

@@ -6,7 +6,7 @@ prompt, H5). The trained runs carry their own test-time expression with each pro
 
 from __future__ import annotations
 
-from defense_interp.claims import combine, sub_test
+from defense_interp.claims import NOT_TESTED, combine, sub_test
 from defense_interp.metrics.stats import Estimate, paired_difference
 from defense_interp.study.claims.common import Claim, ClaimResult
 from defense_interp.study.compare import Comparison, expression_at
@@ -66,7 +66,7 @@ def _test(cmp: Comparison, r: Roles, hp: str, ip: IPMeasurements | None) -> Clai
     if ip is None:
         miss = "the IP measurements and the replays of the prompt's shift"
         untested = [sub_test(n, s.format(hp=hp), None, p, needs=[None], missing=miss) for n, s, p in _COUNTED]
-        return rule, untested, "not tested"
+        return rule, untested, NOT_TESTED
     full, on, off = (r.replays.get(p) for p in ("full", "on_axis", "off_axis"))
     label = {k: cmp.condition(k).label for k in (full, on, off, r.ip) if k is not None}
 
