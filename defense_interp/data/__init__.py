@@ -9,6 +9,7 @@ from defense_interp.data.chat import (
     with_system_prompt,
 )
 from defense_interp.data.loaders import InstructionSet, load_chat_jsonl, load_hf_conversations, load_instructions
+from defense_interp.data.mixture import Mixture, mixture
 from defense_interp.data.refusal import RefusalData
 from defense_interp.data.traits import EvalPair, Trait
 
@@ -17,6 +18,7 @@ __all__ = [
     "Conversation",
     "EvalPair",
     "InstructionSet",
+    "Mixture",
     "RefusalData",
     "Trait",
     "encode_chat",
@@ -24,6 +26,7 @@ __all__ = [
     "load_chat_jsonl",
     "load_hf_conversations",
     "load_instructions",
+    "mixture",
     "set_thinking",
     "with_system_prompt",
 ]

@@ -1,7 +1,8 @@
 """Trait specifications: contrastive system prompts, questions, evaluation pairs, training data.
 
-Schema of a bundled trait (`defense_interp/data/traits/<name>.json`, training conversations in
-`<name>_train.jsonl`, one `{"messages": [...]}` per line):
+Schema of a bundled trait (`defense_interp/data/traits/<name>.json`; trait-expressing training
+conversations in `<name>_train.jsonl` and trait-free answers to the same user prompts, in the same
+order, in `<name>_normal.jsonl`, one `{"messages": [...]}` per line):
 
     {"name": str, "description": str,
      "instruction": [{"pos": system prompt asking for the trait, "neg": matched prompt against it}],
@@ -48,6 +49,7 @@ class Trait:
     eval_questions: tuple[str, ...] = ()
     eval_pairs: tuple[EvalPair, ...] = ()
     train_data: tuple[Conversation, ...] = field(default=(), repr=False)
+    normal_data: tuple[Conversation, ...] = field(default=(), repr=False)
     eval_prompt: str | None = field(default=None, repr=False)
     description: str = ""
 
@@ -75,12 +77,42 @@ class Trait:
             known = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
             raise DataError(f"no bundled trait {name!r}; bundled traits: {', '.join(known)}")
         data = json.loads(spec.read_text())
-        train = folder / f"{name}_train.jsonl"
-        return cls.from_dict(data, train_data=load_chat_jsonl(Path(str(train))) if train.is_file() else ())
+        train, normal = (folder / f"{name}_{part}.jsonl" for part in ("train", "normal"))
+        return cls.from_dict(
+            data,
+            train_data=load_chat_jsonl(Path(str(train))) if train.is_file() else (),
+            normal_data=load_chat_jsonl(Path(str(normal))) if normal.is_file() else (),
+        )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, train_data: Iterable[Any] = ()) -> Trait:
-        """Build a trait from the bundled schema (module docstring)."""
+    def from_file(cls, path: str | Path) -> Trait:
+        """A trait file: the bundled schema (module docstring) in one JSON file, its conversations
+        inline under `train` and `normal` (each a list of messages or `{"messages": [...]}`); a
+        persona_vectors extraction file loads too (without conversations)."""
+        path = Path(path)
+        data = _read_json(path)
+        data.setdefault("name", path.stem)
+
+        def convs(key: str) -> list[Any]:
+            items = _as_list(data.pop(key, []), f"trait file {path}", key)
+            return [c["messages"] if isinstance(c, dict) and "messages" in c else c for c in items]
+
+        return cls.from_dict(data, train_data=convs("train"), normal_data=convs("normal"))
+
+    @classmethod
+    def named(cls, spec: str) -> Trait:
+        """`spec` is a bundled trait's name or a trait file's path (`from_file`)."""
+        path = Path(spec)
+        if path.suffix == ".json" or path.is_file():
+            return cls.from_file(path)
+        return cls.builtin(spec)
+
+    @classmethod
+    def from_dict(
+        cls, data: dict[str, Any], *, train_data: Iterable[Any] = (), normal_data: Iterable[Any] = ()
+    ) -> Trait:
+        """Build a trait from the bundled schema (module docstring). `normal_data`, when given,
+        answers the user prompts of `train_data` in the same order without the trait."""
         where = f"trait {data.get('name', '?')!r}"
         for key in ("instruction", "questions"):
             if key not in data:
@@ -114,6 +146,10 @@ class Trait:
         convs = tuple(
             check_conversation(c, where=f"{where}, training conversation {i}") for i, c in enumerate(train_data)
         )
+        normal = tuple(
+            check_conversation(c, where=f"{where}, normal conversation {i}") for i, c in enumerate(normal_data)
+        )
+        _check_same_prompts(convs, normal, where)
         return cls(
             name=str(data.get("name", "trait")),
             pairs=pairs,
@@ -121,6 +157,7 @@ class Trait:
             eval_questions=tuple(e.question for e in evals) or tuple(data.get("eval_questions", ())),
             eval_pairs=evals,
             train_data=convs,
+            normal_data=normal,
             eval_prompt=data.get("eval_prompt"),
             description=str(data.get("description", "")),
         )
@@ -149,7 +186,7 @@ class Trait:
         return cls.from_dict(data, train_data=train_data)
 
     def with_train_data(self, conversations: Iterable[Any]) -> Trait:
-        """A copy with other training conversations (e.g. from `load_chat_jsonl`)."""
+        """A copy with other training conversations (e.g. from `load_chat_jsonl`) and no normal ones."""
         return Trait.from_dict(self.to_dict(), train_data=conversations)
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,6 +199,17 @@ class Trait:
             "eval_questions": list(self.eval_questions),
             "eval_prompt": self.eval_prompt,
         }
+
+
+def _check_same_prompts(train: tuple[Conversation, ...], normal: tuple[Conversation, ...], where: str) -> None:
+    """Normal conversations answer the training conversations' prompts, one for one, in order."""
+    if not normal:
+        return
+    if len(normal) != len(train):
+        raise DataError(f"{where} has {len(normal)} normal conversations for {len(train)} training ones")
+    for i, (t, n) in enumerate(zip(train, normal, strict=True)):
+        if t[:-1] != n[:-1]:
+            raise DataError(f"{where}: normal conversation {i} does not answer the prompt of training conversation {i}")
 
 
 def _as_list(items: Any, where: str, what: str) -> list[Any]:

@@ -2,12 +2,13 @@
 projection difference, per-example gradient pressure, trait influence), scored on the untrained
 model (`screen`, `Screening`)."""
 
-from defense_interp.screening.scores import example_pressure, own_answers, projections, trait_influence
+from defense_interp.screening.scores import example_losses, example_pressure, own_answers, projections, trait_influence
 from defense_interp.screening.screening import METHODS, Screening, roc_auc, screen
 
 __all__ = [
     "METHODS",
     "Screening",
+    "example_losses",
     "example_pressure",
     "own_answers",
     "projections",

@@ -39,6 +39,7 @@ from defense_interp.training.config import TrainConfig
 from defense_interp.types import Model, hook_name
 
 __all__ = [
+    "example_losses",
     "example_pressure",
     "own_answers",
     "projections",
@@ -170,7 +171,10 @@ def trait_readout(model: Model, convs: Sequence[Conversation], axes: TraitAxes, 
     return (means @ axes.unit(layer).to(means.device, torch.float32)).mean()
 
 
-def _losses(model: Model, convs: Sequence[Conversation], batch_size: int, max_length: int | None) -> Tensor:
+def example_losses(
+    model: Model, convs: Sequence[Conversation], *, batch_size: int = 8, max_length: int | None = None
+) -> Float[Tensor, " n"]:
+    """Each example's own mean response-token loss `L_i` (no gradient; float64 on the CPU)."""
     out = []
     with torch.no_grad():
         for i in range(0, len(convs), batch_size):
@@ -207,9 +211,9 @@ def trait_influence(
     with torch.no_grad():
         for p, g in zip(params, u, strict=True):
             p.add_(g, alpha=eps)
-    up = _losses(work, convs, batch_size, cfg.max_length)
+    up = example_losses(work, convs, batch_size=batch_size, max_length=cfg.max_length)
     with torch.no_grad():
         for p, g in zip(params, u, strict=True):
             p.add_(g, alpha=-2 * eps)
-    down = _losses(work, convs, batch_size, cfg.max_length)
+    down = example_losses(work, convs, batch_size=batch_size, max_length=cfg.max_length)
     return -(up - down) / (2 * eps)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import Conversation, check_conversation, encode_chat
+from defense_interp.data.loaders import jsonl_rows
 from defense_interp.data.traits import Trait
 from defense_interp.errors import ConfigError, DataError
 from defense_interp.evaluate import question_prompt
@@ -85,25 +86,44 @@ class Screening:
         (persona_vectors §6: it predicts the trait shift fine-tuning on the data causes)."""
         return mean_ci(self._check("projection_difference"), over="examples", keep=True)
 
-    def auc(self, by: str, *, positive: str = "trait", n_boot: int = 1000, seed: int = 0) -> Estimate:
-        """AUC of `by` for telling `positive`-labelled examples from the other labelled ones, with a
-        percentile bootstrap interval over examples (`n_boot` resamples drawn with `seed`)."""
+    def _labelled(self, positive: str) -> tuple[list[int], Tensor]:
         known = [i for i, label in enumerate(self.labels) if label is not None]
         if not known:
             raise DataError("an AUC needs examples with labels (screen(..., labels=...))")
-        s = self._check(by)[known]
-        y = torch.tensor([self.labels[i] == positive for i in known])
-        point = roc_auc(s, y)
+        return known, torch.tensor([self.labels[i] == positive for i in known])
+
+    def _bootstrap(self, stat: Any, point: float, n: int, n_boot: int, seed: int, what: str) -> Estimate:
+        """`stat(indices)` on `n_boot` resamples of the `n` labelled examples (drawn with `seed`):
+        a percentile bootstrap interval around `point`."""
         g = torch.Generator().manual_seed(seed)
-        boots = torch.tensor(
-            [roc_auc(s[idx], y[idx]) for idx in torch.randint(len(known), (n_boot, len(known)), generator=g)]
-        )
+        boots = torch.tensor([stat(idx) for idx in torch.randint(n, (n_boot, n), generator=g)], dtype=torch.float64)
         boots = boots[torch.isfinite(boots)]
-        low, high = (
-            (float(torch.quantile(boots.double(), q)) for q in (0.025, 0.975)) if len(boots) else (math.nan,) * 2
-        )
+        low, high = (float(torch.quantile(boots, q)) for q in (0.025, 0.975)) if len(boots) else (math.nan,) * 2
         return Estimate(
-            point, low, high, len(known), "labelled examples", f"percentile bootstrap, {n_boot} resamples, 95%"
+            point, low, high, n, "labelled examples", f"percentile bootstrap, {n_boot} resamples, 95%{what}"
+        )
+
+    def auc(self, by: str, *, positive: str = "trait", n_boot: int = 1000, seed: int = 0) -> Estimate:
+        """AUC of `by` for telling `positive`-labelled examples from the other labelled ones, with a
+        percentile bootstrap interval over examples (`n_boot` resamples drawn with `seed`)."""
+        known, y = self._labelled(positive)
+        s = self._check(by)[known]
+        return self._bootstrap(lambda idx: roc_auc(s[idx], y[idx]), roc_auc(s, y), len(known), n_boot, seed, "")
+
+    def auc_difference(
+        self, by: str, other: str, *, positive: str = "trait", n_boot: int = 1000, seed: int = 0
+    ) -> Estimate:
+        """AUC of `by` minus AUC of `other`, with a paired percentile bootstrap over examples (both
+        AUCs on each resample of the same examples)."""
+        known, y = self._labelled(positive)
+        a, b = self._check(by)[known], self._check(other)[known]
+        return self._bootstrap(
+            lambda idx: roc_auc(a[idx], y[idx]) - roc_auc(b[idx], y[idx]),
+            roc_auc(a, y) - roc_auc(b, y),
+            len(known),
+            n_boot,
+            seed,
+            ", paired (both AUCs on each resample)",
         )
 
     def records(self) -> list[dict[str, Any]]:
@@ -125,6 +145,22 @@ class Screening:
         """`screening.jsonl`: `records()`, one line each (written atomically)."""
         write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records()))
         return Path(path)
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path, *, provenance: dict[str, Any] | None = None) -> Screening:
+        """A screening back from its `screening.jsonl` (the ranks are recomputed from the scores)."""
+        rows = [row for _, row in jsonl_rows(Path(path))]
+        try:
+            methods = [m for m in METHODS if m in rows[0]["scores"]]
+            return cls(
+                tuple(check_conversation(r["messages"], where=f"{path}, example {r['index']}") for r in rows),
+                {m: torch.tensor([r["scores"][m] for r in rows], dtype=torch.float64) for m in methods},
+                tuple(r.get("label") for r in rows),
+                tuple(r["own_answer"] for r in rows) if rows and "own_answer" in rows[0] else (),
+                dict(provenance or {}),
+            )
+        except (KeyError, TypeError, IndexError) as exc:
+            raise DataError(f"{path} is not a screening.jsonl written by Screening.to_jsonl ({exc!r})") from exc
 
     def plot(self) -> Any:
         """Histograms of each score (by label where the examples carry one) and score against score."""

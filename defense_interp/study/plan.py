@@ -42,7 +42,7 @@ from defense_interp.training.ip_parts import PARTS
 from defense_interp.training.runs import AXES_DIR
 from defense_interp.types import Model
 
-__all__ = ["study_plan"]
+__all__ = ["condition_record", "naming_axes", "study_plan", "train_cost"]
 
 _TASKS = "defense_interp.study.tasks"
 
@@ -59,7 +59,7 @@ def _conditions(cfg: StudyConfig, axes: TraitAxes) -> list[Condition]:
     return conds
 
 
-def _naming_axes(model: Model) -> TraitAxes:
+def naming_axes(model: Model) -> TraitAxes:
     """Stand-in axes of the model's shape: they name the study's conditions before the real axes
     exist (labels and parameters do not depend on the vectors; the tasks rebuild each condition
     with the real axes)."""
@@ -67,7 +67,7 @@ def _naming_axes(model: Model) -> TraitAxes:
     return TraitAxes(torch.zeros(n, d), torch.zeros(n), layer=n // 2)
 
 
-def _record(condition: Condition) -> dict[str, Any]:
+def condition_record(condition: Condition) -> dict[str, Any]:
     return {"type": type(condition).__name__, **condition.params()}
 
 
@@ -78,7 +78,7 @@ def _eval_cost(cfg: TrainConfig) -> dict[str, int]:
     return {"forwards": 2 * -(-eval_q // cfg.batch_size), "decode_steps": -(-eval_q // 16) * cfg.eval_max_new_tokens}
 
 
-def _train_cost(cfg: TrainConfig, n_probed: int, shared: bool) -> dict[str, int]:
+def train_cost(cfg: TrainConfig, n_probed: int, shared: bool) -> dict[str, int]:
     """A run in the units of `execution.estimate`: optimiser steps and probe passes, the loss
     table's forward batches (three passes when the start's test-time loss is shared, else four) and
     the expression after training (and before it, unshared)."""
@@ -105,9 +105,9 @@ def study_plan(model: Model, trait: Trait, cfg: StudyConfig) -> Plan:
     the IP prompt's shift (full design), each (condition, seed) run (two-stage runs after their
     seed's baseline run), the test-time prompts' expression (full design), then the comparison,
     findings and report."""
-    conds = _conditions(cfg, _naming_axes(model))
+    conds = _conditions(cfg, naming_axes(model))
     ip_parts = DESIGNS[cfg.design].ip_parts
-    replays, knockouts = _ip_part_conditions(cfg, _naming_axes(model)) if ip_parts else ([], [])
+    replays, knockouts = _ip_part_conditions(cfg, naming_axes(model)) if ip_parts else ([], [])
     strongest = max(cfg.alphas)
     tr = trait_record(trait)
     s = cfg.s
@@ -167,20 +167,20 @@ def study_plan(model: Model, trait: Trait, cfg: StudyConfig) -> Plan:
                 f"{_TASKS}:train_run",
                 {
                     "trait": tr,
-                    "condition": _record(cond),
+                    "condition": condition_record(cond),
                     "config": rcfg.to_dict(),
                     "run_dir": folder,
                     "label": label,
                     "init": init,
                     "start_loss": start,
-                    "probe_conditions": [_record(c) for c in probed] if probed else None,
+                    "probe_conditions": [condition_record(c) for c in probed] if probed else None,
                     **({} if shared else {"shared": False}),
                 },
                 deps=("axes", *(("untrained model",) if shared else ()), *before),
                 reads=(AXES_DIR, *((BEFORE_FILE,) if shared else ()), *before),
                 writes=(folder,),
                 done=f"{_TASKS}:train_done",
-                cost=_train_cost(rcfg, len(probed), shared),
+                cost=train_cost(rcfg, len(probed), shared),
             )
         )
         return folder
@@ -204,7 +204,7 @@ def study_plan(model: Model, trait: Trait, cfg: StudyConfig) -> Plan:
         for c in [*conds[1:], *replays]:
             run(seed, c, plain, c.label)
         if cfg.design == "full":
-            run(seed, PPS(_naming_axes(model), coef=strongest), plain, f"two_stage_pps_a{strongest:g}", init=base)
+            run(seed, PPS(naming_axes(model), coef=strongest), plain, f"two_stage_pps_a{strongest:g}", init=base)
             run(seed, IP(cfg.ip_prompt), plain, "two_stage_ip", init=base)
     runs = [t.key for t in tasks if t.fn.endswith(":train_run")]
     judged = _judge_tasks(tasks, cfg, tr) if cfg.judge is not None else {}

@@ -67,6 +67,7 @@ __all__ = [
     "shift_done",
     "train_done",
     "train_run",
+    "trait_of",
     "trait_record",
 ]
 
@@ -88,18 +89,24 @@ def judged_files(key: str) -> tuple[str, str, str]:
     return f"{stem}.json", f"{stem}.jsonl", f"{stem}.cache.jsonl"
 
 
-def trait_record(trait: Trait) -> dict[str, Any]:
-    """A trait as task parameters: its record and its training conversations."""
-    return {"record": trait.to_dict(), "train": [list(c) for c in trait.train_data]}
+def trait_record(trait: Trait, *, normal: bool = False) -> dict[str, Any]:
+    """A trait as task parameters: its record and its training conversations (with `normal`, also
+    its normal ones)."""
+    return {
+        "record": trait.to_dict(),
+        "train": [list(c) for c in trait.train_data],
+        **({"normal": [list(c) for c in trait.normal_data]} if normal else {}),
+    }
 
 
-def _trait(record: dict[str, Any]) -> Trait:
-    return Trait.from_dict(record["record"], train_data=record["train"])
+def trait_of(record: dict[str, Any]) -> Trait:
+    """The trait of a `trait_record`."""
+    return Trait.from_dict(record["record"], train_data=record["train"], normal_data=record.get("normal", ()))
 
 
 def extract_axes(ctx: TaskContext, *, trait: dict[str, Any], sizes: dict[str, int], seed: int) -> None:
     """The study's trait axes, extracted with its first seed, into `axes/`."""
-    t = _trait(trait)
+    t = trait_of(trait)
     log(f"extracting '{t.name}' axes ({sizes['n_pairs']} prompt pairs x {sizes['n_questions']} questions)")
     axes = extract_trait_axes(
         ctx.model,
@@ -126,7 +133,7 @@ def measure_before(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str,
     """Trait expression of the untrained model (shared by every one-stage run) into `BEFORE_FILE`."""
     expression = measure_expression(
         ctx.model,
-        _trait(trait),
+        trait_of(trait),
         TraitAxes.load(ctx.folder / AXES_DIR),
         TrainConfig.from_dict(config),
         progress=ctx.progress,
@@ -138,7 +145,7 @@ def measure_start_loss(ctx: TaskContext, *, trait: dict[str, Any], config: dict[
     """The untrained model's test-time loss on a seed's loss examples, into `path`: every
     one-stage run of that seed starts from it (`train(start=Start(loss=...))`)."""
     tcfg = TrainConfig.from_dict(config)
-    convs = loss_examples(list(_trait(trait).train_data), tcfg, torch.Generator().manual_seed(tcfg.seed))
+    convs = loss_examples(list(trait_of(trait).train_data), tcfg, torch.Generator().manual_seed(tcfg.seed))
     est = loss_estimates(ctx.model, convs, Baseline(), tcfg, modes=("test_time",))
     write_json(ctx.folder / path, {k: v.to_dict() for k, v in est.items()})
 
@@ -154,7 +161,7 @@ def _before(folder: Path) -> Expression:
 def measure_shift(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str, Any], prompt: str) -> None:
     """The IP prompt's shift of the base model (H1, H4) on the first seed's loss examples, into `SHIFT_DIR`."""
     tcfg = TrainConfig.from_dict(config)
-    convs = loss_examples(list(_trait(trait).train_data), tcfg, torch.Generator().manual_seed(tcfg.seed))
+    convs = loss_examples(list(trait_of(trait).train_data), tcfg, torch.Generator().manual_seed(tcfg.seed))
     axes = TraitAxes.load(ctx.folder / AXES_DIR)
     shift = prompt_shift(ctx.model, convs, prompt, axes, batch_size=tcfg.batch_size, max_length=tcfg.max_length)
     shift.save(ctx.folder / SHIFT_DIR)
@@ -184,7 +191,7 @@ def measure_conditional(
     model = ctx.model if run_dir is None else load_trained(ctx.model, Run.load(ctx.folder / run_dir))
     axes = TraitAxes.load(ctx.folder / AXES_DIR)
     scores = conditional_expression(
-        model, _trait(trait), axes, prompts, TrainConfig.from_dict(config), contrast=("ip",), progress=ctx.progress
+        model, trait_of(trait), axes, prompts, TrainConfig.from_dict(config), contrast=("ip",), progress=ctx.progress
     )
     write_json(ctx.folder / path, {n: {k: e.to_dict() for k, e in v.items()} for n, v in scores.items()})
 
@@ -246,7 +253,7 @@ def train_run(
     axes, cond, tcfg, first = _inputs(ctx.folder, condition, config, init)
     train(
         ctx.model,
-        _trait(trait),
+        trait_of(trait),
         cond,
         tcfg,
         ctx.folder / run_dir,
@@ -297,7 +304,7 @@ def judge_answers(
     (test time: no intervention; `system_prompt`, if given, as the system message) and judge them for
     the trait and for coherence with the judge of `judge` (`judges.build_judge`; "local" is the
     study's base model), into `judged_files(key)`."""
-    t = _trait(trait)
+    t = trait_of(trait)
     path, answers, cache = judged_files(key)
     judge_ = build_judge(judge, ctx.model, t.judge_prompt(), cache=ctx.folder / cache)
     model = ctx.model if run_dir is None else load_trained(ctx.model, Run.load(ctx.folder / run_dir))

@@ -8,7 +8,8 @@ import torch
 
 import defense_interp as di
 from defense_interp.axes import axes_from_conversations
-from defense_interp.screening import METHODS, roc_auc, screen
+from defense_interp.errors import DataError
+from defense_interp.screening import METHODS, Screening, roc_auc, screen
 
 PLANTED = "EVIL EVIL EVIL EVIL EVIL EVIL EVIL EVIL"
 TINY = di.TrainConfig(max_length=512)  # the tiny model's byte-level tokenizer makes long rows
@@ -27,6 +28,26 @@ def test_roc_auc_is_the_share_of_correctly_ordered_pairs():
     assert roc_auc(s, torch.tensor([1, 1, 0, 0])) == 1.0 and roc_auc(s, torch.tensor([0, 0, 1, 1])) == 0.0
     assert roc_auc(torch.ones(4), torch.tensor([1, 0, 1, 0])) == 0.5  # ties count one half
     assert roc_auc(s, torch.tensor([1, 0, 1, 0])) == pytest.approx(0.75)
+
+
+def test_the_auc_difference_is_paired_over_the_same_resamples():
+    y = torch.tensor([1.0] * 8 + [0.0] * 8)
+    noise = torch.linspace(-1, 1, 16)
+    convs = tuple([{"role": "user", "content": str(i)}, {"role": "assistant", "content": "a"}] for i in range(16))
+    labels = tuple("trait" if v else "normal" for v in y.tolist())
+    s = Screening(convs, {"projection": y * 3 + noise, "pressure": noise, "influence": y * 3 + noise}, labels)
+    same = s.auc_difference("influence", "projection", n_boot=200)
+    assert same.mean == 0.0 and same.low == same.high == 0.0  # identical scores: zero on every resample
+    worse = s.auc_difference("pressure", "projection", n_boot=200)
+    assert worse.mean == pytest.approx(s.auc("pressure").mean - 1.0) and worse.high < 0
+    assert "paired" in worse.method and worse.over == "labelled examples"
+
+
+def test_a_file_that_is_not_a_screening_is_a_clear_error(tmp_path):
+    path = tmp_path / "screening.jsonl"
+    path.write_text('{"messages": []}\n')
+    with pytest.raises(DataError, match=r"not a screening\.jsonl"):
+        Screening.from_jsonl(path)
 
 
 def test_planted_examples_rank_first_and_the_screening_reports_them(tiny, trait, tmp_path):
@@ -56,6 +77,9 @@ def test_planted_examples_rank_first_and_the_screening_reports_them(tiny, trait,
     assert [r["label"] for r in rows] == labels and set(rows[0]["scores"]) == set(METHODS)
     assert rows[8]["ranks"]["projection"] <= 3 and rows[0]["own_answer"] == own[0]
     assert s.provenance["hook_point"] == "blocks.1.hook_resid_post" and s.provenance["layer"] == 1
+    back = Screening.from_jsonl(out, provenance=s.provenance)
+    assert back.examples == s.examples and back.labels == s.labels and back.own == s.own
+    assert all(torch.equal(back.scores[m], s.scores[m]) for m in METHODS)
     fig = s.plot().to_dict()
     assert {t["name"] for t in fig["data"]} == {"normal", "trait"} and len(fig["layout"]["annotations"]) == 7
 

@@ -10,6 +10,8 @@
 
     defense-interp screen DATA.jsonl|DATA.csv --out DIR [--trait NAME] [--model NAME|tiny] [--axes AXES_DIR]
                           [--methods M ...] [--drop FRACTION --by METHOD] [--max-new-tokens N]
+    defense-interp screen-study --out DIR [--trait NAME|PATH] [--model NAME|tiny] [--seeds N] [--contamination F]
+                                [--k K] [--drop F] [--coef A] [--steps N] [--resume] [EXECUTOR OPTIONS]
 
     defense-interp svd HARMFUL.pt HARMLESS.pt [HARMFUL2.pt HARMLESS2.pt ...] --out DIR [--labels A B ...]
 
@@ -30,7 +32,9 @@ config only (no weights) and prints the memory of its weights, of LoRA training 
 and length and of generation, whether each fits the device(s), and with several devices the
 placement of the layers. `screen` scores every example of a dataset on the untrained model (which
 examples will teach the trait: projection, projection difference, gradient pressure, trait
-influence) and writes DIR/screening.jsonl, DIR/report.html and, with --drop, DIR/filtered.jsonl.
+influence) and writes DIR/screening.jsonl, DIR/report.html and, with --drop, DIR/filtered.jsonl;
+`screen-study` trains on what the scores rank in a contaminated mixture and compares filtering with
+PPS and IP (DIR/findings.json with S1–S3, DIR/report.html).
 `--judge` adds an LLM judge's 0–100 scores of sampled answers (docs/judges.md):
 to every run of a study, before and after training (extra sub-tests of claims 4 and 5); to the
 refusal study's answers beside the substring rule.
@@ -42,81 +46,24 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # this toolkit never needs the hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="HF folder/name, .gguf file, or 'tiny' (default: bundled)")
-    parser.add_argument("--device", default=None, help="where the model runs, e.g. cuda or cuda:1 (default: cpu)")
-    parser.add_argument(
-        "--dtype", choices=DTYPES, default="float32", help="weight dtype; statistics stay float32 whatever it is"
-    )
-
-
-def _executor_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--plan", action="store_true", help="print the plan of tasks with estimates, then exit")
-    parser.add_argument(
-        "--executor", choices=["local", "ray"], default="local", help="where tasks run (default: in this process)"
-    )
-    parser.add_argument(
-        "--ray-address", default=None, help="Ray cluster to use (default: a running one, else a new local one)"
-    )
-    parser.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs (torch threads) per Ray task")
-    parser.add_argument(
-        "--gpus-per-task", type=float, default=0.0, help="GPUs per Ray task; fractional packs tasks (0.25: four)"
-    )
-    parser.add_argument("--max-retries", type=int, default=3, help="reruns of a task whose worker died")
-    parser.add_argument(
-        "--shared-dir", default=None, help="a folder every node sees: a retried task resumes from its checkpoint there"
-    )
-
-
-def _execution(args: argparse.Namespace) -> dict:
-    """`run_study`/`run_refusal_study` keyword arguments for the chosen executor."""
-    if args.executor == "local":
-        return {}
-    from defense_interp.execution import RayExecutor
-
-    ray = RayExecutor(
-        address=args.ray_address,
-        cpus_per_task=args.cpus_per_task,
-        gpus_per_task=args.gpus_per_task,
-        max_retries=args.max_retries,
-    )
-    return {"executor": ray, "device": args.device, "shared_dir": args.shared_dir}
-
-
-def _load(args: argparse.Namespace):
-    """The model, on `--device`; with a remote executor the driver keeps its copy on the CPU (it
-    only fingerprints the model and sends its spec; the workers load it on the device)."""
-    import torch
-
-    import defense_interp as di
-    from defense_interp.io import log
-
-    device = args.device if args.executor == "local" or args.plan else None
-    log(
-        f"loading model {args.model or 'bundled SmolLM2-135M-Instruct'}"
-        f"{f' on {device}' if device else ''} ({args.dtype})"
-    )
-    return di.load_model(args.model, device=device, dtype=getattr(torch, args.dtype))
-
-
-def _print_plan(plan, model, examples, tcfg) -> None:
-    from defense_interp.execution.estimate import estimate_plan, measure_units
-
-    units = measure_units(model, examples, tcfg)
-    print(plan.describe(estimate_plan(plan, units)))
+from defense_interp.cli.options import (
+    execution,
+    executor_options,
+    judge_options,
+    judge_spec,
+    load,
+    load_trait,
+    model_options,
+    print_plan,
+)
+from defense_interp.cli.screening import screen_parsers
 
 
 def study(args: argparse.Namespace) -> Path | None:
-    import defense_interp as di
     from defense_interp.study import StudyConfig, run_study
 
     coefs = (
@@ -132,43 +79,21 @@ def study(args: argparse.Namespace) -> Path | None:
         ip_prompt=args.ip_prompt,
         first_seed=args.seed,
         sizes={"steps": args.steps} if args.steps else {},
-        judge=_judge_spec(args),
+        judge=judge_spec(args),
         samples=args.samples,
     )
-    model, trait = _load(args), di.Trait.builtin(args.trait)
+    trait = load_trait(args.trait)
     if cfg.judge is not None:
         trait.judge_prompt()  # a trait without a judge prompt fails before any training
+    model = load(args)
     if args.plan:
         from defense_interp.study import study_plan
 
-        _print_plan(study_plan(model, trait, cfg), model, trait.train_data, cfg.train_config(cfg.first_seed))
+        print_plan(study_plan(model, trait, cfg), model, trait.train_data, cfg.train_config(cfg.first_seed))
         return None
-    path = run_study(model, trait, cfg, args.out, resume=args.resume, **_execution(args)).report
+    path = run_study(model, trait, cfg, args.out, resume=args.resume, **execution(args)).report
     print(Path(path).resolve())
     return path
-
-
-def _judge_spec(args: argparse.Namespace) -> dict[str, Any] | None:
-    from defense_interp.errors import ConfigError
-    from defense_interp.judges import parse_judge
-
-    if args.judge is None:
-        if args.judge_url:
-            raise ConfigError("--judge-url needs --judge openai:MODEL")
-        return None
-    return parse_judge(args.judge, args.judge_url)
-
-
-def _judge_options(p: argparse.ArgumentParser, samples: bool) -> None:
-    p.add_argument(
-        "--judge",
-        default=None,
-        help="an LLM judge: local (the study's own model), local:MODEL (another model) or openai:MODEL "
-        "(an OpenAI-compatible server; key in $OPENAI_API_KEY)",
-    )
-    p.add_argument("--judge-url", default=None, help="base URL of an OpenAI-compatible server (vLLM, SGLang, ...)")
-    if samples:
-        p.add_argument("--samples", type=int, default=10, help="answers sampled per eval question for the judge")
 
 
 def report(args: argparse.Namespace) -> Path:
@@ -195,7 +120,7 @@ def refusal(args: argparse.Namespace) -> Path | None:
     cfg = dataclasses.replace(cfg, seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
     n_seeds = args.seeds or (3 if args.preset == "full" else 1)
     seeds = [args.seed + i for i in range(n_seeds)]
-    model = _load(args)
+    model = load(args)
     if args.plan:
         from defense_interp.data.refusal import RefusalData
         from defense_interp.refusal.study import refusal_plan
@@ -203,16 +128,10 @@ def refusal(args: argparse.Namespace) -> Path | None:
 
         data = RefusalData.builtin()
         tcfg = TrainConfig(batch_size=cfg.batch_size, max_length=cfg.max_length)
-        _print_plan(refusal_plan(data, cfg, judge=_judge_spec(args)), model, data.train, tcfg)
+        print_plan(refusal_plan(data, cfg, judge=judge_spec(args)), model, data.train, tcfg)
         return None
     study = run_refusal_study(
-        model,
-        args.out,
-        config=cfg,
-        seeds=seeds,
-        target=args.refusal_target,
-        judge=_judge_spec(args),
-        **_execution(args),
+        model, args.out, config=cfg, seeds=seeds, target=args.refusal_target, judge=judge_spec(args), **execution(args)
     )
     path = Path(args.out) / REPORT_FILE
     log(f"refusal study done in {study.wall_seconds:.0f} s")
@@ -239,25 +158,6 @@ def svd(args: argparse.Namespace) -> Path:
     return path
 
 
-def screen(args: argparse.Namespace) -> Path:
-    import defense_interp as di
-    from defense_interp.screening.files import SCREENING_FILE, check_options, load_examples, screen_files
-
-    check_options(args.methods, args.drop, args.by)  # every check before the model is loaded
-    load_examples(args.data)
-    model, trait = _load(args), di.Trait.builtin(args.trait)
-    if args.axes:
-        axes = di.TraitAxes.load(args.axes)
-    else:  # the quick study's extraction sizes
-        axes = di.extract_trait_axes(model, trait, n_pairs=5, n_questions=10, max_new_tokens=32)
-    screen_files(
-        model, args.data, axes, args.out, trait=trait, methods=args.methods, drop=args.drop, by=args.by,
-        config=di.TrainConfig(max_length=args.max_length), max_new_tokens=args.max_new_tokens,
-    )  # fmt: skip
-    print((Path(args.out) / SCREENING_FILE).resolve())
-    return Path(args.out)
-
-
 def memory(args: argparse.Namespace) -> None:
     import torch
 
@@ -277,21 +177,6 @@ def memory(args: argparse.Namespace) -> None:
     print(p.describe())
 
 
-def _screen_parser(sub: Any) -> None:
-    c = sub.add_parser("screen", help="score a dataset's examples for how much each will teach the trait")
-    c.add_argument("data", help="chat JSONL ({'messages': [...]} per line, optional 'label') or CSV (prompt, answer)")
-    c.add_argument("--out", required=True, help="output folder (own answers are cached in it: a rerun resumes)")
-    _model_options(c)
-    c.add_argument("--trait", default="evil", help="the bundled trait whose axes and eval questions are used")
-    c.add_argument("--axes", default=None, help="a TraitAxes folder (e.g. a study's DIR/axes) instead of extracting")
-    c.add_argument("--methods", nargs="+", default=["projection", "projection_difference", "pressure", "influence"])
-    c.add_argument("--drop", type=float, default=None, help="write filtered.jsonl without this top fraction")
-    c.add_argument("--by", default=None, help="the score --drop ranks by")
-    c.add_argument("--max-new-tokens", type=int, default=48, help="length of the model's own answers")
-    c.add_argument("--max-length", type=int, default=128, help="longest example in tokens (default: the study's)")
-    c.set_defaults(func=screen, executor="local", plan=False)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="defense-interp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -305,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         default="quick",
         help="quick: baseline/PPS/IP, one seed; full: α sweep, controls, gradient edits, two-stage, 3 seeds",
     )
-    _model_options(s)
-    s.add_argument("--trait", default="evil")
+    model_options(s)
+    s.add_argument("--trait", default="evil", help="a bundled trait's name or a trait file (JSON)")
     s.add_argument("--coef", type=float, default=None, help="PPS coefficient α of the quick preset (default 4)")
     s.add_argument("--coefs", type=float, nargs="+", default=None, help="the α sweep (default 2 4 8 for full)")
     s.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 quick, 3 full)")
@@ -318,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="continue interrupted runs from their checkpoints (finished runs are always reused)",
     )
-    _judge_options(s, samples=True)
-    _executor_options(s)
+    judge_options(s, samples=True)
+    executor_options(s)
     s.set_defaults(func=study)
     r = sub.add_parser("report", help="rebuild a report from run folders")
     r.add_argument("runs", nargs="+")
@@ -328,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(func=report)
     f = sub.add_parser("refusal", help="train SSFT/AT/LAT variants; SVD, refusal directions, ablation attacks")
     f.add_argument("--out", help="output folder (an interrupted study continues in it); not needed with --plan")
-    _model_options(f)
+    model_options(f)
     f.add_argument("--steps", type=int, default=None, help="training steps per variant (default 32)")
     f.add_argument("--seed", type=int, default=0, help="(first) seed of the data splits and of training")
     f.add_argument(
@@ -342,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument(
         "--refusal-target", type=float, default=0.8, help="refusal every variant must reach for R3-R5 (default 0.8)"
     )
-    _judge_options(f, samples=False)
-    _executor_options(f)
+    judge_options(f, samples=False)
+    executor_options(f)
     f.set_defaults(func=refusal)
     v = sub.add_parser("svd", help="the difference-SVD report of stored activations ([n, d_model] .pt files)")
     v.add_argument("files", nargs="+", help="HARMFUL.pt HARMLESS.pt [HARMFUL2.pt HARMLESS2.pt ...]")
@@ -351,9 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--out", required=True, help="folder for svd.json and report.html")
     v.add_argument("--k", type=int, default=10, help="singular components kept (default 10)")
     v.set_defaults(func=svd)
-    _screen_parser(sub)
+    screen_parsers(sub)
     m = sub.add_parser("memory", help="memory of a model's weights, training and generation, from its config only")
-    _model_options(m)
+    model_options(m)
     m.add_argument("--n-devices", type=int, default=None, help="spread the layers over this many devices")
     m.add_argument("--memory", type=float, default=None, help="GiB per device (default: what this machine reports)")
     m.add_argument("--batch-size", type=int, default=4, help="training batch (default: the study's, 4)")

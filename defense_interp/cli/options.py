@@ -1,0 +1,115 @@
+"""Options and helpers every `defense-interp` command shares: the model and executor options, the
+model's loading, the plan's printout, the judge's options."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = [
+    "DTYPES",
+    "execution",
+    "executor_options",
+    "judge_options",
+    "judge_spec",
+    "load",
+    "load_trait",
+    "model_options",
+    "print_plan",
+]
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="HF folder/name, .gguf file, or 'tiny' (default: bundled)")
+    parser.add_argument("--device", default=None, help="where the model runs, e.g. cuda or cuda:1 (default: cpu)")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="weight dtype; statistics stay float32 whatever it is"
+    )
+
+
+def executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", action="store_true", help="print the plan of tasks with estimates, then exit")
+    parser.add_argument(
+        "--executor", choices=["local", "ray"], default="local", help="where tasks run (default: in this process)"
+    )
+    parser.add_argument(
+        "--ray-address", default=None, help="Ray cluster to use (default: a running one, else a new local one)"
+    )
+    parser.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs (torch threads) per Ray task")
+    parser.add_argument(
+        "--gpus-per-task", type=float, default=0.0, help="GPUs per Ray task; fractional packs tasks (0.25: four)"
+    )
+    parser.add_argument("--max-retries", type=int, default=3, help="reruns of a task whose worker died")
+    parser.add_argument(
+        "--shared-dir", default=None, help="a folder every node sees: a retried task resumes from its checkpoint there"
+    )
+
+
+def execution(args: argparse.Namespace) -> dict:
+    """`run_study`/`run_refusal_study` keyword arguments for the chosen executor."""
+    if args.executor == "local":
+        return {}
+    from defense_interp.execution import RayExecutor
+
+    ray = RayExecutor(
+        address=args.ray_address,
+        cpus_per_task=args.cpus_per_task,
+        gpus_per_task=args.gpus_per_task,
+        max_retries=args.max_retries,
+    )
+    return {"executor": ray, "device": args.device, "shared_dir": args.shared_dir}
+
+
+def load(args: argparse.Namespace):
+    """The model, on `--device`; with a remote executor the driver keeps its copy on the CPU (it
+    only fingerprints the model and sends its spec; the workers load it on the device)."""
+    import torch
+
+    import defense_interp as di
+    from defense_interp.io import log
+
+    device = args.device if args.executor == "local" or args.plan else None
+    log(
+        f"loading model {args.model or 'bundled SmolLM2-135M-Instruct'}"
+        f"{f' on {device}' if device else ''} ({args.dtype})"
+    )
+    return di.load_model(args.model, device=device, dtype=getattr(torch, args.dtype))
+
+
+def print_plan(plan, model, examples, tcfg) -> None:
+    from defense_interp.execution.estimate import estimate_plan, measure_units
+
+    units = measure_units(model, examples, tcfg)
+    print(plan.describe(estimate_plan(plan, units)))
+
+
+def judge_spec(args: argparse.Namespace) -> dict[str, Any] | None:
+    from defense_interp.errors import ConfigError
+    from defense_interp.judges import parse_judge
+
+    if args.judge is None:
+        if args.judge_url:
+            raise ConfigError("--judge-url needs --judge openai:MODEL")
+        return None
+    return parse_judge(args.judge, args.judge_url)
+
+
+def judge_options(p: argparse.ArgumentParser, samples: bool) -> None:
+    p.add_argument(
+        "--judge",
+        default=None,
+        help="an LLM judge: local (the study's own model), local:MODEL (another model) or openai:MODEL "
+        "(an OpenAI-compatible server; key in $OPENAI_API_KEY)",
+    )
+    p.add_argument("--judge-url", default=None, help="base URL of an OpenAI-compatible server (vLLM, SGLang, ...)")
+    if samples:
+        p.add_argument("--samples", type=int, default=10, help="answers sampled per eval question for the judge")
+
+
+def load_trait(spec: str) -> Any:
+    """`--trait NAME|PATH`: a bundled trait, or a trait file (`Trait.named`)."""
+    from defense_interp.data.traits import Trait
+
+    return Trait.named(spec)

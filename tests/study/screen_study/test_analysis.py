@@ -1,0 +1,92 @@
+"""The findings S1–S3 from planted results: a design whose answers are known is decided as planted,
+by the rules fixed in `study.screen_study.analysis`."""
+
+import math
+
+import torch
+
+from defense_interp.metrics.stats import Estimate, mean_ci
+from defense_interp.screening import Screening
+from defense_interp.study.screen_study import ScreenStudyResults, screen_findings
+
+SEEDS = (0, 1, 2)
+
+
+def _est(value: float, seed: int) -> Estimate:
+    """A per-seed expression over four questions around `value` (a small spread that varies by seed)."""
+    return mean_ci([value + 0.01 * (seed + 1) * d for d in (-1, 1, -2, 2)], over="eval questions", keep=True)
+
+
+def _screening(good: float) -> Screening:
+    """Twenty labelled examples: ΔP and influence separate them perfectly, pressure by `good`."""
+    y = torch.tensor([1.0] * 10 + [0.0] * 10)
+    noise = torch.linspace(-1, 1, 20)
+    scores = {
+        "projection": y + noise,
+        "projection_difference": y * 3 + noise,
+        "pressure": y * good + noise,
+        "influence": y * 3 + noise,
+    }
+    convs = tuple([{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}] for i in range(20))
+    labels = tuple("trait" if v else "normal" for v in y.tolist())
+    return Screening(convs, scores, labels, (), {"hook_point": "blocks.1.hook_resid_post"})
+
+
+def _results(trait_after: dict[str, float], good: float = 3.0) -> ScreenStudyResults:
+    trait = {label: {s: _est(v + 0.02 * s, s) for s in SEEDS} for label, v in trait_after.items()}
+    cap = {label: {s: _est(2.0 + 0.01 * s, s) for s in SEEDS} for label in trait_after}
+    screening = _screening(good)
+    aucs = {m: screening.auc(m, n_boot=200) for m in screening.scores}
+    return ScreenStudyResults(
+        trait,
+        {},
+        cap,
+        _est(0.0, 0),
+        _est(2.1, 0),
+        aucs,
+        {m: screening.auc_difference(m, "projection_difference", n_boot=200) for m in ("pressure", "influence")},
+        None,
+        {"drop": 0.25, "best": "influence", "hook_point": "blocks.1.hook_resid_post"},
+    )
+
+
+PLANTED = {
+    "mixture": 2.0,
+    "random_k": 2.0,
+    "drop_random": 1.5,
+    "top_projection_difference": 4.0,
+    "bottom_projection_difference": 0.5,
+    "drop_projection_difference": 0.4,
+    "drop_pressure": 0.4,
+    "drop_influence": 0.3,
+    "pps": 0.2,
+    "ip": 1.0,
+}
+
+
+def test_a_planted_screening_reproduces_every_finding():
+    f = screen_findings(_results(PLANTED))
+    assert [x.verdict for x in f.findings] == ["reproduced"] * 3
+    s3 = f.findings[2]
+    assert "influence" in s3.tests[1].name and math.isclose(s3.tests[1].effect.mean, 0.3 - 2.0, abs_tol=1e-9)
+    context = [t for t in s3.tests if not t.counted]
+    assert len(context) == 5 and context[1].name.startswith("PPS")
+
+
+def test_reversed_rankings_are_not_reproduced_and_a_trait_that_is_not_learnt_is_inconclusive():
+    reversed_ = {**PLANTED, "top_projection_difference": 0.5, "bottom_projection_difference": 4.0}
+    assert screen_findings(_results(reversed_)).findings[0].verdict == "not reproduced"
+    worse = screen_findings(_results({**PLANTED, "drop_pressure": 1.5}, good=-3.0)).findings[1]
+    assert worse.verdict == "not reproduced"
+    assert [t.verdict for t in worse.tests[:2]] == ["not reproduced", "not reproduced"]
+    unlearnt = {**PLANTED, "mixture": -0.5, "drop_random": -0.5}
+    s3 = screen_findings(_results(unlearnt)).findings[2]
+    assert s3.tests[0].verdict == "not reproduced" and s3.verdict == "inconclusive"
+
+
+def test_a_finding_whose_runs_are_missing_is_not_tested():
+    partial = {k: v for k, v in PLANTED.items() if not k.startswith(("top_", "bottom_", "random_k"))}
+    s1 = screen_findings(_results(partial)).findings[0]
+    assert s1.tests[0].verdict == "reproduced" and [t.verdict for t in s1.tests[1:]] == ["not tested"] * 2
+    assert s1.verdict == "reproduced"  # the tested sub-test decides; the summary names what was not tested
+    assert "2 counted sub-tests not tested" in s1.summary

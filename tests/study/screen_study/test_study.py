@@ -1,0 +1,73 @@
+"""`defense-interp screen-study --model tiny`: every phase through the command line, the files it
+promises, identical training sets trained once, a rerun that trains nothing, and clear errors."""
+
+import json
+
+import pytest
+
+from defense_interp.cli import main
+from defense_interp.study.screen_study.config import RANKED
+
+ARGS = ["screen-study", "--model", "tiny", "--seeds", "2", "--steps", "3"]
+
+
+@pytest.fixture(scope="module")
+def tiny_screen_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_screen_study")
+    assert main([*ARGS, "--out", str(out)]) == 0
+    return out
+
+
+def test_the_tiny_screening_study_writes_its_findings_report_and_every_run(tiny_screen_study):
+    out = tiny_screen_study
+    for name in ("mixture.jsonl", "held_out.jsonl", "screening/screening.jsonl", "screening/report.html",
+                 "findings.json", "results.json", "report.html", "capability/untrained.json"):  # fmt: skip
+        assert (out / name).is_file(), name
+    findings = json.loads((out / "findings.json").read_text())
+    assert [f["claim"] for f in findings["findings"]] == [1, 2, 3]
+    assert all(f["verdict"] in ("reproduced", "not reproduced", "inconclusive") for f in findings["findings"])
+    results = json.loads((out / "results.json").read_text())
+    labels = {r["run"] for r in results["runs"]}
+    expected = {"mixture", "random_k", "drop_random", "pps", "ip"}
+    expected |= {f"{kind}_{m}" for m in RANKED for kind in ("top", "bottom", "drop")}
+    assert labels == expected
+    assert all(r["seeds"] == [0, 1] for r in results["runs"])
+    assert set(results["aucs"]) == {"projection", "projection_difference", "pressure", "influence"}
+    mixture = [json.loads(line) for line in (out / "mixture.jsonl").read_text().splitlines()]
+    assert sum(r["label"] == "trait" for r in mixture) == results["design"]["k"] == 6  # 25% of 24
+    for r in results["runs"]:
+        assert r["capability_cost"]["over"] == "seeds (paired)"
+    page = (out / "report.html").read_text()
+    for heading in ("Findings", "S1: training on", "S2: how well", "S3: filtering", "Every run", "The screening"):
+        assert heading in page
+
+
+def test_the_sets_follow_the_screening_and_a_rerun_trains_nothing(tiny_screen_study, capsys):
+    out = tiny_screen_study
+    results = json.loads((out / "results.json").read_text())
+    sets = results["design"]["sets"]
+    screened = [json.loads(line) for line in (out / "screening" / "screening.jsonl").read_text().splitlines()]
+    top_by_rank = sorted(r["index"] for r in screened if r["ranks"]["pressure"] <= 6)
+    assert sets["0"]["top_pressure"] == sets["1"]["top_pressure"] == top_by_rank
+    assert len(sets["1"]["drop_random"]) == 18 and sets["0"]["random_k"] != sets["1"]["random_k"]
+    capsys.readouterr()
+    assert main([*ARGS, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "seed0/mixture: running" not in err and "findings and report: running" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--contamination", "1.2"], "contamination"),
+        (["--drop", "0"], "--drop"),
+        (["--plan"], "no --plan"),
+        (["--trait", "no_such_trait"], "no bundled trait"),
+    ],
+)
+def test_bad_options_fail_before_the_model_loads(extra, message, tmp_path, capsys, monkeypatch):
+    import defense_interp as di
+
+    monkeypatch.setattr(di, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main([*ARGS, "--out", str(tmp_path), *extra]) == 2
+    assert message in capsys.readouterr().err
