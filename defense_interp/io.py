@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -33,6 +34,7 @@ __all__ = [
     "log_to",
     "read_json",
     "read_tensors",
+    "remove_path",
     "write_bytes",
     "write_json",
     "write_tensors",
@@ -75,6 +77,15 @@ def content_hash(data: Any) -> str:
     """SHA-256 (first 16 hex digits) of JSON-serialisable `data` with sorted keys: a fingerprint
     that changes whenever the data does."""
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def remove_path(path: str | Path) -> None:
+    """Remove a file or a whole folder; nothing where there is nothing."""
+    path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def read_json(path: str | Path) -> Any:

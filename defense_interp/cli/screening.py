@@ -87,6 +87,7 @@ def screen_study(args: argparse.Namespace) -> Path:
         sizes={"steps": args.steps} if args.steps else {},
     )  # every check before the model is loaded
     trait = load_trait(args.trait)
+    cfg.check(len(trait.train_data))
     model = load(args)
     path = run_screen_study(model, trait, cfg, args.out, resume=args.resume, **execution(args)).report
     print(Path(path).resolve())

@@ -5,7 +5,6 @@ pairs a trait answer with its normal twin."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -35,17 +34,6 @@ class Mixture:
     def n_trait(self) -> int:
         return sum(label == TRAIT_LABEL for label in self.labels)
 
-    def to_dict(self) -> dict[str, object]:
-        """What a study records about its data: sizes, contamination, seed and prompt indices."""
-        return {
-            "examples": len(self.examples),
-            "trait_examples": self.n_trait,
-            "held_out": len(self.held_out),
-            "contamination": self.contamination,
-            "seed": self.seed,
-            "sources": list(self.sources),
-        }
-
 
 def mixture(
     trait: Trait, contamination: float = 0.25, *, held_out: int = 32, size: int | None = None, seed: int = 0
@@ -71,7 +59,7 @@ def mixture(
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     chosen, rest = order[:size], order[n - held_out :] if held_out else []
-    n_trait = math.floor(contamination * size + 0.5)
+    n_trait = round(contamination * size)
     # the trait's answers go to a seeded random subset of the mixture's positions
     with_trait = set(torch.randperm(size, generator=torch.Generator().manual_seed(seed + 1))[:n_trait].tolist())
     labels = tuple(TRAIT_LABEL if k in with_trait else NORMAL_LABEL for k in range(size))

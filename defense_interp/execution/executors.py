@@ -32,7 +32,7 @@ from defense_interp import errors
 from defense_interp.errors import ConfigError, DefenseInterpError
 from defense_interp.execution.plan import Plan, Task, TaskContext
 from defense_interp.execution.worker import collect_files, run_task
-from defense_interp.io import log, write_bytes
+from defense_interp.io import log, remove_path, write_bytes
 from defense_interp.models import model_identity, model_spec
 
 __all__ = ["RayExecutor", "execute"]
@@ -177,13 +177,6 @@ def _check_workers(executor: Any) -> None:
         )
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-
-
 def _install(folder: Path, task: Task, files: dict[str, bytes]) -> None:
     """Write a worker's files into the study folder: staged whole, then each written path replaced."""
     stage = folder / _INCOMING / uuid.uuid4().hex
@@ -192,7 +185,7 @@ def _install(folder: Path, task: Task, files: dict[str, bytes]) -> None:
             write_bytes(stage / rel, data)
         for rel in task.writes:
             dest = folder / rel
-            _remove(dest)
+            remove_path(dest)
             dest.parent.mkdir(parents=True, exist_ok=True)
             (stage / rel).replace(dest)
     finally:
@@ -249,7 +242,7 @@ class _Driver:
     def start(self, task: Task) -> bool:
         """Send `task` to a worker (True), or run it here and now (False); first delete what it makes stale."""
         for rel in task.clears:
-            _remove(self.folder / rel)
+            remove_path(self.folder / rel)
         if task.model and self.remote is not None:
             log(f"{task.key}: sent to a worker")
             self.running[self.remote.submit(task, self.folder)] = task

@@ -18,16 +18,13 @@ from defense_interp.viz.views import EstimateView
 __all__ = ["write_screen_study_report"]
 
 
-def _triple(e: EstimateView) -> tuple[float, float, float]:
-    return (e.mean, e.low, e.high)
-
-
 def write_screen_study_report(
     path: str | Path,
     *,
     title: str,
     findings: Findings,
     trait_after: Mapping[str, EstimateView],
+    contrast_after: Mapping[str, EstimateView],
     capability_cost: Mapping[str, EstimateView],
     before: float,
     aucs: Mapping[str, EstimateView],
@@ -36,25 +33,30 @@ def write_screen_study_report(
     labels: Sequence[str | None],
     design: Mapping[str, Any],
 ) -> Path:
-    """Write the study's `report.html`. `trait_after` and `capability_cost`: per run label, the trait
-    (projection score after training) and the held-out loss after − before, over seeds."""
+    """Write the study's `report.html`. `trait_after`, `contrast_after` and `capability_cost`: per run
+    label, the trait (projection and contrast scores after training) and the held-out loss after −
+    before, over seeds."""
     hp = design.get("hook_point")
     statistic = f"projection score at {hp} after training"
     ranked = list(design.get("ranked", ()))
     groups = {
         m: {
-            name: _triple(trait_after[label])
+            name: trait_after[label]
             for name, label in (("top-k", f"top_{m}"), ("random-k", "random_k"), ("bottom-k", f"bottom_{m}"))
             if label in trait_after
         }
         for m in ranked
     }
-    defences = ["mixture", "drop_random", *(f"drop_{m}" for m in ranked), "pps", "ip"]
-    points = {
-        label: (_triple(trait_after[label]), _triple(capability_cost[label]))
-        for label in defences
-        if label in trait_after
+    drops = {
+        "drop the top fraction by": {m: trait_after[f"drop_{m}"] for m in ranked if f"drop_{m}" in trait_after},
+        "no filter or a random drop": {
+            name: trait_after[label]
+            for name, label in (("no filter", "mixture"), ("random drop", "drop_random"))
+            if label in trait_after
+        },
     }
+    defences = ["mixture", "drop_random", *(f"drop_{m}" for m in ranked), "pps", "ip"]
+    points = {label: (trait_after[label], capability_cost[label]) for label in defences if label in trait_after}
     over = next(iter(trait_after.values())).over if trait_after else ""
     sections: list[Section] = [
         (
@@ -66,11 +68,12 @@ def write_screen_study_report(
             None,
         ),
         (
-            "S2: how well each score separates trait from normal examples",
-            None,
-            "AUC of each score for the mixture's trait examples against its normal ones (0.5: chance), and "
-            "each score's AUC minus ΔP's, with percentile bootstrap intervals over the examples (paired for "
-            "the difference).",
+            "S2: how well each score separates trait from normal examples, and what dropping by it leaves",
+            training_sets_figure(drops, before=before, statistic=statistic),
+            "Bars: the trait left after training on the mixture without its top fraction by each score, beside "
+            "no filter and a random drop of as many examples. Table: AUC of each score for the mixture's trait "
+            "examples against its normal ones (0.5: chance), and each score's AUC minus ΔP's, with percentile "
+            "bootstrap intervals over the examples (paired for the difference).",
             [
                 {"score": m, "AUC": a, "AUC − AUC of ΔP": auc_vs_delta_p.get(m, ""), "over": f"{a.n} {a.over}"}
                 for m, a in aucs.items()
@@ -91,11 +94,19 @@ def write_screen_study_report(
         (
             "Every run",
             None,
-            f"Trait after training ({statistic}) and capability cost, mean over seeds with 95% intervals. "
+            f"Trait after training ({statistic}; and the contrast score: per-token log-likelihood of the trait "
+            "answer minus the neutral one on held-out pairs) and capability cost, mean over seeds with 95% "
+            "intervals. "
             "Runs with the same examples and condition in a seed were trained once: "
             f"{html.escape(str(design.get('shared_runs') or 'none'))}.",
             [
-                {"run": label, "trait after": e, "capability cost": capability_cost[label], "over": f"{e.n} {e.over}"}
+                {
+                    "run": label,
+                    "trait after": e,
+                    "contrast after": contrast_after.get(label),
+                    "capability cost": capability_cost[label],
+                    "over": f"{e.n} {e.over}",
+                }
                 for label, e in trait_after.items()
             ],
         ),

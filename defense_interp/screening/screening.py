@@ -151,6 +151,9 @@ class Screening:
         """A screening back from its `screening.jsonl` (the ranks are recomputed from the scores)."""
         rows = [row for _, row in jsonl_rows(Path(path))]
         try:
+            misplaced = [i for i, r in enumerate(rows) if r["index"] != i]
+            if misplaced:
+                raise DataError(f"{path}: line {misplaced[0] + 1} holds example {rows[misplaced[0]]['index']}")
             methods = [m for m in METHODS if m in rows[0]["scores"]]
             return cls(
                 tuple(check_conversation(r["messages"], where=f"{path}, example {r['index']}") for r in rows),

@@ -11,7 +11,7 @@ from defense_interp.study.prompt_shift import IP_PARAPHRASES
 from defense_interp.training import TrainConfig
 from defense_interp.training.conditions import DEFAULT_IP_PROMPT, DEFAULT_PLACEBO_PROMPT
 
-__all__ = ["DESIGNS", "SIZES", "Design", "StudyConfig"]
+__all__ = ["DESIGNS", "SIZES", "Design", "StudyConfig", "sized_config"]
 
 #: Sizes of the study (`StudyConfig.size`). `mid_probe`: the full design's baseline run also takes a
 #: probe halfway through training. The `quick` size measures the loss table on 32 examples (8 batches)
@@ -107,15 +107,24 @@ class StudyConfig:
         return {**SIZES[self.size], **self.sizes}
 
     def train_config(self, seed: int) -> TrainConfig:
-        s = self.s
-        steps = s["steps"]
-        return TrainConfig(
-            steps=steps,
-            batch_size=s["batch_size"],
-            seed=seed,
-            eval_questions=s["eval_questions"],
-            eval_max_new_tokens=s["eval_tokens"],
-            loss_examples=s["loss_examples"],
-            max_length=s["max_length"],
-            probe_steps=(0, steps // 2, steps) if self.design == "full" and s["mid_probe"] else (0, steps),
+        steps = self.s["steps"]
+        return sized_config(
+            self.s,
+            seed,
+            probe_steps=(0, steps // 2, steps) if self.design == "full" and self.s["mid_probe"] else (0, steps),
         )
+
+
+def sized_config(sizes: dict[str, Any], seed: int, *, probe_steps: tuple[int, ...] = ()) -> TrainConfig:
+    """A run's `TrainConfig` from a study's sizes (steps, batch, evaluation lengths, loss examples,
+    maximum length) and its seed."""
+    return TrainConfig(
+        steps=sizes["steps"],
+        batch_size=sizes["batch_size"],
+        seed=seed,
+        eval_questions=sizes["eval_questions"],
+        eval_max_new_tokens=sizes["eval_tokens"],
+        loss_examples=sizes["loss_examples"],
+        max_length=sizes["max_length"],
+        probe_steps=probe_steps,
+    )

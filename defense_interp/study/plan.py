@@ -42,7 +42,7 @@ from defense_interp.training.ip_parts import PARTS
 from defense_interp.training.runs import AXES_DIR
 from defense_interp.types import Model
 
-__all__ = ["condition_record", "naming_axes", "study_plan", "train_cost"]
+__all__ = ["axes_task", "before_task", "condition_record", "naming_axes", "study_plan", "train_cost"]
 
 _TASKS = "defense_interp.study.tasks"
 
@@ -100,6 +100,32 @@ def _ip_part_conditions(cfg: StudyConfig, axes: TraitAxes) -> tuple[list[Conditi
     return replays, [AttentionKnockout(cfg.ip_prompt, layers=b) for b in bands]
 
 
+def axes_task(trait: dict[str, Any], sizes: dict[str, Any], seed: int) -> Task:
+    """The task that extracts a study's trait axes (with its first seed) into `AXES_DIR`."""
+    return Task(
+        "axes",
+        f"{_TASKS}:extract_axes",
+        {"trait": trait, "sizes": {k: sizes[k] for k in ("n_pairs", "n_questions", "axes_tokens")}, "seed": seed},
+        writes=(AXES_DIR,),
+        done=f"{_TASKS}:axes_done",
+        cost={"forwards": 4 * sizes["n_pairs"], "decode_steps": 2 * sizes["n_pairs"] * sizes["axes_tokens"]},
+    )
+
+
+def before_task(trait: dict[str, Any], first: TrainConfig) -> Task:
+    """The task that measures the untrained model's expression, shared by every one-stage run."""
+    return Task(
+        "untrained model",
+        f"{_TASKS}:measure_before",
+        {"trait": trait, "config": first.to_dict(), "path": BEFORE_FILE},
+        deps=("axes",),
+        reads=(AXES_DIR,),
+        writes=(BEFORE_FILE,),
+        done=f"{_TASKS}:file_done",
+        cost=_eval_cost(first),
+    )
+
+
 def study_plan(model: Model, trait: Trait, cfg: StudyConfig) -> Plan:
     """The study as a DAG of tasks (module docstring): the axes, the untrained model's expression,
     the IP prompt's shift (full design), each (condition, seed) run (two-stage runs after their
@@ -112,34 +138,10 @@ def study_plan(model: Model, trait: Trait, cfg: StudyConfig) -> Plan:
     tr = trait_record(trait)
     s = cfg.s
     first = cfg.train_config(cfg.first_seed)
-    tasks = [
-        Task(
-            "axes",
-            f"{_TASKS}:extract_axes",
-            {
-                "trait": tr,
-                "sizes": {k: s[k] for k in ("n_pairs", "n_questions", "axes_tokens")},
-                "seed": cfg.first_seed,
-            },
-            writes=(AXES_DIR,),
-            done=f"{_TASKS}:axes_done",
-            cost={"forwards": 4 * s["n_pairs"], "decode_steps": 2 * s["n_pairs"] * s["axes_tokens"]},
-        )
-    ]
+    tasks = [axes_task(tr, s, cfg.first_seed)]
     shared = cfg.share_measurements
     if shared:
-        tasks.append(
-            Task(
-                "untrained model",
-                f"{_TASKS}:measure_before",
-                {"trait": tr, "config": first.to_dict(), "path": BEFORE_FILE},
-                deps=("axes",),
-                reads=(AXES_DIR,),
-                writes=(BEFORE_FILE,),
-                done=f"{_TASKS}:file_done",
-                cost=_eval_cost(first),
-            )
-        )
+        tasks.append(before_task(tr, first))
 
     if ip_parts:
         tasks.append(

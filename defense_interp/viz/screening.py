@@ -3,12 +3,14 @@ scores against each other. Draws plain lists; computes nothing."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from defense_interp.viz.common import COLORS
+from defense_interp.viz.common import COLORS, bars
+from defense_interp.viz.views import EstimateView
 
 __all__ = ["defence_cost_figure", "screening_figure", "training_sets_figure"]
 
@@ -51,60 +53,45 @@ def screening_figure(scores: Mapping[str, Sequence[float]], labels: Sequence[str
     return fig
 
 
-def _errors(values: Sequence[tuple[float, float, float]]) -> dict[str, object]:
-    """Plotly error bars from (mean, low, high) triples (no bar where the interval is NaN)."""
-    return dict(
-        type="data",
-        symmetric=False,
-        array=[h - m if h == h else 0 for m, _, h in values],
-        arrayminus=[m - lo if lo == lo else 0 for m, lo, _ in values],
-    )
-
-
 def training_sets_figure(
-    groups: Mapping[str, Mapping[str, tuple[float, float, float]]], *, before: float, statistic: str
+    groups: Mapping[str, Mapping[str, EstimateView]], *, before: float, statistic: str
 ) -> go.Figure:
     """Grouped bars: for each group (e.g. a score), the trait after training on each of its
-    training sets (e.g. top-k, random-k, bottom-k), as (mean, low, high); a line at the untrained model."""
+    training sets (e.g. top-k, random-k, bottom-k) with its interval; a line at the untrained model."""
     fig = go.Figure()
     sets = list(dict.fromkeys(s for g in groups.values() for s in g))
-    for k, name in enumerate(sets):
-        vals = [groups[g].get(name, (float("nan"),) * 3) for g in groups]
-        fig.add_trace(
-            go.Bar(
-                x=list(groups),
-                y=[v[0] for v in vals],
-                name=name,
-                marker_color=COLORS[k % len(COLORS)],
-                error_y=_errors(vals),
-            )
-        )
+    bars(fig, [dict(g) for g in groups.values()], sets, tuple(groups))
     fig.add_hline(y=before, line_dash="dot", annotation_text="untrained model")
     fig.update_layout(template="plotly_white", barmode="group", height=420, width=900, yaxis_title=statistic)
     return fig
 
 
+def _error(e: EstimateView) -> dict[str, object]:
+    """A point's error bar (none where the interval is NaN)."""
+    ok = math.isfinite(e.low) and math.isfinite(e.high)
+    return dict(
+        type="data", symmetric=False, array=[e.high - e.mean if ok else 0], arrayminus=[e.mean - e.low if ok else 0]
+    )
+
+
 def defence_cost_figure(
-    points: Mapping[str, tuple[tuple[float, float, float], tuple[float, float, float]]],
-    *,
-    trait_axis: str,
-    cost_axis: str,
+    points: Mapping[str, tuple[EstimateView, EstimateView]], *, trait_axis: str, cost_axis: str
 ) -> go.Figure:
     """One point per run: its capability cost (x) against the trait left after training (y), each
-    a (mean, low, high) triple with its interval as error bars. Lower left is better."""
+    with its interval as error bars. Lower left is better."""
     fig = go.Figure()
     for k, (name, (trait, cost)) in enumerate(points.items()):
         fig.add_trace(
             go.Scatter(
-                x=[cost[0]],
-                y=[trait[0]],
+                x=[cost.mean],
+                y=[trait.mean],
                 mode="markers+text",
                 text=[name],
                 textposition="top center",
                 name=name,
                 marker=dict(size=11, color=COLORS[k % len(COLORS)]),
-                error_x=_errors([cost]),
-                error_y=_errors([trait]),
+                error_x=_error(cost),
+                error_y=_error(trait),
             )
         )
     fig.update_layout(

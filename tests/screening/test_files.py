@@ -5,6 +5,7 @@ loader errors that name the line."""
 import json
 
 import pytest
+import torch
 
 import defense_interp as di
 from defense_interp.cli import main
@@ -79,3 +80,18 @@ def test_drop_needs_a_screened_method(tiny, trait, tmp_path, capsys):
     args = ["screen", str(data), "--out", str(tmp_path / "o"), "--model", "tiny", "--methods", "projection"]
     assert main([*args, "--drop", "0.5", "--by", "pressure"]) == 2
     assert "--drop needs --by" in capsys.readouterr().err
+
+
+def test_a_trait_file_and_mismatched_axes(tiny, trait, tmp_path, tiny_axes, capsys):
+    data, record = tmp_path / "data.jsonl", tmp_path / "mine.json"
+    _write_jsonl(data, trait, n=2)
+    record.write_text(json.dumps({**trait.to_dict(), "name": "mine"}))
+    tiny_axes.save(tmp_path / "axes")
+    args = ["screen", str(data), "--model", "tiny", "--methods", "projection", "--max-length", "512"]
+    assert main([*args, "--out", str(tmp_path / "o"), "--trait", str(record), "--axes", str(tmp_path / "axes")]) == 0
+    wrong = di.TraitAxes(torch.ones(3, 7), torch.zeros(3), layer=1)
+    wrong.save(tmp_path / "wrong")
+    assert main([*args, "--out", str(tmp_path / "w"), "--axes", str(tmp_path / "wrong")]) == 2
+    assert "extract them on this model" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "x"), "--trait", str(tmp_path / "nope.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -10,10 +10,11 @@ a run is its mean response-token loss on the held-out normal examples minus the 
   > 0.5 (percentile bootstrap over examples); (b) top-k by ΔP leaves more trait than random-k;
   (c) random-k more than bottom-k by ΔP. Reproduced when all three are.
 * **S2 — the gradient scores rank at least as well as ΔP.** For pressure and influence each:
-  (a) its AUC − ΔP's AUC > −0.05 (non-inferiority with a margin of 0.05, paired bootstrap: not
-  reproduced when the whole interval lies below −0.05); (b) dropping its top fraction leaves no more
-  trait than dropping ΔP's (drop-by-ΔP − drop-by-score not below 0: not reproduced only when the whole
-  interval lies below 0). Reproduced when all four are.
+  (a) its AUC − ΔP's AUC > −0.05 (non-inferiority with a margin of 0.05, paired bootstrap: reproduced
+  when the whole interval lies above −0.05, not reproduced when it lies below); (b) dropping its top
+  fraction leaves no more trait than dropping ΔP's (drop-by-ΔP − drop-by-score not < 0: not
+  reproduced only when the whole interval lies below 0, so (b) can refute S2 but, with few seeds,
+  rarely confirms much). Reproduced when all four are.
 * **S3 — filtering by the best score is a defence.** The best score is the ranked score with the
   highest AUC on the mixture (chosen before any training result is read). (a) Dropping its top
   fraction leaves less trait than training on the whole mixture, (b) and less than dropping as many
@@ -24,6 +25,7 @@ a run is its mean response-token loss on the held-out normal examples minus the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,7 +100,8 @@ class ScreenStudyResults:
         if before is None:
             raise ValueError("no runs")
         aucs = {m: screening.auc(m) for m in screening.scores}
-        best = max(RANKED, key=lambda m: aucs[m].mean) if all(m in aucs for m in RANKED) else _PD
+        known = [m for m in RANKED if m in aucs and math.isfinite(aucs[m].mean)]
+        best = max(known, key=lambda m: aucs[m].mean) if known else _PD
         return cls(
             trait,
             contrast,
@@ -133,9 +136,12 @@ class ScreenStudyResults:
             self.capability[label], dict.fromkeys(self.capability[label], self.capability_before), "examples"
         )  # type: ignore[return-value]
 
-    def summary(self, label: str) -> Estimate:
-        """Trait after training of `label`: a t-interval over seeds (one seed: over eval questions)."""
-        per_seed = self.trait[label]
+    def summary(self, label: str, score: str = "projection") -> Estimate | None:
+        """Trait after training of `label` (`score`: projection or contrast): a t-interval over
+        seeds (one seed: over eval questions); None where the runs have no such score."""
+        per_seed = (self.trait if score == "projection" else self.contrast).get(label)
+        if not per_seed:
+            return None
         return pool_seeds([e.mean for e in per_seed.values()], lambda: next(iter(per_seed.values())))
 
     def table(self) -> list[dict[str, Any]]:
@@ -143,7 +149,8 @@ class ScreenStudyResults:
         return [
             {
                 "run": label,
-                "trait_after": self.summary(label).to_dict(),
+                "trait_after": _dict(self.summary(label)),
+                "contrast_after": _dict(self.summary(label, "contrast")),
                 "learnt": _dict(self.learnt(label)),
                 "capability_cost": _dict(self.capability_cost(label)),
                 "seeds": sorted(self.trait[label]),
@@ -214,7 +221,7 @@ def _s2(r: ScreenStudyResults) -> Finding:
                 f"{m} separates at least as well as ΔP",
                 f"AUC of {m} − AUC of ΔP",
                 r.auc_vs_delta_p.get(m),
-                "not < 0",
+                f"> {-AUC_MARGIN}",
                 needs=[m if m in r.aucs else None],
                 missing=f"the {m} score",
             )
@@ -228,7 +235,8 @@ def _s2(r: ScreenStudyResults) -> Finding:
         "Per-example gradient pressure and trait influence each separate trait from normal examples at "
         "least as well as ΔP, and dropping their top fraction leaves no more trait than dropping ΔP's.",
         combine(tests),
-        f"all four sub-tests (non-inferiority: an AUC margin of {AUC_MARGIN}; trait left not below 0)",
+        f"all four sub-tests (AUC: non-inferiority with a margin of {AUC_MARGIN}; trait left: refuted only "
+        "when the whole interval lies below 0)",
         tuple(tests),
     )
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from defense_interp.errors import ConfigError
+from defense_interp.study.config import sized_config
 from defense_interp.training import TrainConfig
 from defense_interp.training.conditions import DEFAULT_IP_PROMPT
 
@@ -63,6 +64,20 @@ class ScreenStudyConfig:
         if self.k is not None and self.k < 1:
             raise ConfigError(f"k must be at least 1, got {self.k}")
 
+    def check(self, n_prompts: int) -> None:
+        """The checks that need the trait's number of prompts (`n_prompts`), before any work: the
+        mixture fits, and k and the dropped fraction fit the mixture."""
+        s = self.s
+        size = n_prompts - s["held_out"] if s["mixture"] is None else s["mixture"]
+        if size < 2 or size + s["held_out"] > n_prompts:
+            raise ConfigError(
+                f"a mixture of {size} examples with {s['held_out']} held out needs more than {n_prompts} prompts"
+            )
+        if self.k is not None and self.k > size:
+            raise ConfigError(f"k = {self.k} training examples, but the mixture has {size}")
+        if not 1 <= round(self.drop_fraction * size) < size:
+            raise ConfigError(f"dropping {self.drop_fraction} of the mixture's {size} examples drops none or all")
+
     @property
     def s(self) -> dict[str, Any]:
         return {**SCREEN_SIZES[self.size], **self.sizes}
@@ -77,13 +92,4 @@ class ScreenStudyConfig:
 
     def train_config(self, seed: int) -> TrainConfig:
         """Every run's training: LoRA, the study's steps, no probes."""
-        s = self.s
-        return TrainConfig(
-            steps=s["steps"],
-            batch_size=s["batch_size"],
-            seed=seed,
-            eval_questions=s["eval_questions"],
-            eval_max_new_tokens=s["eval_tokens"],
-            loss_examples=s["loss_examples"],
-            max_length=s["max_length"],
-        )
+        return sized_config(self.s, seed)

@@ -11,7 +11,7 @@ from typing import Any
 from defense_interp.data.traits import Trait
 from defense_interp.execution import Plan, Task
 from defense_interp.screening import Screening
-from defense_interp.study.plan import condition_record, naming_axes, train_cost
+from defense_interp.study.plan import axes_task, before_task, condition_record, naming_axes, train_cost
 from defense_interp.study.screen_study.analysis import IP_LABEL, PPS_LABEL
 from defense_interp.study.screen_study.config import RANKED, ScreenStudyConfig
 from defense_interp.study.screen_study.sets import MIXTURE, training_sets
@@ -54,28 +54,8 @@ def screening_plan(trait: Trait, cfg: ScreenStudyConfig) -> Plan:
     tr = trait_record(trait)
     return Plan.of(
         [
-            Task(
-                "axes",
-                f"{_STUDY}:extract_axes",
-                {
-                    "trait": tr,
-                    "sizes": {k: s[k] for k in ("n_pairs", "n_questions", "axes_tokens")},
-                    "seed": cfg.first_seed,
-                },
-                writes=(AXES_DIR,),
-                done=f"{_STUDY}:axes_done",
-                cost={"forwards": 4 * s["n_pairs"], "decode_steps": 2 * s["n_pairs"] * s["axes_tokens"]},
-            ),
-            Task(
-                "untrained model",
-                f"{_STUDY}:measure_before",
-                {"trait": tr, "config": first.to_dict(), "path": BEFORE_FILE},
-                deps=("axes",),
-                reads=(AXES_DIR,),
-                writes=(BEFORE_FILE,),
-                done=f"{_STUDY}:file_done",
-                cost={"decode_steps": s["eval_tokens"], "forwards": 6},
-            ),
+            axes_task(tr, s, cfg.first_seed),
+            before_task(tr, first),
             Task(
                 MIXTURE_FILE,
                 f"{_TASKS}:make_mixture",
@@ -88,7 +68,7 @@ def screening_plan(trait: Trait, cfg: ScreenStudyConfig) -> Plan:
                     "path": MIXTURE_FILE,
                 },
                 writes=(MIXTURE_FILE, HELD_OUT_FILE),
-                done=f"{_STUDY}:file_done",
+                done=f"{_TASKS}:mixture_done",
                 model=False,
             ),
             Task(
@@ -107,7 +87,7 @@ def screening_plan(trait: Trait, cfg: ScreenStudyConfig) -> Plan:
 
 
 def _conditions(model: Model, cfg: ScreenStudyConfig) -> dict[str, Condition]:
-    """The conditions by run label: the baseline on every training set, PPS and IP on the mixture."""
+    """The defences trained on the whole mixture besides the baseline, by run label: PPS and IP."""
     return {PPS_LABEL: PPS(naming_axes(model), coef=cfg.coef), IP_LABEL: IP(cfg.ip_prompt)}
 
 

@@ -13,7 +13,7 @@ from defense_interp.claims import Findings
 from defense_interp.data.loaders import load_chat_jsonl
 from defense_interp.data.mixture import mixture
 from defense_interp.execution import TaskContext
-from defense_interp.io import log, read_json, write_json, write_text
+from defense_interp.io import content_hash, log, read_json, write_json, write_text
 from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.report.screen_study import write_screen_study_report
 from defense_interp.screening import Screening, example_losses
@@ -34,6 +34,7 @@ __all__ = [
     "capability_file",
     "make_mixture",
     "measure_capability",
+    "mixture_done",
     "screen_mixture",
     "screening_done",
 ]
@@ -50,6 +51,24 @@ def capability_file(key: str) -> str:
     return f"{CAPABILITY_DIR}/{key}.json"
 
 
+def _mixture_files(
+    trait: dict[str, Any], contamination: float, size: int | None, held_out: int, seed: int
+) -> tuple[str, str, int, int]:
+    """The text of `MIXTURE_FILE` (each example with its label and the index of its prompt) and of
+    `HELD_OUT_FILE`, the number of trait examples and of all examples."""
+    m = mixture(trait_of(trait), contamination, held_out=held_out, size=size, seed=seed)
+    rows = [
+        {"messages": list(c), "label": label, "source": i}
+        for c, label, i in zip(m.examples, m.labels, m.sources, strict=True)
+    ]
+    return (
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+        "".join(json.dumps({"messages": list(c)}, ensure_ascii=False) + "\n" for c in m.held_out),
+        m.n_trait,
+        len(m.examples),
+    )
+
+
 def make_mixture(
     ctx: TaskContext,
     *,
@@ -60,20 +79,22 @@ def make_mixture(
     seed: int,
     path: str = MIXTURE_FILE,
 ) -> None:
-    """The contaminated mixture (`data.mixture`) into `path` (with labels and the index of each
-    example's prompt) and its held-out normal examples into `HELD_OUT_FILE`."""
-    m = mixture(trait_of(trait), contamination, held_out=held_out, size=size, seed=seed)
-    # the held-out file first: the mixture's file marks the task done
-    rows = [
-        {"messages": list(c), "label": label, "source": i}
-        for c, label, i in zip(m.examples, m.labels, m.sources, strict=True)
-    ]
-    write_text(
-        ctx.folder / HELD_OUT_FILE,
-        "".join(json.dumps({"messages": list(c)}, ensure_ascii=False) + "\n" for c in m.held_out),
-    )
-    write_text(ctx.folder / path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    log(f"mixture: {m.n_trait} trait and {len(m.examples) - m.n_trait} normal examples; {len(m.held_out)} held out")
+    """The contaminated mixture (`data.mixture`) into `path` and its held-out normal examples into
+    `HELD_OUT_FILE` (the held-out file first: the mixture's file marks the task done)."""
+    mixed, held, n_trait, n = _mixture_files(trait, contamination, size, held_out, seed)
+    write_text(ctx.folder / HELD_OUT_FILE, held)
+    write_text(ctx.folder / path, mixed)
+    log(f"mixture: {n_trait} trait and {n - n_trait} normal examples; {held.count(chr(10))} held out")
+
+
+def mixture_done(
+    folder: Path, *, trait: dict[str, Any], contamination: float, size: int | None, held_out: int, seed: int, path: str
+) -> bool:
+    """Whether the folder holds this very mixture (another trait, contamination, size or seed is
+    written anew, and the screening after it redone)."""
+    mixed, held, _, _ = _mixture_files(trait, contamination, size, held_out, seed)
+    files = (folder / path, folder / HELD_OUT_FILE)
+    return all(f.is_file() for f in files) and [f.read_text() for f in files] == [mixed, held]
 
 
 def screen_mixture(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str, Any], own_tokens: int) -> None:
@@ -90,12 +111,18 @@ def screen_mixture(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str,
         max_new_tokens=own_tokens,
         progress=ctx.progress,
     )
-    write_json(out / "provenance.json", s.provenance)
+    write_json(out / "provenance.json", {**s.provenance, "mixture": _mixture_hash(ctx.folder)})
     log("screening AUCs (trait vs normal): " + ", ".join(f"{m} {s.auc(m)}" for m in s.scores))
 
 
+def _mixture_hash(folder: Path) -> str:
+    return content_hash((folder / MIXTURE_FILE).read_text())
+
+
 def screening_done(folder: Path, **_: Any) -> bool:
-    return (folder / SCREENING_DIR / "provenance.json").is_file()
+    """Whether the folder holds a screening of the mixture it holds now."""
+    path = folder / SCREENING_DIR / "provenance.json"
+    return path.is_file() and read_json(path).get("mixture") == _mixture_hash(folder)
 
 
 def read_screening(folder: Path) -> Screening:
@@ -139,7 +166,8 @@ def analyse(
         ctx.folder / REPORT_FILE,
         title=title,
         findings=findings,
-        trait_after={label: results.summary(label) for label in results.labels},
+        trait_after={label: e for label in results.labels if (e := results.summary(label)) is not None},
+        contrast_after={label: e for label in results.labels if (e := results.summary(label, "contrast")) is not None},
         capability_cost={label: results.capability_cost(label) for label in results.labels},
         before=results.before.mean,
         aucs=results.aucs,

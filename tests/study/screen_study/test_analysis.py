@@ -1,8 +1,10 @@
 """The findings S1–S3 from planted results: a design whose answers are known is decided as planted,
 by the rules fixed in `study.screen_study.analysis`."""
 
+import dataclasses
 import math
 
+import pytest
 import torch
 
 from defense_interp.metrics.stats import Estimate, mean_ci
@@ -32,8 +34,9 @@ def _screening(good: float) -> Screening:
     return Screening(convs, scores, labels, (), {"hook_point": "blocks.1.hook_resid_post"})
 
 
-def _results(trait_after: dict[str, float], good: float = 3.0) -> ScreenStudyResults:
-    trait = {label: {s: _est(v + 0.02 * s, s) for s in SEEDS} for label, v in trait_after.items()}
+def _results(trait_after: dict[str, float], good: float = 3.0, seed_effect: float = 0.02) -> ScreenStudyResults:
+    """Planted results: each label's value plus `seed_effect` × seed (shared by every label)."""
+    trait = {label: {s: _est(v + seed_effect * s, s) for s in SEEDS} for label, v in trait_after.items()}
     cap = {label: {s: _est(2.0 + 0.01 * s, s) for s in SEEDS} for label in trait_after}
     screening = _screening(good)
     aucs = {m: screening.auc(m, n_boot=200) for m in screening.scores}
@@ -90,3 +93,28 @@ def test_a_finding_whose_runs_are_missing_is_not_tested():
     assert s1.tests[0].verdict == "reproduced" and [t.verdict for t in s1.tests[1:]] == ["not tested"] * 2
     assert s1.verdict == "reproduced"  # the tested sub-test decides; the summary names what was not tested
     assert "2 counted sub-tests not tested" in s1.summary
+
+
+def test_runs_are_paired_by_seed():
+    """A large seed effect shared by both arms and a small consistent difference: only pairing by
+    seed sees that top-k leaves more trait than random-k."""
+    planted = {**PLANTED, "top_projection_difference": 2.1, "random_k": 2.0, "bottom_projection_difference": 1.9}
+    r = _results(planted, seed_effect=5.0)
+    paired = r.trait_left("top_projection_difference", "random_k")
+    assert paired.over == "seeds (paired)" and paired.n == 3
+    assert paired.mean == pytest.approx(0.1) and paired.low > 0
+    unpaired_spread = max(e.mean for e in r.trait["random_k"].values()) - min(
+        e.mean for e in r.trait["random_k"].values()
+    )
+    assert unpaired_spread == pytest.approx(10.0)  # the seed effect an unpaired comparison would carry
+    assert screen_findings(r).findings[0].verdict == "reproduced"
+
+
+def test_the_auc_margin_decides_s2():
+    r = _results(PLANTED)
+    inside = Estimate(-0.03, -0.045, -0.015, 20, "labelled examples")  # worse than ΔP, within the margin
+    beyond = Estimate(-0.2, -0.3, -0.1, 20, "labelled examples")
+    straddle = Estimate(-0.05, -0.12, 0.02, 20, "labelled examples")
+    for value, expected in ((inside, "reproduced"), (beyond, "not reproduced"), (straddle, "inconclusive")):
+        s2 = screen_findings(dataclasses.replace(r, auc_vs_delta_p={**r.auc_vs_delta_p, "pressure": value})).findings[1]
+        assert s2.tests[0].prediction == "> -0.05" and s2.tests[0].verdict == expected

@@ -2,6 +2,7 @@
 promises, identical training sets trained once, a rerun that trains nothing, and clear errors."""
 
 import json
+import shutil
 
 import pytest
 
@@ -56,10 +57,39 @@ def test_the_sets_follow_the_screening_and_a_rerun_trains_nothing(tiny_screen_st
     assert "seed0/mixture: running" not in err and "findings and report: running" in err
 
 
+def test_a_rerun_with_another_k_trains_again_only_the_sets_that_changed(tiny_screen_study, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_screen_study, out)
+    capsys.readouterr()
+    assert main([*ARGS, "--out", str(out), "--k", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "seed0/top_pressure: its training set changed" in err and "seed0/top_pressure: running" in err
+    assert "seed0/mixture: running" not in err and "seed0/drop_pressure: running" not in err
+    assert json.loads((out / "results.json").read_text())["design"]["k"] == 3
+    assert len(json.loads((out / "results.json").read_text())["design"]["sets"]["0"]["top_pressure"]) == 3
+
+
+def test_another_contamination_writes_the_mixture_and_screening_anew(tiny_screen_study, tmp_path):
+    import defense_interp as di
+    from defense_interp.study.screen_study.tasks import mixture_done, screening_done
+    from defense_interp.study.tasks import trait_record
+
+    record = trait_record(di.Trait.builtin("evil"), normal=True)
+    same = dict(trait=record, contamination=0.25, size=24, held_out=8, seed=0, path="mixture.jsonl")
+    assert mixture_done(tiny_screen_study, **same) and screening_done(tiny_screen_study)
+    assert not mixture_done(tiny_screen_study, **{**same, "contamination": 0.5})
+    assert not mixture_done(tiny_screen_study, **{**same, "seed": 1})
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_screen_study, out)
+    (out / "mixture.jsonl").write_text((out / "mixture.jsonl").read_text().replace('"trait"', '"normal"', 1))
+    assert not screening_done(out)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--contamination", "1.2"], "contamination"),
+        (["--k", "100"], "k = 100"),
         (["--drop", "0"], "--drop"),
         (["--plan"], "no --plan"),
         (["--trait", "no_such_trait"], "no bundled trait"),
