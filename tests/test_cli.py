@@ -88,10 +88,10 @@ def test_cli_passes_device_and_dtype_to_load_model(monkeypatch, capsys):
     seen = {}
     monkeypatch.setattr(di, "load_model", lambda name, **kw: seen.update(name=name, **kw) or "model")
     args = argparse.Namespace(model="my/model", device="cuda:1", dtype="bfloat16", executor="local", plan=False)
-    assert cli._load(args) == "model"
+    assert cli.load(args) == "model"
     assert seen == {"name": "my/model", "device": "cuda:1", "dtype": torch.bfloat16}
     seen.clear()  # with Ray the driver keeps its copy on the CPU; the workers load it on the device
-    assert cli._load(argparse.Namespace(**{**vars(args), "executor": "ray"})) == "model"
+    assert cli.load(argparse.Namespace(**{**vars(args), "executor": "ray"})) == "model"
     assert seen == {"name": "my/model", "device": None, "dtype": torch.bfloat16}
     with pytest.raises(SystemExit):  # argparse refuses a dtype the toolkit does not support
         main(["study", "--out", "x", "--dtype", "int8"])

@@ -1,10 +1,7 @@
-"""The tasks of the PPS-vs-IP study (`runner.study_plan`), as functions a worker can call.
-
-Each takes a `TaskContext` and plain-data parameters (the trait as its record and training
-conversations, conditions as `Condition.to_dict()`-style records, `TrainConfig.to_dict()`), reads
-its inputs from `ctx.folder` and writes its results there. The `*_done` functions tell the driver
-whether a task's result is already in the study folder.
-"""
+"""The tasks of the PPS-vs-IP study (`runner.study_plan`), as functions a worker can call. Each
+takes a `TaskContext` and plain data (the trait as its record and conversations, conditions as
+`Condition.to_dict()`-style records, `TrainConfig.to_dict()`), reads its inputs from `ctx.folder`
+and writes its results there; the `*_done` functions tell whether a task's result is already there."""
 
 from __future__ import annotations
 
@@ -90,13 +87,9 @@ def judged_files(key: str) -> tuple[str, str, str]:
 
 
 def trait_record(trait: Trait, *, normal: bool = False) -> dict[str, Any]:
-    """A trait as task parameters: its record and its training conversations (with `normal`, also
-    its normal ones)."""
-    return {
-        "record": trait.to_dict(),
-        "train": [list(c) for c in trait.train_data],
-        **({"normal": [list(c) for c in trait.normal_data]} if normal else {}),
-    }
+    """A trait as task parameters: its record and training (with `normal`, also normal) conversations."""
+    convs = {"train": trait.train_data, **({"normal": trait.normal_data} if normal else {})}
+    return {"record": trait.to_dict(), **{k: [list(c) for c in v] for k, v in convs.items()}}
 
 
 def trait_of(record: dict[str, Any]) -> Trait:
