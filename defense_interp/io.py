@@ -28,6 +28,7 @@ from defense_interp.errors import ConfigError, RunError
 
 __all__ = [
     "content_hash",
+    "derived_seed",
     "from_json_fields",
     "json_fields",
     "log",
@@ -77,6 +78,13 @@ def content_hash(data: Any) -> str:
     """SHA-256 (first 16 hex digits) of JSON-serialisable `data` with sorted keys: a fingerprint
     that changes whenever the data does."""
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def derived_seed(seed: int, purpose: str) -> int:
+    """A seed for one purpose of a seeded run (e.g. "random_k"), from a hash of both: two purposes
+    of one seed, or one purpose of two seeds, never share a random stream by accident (as `seed`
+    and `seed + 1` of two different draws would)."""
+    return int(content_hash([purpose, seed]), 16) % 2**63
 
 
 def remove_path(path: str | Path) -> None:

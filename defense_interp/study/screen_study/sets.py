@@ -2,8 +2,9 @@
 
 For each ranked score `m` (rank 1 = pushes hardest towards the trait, ties by position):
 `top_{m}` / `bottom_{m}`, its `k` highest / lowest examples; `drop_{m}`, the mixture without its
-top `round(f · n)`. Without a score: `random_k`, `k` examples drawn with the run's seed;
-`drop_random`, the mixture without `round(f · n)` examples drawn with the run's seed; `mixture`,
+top `round(f · n)`. Without a score: `random_k`, `k` examples drawn with a seed derived from the
+run's (`io.derived_seed`: no stream shared with the mixture's own draws); `drop_random`, the mixture
+without `round(f · n)` examples drawn likewise; `mixture`,
 everything (the unfiltered baseline, PPS and IP train on it). Every set lists mixture indices in
 increasing order, so two sets with the same members train identically."""
 
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from defense_interp.errors import ConfigError
+from defense_interp.io import derived_seed
 
 __all__ = ["MIXTURE", "RANDOM_DROP", "RANDOM_K", "bottom", "dropped", "top", "training_sets"]
 
@@ -49,8 +51,10 @@ def training_sets(
         raise ConfigError(
             f"dropping {drop_fraction} of {n} examples drops {n_drop}; need at least 1 and fewer than {n}"
         )
-    g = torch.Generator().manual_seed(seed)
-    draw, drop_draw = torch.randperm(n, generator=g).tolist(), torch.randperm(n, generator=g).tolist()
+    draw, drop_draw = (
+        torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(seed, purpose))).tolist()
+        for purpose in (RANDOM_K, RANDOM_DROP)
+    )
     sets = {MIXTURE: list(range(n)), RANDOM_K: sorted(draw[:k]), RANDOM_DROP: sorted(drop_draw[n_drop:])}
     for m in ranked:
         if m not in scores:

@@ -34,3 +34,19 @@ def test_ties_rank_by_position_and_bad_sizes_are_clear_errors():
         training_sets({"pressure": torch.zeros(6)}, ["pressure"], k=2, drop_fraction=0.01, seed=0)
     with pytest.raises(ConfigError, match="no 'influence' score"):
         training_sets({"pressure": torch.zeros(6)}, ["influence"], k=2, drop_fraction=0.5, seed=0)
+
+
+def test_random_sets_share_no_random_stream_with_the_mixture():
+    """The mixture puts its trait answers where a seeded permutation says; a random set drawn from
+    a stream that coincides with it would be all trait (seed 1 once drew exactly the 56 trait
+    examples of the bundled mixture of seed 0)."""
+    import defense_interp as di
+    from defense_interp.data import mixture
+
+    m = mixture(di.Trait.builtin("evil"), 0.25, seed=0)
+    trait = {i for i, label in enumerate(m.labels) if label == "trait"}
+    n, k = len(m.labels), m.n_trait
+    for seed in range(6):
+        sets = training_sets({"pressure": torch.zeros(n)}, ["pressure"], k=k, drop_fraction=0.25, seed=seed)
+        assert len(trait & set(sets[RANDOM_K])) < k / 2  # about a quarter, as a random draw holds
+        assert len(trait - set(sets[RANDOM_DROP])) < k / 2
