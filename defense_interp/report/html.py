@@ -99,10 +99,11 @@ def _effect(t: SubTest) -> str:
 
 
 def findings_html(
-    findings: Findings, *, rules: str = "defense_interp.study.claims", claims: str = "the seed paper"
+    findings: Findings, *, rules: str = "defense_interp.study.claims", claims: str = "the seed paper", prefix: str = ""
 ) -> str:
-    """The findings table: one row per claim with its first tested counted sub-test and the others
-    folded; the verdict says how many counted sub-tests this design did not test, and what tests them."""
+    """The findings table: one row per claim (numbered `{prefix}{number}`, e.g. "S1") with its first
+    tested counted sub-test and the others folded; the verdict says how many counted sub-tests this
+    design did not test, and what tests them."""
     rows = []
     for f in findings.findings:
         p = f.primary
@@ -117,7 +118,7 @@ def findings_html(
             for t in f.tests
         )
         rows.append(
-            f"<tr><td>{f.claim}. <b>{html.escape(f.title)}</b><br><span class=meta>{html.escape(f.text)}</span>"
+            f"<tr><td>{prefix}{f.claim}. <b>{html.escape(f.title)}</b><br><span class=meta>{html.escape(f.text)}</span>"
             f"<details><summary class=meta>sub-tests</summary><ul class=meta>{subs}</ul></details></td>"
             f"<td>{html.escape(p.statistic)}</td><td class=num>{effect}</td><td class=meta>{html.escape(test)}</td>"
             f"<td style='color:{colour};font-weight:600'>{html.escape(f.summary)}</td>"

@@ -123,7 +123,10 @@ def write_screen_study_report(
         f"{design.get('k')} · drop {design.get('drop')} · PPS α {design.get('pps_coef')} · best score "
         f"{html.escape(str(design.get('best')))} · defense_interp {__version__}</p>",
         findings_html(
-            findings, rules="defense_interp.study.screen_study.analysis", claims="the screening study (S1–S3)"
+            findings,
+            rules="defense_interp.study.screen_study.analysis",
+            claims="the screening study (S1–S3)",
+            prefix="S",
         ),
     ]
     return write_page(path, title, head, sections)

@@ -39,6 +39,7 @@ def test_the_tiny_screening_study_writes_its_findings_report_and_every_run(tiny_
     for r in results["runs"]:
         assert r["capability_cost"]["over"] == "seeds (paired)"
     page = (out / "report.html").read_text()
+    assert "<td>S1. <b>" in page
     for heading in ("Findings", "S1: training on", "S2: how well", "S3: filtering", "Every run", "The screening"):
         assert heading in page
 
