@@ -60,7 +60,9 @@ def mixture(
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     chosen, rest = order[:size], order[n - held_out :] if held_out else []
     n_trait = round(contamination * size)
-    # the trait's answers go to a seeded random subset of the mixture's positions
+    # the trait's answers go to a seeded random subset of the mixture's positions; this stream
+    # (seed + 1) is the one a run of seed + 1 draws its first permutation of these examples from,
+    # so the study's random sets use `io.derived_seed` (kept as it is: the bundled results use it)
     with_trait = set(torch.randperm(size, generator=torch.Generator().manual_seed(seed + 1))[:n_trait].tolist())
     labels = tuple(TRAIT_LABEL if k in with_trait else NORMAL_LABEL for k in range(size))
     examples = tuple(

@@ -189,6 +189,17 @@ class Trait:
         """A copy with other training conversations (e.g. from `load_chat_jsonl`) and no normal ones."""
         return Trait.from_dict(self.to_dict(), train_data=conversations)
 
+    def to_record(self, *, normal: bool = False) -> dict[str, Any]:
+        """The trait as plain data (a study task's parameter): `to_dict()` and the training
+        conversations (with `normal`, also the normal ones). `from_record` reads it back."""
+        convs = {"train": self.train_data, **({"normal": self.normal_data} if normal else {})}
+        return {"record": self.to_dict(), **{k: [list(c) for c in v] for k, v in convs.items()}}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Trait:
+        """The trait of a `to_record` record."""
+        return cls.from_dict(record["record"], train_data=record["train"], normal_data=record.get("normal", ()))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

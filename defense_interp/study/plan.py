@@ -23,7 +23,6 @@ from defense_interp.study.tasks import (
     SHIFT_DIR,
     START_LOSS_FILE,
     judged_files,
-    trait_record,
 )
 from defense_interp.training import (
     IP,
@@ -135,7 +134,7 @@ def study_plan(model: Model, trait: Trait, cfg: StudyConfig) -> Plan:
     ip_parts = DESIGNS[cfg.design].ip_parts
     replays, knockouts = _ip_part_conditions(cfg, naming_axes(model)) if ip_parts else ([], [])
     strongest = max(cfg.alphas)
-    tr = trait_record(trait)
+    tr = trait.to_record()
     s = cfg.s
     first = cfg.train_config(cfg.first_seed)
     tasks = [axes_task(tr, s, cfg.first_seed)]

@@ -18,7 +18,7 @@ from defense_interp.data.traits import Trait
 from defense_interp.errors import RunError
 from defense_interp.evaluate import Expression
 from defense_interp.execution import TaskContext
-from defense_interp.io import log, read_json, write_json
+from defense_interp.io import content_hash, log, read_json, write_json
 from defense_interp.judges import JudgedAnswers, build_judge, trait_expression
 from defense_interp.metrics.stats import Estimate
 from defense_interp.report.html import write_report
@@ -64,8 +64,6 @@ __all__ = [
     "shift_done",
     "train_done",
     "train_run",
-    "trait_of",
-    "trait_record",
 ]
 
 BEFORE_FILE = "expression_before.json"
@@ -86,20 +84,9 @@ def judged_files(key: str) -> tuple[str, str, str]:
     return f"{stem}.json", f"{stem}.jsonl", f"{stem}.cache.jsonl"
 
 
-def trait_record(trait: Trait, *, normal: bool = False) -> dict[str, Any]:
-    """A trait as task parameters: its record and training (with `normal`, also normal) conversations."""
-    convs = {"train": trait.train_data, **({"normal": trait.normal_data} if normal else {})}
-    return {"record": trait.to_dict(), **{k: [list(c) for c in v] for k, v in convs.items()}}
-
-
-def trait_of(record: dict[str, Any]) -> Trait:
-    """The trait of a `trait_record`."""
-    return Trait.from_dict(record["record"], train_data=record["train"], normal_data=record.get("normal", ()))
-
-
 def extract_axes(ctx: TaskContext, *, trait: dict[str, Any], sizes: dict[str, int], seed: int) -> None:
     """The study's trait axes, extracted with its first seed, into `axes/`."""
-    t = trait_of(trait)
+    t = Trait.from_record(trait)
     log(f"extracting '{t.name}' axes ({sizes['n_pairs']} prompt pairs x {sizes['n_questions']} questions)")
     axes = extract_trait_axes(
         ctx.model,
@@ -126,7 +113,7 @@ def measure_before(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str,
     """Trait expression of the untrained model (shared by every one-stage run) into `BEFORE_FILE`."""
     expression = measure_expression(
         ctx.model,
-        trait_of(trait),
+        Trait.from_record(trait),
         TraitAxes.load(ctx.folder / AXES_DIR),
         TrainConfig.from_dict(config),
         progress=ctx.progress,
@@ -138,7 +125,7 @@ def measure_start_loss(ctx: TaskContext, *, trait: dict[str, Any], config: dict[
     """The untrained model's test-time loss on a seed's loss examples, into `path`: every
     one-stage run of that seed starts from it (`train(start=Start(loss=...))`)."""
     tcfg = TrainConfig.from_dict(config)
-    convs = loss_examples(list(trait_of(trait).train_data), tcfg, torch.Generator().manual_seed(tcfg.seed))
+    convs = loss_examples(list(Trait.from_record(trait).train_data), tcfg, torch.Generator().manual_seed(tcfg.seed))
     est = loss_estimates(ctx.model, convs, Baseline(), tcfg, modes=("test_time",))
     write_json(ctx.folder / path, {k: v.to_dict() for k, v in est.items()})
 
@@ -154,7 +141,7 @@ def _before(folder: Path) -> Expression:
 def measure_shift(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str, Any], prompt: str) -> None:
     """The IP prompt's shift of the base model (H1, H4) on the first seed's loss examples, into `SHIFT_DIR`."""
     tcfg = TrainConfig.from_dict(config)
-    convs = loss_examples(list(trait_of(trait).train_data), tcfg, torch.Generator().manual_seed(tcfg.seed))
+    convs = loss_examples(list(Trait.from_record(trait).train_data), tcfg, torch.Generator().manual_seed(tcfg.seed))
     axes = TraitAxes.load(ctx.folder / AXES_DIR)
     shift = prompt_shift(ctx.model, convs, prompt, axes, batch_size=tcfg.batch_size, max_length=tcfg.max_length)
     shift.save(ctx.folder / SHIFT_DIR)
@@ -184,7 +171,13 @@ def measure_conditional(
     model = ctx.model if run_dir is None else load_trained(ctx.model, Run.load(ctx.folder / run_dir))
     axes = TraitAxes.load(ctx.folder / AXES_DIR)
     scores = conditional_expression(
-        model, trait_of(trait), axes, prompts, TrainConfig.from_dict(config), contrast=("ip",), progress=ctx.progress
+        model,
+        Trait.from_record(trait),
+        axes,
+        prompts,
+        TrainConfig.from_dict(config),
+        contrast=("ip",),
+        progress=ctx.progress,
     )
     write_json(ctx.folder / path, {n: {k: e.to_dict() for k, e in v.items()} for n, v in scores.items()})
 
@@ -246,7 +239,7 @@ def train_run(
     axes, cond, tcfg, first = _inputs(ctx.folder, condition, config, init)
     train(
         ctx.model,
-        trait_of(trait),
+        Trait.from_record(trait),
         cond,
         tcfg,
         ctx.folder / run_dir,
@@ -263,17 +256,19 @@ def train_run(
     )
 
 
-def train_done(
-    folder: Path, *, condition: dict[str, Any], config: dict[str, Any], init: str | None = None, **params: Any
-) -> bool:
-    """Whether the run folder holds a finished run with this condition, configuration and first stage."""
+def train_done(folder: Path, *, trait: dict[str, Any], condition: dict[str, Any], **params: Any) -> bool:
+    """Whether the run folder holds a finished run with this condition, configuration, first stage
+    and training data (a run of other examples is trained again)."""
     where = folder / params["run_dir"]
     if not Run.is_finished(where):
         return False
     try:
         run = Run.load(where)
-        _, cond, tcfg, first = _inputs(folder, condition, config, init)
+        _, cond, tcfg, first = _inputs(folder, condition, params["config"], params.get("init"))
     except RunError:
+        return False
+    if run.provenance.get("data", {}).get("hash") != content_hash(list(Trait.from_record(trait).train_data)):
+        log(f"{params['run_dir']}: its training set changed since it was trained; training it again")
         return False
     return (
         json.dumps(run.condition.to_dict(), sort_keys=True) == json.dumps(cond.to_dict(), sort_keys=True)
@@ -297,7 +292,7 @@ def judge_answers(
     (test time: no intervention; `system_prompt`, if given, as the system message) and judge them for
     the trait and for coherence with the judge of `judge` (`judges.build_judge`; "local" is the
     study's base model), into `judged_files(key)`."""
-    t = trait_of(trait)
+    t = Trait.from_record(trait)
     path, answers, cache = judged_files(key)
     judge_ = build_judge(judge, ctx.model, t.judge_prompt(), cache=ctx.folder / cache)
     model = ctx.model if run_dir is None else load_trained(ctx.model, Run.load(ctx.folder / run_dir))

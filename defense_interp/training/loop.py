@@ -78,6 +78,7 @@ def _provenance(
         "trainable_parameters": int(sum(p.numel() for _, p in session.trainable)),
         "wall_seconds": round(time.time() - started, 2),
         "init": None if init is None else {"name": init.name, "path": str(init.path) if init.path else None},
+        "data": {"examples": len(run.convs), "hash": content_hash(run.convs)},
         "eval_answers": answers,
     }
 

@@ -6,6 +6,7 @@ A run whose training set and condition equal another run's of the same seed is t
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from defense_interp.data.traits import Trait
@@ -23,7 +24,7 @@ from defense_interp.study.screen_study.tasks import (
     SCREENING_DIR,
     capability_file,
 )
-from defense_interp.study.tasks import BEFORE_FILE, FINDINGS_FILE, REPORT_FILE, trait_record
+from defense_interp.study.tasks import BEFORE_FILE, FINDINGS_FILE, REPORT_FILE
 from defense_interp.training import IP, PPS, Baseline, Condition
 from defense_interp.training.runs import AXES_DIR
 from defense_interp.types import Model
@@ -51,7 +52,7 @@ def _capability_task(key: str, config: dict[str, Any], run_dir: str | None) -> T
 def screening_plan(trait: Trait, cfg: ScreenStudyConfig) -> Plan:
     """The first phase (module docstring)."""
     s, first = cfg.s, cfg.train_config(cfg.first_seed)
-    tr = trait_record(trait)
+    tr = trait.to_record()
     return Plan.of(
         [
             axes_task(tr, s, cfg.first_seed),
@@ -60,7 +61,7 @@ def screening_plan(trait: Trait, cfg: ScreenStudyConfig) -> Plan:
                 MIXTURE_FILE,
                 f"{_TASKS}:make_mixture",
                 {
-                    "trait": trait_record(trait, normal=True),
+                    "trait": trait.to_record(normal=True),
                     "contamination": cfg.contamination,
                     "size": s["mixture"],
                     "held_out": s["held_out"],
@@ -97,11 +98,11 @@ def training_plan(
     """The whole study, the first phase's tasks (done by now) and the second phase's (module
     docstring), from the screening of `mixture` (its conversations). Returns the plan, the run folder
     of every `seed{s}/{label}`, and the design the findings record."""
-    k = cfg.k or sum(label == "trait" for label in screening.labels) or max(1, round(cfg.contamination * len(mixture)))
-    tr = trait_record(trait)
+    k = cfg.k or max(1, sum(label == "trait" for label in screening.labels))
+    tr = trait.to_record()
     tasks = list(screening_plan(trait, cfg).tasks)
     folders: dict[str, str] = {}
-    trained: dict[tuple[int, str, tuple[int, ...]], str] = {}
+    trained: dict[tuple[int, str, tuple[int, ...]], str] = {}  # (seed, condition record, members) -> folder
     special = _conditions(model, cfg)
     by_seed: dict[str, dict[str, list[int]]] = {}
     for seed in cfg.seed_list:
@@ -113,7 +114,7 @@ def training_plan(
         runs += [(label, cond, sets[MIXTURE]) for label, cond in special.items()]
         for label, cond, members in runs:
             key = f"seed{seed}/{label}"
-            same = (seed, cond.label, tuple(members))
+            same = (seed, json.dumps(condition_record(cond), sort_keys=True), tuple(members))
             if same in trained:  # the same examples, condition and seed: the same run
                 folders[key] = trained[same]
                 continue

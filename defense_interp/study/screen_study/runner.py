@@ -19,18 +19,17 @@ from typing import Any
 from defense_interp.claims import Findings
 from defense_interp.data.loaders import load_chat_jsonl
 from defense_interp.data.traits import Trait
-from defense_interp.execution import Plan, execute
-from defense_interp.io import content_hash, log, log_to, read_json, remove_path, write_json
+from defense_interp.execution import execute
+from defense_interp.io import log, log_to
 from defense_interp.study.screen_study.analysis import ScreenStudyResults
 from defense_interp.study.screen_study.config import ScreenStudyConfig
 from defense_interp.study.screen_study.plan import screening_plan, training_plan
-from defense_interp.study.screen_study.tasks import MIXTURE_FILE, capability_file, read_screening
+from defense_interp.study.screen_study.tasks import MIXTURE_FILE, read_screening
 from defense_interp.types import Model
 
 __all__ = ["ScreenStudyResult", "run_screen_study"]
 
 LOG_FILE = "screen_study.log"
-SETS_FILE = "sets.json"  # the hash of each run folder's training set and condition
 
 
 @dataclass(frozen=True)
@@ -41,24 +40,6 @@ class ScreenStudyResult:
     findings: Findings
     results: ScreenStudyResults
     report: Path
-
-
-def _clear_stale_runs(out: Path, plan: Plan) -> None:
-    """Remove each run folder (and its capability file) whose training set differs from the one
-    the plan trains it on now (another k, fraction or mixture since the folder was written), then
-    record the plan's sets in `SETS_FILE`: a finished run is reused only for the examples it saw."""
-    sets = {
-        t.key: content_hash([t.params["trait"]["train"], t.params["condition"]])
-        for t in plan.tasks
-        if t.fn.endswith(":train_run")
-    }
-    before = read_json(out / SETS_FILE) if (out / SETS_FILE).is_file() else {}
-    for folder, digest in sets.items():
-        if before.get(folder, digest) != digest:
-            log(f"{folder}: its training set changed since it was trained; training it again")
-            remove_path(out / folder)
-            remove_path(out / capability_file(folder))
-    write_json(out / SETS_FILE, {**before, **sets})
 
 
 def run_screen_study(
@@ -84,7 +65,6 @@ def run_screen_study(
         log(f"screening study of '{trait.name}' into {out}: {cfg.seeds} seeds, contamination {cfg.contamination}")
         execute(screening_plan(trait, cfg), out, **opts)
         plan, folders, _ = training_plan(model, trait, cfg, read_screening(out), load_chat_jsonl(out / MIXTURE_FILE))
-        _clear_stale_runs(out, plan)
         log(f"{len(set(folders.values()))} runs to train for {len(folders)} (seed, training set) pairs")
         findings, results, report = execute(plan, out, **opts)["findings and report"]
         log(f"done in {time.time() - t0:.0f} s; verdicts:")

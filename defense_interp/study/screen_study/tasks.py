@@ -12,6 +12,7 @@ from defense_interp.axes import TraitAxes
 from defense_interp.claims import Findings
 from defense_interp.data.loaders import load_chat_jsonl
 from defense_interp.data.mixture import mixture
+from defense_interp.data.traits import Trait
 from defense_interp.execution import TaskContext
 from defense_interp.io import content_hash, log, read_json, write_json, write_text
 from defense_interp.metrics.stats import Estimate, mean_ci
@@ -19,7 +20,7 @@ from defense_interp.report.screen_study import write_screen_study_report
 from defense_interp.screening import Screening, example_losses
 from defense_interp.screening.files import SCREENING_FILE, screen_files
 from defense_interp.study.screen_study.analysis import ScreenStudyResults, screen_findings
-from defense_interp.study.tasks import FINDINGS_FILE, REPORT_FILE, trait_of
+from defense_interp.study.tasks import FINDINGS_FILE, REPORT_FILE
 from defense_interp.training import Run, TrainConfig
 from defense_interp.training.adapters import load_trained
 from defense_interp.training.runs import AXES_DIR
@@ -56,7 +57,7 @@ def _mixture_files(
 ) -> tuple[str, str, int, int]:
     """The text of `MIXTURE_FILE` (each example with its label and the index of its prompt) and of
     `HELD_OUT_FILE`, the number of trait examples and of all examples."""
-    m = mixture(trait_of(trait), contamination, held_out=held_out, size=size, seed=seed)
+    m = mixture(Trait.from_record(trait), contamination, held_out=held_out, size=size, seed=seed)
     rows = [
         {"messages": list(c), "label": label, "source": i}
         for c, label, i in zip(m.examples, m.labels, m.sources, strict=True)
@@ -106,7 +107,7 @@ def screen_mixture(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str,
         ctx.folder / MIXTURE_FILE,
         TraitAxes.load(ctx.folder / AXES_DIR),
         out,
-        trait=trait_of(trait),
+        trait=Trait.from_record(trait),
         config=TrainConfig.from_dict(config),
         max_new_tokens=own_tokens,
         progress=ctx.progress,
@@ -122,7 +123,9 @@ def _mixture_hash(folder: Path) -> str:
 def screening_done(folder: Path, **_: Any) -> bool:
     """Whether the folder holds a screening of the mixture it holds now."""
     path = folder / SCREENING_DIR / "provenance.json"
-    return path.is_file() and read_json(path).get("mixture") == _mixture_hash(folder)
+    return (
+        path.is_file() and (folder / MIXTURE_FILE).is_file() and read_json(path).get("mixture") == _mixture_hash(folder)
+    )
 
 
 def read_screening(folder: Path) -> Screening:

@@ -73,9 +73,8 @@ def test_a_rerun_with_another_k_trains_again_only_the_sets_that_changed(tiny_scr
 def test_another_contamination_writes_the_mixture_and_screening_anew(tiny_screen_study, tmp_path):
     import defense_interp as di
     from defense_interp.study.screen_study.tasks import mixture_done, screening_done
-    from defense_interp.study.tasks import trait_record
 
-    record = trait_record(di.Trait.builtin("evil"), normal=True)
+    record = di.Trait.builtin("evil").to_record(normal=True)
     same = dict(trait=record, contamination=0.25, size=24, held_out=8, seed=0, path="mixture.jsonl")
     assert mixture_done(tiny_screen_study, **same) and screening_done(tiny_screen_study)
     assert not mixture_done(tiny_screen_study, **{**same, "contamination": 0.5})
