@@ -1,5 +1,6 @@
 """Atomic file helpers every writer uses (JSON, text, safetensors), the content hash that
-fingerprints data, and the progress log of long commands.
+fingerprints data, the progress log of long commands, and the `module:name` import paths by
+which records name functions (task functions, steering schedules).
 
 Every file is written to a temporary name in the same folder and renamed, so a folder never holds
 half a file; readers raise `RunError` with a fix for missing or corrupted files.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -30,9 +32,11 @@ __all__ = [
     "content_hash",
     "derived_seed",
     "from_json_fields",
+    "import_path",
     "json_fields",
     "log",
     "log_to",
+    "path_of",
     "read_json",
     "read_tensors",
     "remove_path",
@@ -85,6 +89,29 @@ def derived_seed(seed: int, purpose: str) -> int:
     of one seed, or one purpose of two seeds, never share a random stream by accident (as `seed`
     and `seed + 1` of two different draws would)."""
     return int(content_hash([purpose, seed]), 16) % 2**63
+
+
+def import_path(path: str) -> Any:
+    """The object a `module:name` path names (`ConfigError` when it cannot be imported)."""
+    module, _, name = str(path).partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{path!r} names nothing that can be imported ({exc})") from exc
+    return obj
+
+
+def path_of(fn: Any) -> str:
+    """The `module:qualname` path of a module-level function, checked to import back to `fn`
+    (`ConfigError` for lambdas and nested functions, which a record cannot name)."""
+    path = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
+    if "<" in path or path.startswith(":"):
+        raise ConfigError(f"{fn!r} is not a module-level function; a record can only name one that can be imported")
+    if import_path(path) is not fn:
+        raise ConfigError(f"{path} does not import back to {fn!r}")
+    return path
 
 
 def remove_path(path: str | Path) -> None:

@@ -12,22 +12,21 @@ A task with `model=False` needs no model and always runs in the driver (comparis
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from defense_interp.errors import ConfigError
+from defense_interp.io import import_path
 
 __all__ = ["Plan", "Task", "TaskContext", "TaskEstimate"]
 
 
 def _resolve(path: str) -> Callable[..., Any]:
-    module, _, name = path.partition(":")
     try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
+        return import_path(path)
+    except ConfigError as exc:
         raise ConfigError(f"a task names {path!r}, which cannot be imported ({exc})") from exc
 
 

@@ -6,6 +6,12 @@ with `set_mask`; `end_step()` closes one optimiser step (micro-batches add up) a
 statistics of `metrics.gradients.finalize_sums`. Only `O(layers · d_model)` numbers are kept per
 step — never each token's gradient.
 
+Beside the gradient, a forward hook at the same points reads the activation's projection on the
+axis, `⟨h_l, v̂_l⟩` per token, and the backward pass of the same batch averages it over the
+response tokens: `Y_t` (`GradientStats.projection`, DESIGN "Write routes"), the model's own state
+beside the pressure `X_t`. Attached before a condition's hooks (as `train` does), it reads the
+activation before any intervention at that point: PPS's `αv` is excluded.
+
 Under PPS the steering hook sits on the same point; the backward hook then sees the gradient with
 respect to the steered activation, which for additive steering equals the gradient with respect
 to the unsteered one.
@@ -24,13 +30,14 @@ from torch import Tensor
 
 from defense_interp.errors import ConfigError
 from defense_interp.interventions.hooks import hook_names, hooked, layer_vectors
-from defense_interp.metrics.gradients import finalize_sums, gradient_sums
+from defense_interp.metrics.gradients import activation_sums, finalize_sums, gradient_sums
 from defense_interp.metrics.vectors import unit
 from defense_interp.types import Model
 
 __all__ = ["STAT_KEYS", "GradientCapture", "GradientStats", "capture_gradients"]
 
 STAT_KEYS = ("pressure", "pressure_norm", "axis_share", "grad_norm")
+_TENSORS = (*STAT_KEYS, "gbar", "projection")
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,9 @@ class GradientStats:
     """Per-step, per-layer gradient statistics (definitions in `metrics.gradients`).
 
     `pressure`, `pressure_norm`, `axis_share`, `grad_norm`: `[step, layer]`;
-    `gbar`: `[step, layer, d_model]`; `layers[i]` is the block index of column i, all measured at
-    hook point `blocks.{l}.hook_{point}`.
+    `gbar`: `[step, layer, d_model]`; `projection` `[step, layer]`: `Y_t`, the mean over the
+    step's response tokens of `⟨h_l, v̂_l⟩` before any intervention at that point; `layers[i]` is
+    the block index of column i, all measured at hook point `blocks.{l}.hook_{point}`.
     """
 
     layers: tuple[int, ...]
@@ -49,17 +57,18 @@ class GradientStats:
     axis_share: Float[Tensor, "step layer"]
     grad_norm: Float[Tensor, "step layer"]
     gbar: Float[Tensor, "step layer d_model"]
+    projection: Float[Tensor, "step layer"]
 
     @property
     def n_steps(self) -> int:
         return int(self.pressure.shape[0])
 
     def tensors(self) -> dict[str, Tensor]:
-        return {k: getattr(self, k).contiguous() for k in (*STAT_KEYS, "gbar")}
+        return {k: getattr(self, k).contiguous() for k in _TENSORS}
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, Tensor], layers: Sequence[int], point: str) -> GradientStats:
-        return cls(tuple(int(l) for l in layers), point, *(tensors[k].float() for k in (*STAT_KEYS, "gbar")))
+        return cls(tuple(int(l) for l in layers), point, *(tensors[k].float() for k in _TENSORS))
 
 
 class GradientCapture:
@@ -73,6 +82,7 @@ class GradientCapture:
         self.units = {l: unit(v) for l, v in layer_vectors(model, axes, self.layers, "trait axis").items()}
         self.d_model = int(model.cfg.d_model)
         self._mask: Tensor | None = None
+        self._read: dict[int, Tensor] = {}  # the last forward pass's ⟨h_l, v̂_l⟩ per token
         self._sums: dict[int, dict[str, Tensor]] = {}
         self._steps: list[dict[str, Tensor]] = []
 
@@ -89,11 +99,21 @@ class GradientCapture:
                     f"capture_gradients: the response mask has shape {tuple(self._mask.shape)} but the "
                     f"gradient at layer {layer} has shape {tuple(grad.shape[:2])}; set the mask of this batch"
                 )
+            if layer not in self._read:
+                raise ConfigError(f"capture_gradients: the forward pass at layer {layer} ran outside the capture")
             new = gradient_sums(grad, self._mask, self.units[layer])
+            new.update(activation_sums(self._read.pop(layer), self._mask))
             acc = self._sums.setdefault(layer, {})
             for k, v in new.items():
                 acc[k] = acc[k] + v.to(acc[k].device) if k in acc else v
             return None  # the gradient itself is left unchanged
+
+        return hook
+
+    def _reader(self, layer: int):
+        def hook(x, hook):
+            self._read[layer] = x.detach().float() @ self.units[layer].to(x.device)
+            return None  # read only
 
         return hook
 
@@ -108,7 +128,7 @@ class GradientCapture:
                 )
             rows.append({k: v.cpu() for k, v in finalize_sums(self._sums[l]).items()})
         self._steps.append({k: torch.stack([r[k] for r in rows]) for k in rows[0]})
-        self._sums = {}
+        self._sums, self._read = {}, {}
 
     @property
     def steps(self) -> list[dict[str, Tensor]]:
@@ -117,7 +137,7 @@ class GradientCapture:
 
     def restore(self, steps: list[dict[str, Tensor]]) -> None:
         """Continue from statistics recorded earlier (a resumed run)."""
-        self._steps, self._sums = list(steps), {}
+        self._steps, self._sums, self._read = list(steps), {}, {}
 
     def non_finite_layer(self) -> int | None:
         """The highest layer whose statistics in the last recorded step are NaN or infinite, if any
@@ -130,10 +150,11 @@ class GradientCapture:
 
     @contextmanager
     def attached(self) -> Iterator[GradientCapture]:
-        """Attach the backward hooks for the body only (forward and backward must run inside).
-        Statistics accumulate across attachments, so a loop may detach between steps (e.g. to take
-        a probe whose backward passes must not be recorded)."""
-        with hooked(self.model, bwd=[(self.names[l], self._hook(l)) for l in self.layers]):
+        """Attach the forward readers and backward hooks for the body only (forward and backward
+        must run inside). Statistics accumulate across attachments, so a loop may detach between
+        steps (e.g. to take a probe whose backward passes must not be recorded)."""
+        fwd = [(self.names[l], self._reader(l)) for l in self.layers]
+        with hooked(self.model, fwd=fwd, bwd=[(self.names[l], self._hook(l)) for l in self.layers]):
             yield self
 
     @property
@@ -142,7 +163,7 @@ class GradientCapture:
         if not self._steps:
             empty = torch.zeros(0, len(self.layers))
             return GradientStats(
-                self.layers, self.point, empty, empty, empty, empty, torch.zeros(0, len(self.layers), self.d_model)
+                self.layers, self.point, empty, empty, empty, empty, torch.zeros(0, len(self.layers), self.d_model), empty
             )
         stacked = {k: torch.stack([s[k] for s in self._steps]) for k in self._steps[0]}
         return GradientStats.from_tensors(stacked, self.layers, self.point)

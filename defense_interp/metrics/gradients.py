@@ -23,7 +23,15 @@ from torch import Tensor
 
 from defense_interp.errors import ConfigError
 
-__all__ = ["EDIT_MODES", "SUM_KEYS", "check_edit_mode", "edit_gradient", "finalize_sums", "gradient_sums"]
+__all__ = [
+    "EDIT_MODES",
+    "SUM_KEYS",
+    "activation_sums",
+    "check_edit_mode",
+    "edit_gradient",
+    "finalize_sums",
+    "gradient_sums",
+]
 
 SUM_KEYS = ("proj", "abs_norm", "axis_energy", "energy", "gbar")
 EDIT_MODES = ("neutralize", "attenuate", "amplify")
@@ -46,16 +54,27 @@ def gradient_sums(
     }
 
 
+def activation_sums(proj: Float[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"]) -> dict[str, Tensor]:
+    """Float32 sums over response tokens of the activation's projection `⟨h, v̂⟩` (given per
+    token) and the number of tokens: what `finalize_sums` turns into `Y` (their mean)."""
+    m = mask.to(proj.device, torch.float32)
+    return {"act": (proj.float() * m).sum(), "tokens": m.sum()}
+
+
 def finalize_sums(s: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Pressure, normalised pressure, axis share, gradient norm and `ḡ` from `gradient_sums`."""
+    """Pressure, normalised pressure, axis share, gradient norm and `ḡ` from `gradient_sums`, and,
+    with `activation_sums` added, `projection`: the mean response-token `⟨h, v̂⟩` (Y)."""
     tiny = torch.finfo(torch.float32).tiny
-    return {
+    out = {
         "pressure": -s["proj"],
         "pressure_norm": -s["proj"] / s["abs_norm"].clamp_min(tiny),
         "axis_share": s["axis_energy"] / s["energy"].clamp_min(tiny),
         "grad_norm": s["energy"].sqrt(),
         "gbar": s["gbar"],
     }
+    if "act" in s:
+        out["projection"] = s["act"] / s["tokens"].clamp_min(1.0)
+    return out
 
 
 def check_edit_mode(mode: str) -> str:

@@ -13,7 +13,7 @@ from defense_interp.training.config import TrainConfig
 from defense_interp.training.runs import Run
 from defense_interp.types import Model
 
-__all__ = ["ADAPTER_KEYS", "copy_trained", "load_trained", "make_trainable", "merge_adapters"]
+__all__ = ["ADAPTER_KEYS", "REVERT_GROUPS", "copy_trained", "load_trained", "make_trainable", "merge_adapters"]
 
 #: The config entries that fix the shape of the trained parameters.
 ADAPTER_KEYS = ("lora", "lora_rank", "lora_alpha")
@@ -66,15 +66,45 @@ def copy_trained(init: Run, model: Model, trainable: list[tuple[str, torch.nn.Pa
             p.copy_(state[n].to(p))
 
 
-def load_trained(model: Model, run: Run, *, merge: bool = False) -> Any:
+#: Module groups a causal revert can put back to the start: the blocks' attention modules, their
+#: MLPs (experts and routers included), or every trained parameter.
+REVERT_GROUPS = ("attn", "mlp", "all")
+
+
+def _group(model: Model, group: str) -> set[int]:
+    """The ids of the parameters of a revert group (`REVERT_GROUPS`; "all" is every parameter)."""
+    if group not in REVERT_GROUPS:
+        raise ConfigError(f"revert groups are {REVERT_GROUPS}, got {group!r}")
+    if group == "all":
+        return {id(p) for p in model.parameters()}
+    mods = [getattr(b, group, None) for b in model.blocks]
+    if any(m is None for m in mods):
+        raise ConfigError(f"this model's blocks have no '{group}' module to revert")
+    return {id(p) for m in mods for p in m.parameters()}
+
+
+def load_trained(model: Model, run: Run, *, merge: bool = False, revert: tuple[str, ...] = ()) -> Any:
     """A copy of `model` with a finished run's trained parameters (LoRA adapters or all weights).
     `merge=True` folds each LoRA adapter into its base weight and puts the plain linear layer back
     (`merge_adapters`): the same function up to float rounding, and faster forward passes (for
-    analyses and generation, not for further training)."""
+    analyses and generation, not for further training).
+
+    `revert`: groups of `REVERT_GROUPS` whose trained parameters are put back to the start — a
+    LoRA adapter to its initial state (`B = 0`: it adds exactly nothing), a full weight to the
+    start model's — the causal revert of write routes; `("all",)` gives the start model's logits
+    exactly. Parameters outside the blocks' attention and MLP modules (norms, embeddings of a
+    full-weight run) are reverted only by "all"."""
     fields = {k: run.config[k] for k in ADAPTER_KEYS if k in run.config}
     cfg = TrainConfig(**fields)
     work = copy_model(model)
-    copy_trained(run, work, make_trainable(work, cfg), cfg)
+    trainable = make_trainable(work, cfg)
+    ids = set().union(*(_group(work, g) for g in revert)) if revert else set()
+    start = {n: p.detach().clone() for n, p in trainable if id(p) in ids}
+    copy_trained(run, work, trainable, cfg)
+    with torch.no_grad():
+        for n, p in trainable:
+            if n in start:
+                p.copy_(start[n])
     if merge:
         merge_adapters(work)
     for p in work.parameters():

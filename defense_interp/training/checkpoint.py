@@ -1,8 +1,8 @@
 """Training checkpoints: everything `train()` needs to continue an interrupted run exactly.
 
 `RUN/checkpoint/` holds, after `step` updates: the trainable parameters, the optimiser state, the
-data-order generator state and the queue of pending examples, the losses and per-step gradient
-statistics so far, the probes taken so far, and the measurements taken before training (trait
+data-order generator state and the queue of pending examples, the losses, per-step gradient
+statistics and steering coefficients so far, the probes taken so far, and the measurements taken before training (trait
 expression, start-of-training loss table). Its files are written atomically and `STATE_JSON` last,
 so a checkpoint is either complete or ignored. A resumed run with the same seed ends with the same
 numbers as one that was never interrupted (tested by killing a training process with SIGKILL).
@@ -43,6 +43,7 @@ class Checkpoint:
     losses: list[float]
     stat_steps: list[dict[str, Tensor]]
     probes: list[GradientProbe]
+    coefficients: list[float]
     before: Expression | None
     loss_before: dict[str, Estimate]
     fingerprint: dict[str, Any]
@@ -79,6 +80,7 @@ def save_checkpoint(folder: str | Path, ck: Checkpoint) -> None:
             "order": ck.order,
             "losses": ck.losses,
             "probes": [p.step for p in ck.probes],
+            "coefficients": ck.coefficients,
             "fingerprint": ck.fingerprint,
             "before": None if ck.before is None else ck.before.to_dict(),
             "loss_before": plain(ck.loss_before),
@@ -115,6 +117,7 @@ def load_checkpoint(folder: str | Path, fingerprint: dict[str, Any]) -> Checkpoi
         losses=meta["losses"],
         stat_steps=stat_steps,
         probes=[GradientProbe.load(root / probe_file(s)) for s in meta["probes"]],
+        coefficients=meta["coefficients"],
         before=None if before is None else Expression.from_dict(before),
         loss_before=est(meta["loss_before"]),
         fingerprint=meta["fingerprint"],

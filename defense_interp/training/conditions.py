@@ -17,7 +17,7 @@ condition plays (baseline, IP, PPS at some α, a control) asks its type and para
 | condition     | training-time change                                                        |
 |---------------|-----------------------------------------------------------------------------|
 | Baseline      | none                                                                        |
-| PPS           | `h_l ← h_l + α v_l` at every token, at one or several layers                |
+| PPS           | `h_l ← h_l + α v_l` at every token, at one or several layers; `α` may follow a schedule (`schedules`) |
 | RandomPPS     | the same with a seeded random direction of norm `‖v_l‖` (control)           |
 | IP            | the system prompt asks for the trait                                        |
 | PlaceboIP     | a system prompt of similar length that does not ask for the trait (control) |
@@ -49,6 +49,7 @@ from defense_interp.interventions.edit import edit_gradients
 from defense_interp.interventions.steer import ablate, steer
 from defense_interp.metrics.gradients import check_edit_mode
 from defense_interp.metrics.vectors import cosine
+from defense_interp.training.schedules import check_schedule, coefficient, schedule_record, schedule_tag
 from defense_interp.types import Model, check_finite
 
 __all__ = [
@@ -104,6 +105,11 @@ class Condition:
 
     def perturb(self, model: Model, batch: ChatBatch) -> AbstractContextManager[Any]:
         return nullcontext()
+
+    def at_step(self, step: int, steps: int) -> Condition:
+        """The condition as it acts at training step `step` of `steps` (itself, unless it follows a
+        schedule: then a constant condition with that step's coefficient)."""
+        return self
 
     @property
     def keeps_forward(self) -> bool:
@@ -194,15 +200,25 @@ class Baseline(Condition):
 class PPS(Condition):
     """Positive preventative steering: during training add `coef · v_l` (the *raw* trait axis of
     `axes`, norm kept) to `blocks.{l}.hook_{point}` at every token, for each `l` in `layer`
-    (an int, several ints, or None for the axes' chosen layer). Removed at test time."""
+    (an int, several ints, or None for the axes' chosen layer). Removed at test time.
+
+    `schedule` ("constant", "linear", "step" with `step_at`, or a module-level function) makes the
+    coefficient of step `t` `coef_at(t, T)` (`schedules`); `train` steers each step with it and
+    records it. `intervene` (the train-time loss) steers with `coef`, where every built-in
+    schedule ends."""
 
     axes: TraitAxes
     layer: int | Sequence[int] | None = None
     coef: float = 4.0
+    schedule: Any = "constant"
+    step_at: int | None = None
 
     def __post_init__(self) -> None:
         check_finite(self.coef, "the PPS coefficient")
         axis_layers(self.axes, self.layer)
+        object.__setattr__(self, "schedule", check_schedule(self.schedule))
+        if self.step_at is not None and (self.schedule != "step" or int(self.step_at) < 0):
+            raise ConfigError("step_at (a step ≥ 0) belongs to the 'step' schedule")
 
     @property
     def steer_layers(self) -> tuple[int, ...]:
@@ -210,7 +226,24 @@ class PPS(Condition):
 
     @property
     def label(self) -> str:
-        return f"{type_label(type(self))}_a{float(self.coef):g}{_layer_tag(self.layer, self.steer_layers)}"
+        tag = _layer_tag(self.layer, self.steer_layers) + schedule_tag(self.schedule, self.step_at)
+        return f"{type_label(type(self))}_a{float(self.coef):g}{tag}"
+
+    def coef_at(self, step: int, steps: int) -> float:
+        """The coefficient at training step `step` of `steps` (`schedules.coefficient`)."""
+        return coefficient(self.schedule, self.coef, step, steps, self.step_at)
+
+    def at_step(self, step: int, steps: int) -> Condition:
+        if self.schedule == "constant":
+            return self
+        return dataclasses.replace(self, coef=self.coef_at(step, steps), schedule="constant", step_at=None)
+
+    def params(self) -> dict[str, Any]:
+        """A constant PPS's record is what it was before schedules existed (no schedule keys)."""
+        base = super().params()
+        if self.schedule == "constant":
+            return {k: v for k, v in base.items() if k not in ("schedule", "step_at")}
+        return {**base, "schedule": schedule_record(self.schedule)}
 
     def steering_vectors(self) -> Tensor:
         """`[n_layers, d_model]` vectors added (times `coef`) at the steered layers."""
@@ -254,11 +287,17 @@ class RandomPPS(PPS):
         }
 
 
-def pps_sweep(axes: TraitAxes, coefs: Sequence[float], *, layer: int | Sequence[int] | None = None) -> list[PPS]:
-    """One PPS condition per steering coefficient `α` (labels `pps_a{α}`), for α sweeps."""
+def pps_sweep(
+    axes: TraitAxes, coefs: Sequence[float], *, layer: int | Sequence[int] | None = None, schedule: Any = "constant"
+) -> list[PPS]:
+    """One PPS condition per steering coefficient `α` (labels `pps_a{α}`) and schedule (one, or a
+    list: every coefficient with every schedule, `pps_a{α}_{schedule}`), for α sweeps."""
     if not coefs:
         raise ConfigError("an α sweep needs at least one coefficient")
-    return [PPS(axes, layer=layer, coef=float(c)) for c in coefs]
+    schedules = list(schedule) if isinstance(schedule, (list, tuple)) else [schedule]
+    if not schedules:
+        raise ConfigError("give at least one schedule")
+    return [PPS(axes, layer=layer, coef=float(c), schedule=s) for s in schedules for c in coefs]
 
 
 @dataclass(frozen=True)

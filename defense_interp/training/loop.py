@@ -79,6 +79,7 @@ def _provenance(
         "wall_seconds": round(time.time() - started, 2),
         "init": None if init is None else {"name": init.name, "path": str(init.path) if init.path else None},
         "data": {"examples": len(run.convs), "hash": content_hash(run.convs)},
+        **({"coefficients": session.coefficients} if session.coefficients else {}),
         "eval_answers": answers,
     }
 
@@ -116,6 +117,9 @@ def train(
     `until(model, steps_done)`: asked every `config.check_every` steps (the model in eval mode, no
     intervention active); training stops early when it returns True (`config.steps` is then a cap,
     and the run records `provenance["stopped_at"]`: the step it stopped at, None if it ran to the cap).
+
+    A PPS run steers each step with its schedule's coefficient (`PPS.coef_at`) and records them in
+    `provenance["coefficients"]`, one per step taken.
 
     With `out`, a checkpoint is written every `config.checkpoint_every` steps (`checkpoint.py`);
     `resume=True` continues from it (same model, condition, config and data, else `RunError`) and

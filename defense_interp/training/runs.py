@@ -5,8 +5,8 @@ Layout of a run folder:
     run.json               the condition's record (`Condition.to_dict()`), the run it continued
                            (`init`, two-stage runs), config, model identity, trait, losses per step,
                            trait expression and loss table (with intervals), provenance
-    gradients.safetensors  GradientStats: pressure, pressure_norm, axis_share, grad_norm [step, layer];
-                           gbar [step, layer, d_model]
+    gradients.safetensors  GradientStats: pressure, pressure_norm, axis_share, grad_norm and
+                           projection (Y) [step, layer]; gbar [step, layer, d_model]
     axes/                  the TraitAxes the gradients were projected on
     condition_axes/        the condition's own TraitAxes, when it has axes other than those of axes/
     trained.safetensors    the trained parameters (LoRA adapters, or all weights)
@@ -38,7 +38,8 @@ from defense_interp.training.probe import GradientProbe, probe_file
 
 __all__ = ["AXES_DIR", "CONDITION_AXES_DIR", "FAILED_FILE", "GRADIENTS_FILE", "RUN_FILE", "TRAINED_FILE", "Run"]
 
-FORMAT = 3  # 2: typed condition records and a top-level `init`; 3: the loss table keyed before/after
+FORMAT = 4  # 2: typed condition records and a top-level `init`; 3: the loss table keyed before/after;
+# 4: the gradients file holds `projection` (Y per step and layer)
 RUN_FILE = "run.json"
 FAILED_FILE = "failed.json"
 GRADIENTS_FILE = "gradients.safetensors"

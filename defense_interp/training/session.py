@@ -1,6 +1,7 @@
 """What one training run works with: its checked inputs (`check_inputs`, every check before any
 work) and its `Session`: the trainable copy of the model, the optimiser, the data order, the
-gradient capture and the probes — what a step changes and a checkpoint holds."""
+gradient capture, the probes and the steering coefficient of each step — what a step changes and a
+checkpoint holds."""
 
 from __future__ import annotations
 
@@ -109,6 +110,7 @@ class Session:
     order: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     probes: list[GradientProbe] = field(default_factory=list)
+    coefficients: list[float] = field(default_factory=list)
 
     @classmethod
     def start(cls, model: Model, run: RunInputs, init: Run | None) -> Session:
@@ -130,6 +132,7 @@ class Session:
         self.opt.load_state_dict(ck.optimizer)
         self.gen.set_state(ck.generator)
         self.order, self.losses, self.probes = ck.order, ck.losses, ck.probes
+        self.coefficients = list(ck.coefficients)
         self.cap.restore(ck.stat_steps)
 
     def probe(self, run: RunInputs, convs: list[Conversation], step: int) -> None:
@@ -158,7 +161,11 @@ class Session:
         batch = encode_chat(work, condition.prepare([run.convs[i] for i in idx]), max_length=cfg.max_length).to(
             model_device(work)
         )
-        with condition.perturb(work, batch), cap.attached(), condition.intervene(work):
+        acting = condition.at_step(step, cfg.steps)  # a scheduled PPS: this step's coefficient
+        if hasattr(condition, "coef_at"):
+            self.coefficients.append(float(acting.coef))  # type: ignore[attr-defined]
+        # the capture attaches before the intervention: its forward hooks read the activation unsteered
+        with condition.perturb(work, batch), cap.attached(), acting.intervene(work):
             logits = work(batch.tokens, attention_mask=batch.attention_mask)
             loss = response_token_loss(logits, batch.tokens, batch.response_mask)
             cap.set_mask(batch.response_mask)
@@ -183,6 +190,7 @@ class Session:
             losses=self.losses,
             stat_steps=self.cap.steps,
             probes=self.probes,
+            coefficients=self.coefficients,
             before=before,
             loss_before=loss_before,
             fingerprint=fingerprint,

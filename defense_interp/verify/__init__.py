@@ -13,6 +13,9 @@ wrong number, a bug). Tolerances, float32 on the CPU:
 * steering: the hooked activation moves by exactly α·v (≤ 1e-5 · (1 + |α·v|)) at resid_pre,
   resid_mid and resid_post, and the residual stream carries it on (`_steer`);
 * gradient capture: pressure and Σ gradient equal `torch.autograd.grad` (relative 1e-4);
+* write routes: on the model and a copy with moved block weights, the embedding, attention and MLP
+  terms sum to the projection at the hook point at every token (≤ 1e-5 relative to the terms), and
+  their changes to the change of the total;
 * orthogonalised weights: logits equal those under directional ablation (≤ 1e-3 absolute), and
   every residual stream has no component along the direction (≤ 1e-4 relative);
 * KV-cached greedy generation: the same tokens as uncached;

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from defense_interp.axes import extract_trait_axes
+from defense_interp.axes import TraitAxes, extract_trait_axes
 from defense_interp.data import RefusalData, Trait, encode_chat
 from defense_interp.data.chat import encode_prompts, system_role
 from defense_interp.errors import DefenseInterpError
@@ -26,6 +26,7 @@ from defense_interp.random_models import random_model_folder
 from defense_interp.refusal.activations import collect_activations
 from defense_interp.refusal.directions import ablate_direction, refusal_directions
 from defense_interp.training import IP, PPS, Baseline, TrainConfig, make_trainable, probe_gradients, train
+from defense_interp.training.routes import write_routes
 from defense_interp.types import HOOK_POINTS
 
 __all__ = ["CAPABILITIES", "Check", "verify_family", "verify_model"]
@@ -265,6 +266,28 @@ def _judge(ctx: _Ctx) -> str:
     return "plain sequences, one per number (the number tree does not fit the sliding window or its mask is ignored)"
 
 
+def _routes(ctx: _Ctx) -> str:
+    """Write routes on a copy of the model with every block weight moved a little: each model's
+    parts sum to its projection at the hook point (`route_parts` checks every token), and so do
+    the changes (relative to the size of the terms)."""
+    m = ctx.model
+    n, d = int(m.cfg.n_layers), int(m.cfg.d_model)
+    g = torch.Generator().manual_seed(4)
+    axes = TraitAxes(torch.randn(n, d, generator=g), torch.ones(n), layer=n - 1)
+    moved = copy_model(m)
+    with torch.no_grad():
+        for b in moved.blocks:
+            for p in b.parameters():
+                p.add_(0.05 * p.detach().abs().mean() * torch.randn(p.shape, generator=g).to(p))
+    texts = [_CONV, [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello there."}]]
+    wr = write_routes(m, moved, axes, texts)
+    gap = float((wr.change("total") - wr.delta.sum(-1)).abs().max())
+    scale = float(wr.start.abs().sum(-1).max())
+    if gap > 1e-5 * scale:
+        raise _Mismatch(f"the parts' changes miss the total's by {gap:.1e} (terms of size {scale:.2g})")
+    return f"parts sum to the total at every token; changes within {gap / scale:.0e} of their size"
+
+
 #: (key, column title, check) in the order they run (training needs the axes).
 CAPABILITIES: list[tuple[str, str, Callable[[_Ctx], str]]] = [
     ("logits", "logits = HF", _logits),
@@ -274,6 +297,7 @@ CAPABILITIES: list[tuple[str, str, Callable[[_Ctx], str]]] = [
     ("lora", "LoRA PPS/IP", _training(True)),
     ("full", "full-weight PPS/IP", _training(False)),
     ("probe", "probe", _probe),
+    ("routes", "write routes", _routes),
     ("refusal", "refusal directions", _refusal),
     ("orthogonalize", "orthogonalize", _orthogonalize),
     ("kv_cache", "KV cache", _kv_cache),

@@ -8,6 +8,7 @@ from defense_interp.viz.figures import (
     loss_table_figure,
     pressure_figure,
 )
+from defense_interp.viz.routes import dynamics_figure, routes_figure
 from defense_interp.viz.study import (
     diffuseness_figure,
     explained_figure,
@@ -20,6 +21,7 @@ __all__ = [
     "axes_figure",
     "cosine_figure",
     "diffuseness_figure",
+    "dynamics_figure",
     "explained_figure",
     "expression_figure",
     "loss_curve_figure",
@@ -27,5 +29,6 @@ __all__ = [
     "pressure_figure",
     "probe_cosine_figure",
     "probe_figure",
+    "routes_figure",
     "sweep_figure",
 ]

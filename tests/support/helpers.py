@@ -66,7 +66,14 @@ def fake_run(
     stat = torch.zeros(steps, len(LAYERS))
     stat[:, LAYERS.index(AXES_LAYER)] = pn + torch.tensor(noise(steps))
     grads = GradientStats(
-        LAYERS, "resid_post", stat * 10, stat, stat.abs(), torch.ones(steps, 3), torch.randn(steps, 3, 8, generator=g)
+        LAYERS,
+        "resid_post",
+        stat * 10,
+        stat,
+        stat.abs(),
+        torch.ones(steps, 3),
+        torch.randn(steps, 3, 8, generator=g),
+        torch.zeros(steps, 3),
     )
     expr = {w: {"projection": _est([v + e for e in noise(4)])} for w, v in (("before", before), ("after", after))}
     loss = {
