@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from defense_interp.axes import TraitAxes
-from defense_interp.data.chat import encode_chat
+from defense_interp.data.chat import Conversation, encode_chat
 from defense_interp.data.traits import Trait
 from defense_interp.errors import DataError
 from defense_interp.forward import generate_answers, response_means
@@ -31,7 +31,7 @@ from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.models import model_device
 from defense_interp.types import Model
 
-__all__ = ["Expression", "Judge", "contrast_score", "projection_score", "question_prompt"]
+__all__ = ["Expression", "Judge", "answer_conversations", "contrast_score", "projection_score", "question_prompt"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,19 @@ class Judge(Protocol):
     name: str
 
     def __call__(self, question: str, answer: str) -> float | None: ...
+
+
+def answer_conversations(
+    questions: Sequence[str], answers: Sequence[str], system_prompt: str | None = None
+) -> list[Conversation]:
+    """Each eval question (as `question_prompt` asks it) with its answer as the assistant turn ("."
+    for an empty answer): the texts the projection score reads, teacher-forced."""
+    if len(questions) != len(answers):
+        raise DataError(f"{len(questions)} questions but {len(answers)} answers")
+    return [
+        [*question_prompt(q, system_prompt), {"role": "assistant", "content": a or "."}]
+        for q, a in zip(questions, answers, strict=True)
+    ]
 
 
 def projection_score(
@@ -89,7 +102,7 @@ def projection_score(
         desc="eval: generating",
         progress=progress,
     )
-    convs = [[*p, {"role": "assistant", "content": a or "."}] for p, a in zip(prompts, answers, strict=False)]
+    convs = answer_conversations(questions, answers, system_prompt)
     means, _ = response_means(
         model,
         convs,

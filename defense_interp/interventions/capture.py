@@ -163,7 +163,14 @@ class GradientCapture:
         if not self._steps:
             empty = torch.zeros(0, len(self.layers))
             return GradientStats(
-                self.layers, self.point, empty, empty, empty, empty, torch.zeros(0, len(self.layers), self.d_model), empty
+                self.layers,
+                self.point,
+                empty,
+                empty,
+                empty,
+                empty,
+                torch.zeros(0, len(self.layers), self.d_model),
+                empty,
             )
         stacked = {k: torch.stack([s[k] for s in self._steps]) for k in self._steps[0]}
         return GradientStats.from_tensors(stacked, self.layers, self.point)

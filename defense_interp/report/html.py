@@ -14,6 +14,7 @@ from defense_interp.io import write_text
 from defense_interp.metrics.stats import Estimate
 from defense_interp.provenance import __version__
 from defense_interp.report.ip_section import ip_sections
+from defense_interp.report.routes_section import routes_sections
 from defense_interp.types import hook_name
 from defense_interp.viz import figures
 from defense_interp.viz import study as study_figures
@@ -174,10 +175,12 @@ def write_report(
     findings: Findings | None = None,
     judged: Mapping[str, Sequence[JudgedView]] | None = None,
     ip: dict[str, Any] | None = None,
+    routes: dict[str, Any] | None = None,
 ) -> Path:
     """Write the report of a `Comparison` (optionally with its `TraitAxes`, `Findings`, the
-    judged answers per condition, `judges.JudgedAnswers`s, and `ip`, the "How IP works" data
-    of `study.ip_view.ip_view`) to `path`."""
+    judged answers per condition, `judges.JudgedAnswers`s, `ip`, the "How IP works" data
+    of `study.ip_view.ip_view`, and `routes`, the dynamics and write routes of
+    `study.write_routes.routes_view`) to `path`."""
     first = cmp.runs[0]
     point = f"blocks.l.hook_{cmp.point}"
     curve_over = _over(*(e for d in cmp.curves["pressure"].values() for e in d))
@@ -303,6 +306,8 @@ def write_report(
         sections += _judged_sections(judged)
     if ip:
         sections += ip_sections(ip)
+    if routes:
+        sections += routes_sections(routes)
 
     parts = [
         f"<h1>{html.escape(title or 'defense_interp report')}</h1>",

@@ -33,17 +33,19 @@ SIZES = {
 @dataclass(frozen=True)
 class Design:
     """Which conditions a study trains: seeds, the α sweep, and whether the controls, gradient edits
-    and two-stage runs are added."""
+    and two-stage runs are added, claim 6's IP measurements (`ip_parts`) and claim 7's write routes
+    (`routes`: a linear-schedule PPS at the strongest α, and the routes of the measured runs)."""
 
     seeds: int
     coefs: tuple[float, ...]
     controls: bool
     ip_parts: bool = False
+    routes: bool = False
 
 
 DESIGNS = {
     "quick": Design(seeds=1, coefs=(4.0,), controls=False),
-    "full": Design(seeds=3, coefs=(2.0, 4.0, 8.0), controls=True, ip_parts=True),
+    "full": Design(seeds=3, coefs=(2.0, 4.0, 8.0), controls=True, ip_parts=True, routes=True),
 }
 
 

@@ -24,6 +24,7 @@ from defense_interp.study.tasks import (
     START_LOSS_FILE,
     judged_files,
 )
+from defense_interp.study.write_routes import ROUTES_DIR, routes_file
 from defense_interp.training import (
     IP,
     PPS,
@@ -44,6 +45,7 @@ from defense_interp.types import Model
 __all__ = ["axes_task", "before_task", "condition_record", "naming_axes", "study_plan", "train_cost"]
 
 _TASKS = "defense_interp.study.tasks"
+_ROUTES = "defense_interp.study.write_routes"
 
 
 def _conditions(cfg: StudyConfig, axes: TraitAxes) -> list[Condition]:
@@ -204,10 +206,14 @@ def study_plan(model: Model, trait: Trait, cfg: StudyConfig) -> Plan:
         base = run(seed, conds[0], tcfg, conds[0].label, probed=[*conds, *replays, *knockouts])
         for c in [*conds[1:], *replays]:
             run(seed, c, plain, c.label)
+        if DESIGNS[cfg.design].routes:
+            linear = PPS(naming_axes(model), coef=strongest, schedule="linear")
+            run(seed, linear, plain, linear.label)
         if cfg.design == "full":
             run(seed, PPS(naming_axes(model), coef=strongest), plain, f"two_stage_pps_a{strongest:g}", init=base)
             run(seed, IP(cfg.ip_prompt), plain, "two_stage_ip", init=base)
     runs = [t.key for t in tasks if t.fn.endswith(":train_run")]
+    routes = _routes_tasks(tasks, trait, cfg, strongest) if DESIGNS[cfg.design].routes else {}
     judged = _judge_tasks(tasks, cfg, tr) if cfg.judge is not None else {}
     measured = [c for c in conds if type(c) in (Baseline, IP) or (type(c) is PPS and c.coef == strongest)]
     ip = _conditional_tasks(tasks, cfg, tr, measured) if ip_parts else {}
@@ -223,19 +229,75 @@ def study_plan(model: Model, trait: Trait, cfg: StudyConfig) -> Plan:
                 "title": f"Defences against '{trait.name}': {cfg.design} study",
                 **({"judged": judged} if judged else {}),
                 **({"ip": ip} if ip else {}),
+                **({"routes": routes} if routes else {}),
             },
             deps=(
                 *runs,
+                *routes.values(),
                 *(f"{JUDGED_DIR}/{k}" for k in sorted({*judged, *judged.values()})),
                 *((SHIFT_DIR, *ip["conditional"].values(), ip["untrained"]) if ip else ()),
                 *(f"{JUDGED_DIR}/{k}" for k in ip.get("judged", {}).values()),
             ),
-            reads=(AXES_DIR, *runs, *(JUDGED_DIR,) * bool(judged), *(IP_DIR,) * bool(ip)),
+            reads=(
+                AXES_DIR,
+                *runs,
+                *(JUDGED_DIR,) * bool(judged),
+                *(IP_DIR,) * bool(ip),
+                *(ROUTES_DIR,) * bool(routes),
+            ),
             writes=(COMPARISON_FILE, FINDINGS_FILE, REPORT_FILE),
             model=False,
         )
     )
     return Plan.of(tasks)
+
+
+def _routes_cost(cfg: TrainConfig, revert: bool) -> dict[str, int]:
+    """Write routes: two models on two text sets (and the normal answers); with the reverts, two
+    more expression measurements."""
+    batches = -(-cfg.loss_examples // cfg.batch_size)
+    ev = _eval_cost(cfg) if revert else {"forwards": 0, "decode_steps": 0}
+    return {"forwards": 6 * batches + 2 * ev["forwards"], "decode_steps": 2 * ev["decode_steps"]}
+
+
+def _routes_tasks(tasks: list[Task], trait: Trait, cfg: StudyConfig, strongest: float) -> dict[str, str]:
+    """Add claim 7's tasks (`study.write_routes`): the write routes of each seed's baseline,
+    strongest PPS (with its reverts), IP, attenuating edit and linear-schedule PPS. Returns each
+    measured run's routes file."""
+    wanted = {"Baseline": None, "IP": None, "GradientEdit": "attenuate"}
+    normal = [list(c) for c in trait.normal_data[: cfg.s["loss_examples"]]]
+    out = {}
+    for t in list(tasks):
+        if not t.fn.endswith(":train_run") or t.params["init"] is not None:
+            continue
+        record = t.params["condition"]
+        kind = record["type"]
+        pps = kind == "PPS" and float(record["coef"]) == strongest
+        if not pps and (kind not in wanted or wanted[kind] != record.get("mode")):
+            continue
+        path = routes_file(t.key)
+        strongest_constant = pps and record.get("schedule", "constant") == "constant"
+        tasks.append(
+            Task(
+                path,
+                f"{_ROUTES}:measure_routes",
+                {
+                    "trait": t.params["trait"],
+                    "config": t.params["config"],
+                    "run_dir": t.key,
+                    "path": path,
+                    "normal": normal,
+                    "revert": strongest_constant,
+                },
+                deps=("axes", t.key),
+                reads=(AXES_DIR, t.key),
+                writes=(path,),
+                done=f"{_ROUTES}:routes_done",
+                cost=_routes_cost(TrainConfig.from_dict(t.params["config"]), strongest_constant),
+            )
+        )
+        out[t.key] = path
+    return out
 
 
 def _judge_task(

@@ -4,7 +4,8 @@ parameters (never from their labels, which users may choose freely):
 | role               | condition                                                            |
 |--------------------|----------------------------------------------------------------------|
 | baseline           | `Baseline` trained from scratch (`compare` puts it first)            |
-| PPS (each α)       | `PPS` (not a control) at one layer, from scratch; strongest = max α  |
+| PPS (each α)       | `PPS` (not a control) at one layer, constant α, from scratch; strongest = max α |
+| scheduled PPS      | `PPS` at one layer with another schedule, from scratch, by schedule  |
 | IP                 | `IP` (not `PlaceboIP`), from scratch                                  |
 | two-stage PPS / IP | `PPS` / `IP` continuing a finished run (`Run.init` set)              |
 | gradient edits     | `GradientEdit`, from scratch, by mode                                |
@@ -32,7 +33,9 @@ def is_sweep_point(condition: Condition, init: str | None) -> bool:
     """A point of the α sweep: one-layer PPS from scratch, or the plain baseline (α = 0)."""
     if init is not None:
         return False
-    return type(condition) is Baseline or (type(condition) is PPS and len(condition.steer_layers) == 1)
+    return type(condition) is Baseline or (
+        type(condition) is PPS and len(condition.steer_layers) == 1 and condition.schedule == "constant"
+    )
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Roles:
     random_pps: str | None = None
     placebo_ip: str | None = None
     replays: dict[str, str] = field(default_factory=dict)
+    scheduled: dict[str, str] = field(default_factory=dict)
 
 
 def find_roles(conditions: Mapping[str, tuple[Condition, str | None]], *, baseline: str | None) -> Roles:
@@ -72,7 +76,17 @@ def find_roles(conditions: Mapping[str, tuple[Condition, str | None]], *, baseli
         random_pps=first(fresh, RandomPPS),
         placebo_ip=first(fresh, PlaceboIP),
         replays=_replays(fresh),
+        scheduled=_scheduled(fresh),
     )
+
+
+def _scheduled(fresh: Mapping[str, Condition]) -> dict[str, str]:
+    """The first one-layer PPS of each non-constant schedule (`PPS.params()["schedule"]`)."""
+    found: dict[str, str] = {}
+    for label, c in fresh.items():
+        if type(c) is PPS and c.schedule != "constant" and len(c.steer_layers) == 1:
+            found.setdefault(str(c.params()["schedule"]), label)
+    return found
 
 
 def _replays(fresh: Mapping[str, Condition]) -> dict[str, str]:

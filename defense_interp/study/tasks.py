@@ -26,6 +26,7 @@ from defense_interp.study.claims import assess
 from defense_interp.study.compare import Comparison, compare
 from defense_interp.study.ip_view import ip_view
 from defense_interp.study.prompt_shift import IPMeasurements, PromptShift, conditional_expression, prompt_shift
+from defense_interp.study.write_routes import read_routes, routes_view, with_routes
 from defense_interp.training import (
     Baseline,
     Condition,
@@ -361,11 +362,16 @@ def analyse(
     title: str,
     judged: dict[str, str] | None = None,
     ip: dict[str, Any] | None = None,
+    routes: dict[str, str] | None = None,
 ) -> tuple[Comparison, Findings, Path]:
     """The comparison, findings and report of the finished runs (in the driver; no model).
     `judged`: for each run, the key of its judged answers before training (with a judge);
-    `ip`: claim 6's files (`plan._conditional_tasks`)."""
+    `ip`: claim 6's files (`plan._conditional_tasks`); `routes`: claim 7's file of each measured run
+    (`study.write_routes`)."""
     loaded = {r: Run.load(ctx.folder / r) for r in runs}
+    measured_routes = {r: read_routes(ctx.folder, path) for r, path in (routes or {}).items()}
+    for r, found in measured_routes.items():
+        loaded[r] = with_routes(loaded[r], found)
     measured = None if ip is None else _ip_measurements(ctx.folder, loaded, ip)
     answers: dict[str, list[JudgedAnswers]] = {}
     for r, before_key in (judged or {}).items():
@@ -390,5 +396,6 @@ def analyse(
         findings=findings,
         judged=answers or None,
         ip=None if measured is None else ip_view(cmp, measured),
+        routes=routes_view(cmp, measured_routes),
     )
     return cmp, findings, report

@@ -79,7 +79,7 @@ def route_parts(
         b = encode_chat(model, texts[i : i + batch_size], max_length=max_length)
         seen: dict[str, Tensor] = {}
 
-        def read(name: str):
+        def read(name: str, seen: dict[str, Tensor] = seen):
             return lambda x, hook: seen.__setitem__(name, (x.detach().double() @ u.to(x.device)).cpu())
 
         wanted = [*dict.fromkeys([*hooks, total_hook])]

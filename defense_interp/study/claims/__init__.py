@@ -1,4 +1,4 @@
-"""The six claims of DESIGN §1, each in its own module and tested on a `Comparison` by a fixed
+"""The seven claims of DESIGN §1 and issue 29, each in its own module and tested on a `Comparison` by a fixed
 rule: `assess(cmp)` returns `Findings` (`defense_interp.claims`), one `Finding` per claim.
 
 | claim | module           | tested by                     |
@@ -9,6 +9,7 @@ rule: `assess(cmp)` returns `Findings` (`defense_interp.claims`), one `Finding` 
 | 4     | `behaviour`      | `--preset full` (two-stage)   |
 | 5     | `causality`      | `--preset full` (edits)       |
 | 6     | `ip_shift`       | `--preset full` (IP measured) |
+| 7     | `write_routes`   | `--preset full` (write routes) |
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import torch
 
 from defense_interp.claims import Finding, Findings
 from defense_interp.provenance import __version__
-from defense_interp.study.claims import behaviour, causality, diffuseness, ip_shift, loss_explained, pressure_flip
+from defense_interp.study.claims import (
+    behaviour,
+    causality,
+    diffuseness,
+    ip_shift,
+    loss_explained,
+    pressure_flip,
+    write_routes,
+)
 from defense_interp.study.claims.common import Claim, judged
 from defense_interp.study.compare import Comparison
 from defense_interp.study.prompt_shift import IPMeasurements
@@ -29,7 +38,7 @@ __all__ = ["CLAIMS", "JUDGE_RULE", "RULES", "Claim", "assess"]
 
 #: The claims in the order of their numbers.
 CLAIMS: tuple[Claim, ...] = tuple(
-    m.CLAIM for m in (pressure_flip, diffuseness, loss_explained, behaviour, causality, ip_shift)
+    m.CLAIM for m in (pressure_flip, diffuseness, loss_explained, behaviour, causality, ip_shift, write_routes)
 )
 
 #: The rules every `findings.json` of the study carries (with each claim's own paragraph and, for
