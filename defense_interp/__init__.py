@@ -62,6 +62,7 @@ from defense_interp.training import (
     probe_gradients,
     train,
 )
+from defense_interp.training.routes import WriteRoutes, write_routes
 
 __all__ = [
     "IP",
@@ -90,6 +91,7 @@ __all__ = [
     "Start",
     "StudyConfig",
     "TrainConfig",
+    "WriteRoutes",
     "Trait",
     "TraitAxes",
     "__version__",
@@ -122,6 +124,7 @@ __all__ = [
     "steer",
     "tiny_model",
     "train",
+    "write_routes",
     "trait_expression",
     "transfer_matrix",
 ]

@@ -17,11 +17,11 @@ def test_cli_study_on_tiny_model_writes_runs_findings_and_report(tiny_quick_stud
         assert di.Run.load(tmp_path / "seed0" / name).name == name
     assert (tmp_path / "report.html").stat().st_size > 1_000_000  # plotly.js inlined
     findings = json.loads((tmp_path / "findings.json").read_text())["findings"]
-    assert [f["claim"] for f in findings] == [1, 2, 3, 4, 5, 6]
+    assert [f["claim"] for f in findings] == [1, 2, 3, 4, 5, 6, 7]
     log = (tmp_path / "study.log").read_text()  # what `make demo` prints at the end: one line per claim
     for f in findings:
         assert f"claim {f['claim']} ({f['title']}): {f['summary']}" in log
-    assert [f["verdict"] for f in findings[4:]] == ["not tested", "not tested"]  # the quick design has no edits
+    assert [f["verdict"] for f in findings[4:]] == ["not tested"] * 3  # the quick design has no edits or routes
     assert "not tested (gradient edits: --preset full)" in log and "two-stage runs: --preset full" in log
     assert (
         main(

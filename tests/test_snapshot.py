@@ -40,14 +40,16 @@ def test_tiny_full_study_findings_equal_the_snapshot(tiny_full_study):
     of the IP prompt's shift (three more labels) and adds claim 6 with its rule. The renovation
     (issue 27): each finding also says `summary`, `not_tested` and `tested_by` (the full design
     tests everything: its summary is its verdict), and the rules text is assembled from the general
-    rule and each claim's own paragraph (checked here paragraph by paragraph). Every number of
-    claims 1–5 is unchanged."""
+    rule and each claim's own paragraph (checked here paragraph by paragraph). Write routes (issue
+    29): the full design trains a linear-schedule PPS (one more label) and adds claim 7 with its
+    rule. Every number of claims 1–5 is unchanged."""
     new = json.loads((tiny_full_study[0] / "findings.json").read_text())
     old = json.loads((SNAPSHOTS / "findings_tiny_full.json").read_text())
     replays = ["induced_ip", "induced_ip_on_axis", "induced_ip_off_axis"]
-    assert [f["claim"] for f in new["findings"]] == [1, 2, 3, 4, 5, 6]
-    assert [l for l in new["provenance"]["labels"] if l not in replays] == old["provenance"]["labels"]
-    assert set(new["provenance"]["labels"]) - set(old["provenance"]["labels"]) == set(replays)
+    added = [*replays, "pps_a8_linear"]
+    assert [f["claim"] for f in new["findings"]] == [1, 2, 3, 4, 5, 6, 7]
+    assert [l for l in new["provenance"]["labels"] if l not in added] == old["provenance"]["labels"]
+    assert set(new["provenance"]["labels"]) - set(old["provenance"]["labels"]) == set(added)
     claim1 = old["findings"][0]
     assert [t["counted"] for t in claim1["tests"]] == [True, True, False, False, False, False]
     claim1["tests"][4]["counted"] = claim1["tests"][5]["counted"] = True  # the step-0 probes
@@ -58,10 +60,11 @@ def test_tiny_full_study_findings_equal_the_snapshot(tiny_full_study):
     for paragraph in old["rules"].split("\n\n")[4:]:  # the sub-test and claim rules were reworded for "not tested"
         assert paragraph.strip() in new["rules"]
     old["rules"] = new["rules"]
-    for r in replays:
+    for r in added:
         old["provenance"]["seeds"][r] = new["provenance"]["seeds"][r]
     old["provenance"]["labels"] = new["provenance"]["labels"]
     old["findings"].append(new["findings"][5])
+    old["findings"].append(new["findings"][6])
     assert differences(old, new) == []
 
 

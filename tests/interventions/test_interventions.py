@@ -134,6 +134,41 @@ def test_captured_gradients_equal_autograd(tiny, random_axes):
         assert torch.allclose(stats.gbar[0, l], gm.sum(0), rtol=1e-4, atol=1e-7)
 
 
+def test_y_is_the_unsteered_projection_and_no_hook_is_left(tiny, random_axes):
+    """Y (the activation's projection) equals a plain forward pass's mean response-token ⟨h_l, v̂_l⟩;
+    with the capture attached before PPS's steering (as `train` does) the steered layer reads the
+    activation before αv is added, the layer above carries it; no hook stays attached."""
+    b = encode_chat(tiny.tokenizer, [CONV, CONV2])
+    acts = {}
+    with (
+        torch.no_grad(),
+        tiny.hooks(
+            fwd_hooks=[
+                (f"blocks.{l}.hook_resid_post", lambda x, hook: acts.__setitem__(hook.layer(), x))
+                for l in range(tiny.cfg.n_layers)
+            ]
+        ),
+    ):
+        _loss(tiny, b)
+    hooks = count_hooks(tiny)  # after a first pass: the bridge installs its own norm hooks then
+    m = b.response_mask
+    plain = torch.stack([(acts[l][m] @ random_axes.unit(l)).mean() for l in range(tiny.cfg.n_layers)])
+    stats = {}
+    for steered in (False, True):
+        with di.capture_gradients(tiny, random_axes) as cap:
+            with di.steer(tiny, random_axes, layers=1, coef=5.0) if steered else torch.enable_grad():
+                loss = _loss(tiny, b)
+            cap.set_mask(b.response_mask)
+            loss.backward()
+            cap.end_step()
+        tiny.zero_grad(set_to_none=True)
+        stats[steered] = cap.stats
+        assert count_hooks(tiny) == hooks
+    torch.testing.assert_close(stats[False].projection[0], plain, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stats[True].projection[0, :2], plain[:2], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(stats[True].projection[0, 2:], plain[2:], atol=1e-3)
+
+
 def test_pressure_equals_finite_difference_of_the_loss(random_axes):
     model = di.tiny_model(seed=3)
     model.to(torch.float64)

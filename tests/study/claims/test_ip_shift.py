@@ -119,7 +119,7 @@ def test_claim_6_is_inconclusive_without_replays_and_not_tested_without_measurem
     assert len(missing) == 3 and all(t.note.startswith("not measured") for t in missing)
     cmp, _ = planted()
     plain = di.assess(cmp).findings
-    assert [x.claim for x in plain] == [1, 2, 3, 4, 5, 6]
+    assert [x.claim for x in plain] == [1, 2, 3, 4, 5, 6, 7]
     assert plain[5].verdict == NOT_TESTED and all(t.verdict == NOT_TESTED for t in plain[5].tests)
     assert plain[5].summary == "not tested (the IP measurements and replays: --preset full)"
 
