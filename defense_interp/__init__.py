@@ -24,7 +24,7 @@ from defense_interp.errors import (
     NonFiniteError,
     RunError,
 )
-from defense_interp.evaluate import Judge, contrast_score, projection_score
+from defense_interp.evaluate import Judge, projection_score
 from defense_interp.forward import generate_answers
 from defense_interp.interventions import ablate, capture_gradients, edit_gradients, orthogonalize, steer
 from defense_interp.judges import LocalJudge, OpenAIJudge, trait_expression
@@ -62,7 +62,7 @@ from defense_interp.training import (
     probe_gradients,
     train,
 )
-from defense_interp.training.routes import WriteRoutes, write_routes
+from defense_interp.training.routes import write_routes
 
 __all__ = [
     "IP",
@@ -91,7 +91,6 @@ __all__ = [
     "Start",
     "StudyConfig",
     "TrainConfig",
-    "WriteRoutes",
     "Trait",
     "TraitAxes",
     "__version__",
@@ -101,7 +100,6 @@ __all__ = [
     "capture_gradients",
     "collect_activations",
     "compare",
-    "contrast_score",
     "difference_svd",
     "edit_gradients",
     "extract_trait_axes",
@@ -124,7 +122,7 @@ __all__ = [
     "steer",
     "tiny_model",
     "train",
-    "write_routes",
     "trait_expression",
     "transfer_matrix",
+    "write_routes",
 ]

@@ -58,6 +58,7 @@ def test_full_study_design_on_tiny_model_and_resume(tiny_full_study, capsys):
             "induced_ip",
             "induced_ip_on_axis",
             "induced_ip_off_axis",
+            "pps_a8_linear",
         ]
     )
     base = di.Run.load(tmp_path / "seed0" / "baseline")
@@ -68,11 +69,14 @@ def test_full_study_design_on_tiny_model_and_resume(tiny_full_study, capsys):
     html = (tmp_path / "report.html").read_text()
     assert "<h2>Findings</h2>" in html and html.index("Findings") < html.index("<h2>Runs")
     assert "(predicted &lt; 0;" in html and "(predicted < 0" not in html  # predictions are escaped
+    assert "Where each defence writes (eval texts)" in html and "Training dynamics" in html
     capsys.readouterr()
     assert main(args) == 0
     log = capsys.readouterr().err
     reused = {line.split("] ")[-1].split(":")[0] for line in log.splitlines() if "already finished, reused" in line}
-    assert {f"seed{s}/{label}" for s in range(3) for label in labels} <= reused and len(reused) == 61
+    assert {f"seed{s}/{label}" for s in range(3) for label in labels} <= reused and len(
+        reused
+    ) == 61 + 3 + 15  # the linear-schedule runs and the write routes
     assert "sent to a worker" not in log and [line for line in log.splitlines() if ": running" in line] == [
         "[defense-interp] comparison and report: running"
     ]

@@ -14,7 +14,7 @@ def test_gpu_check_smoke_run(tmp_path):
     subprocess.run(cmd, check=True, timeout=300, capture_output=True)
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     assert result["smoke"] and result["dtype"] == "float32"
-    assert set(result["quick_study"]["verdicts"]) == {"1", "2", "3", "4", "5", "6"}
+    assert set(result["quick_study"]["verdicts"]) == {"1", "2", "3", "4", "5", "6", "7"}
     assert (tmp_path / "study" / "findings.json").is_file()
     assert (
         result["capture_overhead"]["median_ratio"] > 0 and result["extraction_speed"]["min_cosine_with_naive"] > 0.999

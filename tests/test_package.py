@@ -20,6 +20,8 @@ MOVED = {
     "COHERENCE_PROMPT": "defense_interp.judges",
     "ChatBatch": "defense_interp.data",
     "Condition": "defense_interp.training",
+    "WriteRoutes": "defense_interp.training.routes",
+    "contrast_score": "defense_interp.evaluate",
     "DifferenceSVD": "defense_interp.metrics",
     "DirectionSelection": "defense_interp.refusal",
     "Estimate": "defense_interp.metrics",

@@ -370,8 +370,7 @@ def analyse(
     (`study.write_routes`)."""
     loaded = {r: Run.load(ctx.folder / r) for r in runs}
     measured_routes = {r: read_routes(ctx.folder, path) for r, path in (routes or {}).items()}
-    for r, found in measured_routes.items():
-        loaded[r] = with_routes(loaded[r], found)
+    loaded.update({r: with_routes(loaded[r], found) for r, found in measured_routes.items()})
     measured = None if ip is None else _ip_measurements(ctx.folder, loaded, ip)
     answers: dict[str, list[JudgedAnswers]] = {}
     for r, before_key in (judged or {}).items():

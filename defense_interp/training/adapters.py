@@ -77,10 +77,13 @@ def _group(model: Model, group: str) -> set[int]:
         raise ConfigError(f"revert groups are {REVERT_GROUPS}, got {group!r}")
     if group == "all":
         return {id(p) for p in model.parameters()}
-    mods = [getattr(b, group, None) for b in model.blocks]
-    if any(m is None for m in mods):
-        raise ConfigError(f"this model's blocks have no '{group}' module to revert")
-    return {id(p) for m in mods for p in m.parameters()}
+    ids = set()
+    for b in model.blocks:
+        module = getattr(b, group, None)
+        if module is None:
+            raise ConfigError(f"this model's blocks have no '{group}' module to revert")
+        ids |= {id(p) for p in module.parameters()}
+    return ids
 
 
 def load_trained(model: Model, run: Run, *, merge: bool = False, revert: tuple[str, ...] = ()) -> Any:

@@ -265,9 +265,8 @@ def write_routes(
         raise ConfigError("write routes need at least one text")
     if (int(start.cfg.n_layers), int(start.cfg.d_model)) != (int(trained.cfg.n_layers), int(trained.cfg.d_model)):
         raise ConfigError("the start and trained models have different shapes")
-    kw = dict(batch_size=batch_size, max_length=max_length)
-    parts, s, s_tot = route_parts(start, axes, texts, **kw)
-    _, t, t_tot = route_parts(trained, axes, texts, **kw)
+    parts, s, s_tot = route_parts(start, axes, texts, batch_size=batch_size, max_length=max_length)
+    _, t, t_tot = route_parts(trained, axes, texts, batch_size=batch_size, max_length=max_length)
     return WriteRoutes(
         axes.layer, axes.point, tuple(parts), s, t, s_tot, t_tot, write_shares(start, trained, axes), describe,
         int(start.cfg.d_model),

@@ -195,7 +195,7 @@ def test_plan_prints_every_task_with_its_estimate_and_runs_nothing(command, tmp_
     assert main(args) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line[:4].strip().rstrip(".").isdigit()]
-    assert len(lines) == (62 if command == "study" else 12)
+    assert len(lines) == (80 if command == "study" else 12)
     assert all("~" in line or "(driver)" in line for line in lines)
     assert "measured on cpu" in out and list(tmp_path.iterdir()) == []
 

@@ -55,7 +55,10 @@ def _magnitude(cmp: Comparison, pps: str, base: str) -> Estimate | None:
     for r in cmp.groups[base]:
         if r.seed not in mine:
             continue
-        d = {w: _route(w)(mine[r.seed]).mean - _route(w)(r).mean for w in ("attn", "mlp")}  # type: ignore[union-attr]
+        ests = {w: (_route(w)(mine[r.seed]), _route(w)(r)) for w in ("attn", "mlp")}
+        if any(a is None or o is None for a, o in ests.values()):
+            return None
+        d = {w: a.mean - o.mean for w, (a, o) in ests.items()}
         values.append(abs(d["attn"]) - abs(d["mlp"]))
     if not values:
         return None
@@ -85,7 +88,7 @@ def _test(cmp: Comparison, r: Roles, hp: str, ip: IPMeasurements | None) -> Clai
         sub_test(
             "(a) PPS lowers the projection its update writes",
             f"{dy}: strongest PPS − baseline",
-            None if p is None else cmp.paired(p, _route("total"), b),
+            None if p is None or b is None else cmp.paired(p, _route("total"), b),
             "< 0",
             needs=[p, b],
             missing=missing,
@@ -93,7 +96,7 @@ def _test(cmp: Comparison, r: Roles, hp: str, ip: IPMeasurements | None) -> Clai
         sub_test(
             "(b1) attention writes PPS's counter-update",
             f"attention part of {dy}: strongest PPS − baseline",
-            None if p is None else cmp.paired(p, _route("attn"), b),
+            None if p is None or b is None else cmp.paired(p, _route("attn"), b),
             "< 0",
             needs=[p, b],
             missing=missing,
@@ -151,7 +154,8 @@ def _test(cmp: Comparison, r: Roles, hp: str, ip: IPMeasurements | None) -> Clai
         )
     )
     linear = r.scheduled.get("linear")
-    same_alpha = linear is not None and pps is not None and cmp.condition(linear).coef == cmp.condition(pps).coef
+    coef = lambda label: getattr(cmp.condition(label), "coef", None)  # noqa: E731
+    same_alpha = linear is not None and pps is not None and coef(linear) == coef(pps)
     for score, statistic in (
         ("projection", f"projection score at {hp}, test time, after training"),
         ("normal_loss", "test-time loss on trait-free answers (normal data), after training"),

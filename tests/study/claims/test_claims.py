@@ -18,7 +18,7 @@ def test_planted_study_reproduces_claims_1_3_4_5_and_leaves_2_unmeasured():
     removal = next(t for t in f[4].tests if t.name.startswith("PPS removes"))
     assert removal.effect.mean == pytest.approx(-4.0, abs=0.1)
     d = di.assess(cmp).to_dict()
-    assert len(d["findings"]) == 6 and all(x["verdict"] in VERDICTS for x in d["findings"])
+    assert len(d["findings"]) == 7 and all(x["verdict"] in VERDICTS for x in d["findings"])
     assert "reproduced when" in d["rules"]
 
 
