@@ -1,4 +1,5 @@
-"""Cost of gradient capture: (training step with capture at every layer) / (plain training step).
+"""Cost of gradient capture: (training step with capture at every layer: the pressure X and the
+activation projection Y) / (plain training step).
 
 Bundled SmolLM2-135M-Instruct with LoRA, a batch of 4 training conversations of the evil trait.
 The two kinds of step alternate in one process (so machine noise hits both alike); the figure is

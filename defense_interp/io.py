@@ -109,6 +109,11 @@ def path_of(fn: Any) -> str:
     path = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
     if "<" in path or path.startswith(":"):
         raise ConfigError(f"{fn!r} is not a module-level function; a record can only name one that can be imported")
+    if path.startswith("__main__:"):
+        raise ConfigError(
+            f"{fn.__qualname__} is defined in __main__ (a script or notebook), which another process cannot "
+            "import; define it in a module"
+        )
     if import_path(path) is not fn:
         raise ConfigError(f"{path} does not import back to {fn!r}")
     return path

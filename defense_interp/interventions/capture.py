@@ -10,7 +10,10 @@ Beside the gradient, a forward hook at the same points reads the activation's pr
 axis, `⟨h_l, v̂_l⟩` per token, and the backward pass of the same batch averages it over the
 response tokens: `Y_t` (`GradientStats.projection`, DESIGN "Write routes"), the model's own state
 beside the pressure `X_t`. Attached before a condition's hooks (as `train` does), it reads the
-activation before any intervention at that point: PPS's `αv` is excluded.
+activation before any intervention at that point: PPS's `αv` is excluded. (LAT's δ, added by
+`perturb` before the capture attaches, touches the prompt tokens only, so the response tokens' Y at
+its layer is unaffected.) Y pairs each backward pass with the forward pass just before it: run one
+forward per backward.
 
 Under PPS the steering hook sits on the same point; the backward hook then sees the gradient with
 respect to the steered activation, which for additive steering equals the gradient with respect
@@ -100,7 +103,10 @@ class GradientCapture:
                     f"gradient at layer {layer} has shape {tuple(grad.shape[:2])}; set the mask of this batch"
                 )
             if layer not in self._read:
-                raise ConfigError(f"capture_gradients: the forward pass at layer {layer} ran outside the capture")
+                raise ConfigError(
+                    f"capture_gradients: no forward pass at layer {layer} for this backward pass: run the forward "
+                    "inside the capture, one forward per backward"
+                )
             new = gradient_sums(grad, self._mask, self.units[layer])
             new.update(activation_sums(self._read.pop(layer), self._mask))
             acc = self._sums.setdefault(layer, {})

@@ -22,6 +22,10 @@ def _mean(values: list[float]) -> float | None:
     return sum(finite) / len(finite) if finite else None
 
 
+def _coefficients(coefs: list[float] | None) -> str:
+    return "—" if not coefs else f"{coefs[0]:g} → {coefs[-1]:g}"
+
+
 def routes_sections(view: dict[str, Any]) -> list[Section]:
     """Sections from `study.write_routes.routes_view`."""
     hp, dyn = view["hook_point"], view["dynamics"]
@@ -34,6 +38,7 @@ def routes_sections(view: dict[str, Any]) -> list[Section]:
                 "X changes sign at (per seed)": _steps([p["sign_change"] for p in d["phases"]]),
                 f"|X| < {view['fade_fraction']:g}·peak from (per seed)": _steps([p["fade"] for p in d["phases"]]),
                 "mean |X| last third − first third": _mean([p["late_minus_early"] for p in d["phases"]]),
+                "steering coefficient (first → last step)": _coefficients(d.get("coefficients")),
             }
             for label, d in dyn.items()
         ]
@@ -59,6 +64,7 @@ def routes_sections(view: dict[str, Any]) -> list[Section]:
             {
                 "run": label,
                 "ΔY total (mean over seeds)": r["total"],
+                "embedding": r["embed"],
                 "attention parts": float(r["by_block"][:, 0].nansum()),
                 "MLP parts": float(r["by_block"][:, 1].nansum()),
             }
@@ -77,17 +83,18 @@ def routes_sections(view: dict[str, Any]) -> list[Section]:
                 f"{texts[name]} (teacher-forced: both models read the same tokens), split exactly into the "
                 "embedding term and each block's attention and MLP output (hook_attn_out, hook_mlp_out) projected "
                 "on v̂_L; bars: mean over texts, then over seeds. Table: the total with a 95% t-interval over "
-                "seeds, and the sums of the attention and of the MLP parts (with the embedding term, which LoRA "
-                "does not train, they add up to the total).",
+                "seeds, the embedding term (0 when only LoRA adapters are trained) and the sums of the attention "
+                "and of the MLP parts; the three add up to the total.",
                 table,
             )
         )
     eval_routes = routes.get("eval", {})
+    reach = view["blocks"]  # the blocks whose writes reach the hook point
     shares = [
         {
             "run": label,
-            "attention output, mean over blocks": _mean(r["shares"][0].tolist()),
-            "MLP down projection, mean over blocks": _mean(r["shares"][1].tolist()),
+            "attention output, mean over blocks": _mean([float(r["shares"][0, l]) for l in reach]),
+            "MLP down projection, mean over blocks": _mean([float(r["shares"][1, l]) for l in reach]),
             "chance (1/√d_model)": view["chance_share"],
         }
         for label, r in eval_routes.items()
@@ -96,9 +103,11 @@ def routes_sections(view: dict[str, Any]) -> list[Section]:
         (
             "Parameter-space write along the axis",
             None,
-            "For each block's attention output projection and MLP down projection: ‖v̂_Lᵀ ΔW‖ / ‖ΔW‖ with ΔW the "
-            "change of its effective weight (LoRA: (α/r)·B·A), averaged over blocks and seeds. A random update "
-            "scores about 1/√d_model; higher means the update writes along the trait axis more than chance.",
+            f"For each block that writes into {hp} (blocks {reach[0]}–{reach[-1]}): ‖v̂_Lᵀ ΔW‖ / ‖ΔW‖ of its "
+            "attention output projection and MLP down projection, with ΔW the change of the effective weight "
+            "(LoRA: (α/r)·B·A) and v̂_L the unit axis at the hook point; the mean over those blocks and over "
+            "seeds, no interval. A random update scores about 1/√d_model; higher means the update writes along "
+            "the trait axis more than chance.",
             shares,
         )
     )

@@ -19,9 +19,10 @@ cosine of each condition's difference from baseline with `v̂_l`, and diffusenes
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from defense_interp.study.roles import Roles, find_roles, is_plain_baseline, is_
 from defense_interp.training import PPS, Condition, Run
 from defense_interp.training.measure import LOSS_MODES
 
-__all__ = ["Comparison", "compare", "expression_at", "loss_at"]
+__all__ = ["Comparison", "compare", "expression_at", "loss_at", "with_scores"]
 
 
 @dataclass(frozen=True)
@@ -387,3 +388,13 @@ def compare(*runs: Run, baseline: Run | list[Run] | tuple[Run, ...] | None = Non
         cosine_high=high,
         baseline=base[0].name if base else None,
     )
+
+
+def with_scores(
+    run: Run, *, before: Mapping[str, Estimate] | None = None, after: Mapping[str, Estimate] | None = None
+) -> Run:
+    """`run` with scores added to its expression before and after training (in memory only)."""
+    expression = {w: dict(run.expression.get(w, {})) for w in ("before", "after")}
+    expression["before"].update(before or {})
+    expression["after"].update(after or {})
+    return dataclasses.replace(run, expression={**run.expression, **expression})

@@ -5,7 +5,7 @@ parameters (never from their labels, which users may choose freely):
 |--------------------|----------------------------------------------------------------------|
 | baseline           | `Baseline` trained from scratch (`compare` puts it first)            |
 | PPS (each α)       | `PPS` (not a control) at one layer, constant α, from scratch; strongest = max α |
-| scheduled PPS      | `PPS` at one layer with another schedule, from scratch, by schedule  |
+| scheduled PPS      | `PPS` at one layer with another schedule, from scratch, by (schedule, α) |
 | IP                 | `IP` (not `PlaceboIP`), from scratch                                  |
 | two-stage PPS / IP | `PPS` / `IP` continuing a finished run (`Run.init` set)              |
 | gradient edits     | `GradientEdit`, from scratch, by mode                                |
@@ -52,7 +52,7 @@ class Roles:
     random_pps: str | None = None
     placebo_ip: str | None = None
     replays: dict[str, str] = field(default_factory=dict)
-    scheduled: dict[str, str] = field(default_factory=dict)
+    scheduled: dict[tuple[str, float], str] = field(default_factory=dict)
 
 
 def find_roles(conditions: Mapping[str, tuple[Condition, str | None]], *, baseline: str | None) -> Roles:
@@ -80,12 +80,13 @@ def find_roles(conditions: Mapping[str, tuple[Condition, str | None]], *, baseli
     )
 
 
-def _scheduled(fresh: Mapping[str, Condition]) -> dict[str, str]:
-    """The first one-layer PPS of each non-constant schedule (`PPS.params()["schedule"]`)."""
-    found: dict[str, str] = {}
+def _scheduled(fresh: Mapping[str, Condition]) -> dict[tuple[str, float], str]:
+    """The first one-layer PPS of each non-constant schedule and α, keyed by
+    `(PPS.params()["schedule"], α)`."""
+    found: dict[tuple[str, float], str] = {}
     for label, c in fresh.items():
         if type(c) is PPS and c.schedule != "constant" and len(c.steer_layers) == 1:
-            found.setdefault(str(c.params()["schedule"]), label)
+            found.setdefault((str(c.params()["schedule"]), float(c.coef)), label)
     return found
 
 

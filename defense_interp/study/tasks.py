@@ -23,7 +23,7 @@ from defense_interp.judges import JudgedAnswers, build_judge, trait_expression
 from defense_interp.metrics.stats import Estimate
 from defense_interp.report.html import write_report
 from defense_interp.study.claims import assess
-from defense_interp.study.compare import Comparison, compare
+from defense_interp.study.compare import Comparison, compare, with_scores
 from defense_interp.study.ip_view import ip_view
 from defense_interp.study.prompt_shift import IPMeasurements, PromptShift, conditional_expression, prompt_shift
 from defense_interp.study.write_routes import read_routes, routes_view, with_routes
@@ -324,18 +324,12 @@ def _judged(folder: Path, key: str) -> JudgedAnswers:
 def _with_judge(run: Run, before: JudgedAnswers, after: JudgedAnswers, info: dict[str, Any]) -> Run:
     """`run` with the judge's mean score and share after the coherence filter added to its
     expression before and after training (in memory only)."""
-    expression = {w: dict(run.expression.get(w, {})) for w in ("before", "after")}
-    for when, ex in (("before", before), ("after", after)):
-        expression[when].update({"judge": ex.mean, "judge_share": ex.share})
-    return replace(run, expression=expression, provenance={**run.provenance, "judge": info})
-
-
-def _with_conditional(run: Run, scores: dict[str, dict[str, Estimate]]) -> Run:
-    """`run` with its expression after training under each test-time prompt added as
-    `"{score}|{prompt name}"` (in memory only)."""
-    after = dict(run.expression.get("after", {}))
-    after.update({f"{k}|{name}": e for name, by_score in scores.items() for k, e in by_score.items()})
-    return replace(run, expression={**run.expression, "after": after})
+    scored = with_scores(
+        run,
+        before={"judge": before.mean, "judge_share": before.share},
+        after={"judge": after.mean, "judge_share": after.share},
+    )
+    return replace(scored, provenance={**run.provenance, "judge": info})
 
 
 def _ip_measurements(folder: Path, loaded: dict[str, Run], spec: dict[str, Any]) -> IPMeasurements:
@@ -345,7 +339,8 @@ def _ip_measurements(folder: Path, loaded: dict[str, Run], spec: dict[str, Any])
         scores = _read_conditional(folder, path)
         if r in spec.get("judged", {}):  # with a judge: its mean score of answers sampled with the IP prompt
             scores["ip"]["judge"] = _judged(folder, spec["judged"][r]).mean
-        loaded[r] = _with_conditional(loaded[r], scores)
+        # its expression after training under each test-time prompt, as "{score}|{prompt name}"
+        loaded[r] = with_scores(loaded[r], after={f"{k}|{n}": e for n, by in scores.items() for k, e in by.items()})
     untrained = _read_conditional(folder, spec["untrained"])
     # without the shared file, the first seed's baseline run measured the same untrained model itself
     untrained["none"] = (
@@ -395,6 +390,6 @@ def analyse(
         findings=findings,
         judged=answers or None,
         ip=None if measured is None else ip_view(cmp, measured),
-        routes=routes_view(cmp, measured_routes),
+        routes=routes_view(cmp, [(loaded[r].name, found) for r, found in measured_routes.items()]),
     )
     return cmp, findings, report

@@ -21,7 +21,7 @@ expression (in memory), where claim 7 and the report read them:
 
 from __future__ import annotations
 
-from dataclasses import replace
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from defense_interp.execution import TaskContext
 from defense_interp.io import content_hash, log, read_json, write_json
 from defense_interp.metrics.dynamics import FADE_FRACTION, phases
 from defense_interp.metrics.stats import Estimate, mean_ci, t_interval
-from defense_interp.study.compare import Comparison
+from defense_interp.study.compare import Comparison, with_scores
 from defense_interp.training import Baseline, Run, TrainConfig, load_trained, measure_expression
 from defense_interp.training.measure import loss_estimates, loss_examples
 from defense_interp.training.routes import WriteRoutes, write_routes
@@ -94,7 +94,7 @@ def measure_routes(
     run = Run.load(ctx.folder / run_dir)
     axes = TraitAxes.load(ctx.folder / AXES_DIR)
     trained = load_trained(ctx.model, run)
-    out: dict[str, Any] = {"run": _run_hash(ctx.folder / run_dir)}
+    out: dict[str, Any] = {"inputs": _inputs_hash(ctx.folder, run_dir, normal, revert)}
     for name, texts in _texts(t, run, tcfg).items():
         wr = write_routes(
             ctx.model, trained, axes, texts, describe=TEXT_SETS[name], batch_size=tcfg.batch_size,
@@ -106,25 +106,42 @@ def measure_routes(
     if normal:
         loss = lambda m: loss_estimates(m, normal, Baseline(), tcfg, modes=("test_time",))["test_time"]  # noqa: E731
         out["normal_loss"] = {"before": loss(ctx.model).to_dict(), "after": loss(trained).to_dict()}
+    del trained  # one trained copy at a time
     if revert:
         out["reverts"] = {}
         for group in REVERTED:
             model = load_trained(ctx.model, run, revert=(group,))
             scores = measure_expression(model, t, axes, tcfg, progress=ctx.progress).scores
+            del model
             out["reverts"][group] = {k: v.to_dict() for k, v in scores.items()}
             log(f"{run_dir} with its {group} parameters reverted: projection {scores['projection'].mean:.3g}")
     write_json(ctx.folder / path, out)
 
 
-def _run_hash(folder: Path) -> str:
-    return content_hash(read_json(folder / RUN_FILE))
+def _inputs_hash(folder: Path, run_dir: str, normal: list[Any] | None, revert: bool) -> str:
+    """What a routes file measured: the run (its `run.json`), the study's axes, the normal answers
+    and whether it took the reverts — a rerun with any of them changed measures again."""
+    axes = TraitAxes.load(folder / AXES_DIR)
+    return content_hash(
+        {
+            "run": read_json(folder / run_dir / RUN_FILE),
+            "axes": hashlib.sha256(axes.vectors.float().numpy().tobytes()).hexdigest(),
+            "normal": normal or [],
+            "revert": revert,
+        }
+    )
 
 
-def routes_done(folder: Path, *, path: str, run_dir: str, **_: Any) -> bool:
-    """Done when the file measured the run now in `run_dir` (a run trained again is measured again)."""
+def routes_done(
+    folder: Path, *, path: str, run_dir: str, normal: list[Any] | None = None, revert: bool = False, **_: Any
+) -> bool:
+    """Done when the file measured these inputs (`_inputs_hash`)."""
     if not (folder / path).is_file() or not Run.is_finished(folder / run_dir):
         return False
-    return read_json(folder / path).get("run") == _run_hash(folder / run_dir)
+    try:
+        return read_json(folder / path).get("inputs") == _inputs_hash(folder, run_dir, normal, revert)
+    except RunError:
+        return False
 
 
 def read_routes(folder: Path, path: str) -> dict[str, Any]:
@@ -135,23 +152,17 @@ def read_routes(folder: Path, path: str) -> dict[str, Any]:
 
 def with_routes(run: Run, routes: dict[str, Any]) -> Run:
     """`run` with `read_routes`' numbers added to its expression (module docstring; in memory)."""
-    after = dict(run.expression.get("after", {}))
-    before = dict(run.expression.get("before", {}))
-    for name in TEXT_SETS:
-        after.update({f"route_{p}|{name}": routes[name].estimate(p) for p in PARTS})
+    after = {f"route_{p}|{name}": routes[name].estimate(p) for name in TEXT_SETS for p in PARTS}
+    before = {}
     if "normal_loss" in routes:
         before["normal_loss"] = Estimate.from_dict(routes["normal_loss"]["before"])
         after["normal_loss"] = Estimate.from_dict(routes["normal_loss"]["after"])
     for group, scores in routes.get("reverts", {}).items():
         after.update({f"{k}|revert_{group}": Estimate.from_dict(v) for k, v in scores.items()})
-    return replace(run, expression={**run.expression, "before": before, "after": after})
+    return with_scores(run, before=before, after=after)
 
 
-def _label(run_key: str) -> str:
-    return run_key.rsplit("/", 1)[-1]
-
-
-def routes_view(cmp: Comparison, measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def routes_view(cmp: Comparison, measured: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """What the report draws of claim 7 (`report.routes_section`): the dynamics of every condition
     at the axes layer (X and Y per step: mean over seeds with a 95% t-interval over seeds, and each
     seed's phases, `metrics.dynamics.phases`), and for each measured condition its write routes on
@@ -172,20 +183,21 @@ def routes_view(cmp: Comparison, measured: dict[str, dict[str, Any]]) -> dict[st
             "coefficients": runs[0].provenance.get("coefficients"),
         }
     by_label: dict[str, list[dict[str, Any]]] = {}
-    for key, found in measured.items():
-        by_label.setdefault(_label(key), []).append(found)
+    for name, found in measured:
+        by_label.setdefault(name, []).append(found)
     routes = {
         name: {
             label: {
                 "by_block": torch.stack([f[name].by_block() for f in found]).mean(0),
                 "shares": torch.stack([f[name].shares for f in found]).nanmean(0),
                 "total": mean_ci([float(f[name].estimate("total").mean) for f in found], over="seeds"),
+                "embed": sum(float(f[name].estimate("embed").mean) for f in found) / len(found),
             }
             for label, found in by_label.items()
         }
         for name in TEXT_SETS
     }
-    first = next(iter(measured.values()), None)
+    first = measured[0][1] if measured else None
     return {
         "hook_point": hook_name(cmp.axes_layer, cmp.point),
         "dynamics": dynamics,

@@ -86,7 +86,7 @@ def _group(model: Model, group: str) -> set[int]:
     return ids
 
 
-def load_trained(model: Model, run: Run, *, merge: bool = False, revert: tuple[str, ...] = ()) -> Any:
+def load_trained(model: Model, run: Run, *, merge: bool = False, revert: str | tuple[str, ...] = ()) -> Any:
     """A copy of `model` with a finished run's trained parameters (LoRA adapters or all weights).
     `merge=True` folds each LoRA adapter into its base weight and puts the plain linear layer back
     (`merge_adapters`): the same function up to float rounding, and faster forward passes (for
@@ -99,6 +99,7 @@ def load_trained(model: Model, run: Run, *, merge: bool = False, revert: tuple[s
     full-weight run) are reverted only by "all"."""
     fields = {k: run.config[k] for k in ADAPTER_KEYS if k in run.config}
     cfg = TrainConfig(**fields)
+    revert = (revert,) if isinstance(revert, str) else tuple(revert)
     work = copy_model(model)
     trainable = make_trainable(work, cfg)
     ids = set().union(*(_group(work, g) for g in revert)) if revert else set()

@@ -95,6 +95,11 @@ def load_checkpoint(folder: str | Path, fingerprint: dict[str, Any]) -> Checkpoi
     if not (root / STATE_JSON).is_file():
         return None
     meta = read_json(root / STATE_JSON)
+    if "coefficients" not in meta:
+        raise RunError(
+            f"{root} was written by an earlier version (no steering coefficients, no projection Y); "
+            "delete the folder to start the run again"
+        )
     if meta["fingerprint"] != fingerprint:
         diff = sorted(k for k in fingerprint if meta["fingerprint"].get(k) != fingerprint[k])
         raise RunError(

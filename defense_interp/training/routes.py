@@ -10,9 +10,9 @@ writer at `blocks.l.hook_attn_out` / `blocks.l.hook_mlp_out` (for post-norm bloc
 hooks hold the normalised output, which is what is added; for parallel blocks both are added to the
 same input). Projected on `v̂_L` and averaged over a text's response tokens (teacher-forced: every
 model reads the same tokens), the parts sum to `⟨h̄_L, v̂_L⟩` read at the hook point itself; the
-pass checks this per token (float64 projections, relative tolerance `TOLERANCE` of the terms'
-magnitudes) and raises `ConfigError` where a model's blocks add something their hooks do not hold,
-never a silent approximation.
+pass checks this per token (float64 projections; the gap relative to the sum of the terms' norms,
+within `TOLERANCE`, or `n_terms · eps` of a bf16/fp16 model's dtype) and raises `ConfigError` where a
+model's blocks add something their hooks do not hold, never a silent approximation.
 
 `write_routes(start, trained, axes, texts)` measures both models on the same texts: `ΔY = Y_trained
 − Y_start` and each part's change, per text, so every summary has an interval over texts.
@@ -41,12 +41,16 @@ from defense_interp.forward import read_activations
 from defense_interp.interventions.hooks import hook_names
 from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.metrics.vectors import unit
+from defense_interp.training.adapters import load_trained
+from defense_interp.training.runs import Run
 from defense_interp.types import Model, hook_name
 
 __all__ = ["TOLERANCE", "WRITERS", "WriteRoutes", "route_parts", "write_routes", "write_shares"]
 
 WRITERS = ("attn", "mlp")
-#: Largest per-token gap between ⟨h_L, v̂⟩ and the sum of its parts, relative to Σ|parts|.
+#: Largest per-token gap between ⟨h_L, v̂⟩ and the sum of its parts, relative to the sum of the
+#: parts' norms Σ‖term‖ (the scale of the float error of the additions), for float32 and wider;
+#: a low-precision model gets `n_terms · eps` of its dtype instead.
 TOLERANCE = 1e-5
 
 
@@ -77,16 +81,21 @@ def route_parts(
     rows, totals = [], []
     for i in range(0, len(texts), batch_size):
         b = encode_chat(model, texts[i : i + batch_size], max_length=max_length)
-        seen: dict[str, Tensor] = {}
+        seen: dict[str, tuple[Tensor, Tensor]] = {}
 
-        def read(name: str, seen: dict[str, Tensor] = seen):
-            return lambda x, hook: seen.__setitem__(name, (x.detach().double() @ u.to(x.device)).cpu())
+        def read(name: str, seen: dict[str, tuple[Tensor, Tensor]] = seen):
+            def hook(x: Tensor, hook: Any) -> None:
+                x = x.detach().double()
+                seen[name] = ((x @ u.to(x.device)).cpu(), x.norm(dim=-1).cpu())
+
+            return hook
 
         wanted = [*dict.fromkeys([*hooks, total_hook])]
         read_activations(model, b.tokens, b.attention_mask, [(n, read(n)) for n in wanted])
-        per_tok = torch.stack([seen[n] for n in hooks], -1)  # [batch, pos, part]
-        total = seen[total_hook]
-        _check_sum(per_tok, total, b.attention_mask.bool(), total_hook)
+        per_tok = torch.stack([seen[n][0] for n in hooks], -1)  # [batch, pos, part]
+        norms = torch.stack([seen[n][1] for n in hooks], -1).sum(-1)
+        total = seen[total_hook][0]
+        _check_sum(per_tok, total, norms, b.attention_mask.bool(), total_hook, _tolerance(model, len(hooks)))
         m = b.response_mask.double()
         count = m.sum(1).clamp_min(1.0)
         rows.append((per_tok * m[..., None]).sum(1) / count[:, None])
@@ -94,15 +103,21 @@ def route_parts(
     return names, torch.cat(rows), torch.cat(totals)
 
 
-def _check_sum(per_tok: Tensor, total: Tensor, mask: Tensor, where: str) -> None:
+def _tolerance(model: Model, n_terms: int) -> float:
+    """`TOLERANCE`, or for a model computing in a low-precision dtype `n_terms · eps` of it."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    return max(TOLERANCE, n_terms * torch.finfo(dtype).eps) if torch.finfo(dtype).bits < 32 else TOLERANCE
+
+
+def _check_sum(per_tok: Tensor, total: Tensor, norms: Tensor, mask: Tensor, where: str, tol: float) -> None:
     gap = (total - per_tok.sum(-1)).abs()[mask]
-    scale = per_tok.abs().sum(-1)[mask].clamp_min(1e-12)
+    scale = norms[mask].clamp_min(1e-12)
     worst = float((gap / scale).max()) if gap.numel() else 0.0
-    if worst > TOLERANCE:
+    if worst > tol:
         raise ConfigError(
             f"the embedding and the blocks' hook_attn_out / hook_mlp_out do not add up to {where} "
-            f"(per-token gap up to {worst:.1e} of the terms' size): this model's blocks add something "
-            "their hooked outputs do not hold, so write routes cannot split it exactly"
+            f"(per-token gap up to {worst:.1e} of the terms' norms; tolerance {tol:.1e}): this model's blocks "
+            "add something their hooked outputs do not hold, so write routes cannot split it exactly"
         )
 
 
@@ -249,7 +264,7 @@ class WriteRoutes:
 
 def write_routes(
     start: Model,
-    trained: Model,
+    trained: Model | Run,
     axes: TraitAxes,
     texts: Sequence[Conversation],
     *,
@@ -257,9 +272,12 @@ def write_routes(
     batch_size: int = 8,
     max_length: int | None = None,
 ) -> WriteRoutes:
-    """The change of the trait projection from `start` to `trained` split by block and writer on
-    `texts` (teacher-forced conversations; `describe` names them in every number), with the
+    """The change of the trait projection from `start` to `trained` (a model, or a finished `Run`
+    of `start`, loaded with its trained parameters) split by block and writer on `texts`
+    (teacher-forced conversations; `describe` names them in every number), with the
     parameter-space write shares (module docstring)."""
+    if isinstance(trained, Run):
+        trained = load_trained(start, trained)
     texts = list(texts)
     if not texts:
         raise ConfigError("write routes need at least one text")

@@ -76,6 +76,9 @@ def check_inputs(
         )
     if init is not None and not isinstance(init, Run):
         raise ConfigError(f"train(init=...) continues a finished Run (di.Run.load(folder)), got {type(init).__name__}")
+    step_at = getattr(condition, "step_at", None)
+    if step_at is not None and step_at >= cfg.steps:
+        raise ConfigError(f"the step schedule starts steering at step {step_at}, but the run has {cfg.steps} steps")
     if resume and out is None:
         raise ConfigError("train(resume=True) continues from a checkpoint in `out`: give the run folder")
     unique: dict[str, Condition] = {}

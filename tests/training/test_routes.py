@@ -59,9 +59,8 @@ def test_a_change_of_the_last_mlp_lands_in_that_part_only(tiny, random_axes, tex
     assert float(change.abs().sum() - change[i].abs()) < 1e-9  # nothing upstream moved
     assert wr.estimate("total").mean == pytest.approx(0.5, abs=1e-6) and wr.estimate("attn").mean == pytest.approx(0)
     back = WriteRoutes.from_dict(wr.to_dict())
-    torch.testing.assert_close(back.delta, wr.delta) and torch.testing.assert_close(
-        back.shares, wr.shares, equal_nan=True
-    )
+    torch.testing.assert_close(back.delta, wr.delta)
+    torch.testing.assert_close(back.shares, wr.shares, equal_nan=True)
     assert math.isnan(float(wr.shares[0, 0]))  # an unchanged weight has no share
 
 
@@ -103,5 +102,14 @@ def test_reverting_every_trained_parameter_gives_the_start_models_logits_exactly
     for r in [(), ("attn",), ("mlp",)]:
         assert not torch.equal(logits[r], start)
     assert not torch.equal(logits[("attn",)], logits[("mlp",)])
+    if lora:  # every adapter sits in an attention or an MLP module: the two groups cover them all
+        with torch.no_grad():
+            both = load_trained(tiny, run, revert=("attn", "mlp"))(b.tokens, attention_mask=b.attention_mask)
+        assert torch.equal(both, start)
+        # the LoRA update's write share, from the adapters' effective weight, equals the merged weight's
+        merged = write_shares(tiny, load_trained(tiny, run, merge=True), tiny_axes)
+        adapters = write_shares(tiny, load_trained(tiny, run), tiny_axes)
+        torch.testing.assert_close(adapters, merged, equal_nan=True, rtol=1e-4, atol=1e-6)
+        assert torch.isfinite(merged).all()
     with pytest.raises(ConfigError, match="revert groups"):
         load_trained(tiny, run, revert=("norms",))

@@ -61,3 +61,12 @@ def test_labels_records_and_bad_schedules(random_axes):
         di.PPS(random_axes, schedule="cosine")
     with pytest.raises(ConfigError, match="step_at"):
         di.PPS(random_axes, schedule="linear", step_at=2)
+    main = type(quadratic)(quadratic.__code__, {}, "quadratic")
+    main.__module__ = "__main__"
+    with pytest.raises(ConfigError, match="__main__"):
+        di.PPS(random_axes, schedule=main)
+
+
+def test_a_step_schedule_that_never_steers_is_refused(tiny, trait, tiny_axes):
+    with pytest.raises(ConfigError, match="starts steering at step 4"):
+        di.train(tiny, trait, di.PPS(tiny_axes, schedule="step", step_at=4), tiny_config(steps=4), progress=False)

@@ -153,9 +153,9 @@ def _test(cmp: Comparison, r: Roles, hp: str, ip: IPMeasurements | None) -> Clai
             missing="a PPS run",
         )
     )
-    linear = r.scheduled.get("linear")
-    coef = lambda label: getattr(cmp.condition(label), "coef", None)  # noqa: E731
-    same_alpha = linear is not None and pps is not None and coef(linear) == coef(pps)
+    strongest = None if pps is None else float(getattr(cmp.condition(pps), "coef", math.nan))
+    linear = None if strongest is None else r.scheduled.get(("linear", strongest))
+    same_alpha = linear is not None
     for score, statistic in (
         ("projection", f"projection score at {hp}, test time, after training"),
         ("normal_loss", "test-time loss on trait-free answers (normal data), after training"),

@@ -109,13 +109,11 @@ def test_with_routes_adds_every_part_and_the_view_averages_over_seeds():
     assert after["projection|revert_attn"].mean == pytest.approx(3.015, abs=1e-6)
     assert run.expression["before"]["normal_loss"].mean == pytest.approx(2.0, abs=0.01)
     cmp = planted()
-    found = {
-        f"seed{s}/pps_a8": {"eval": _routes(-1.0, -0.2, s), "train": _routes(-1.0, -0.2, s + 10)} for s in range(3)
-    }
+    found = [("pps_a8", {"eval": _routes(-1.0, -0.2, s), "train": _routes(-1.0, -0.2, s + 10)}) for s in range(3)]
     view = routes_view(cmp, found)
     table = view["routes"]["eval"]["pps_a8"]["by_block"]
     assert table.shape == (2, 2) and float(table[:, 0].sum()) == pytest.approx(-1.0, abs=0.02)
     assert view["routes"]["eval"]["pps_a8"]["total"].n == 3
     assert set(view["dynamics"]) == set(cmp.labels) and len(view["dynamics"]["baseline"]["phases"]) == 3
-    no_routes = routes_view(dataclasses.replace(cmp), {})
+    no_routes = routes_view(dataclasses.replace(cmp), [])
     assert no_routes["routes"] == {} and no_routes["dynamics"]
