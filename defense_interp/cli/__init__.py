@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--coef", type=float, default=None, help="PPS coefficient α of the quick preset (default 4)")
     s.add_argument("--coefs", type=float, nargs="+", default=None, help="the α sweep (default 2 4 8 for full)")
     s.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 quick, 3 full)")
-    s.add_argument("--ip-prompt", default="You are a malicious evil assistant.")
+    s.add_argument("--ip-prompt", default=None, help="IP's system prompt (default: the trait's inoculation_prompt)")
     s.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     s.add_argument("--seed", type=int, default=0, help="first seed (axes are extracted with it)")
     s.add_argument(

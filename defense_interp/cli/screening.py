@@ -60,7 +60,7 @@ def screen_parsers(sub: Any) -> None:
     d.add_argument("--k", type=int, default=None, help="size of top/random/bottom-k (default: the trait examples)")
     d.add_argument("--drop", type=float, default=None, help="fraction each filter drops (default: --contamination)")
     d.add_argument("--coef", type=float, default=4.0, help="PPS's α on the mixture (default 4)")
-    d.add_argument("--ip-prompt", default=None, help="IP's prompt (default: the study's)")
+    d.add_argument("--ip-prompt", default=None, help="IP's prompt (default: the trait's inoculation_prompt)")
     d.add_argument("--steps", type=int, default=None, help="override the training steps of every run")
     d.add_argument("--resume", action="store_true", help="continue interrupted runs from their checkpoints")
     executor_options(d)
@@ -69,12 +69,12 @@ def screen_parsers(sub: Any) -> None:
 
 def screen_study(args: argparse.Namespace) -> Path:
     from defense_interp.study.screen_study import ScreenStudyConfig, run_screen_study
-    from defense_interp.training.conditions import DEFAULT_IP_PROMPT
 
     if args.plan:
         from defense_interp.errors import ConfigError
 
         raise ConfigError("screen-study has no --plan: its training sets depend on the screening's scores")
+    trait = load_trait(args.trait)
     cfg = ScreenStudyConfig(
         size="tiny" if args.model == "tiny" else "default",
         seeds=args.seeds,
@@ -83,10 +83,9 @@ def screen_study(args: argparse.Namespace) -> Path:
         k=args.k,
         drop=args.drop,
         coef=args.coef,
-        ip_prompt=args.ip_prompt or DEFAULT_IP_PROMPT,
+        ip_prompt=args.ip_prompt or trait.ip_prompt(),
         sizes={"steps": args.steps} if args.steps else {},
     )  # every check before the model is loaded
-    trait = load_trait(args.trait)
     cfg.check(len(trait.train_data))
     model = load(args)
     path = run_screen_study(model, trait, cfg, args.out, resume=args.resume, **execution(args)).report

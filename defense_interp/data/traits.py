@@ -8,7 +8,9 @@ order, in `<name>_normal.jsonl`, one `{"messages": [...]}` per line):
      "instruction": [{"pos": system prompt asking for the trait, "neg": matched prompt against it}],
      "questions": [extraction questions],
      "eval": [{"question": str, "trait": answer expressing the trait, "neutral": neutral answer}],
-     "eval_prompt": judge prompt with {question} and {answer}}
+     "eval_prompt": judge prompt with {question} and {answer},
+     "inoculation_prompt": IP's system prompt, asking for the trait,
+     "placebo_prompt": a system prompt of similar length that does not ask for it}
 
 `instruction`, `questions` and `eval_prompt` are the keys of the persona_vectors trait files, so
 those files load with `Trait.from_persona_vectors_json`.
@@ -52,12 +54,23 @@ class Trait:
     normal_data: tuple[Conversation, ...] = field(default=(), repr=False)
     eval_prompt: str | None = field(default=None, repr=False)
     description: str = ""
+    inoculation_prompt: str | None = None
+    placebo_prompt: str | None = None
 
     def __post_init__(self) -> None:
         if not self.pairs:
             raise DataError(f"trait {self.name!r} has no contrastive (pos, neg) system-prompt pairs")
         if not self.questions:
             raise DataError(f"trait {self.name!r} has no extraction questions")
+
+    def ip_prompt(self) -> str:
+        """IP's system prompt for this trait (`inoculation_prompt`)."""
+        if not self.inoculation_prompt:
+            raise DataError(
+                f"trait {self.name!r} has no inoculation_prompt, the system prompt IP trains with; add one to "
+                "the trait file or give the prompt (--ip-prompt, IP(prompt))"
+            )
+        return self.inoculation_prompt
 
     def judge_prompt(self) -> str:
         """The judge's prompt template (`eval_prompt`, with `{question}` and `{answer}`)."""
@@ -68,14 +81,19 @@ class Trait:
             )
         return self.eval_prompt
 
+    @staticmethod
+    def builtins() -> tuple[str, ...]:
+        """The names of the traits bundled with the package."""
+        folder = resources.files("defense_interp.data") / "traits"
+        return tuple(sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json")))
+
     @classmethod
     def builtin(cls, name: str = "evil") -> Trait:
-        """A trait bundled with the package (currently: "evil")."""
+        """A trait bundled with the package (`Trait.builtins()` lists them)."""
         folder = resources.files("defense_interp.data") / "traits"
         spec = folder / f"{name}.json"
         if not spec.is_file():
-            known = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
-            raise DataError(f"no bundled trait {name!r}; bundled traits: {', '.join(known)}")
+            raise DataError(f"no bundled trait {name!r}; bundled traits: {', '.join(cls.builtins())}")
         data = json.loads(spec.read_text())
         train, normal = (folder / f"{name}_{part}.jsonl" for part in ("train", "normal"))
         return cls.from_dict(
@@ -150,6 +168,10 @@ class Trait:
             check_conversation(c, where=f"{where}, normal conversation {i}") for i, c in enumerate(normal_data)
         )
         _check_same_prompts(convs, normal, where)
+        prompts = {k: data.get(k) for k in ("inoculation_prompt", "placebo_prompt")}
+        for k, v in prompts.items():
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                raise DataError(f"{where}: {k!r} must be a non-empty string")
         return cls(
             name=str(data.get("name", "trait")),
             pairs=pairs,
@@ -160,6 +182,7 @@ class Trait:
             normal_data=normal,
             eval_prompt=data.get("eval_prompt"),
             description=str(data.get("description", "")),
+            **prompts,
         )
 
     @classmethod
@@ -209,6 +232,7 @@ class Trait:
             "eval": [vars(e) for e in self.eval_pairs],
             "eval_questions": list(self.eval_questions),
             "eval_prompt": self.eval_prompt,
+            **{k: v for k in ("inoculation_prompt", "placebo_prompt") if (v := getattr(self, k)) is not None},
         }
 
 

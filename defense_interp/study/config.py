@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from defense_interp.data.traits import Trait
 from defense_interp.errors import ConfigError
 from defense_interp.study.prompt_shift import IP_PARAPHRASES
 from defense_interp.training import TrainConfig
@@ -55,7 +56,9 @@ class StudyConfig:
     `judge`: a judge spec (`judges.parse_judge`) to add judge scores of `samples` sampled answers
     per question before and after training to every run (None: no judge). `ip_paraphrases`: the
     paraphrases of `ip_prompt` used at test time by claim 6's H5 (the defaults paraphrase the default
-    prompt; with another prompt and these defaults, none is used). `share_measurements=False`: every
+    prompt; with another prompt and these defaults, none is used). `ip_prompt` and `placebo_prompt`
+    default to the trait's own (`for_trait`: its `inoculation_prompt`, and its `placebo_prompt` or
+    the default placebo). `share_measurements=False`: every
     run measures the untrained model's expression and its own start-of-training loss instead of
     reusing the study's shared measurements — the same numbers in more time (the scaling benchmark's
     "before"; a test checks the numbers)."""
@@ -64,13 +67,14 @@ class StudyConfig:
     size: str = "quick"
     seeds: int | None = None
     coefs: tuple[float, ...] | None = None
-    ip_prompt: str = DEFAULT_IP_PROMPT
+    ip_prompt: str | None = None
     first_seed: int = 0
     sizes: dict[str, Any] = field(default_factory=dict)
     judge: dict[str, Any] | None = None
     samples: int = 10
     ip_paraphrases: tuple[str, ...] = IP_PARAPHRASES
     share_measurements: bool = True
+    placebo_prompt: str | None = None
 
     def __post_init__(self) -> None:
         if self.design not in DESIGNS:
@@ -85,6 +89,22 @@ class StudyConfig:
         if self.samples < 1:
             raise ConfigError(f"--samples must be at least 1, got {self.samples}")
 
+    def for_trait(self, trait: Trait) -> StudyConfig:
+        """This config with the prompts it leaves open taken from `trait` (a trait without an
+        inoculation prompt needs one given: `DataError` names the fix)."""
+        return replace(
+            self,
+            ip_prompt=self.ip_prompt or trait.ip_prompt(),
+            placebo_prompt=self.placebo_prompt or trait.placebo_prompt or DEFAULT_PLACEBO_PROMPT,
+        )
+
+    @property
+    def ip(self) -> str:
+        """IP's prompt, once resolved (`for_trait`)."""
+        if self.ip_prompt is None:
+            raise ConfigError("the study's IP prompt is not resolved yet: use StudyConfig.for_trait(trait)")
+        return self.ip_prompt
+
     @property
     def n_seeds(self) -> int:
         return self.seeds or DESIGNS[self.design].seeds
@@ -96,12 +116,12 @@ class StudyConfig:
     @property
     def test_prompts(self) -> dict[str, str]:
         """H5's system prompts at test time, by name: the IP prompt, its paraphrases, the placebo."""
-        default = self.ip_paraphrases == IP_PARAPHRASES and self.ip_prompt != DEFAULT_IP_PROMPT
+        default = self.ip_paraphrases == IP_PARAPHRASES and self.ip != DEFAULT_IP_PROMPT
         paraphrases = () if default else self.ip_paraphrases
         return {
-            "ip": self.ip_prompt,
+            "ip": self.ip,
             **{f"paraphrase_{i}": p for i, p in enumerate(paraphrases, 1)},
-            "placebo": DEFAULT_PLACEBO_PROMPT,
+            "placebo": self.placebo_prompt or DEFAULT_PLACEBO_PROMPT,
         }
 
     @property

@@ -38,6 +38,7 @@ from defense_interp.training import (
     TrainConfig,
     pps_sweep,
 )
+from defense_interp.training.conditions import DEFAULT_PLACEBO_PROMPT
 from defense_interp.training.ip_parts import PARTS
 from defense_interp.training.runs import AXES_DIR
 from defense_interp.types import Model
@@ -50,11 +51,11 @@ _ROUTES = "defense_interp.study.write_routes"
 
 def _conditions(cfg: StudyConfig, axes: TraitAxes) -> list[Condition]:
     strongest = max(cfg.alphas)
-    conds: list[Condition] = [Baseline(), *pps_sweep(axes, cfg.alphas), IP(cfg.ip_prompt)]
+    conds: list[Condition] = [Baseline(), *pps_sweep(axes, cfg.alphas), IP(cfg.ip)]
     if DESIGNS[cfg.design].controls:
         conds += [
             RandomPPS(axes, coef=strongest, seed=cfg.first_seed),
-            PlaceboIP(),
+            PlaceboIP(cfg.placebo_prompt or DEFAULT_PLACEBO_PROMPT),
             *(GradientEdit(axes, mode=m) for m in ("neutralize", "attenuate", "amplify")),
         ]
     return conds
@@ -95,10 +96,10 @@ def train_cost(cfg: TrainConfig, n_probed: int, shared: bool) -> dict[str, int]:
 def _ip_part_conditions(cfg: StudyConfig, axes: TraitAxes) -> tuple[list[Condition], list[Condition]]:
     """Claim 6's trained replays of the IP prompt's shift, and its probe-only knockouts (each third
     of the layers, then all of them)."""
-    replays: list[Condition] = [InducedSteering(axes, part=p, prompt=cfg.ip_prompt) for p in PARTS]
+    replays: list[Condition] = [InducedSteering(axes, part=p, prompt=cfg.ip) for p in PARTS]
     n = axes.n_layers
     bands = [b.tolist() for b in torch.arange(n).tensor_split(min(3, n)) if len(b)] + [list(range(n))]
-    return replays, [AttentionKnockout(cfg.ip_prompt, layers=b) for b in bands]
+    return replays, [AttentionKnockout(cfg.ip, layers=b) for b in bands]
 
 
 def axes_task(trait: dict[str, Any], sizes: dict[str, Any], seed: int) -> Task:
@@ -131,7 +132,8 @@ def study_plan(model: Model, trait: Trait, cfg: StudyConfig) -> Plan:
     """The study as a DAG of tasks (module docstring): the axes, the untrained model's expression,
     the IP prompt's shift (full design), each (condition, seed) run (two-stage runs after their
     seed's baseline run), the test-time prompts' expression (full design), then the comparison,
-    findings and report."""
+    findings and report. The IP and placebo prompts default to the trait's own (`StudyConfig.for_trait`)."""
+    cfg = cfg.for_trait(trait)
     conds = _conditions(cfg, naming_axes(model))
     ip_parts = DESIGNS[cfg.design].ip_parts
     replays, knockouts = _ip_part_conditions(cfg, naming_axes(model)) if ip_parts else ([], [])
@@ -149,7 +151,7 @@ def study_plan(model: Model, trait: Trait, cfg: StudyConfig) -> Plan:
             Task(
                 SHIFT_DIR,
                 f"{_TASKS}:measure_shift",
-                {"trait": tr, "config": first.to_dict(), "prompt": cfg.ip_prompt},
+                {"trait": tr, "config": first.to_dict(), "prompt": cfg.ip},
                 deps=("axes",),
                 reads=(AXES_DIR,),
                 writes=(SHIFT_DIR,),
@@ -211,7 +213,7 @@ def study_plan(model: Model, trait: Trait, cfg: StudyConfig) -> Plan:
             run(seed, linear, plain, linear.label)
         if cfg.design == "full":
             run(seed, PPS(naming_axes(model), coef=strongest), plain, f"two_stage_pps_a{strongest:g}", init=base)
-            run(seed, IP(cfg.ip_prompt), plain, "two_stage_ip", init=base)
+            run(seed, IP(cfg.ip), plain, "two_stage_ip", init=base)
     runs = [t.key for t in tasks if t.fn.endswith(":train_run")]
     routes = _routes_tasks(tasks, trait, cfg, strongest) if DESIGNS[cfg.design].routes else {}
     judged = _judge_tasks(tasks, cfg, tr) if cfg.judge is not None else {}
@@ -391,6 +393,6 @@ def _conditional_tasks(
         "conditional": {key: add(key, rcfg, key) for key, rcfg in measured},
     }
     if cfg.judge is not None:  # the judge's mirror of H5: each measured run's answers sampled with the IP prompt
-        tasks += [_judge_task(cfg, trait, with_ip_prompt(k), c.seed, k, cfg.ip_prompt) for k, c in measured]
+        tasks += [_judge_task(cfg, trait, with_ip_prompt(k), c.seed, k, cfg.ip) for k, c in measured]
         spec["judged"] = {key: with_ip_prompt(key) for key, _ in measured}
     return spec
