@@ -28,11 +28,11 @@ from defense_interp.evaluate import Judge, projection_score
 from defense_interp.forward import generate_answers
 from defense_interp.interventions import ablate, capture_gradients, edit_gradients, orthogonalize, steer
 from defense_interp.judges import LocalJudge, OpenAIJudge, trait_expression
+from defense_interp.judges.generate import generate_trait
 from defense_interp.metrics import difference_svd
 from defense_interp.models import load_model, tiny_model
 from defense_interp.provenance import __version__
 from defense_interp.refusal import (
-    RefusalStudyConfig,
     ablate_direction,
     collect_activations,
     layer_sweep,
@@ -85,7 +85,6 @@ __all__ = [
     "PlaceboIP",
     "RandomPPS",
     "RefusalData",
-    "RefusalStudyConfig",
     "Run",
     "RunError",
     "Start",
@@ -104,6 +103,7 @@ __all__ = [
     "edit_gradients",
     "extract_trait_axes",
     "generate_answers",
+    "generate_trait",
     "layer_sweep",
     "load_chat_jsonl",
     "load_model",

@@ -21,6 +21,7 @@ MOVED = {
     "ChatBatch": "defense_interp.data",
     "Condition": "defense_interp.training",
     "WriteRoutes": "defense_interp.training.routes",
+    "RefusalStudyConfig": "defense_interp.refusal",
     "contrast_score": "defense_interp.evaluate",
     "DifferenceSVD": "defense_interp.metrics",
     "DirectionSelection": "defense_interp.refusal",

@@ -1,7 +1,8 @@
 """The `defense-interp` command.
 
     defense-interp study --out DIR [--preset quick|full] [--model NAME|tiny] [--device cuda] [--dtype bfloat16]
-                         [--coefs A ...] [--seeds N] [--steps N] [--resume] [--plan] [JUDGE OPTIONS]
+                         [--trait NAME|PATH] [--ip-prompt TEXT] [--coefs A ...] [--seeds N] [--steps N]
+                         [--resume] [--plan] [JUDGE OPTIONS]
                          [EXECUTOR OPTIONS]
     defense-interp report RUN_DIR [RUN_DIR ...] [--out report.html] [--title TEXT]
     defense-interp refusal --out DIR [--preset quick|full] [--model NAME|tiny] [--device cuda] [--dtype bfloat16]
@@ -12,6 +13,10 @@
                           [--methods M ...] [--drop FRACTION --by METHOD] [--max-new-tokens N]
     defense-interp screen-study --out DIR [--trait NAME|PATH] [--model NAME|tiny] [--seeds N] [--contamination F]
                                 [--k K] [--drop F] [--coef A] [--steps N] [--resume] [EXECUTOR OPTIONS]
+
+    defense-interp trait list
+    defense-interp trait new NAME --description TEXT --generator openai:MODEL [--base-url URL] [--out PATH]
+                             [--n-train N]
 
     defense-interp svd HARMFUL.pt HARMLESS.pt [HARMFUL2.pt HARMLESS2.pt ...] --out DIR [--labels A B ...]
 
@@ -61,6 +66,7 @@ from defense_interp.cli.options import (
     print_plan,
 )
 from defense_interp.cli.screening import screen_parsers
+from defense_interp.cli.traits import trait_parsers
 
 
 def study(args: argparse.Namespace) -> Path | None:
@@ -237,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--k", type=int, default=10, help="singular components kept (default 10)")
     v.set_defaults(func=svd)
     screen_parsers(sub)
+    trait_parsers(sub)
     m = sub.add_parser("memory", help="memory of a model's weights, training and generation, from its config only")
     model_options(m)
     m.add_argument("--n-devices", type=int, default=None, help="spread the layers over this many devices")

@@ -5,7 +5,9 @@
 * `OpenAIJudge` — any OpenAI-compatible server, from the first token's top-20 logprobs;
 * `JudgmentCache` — judgments on disk, so reruns ask nothing twice;
 * `prompts` — the coherence and refusal prompts;
-* `trait_expression` — sampled answers judged for the trait and coherence (`JudgedAnswers`).
+* `trait_expression` — sampled answers judged for the trait and coherence (`JudgedAnswers`);
+* `client` — `ChatAPI`, the OpenAI-compatible client with retries the API judge and the generator share;
+* `generate` — `generate_trait`: a trait file written by any OpenAI-compatible model.
 """
 
 from defense_interp.judges.api import OpenAIJudge

@@ -6,19 +6,18 @@ Each judgment is one request: the rendered prompt as the user turn, `max_tokens=
 the first token's top-20 logprobs (`scoring.top_logprob_numbers`, then `number_score` with the 0.25
 mass rule), as persona_vectors scores: only numbers that are single tokens are seen, which suits
 tokenizers that keep 0–100 whole. Rate limits (429), time-outs, dropped connections and server
-errors (5xx) are retried with exponential backoff; `concurrency` requests run at once. The
-`openai` package is imported only when such a judge is built.
+errors (5xx) are retried with exponential backoff (`client.ChatAPI`); `concurrency` requests run at
+once. The `openai` package is imported only when such a judge is built.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from defense_interp.errors import ConfigError, DataError
+from defense_interp.errors import ConfigError
 from defense_interp.judges.base import PromptJudge
+from defense_interp.judges.client import ChatAPI
 from defense_interp.judges.scoring import Judgment, number_score, top_logprob_numbers
 
 __all__ = ["OpenAIJudge"]
@@ -47,22 +46,13 @@ class OpenAIJudge(PromptJudge):
         **kwargs: Any,
     ) -> None:
         super().__init__(prompt, batch_size=kwargs.pop("batch_size", 4 * concurrency), **kwargs)
-        try:
-            import openai
-        except ImportError as exc:
-            raise ConfigError('OpenAIJudge needs the openai client: pip install "defense-interp[judges]"') from exc
-        key = os.environ.get(api_key_env)
-        if not key:
-            raise ConfigError(
-                f"OpenAIJudge reads its API key from ${api_key_env}, which is not set; export it "
-                "(for a local server that ignores keys, any value will do, e.g. EMPTY)"
-            )
-        if concurrency < 1 or max_retries < 0 or timeout <= 0:
-            raise ConfigError("concurrency must be ≥ 1, max_retries ≥ 0 and timeout > 0")
-        self.model_name, self.base_url = model, base_url
-        self.concurrency, self.max_retries, self.backoff = concurrency, max_retries, backoff
-        self._openai = openai
-        self._client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
+        if concurrency < 1:
+            raise ConfigError("concurrency must be ≥ 1")
+        self._api = ChatAPI(
+            model, base_url=base_url, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
+            backoff=backoff, who="judge",
+        )  # fmt: skip
+        self.model_name, self.base_url, self.concurrency = model, base_url, concurrency
 
     @property
     def identity(self) -> str:
@@ -73,32 +63,11 @@ class OpenAIJudge(PromptJudge):
             return list(pool.map(self._one, texts))
 
     def _one(self, text: str) -> Judgment:
-        err = self._openai
-        retryable = (err.RateLimitError, err.APITimeoutError, err.APIConnectionError, err.InternalServerError)
-        for attempt in range(self.max_retries + 1):
-            try:
-                resp = self._client.chat.completions.create(
-                    model=self.model_name,
-                    messages=[{"role": "user", "content": text}],
-                    max_tokens=1,
-                    temperature=0,
-                    logprobs=True,
-                    top_logprobs=TOP_LOGPROBS,
-                    seed=0,
-                )
-                return self._parse(resp)
-            except retryable as exc:
-                if attempt == self.max_retries:
-                    if isinstance(exc, err.APIConnectionError) and not isinstance(exc, err.APITimeoutError):
-                        raise ConfigError(
-                            f"cannot reach the judge server at {self.base_url or 'api.openai.com'} "
-                            f"after {attempt + 1} tries: {exc}"
-                        ) from exc
-                    raise DataError(f"the judge kept failing after {attempt + 1} tries: {exc}") from exc
-                time.sleep(self.backoff * 2**attempt)
-            except (err.AuthenticationError, err.PermissionDeniedError, err.NotFoundError, err.BadRequestError) as exc:
-                raise ConfigError(f"the judge server rejected the request ({type(exc).__name__}): {exc}") from exc
-        raise AssertionError("unreachable")
+        resp = self._api.complete(
+            [{"role": "user", "content": text}], max_tokens=1, temperature=0, logprobs=True,
+            top_logprobs=TOP_LOGPROBS, seed=0,
+        )  # fmt: skip
+        return self._parse(resp)
 
     def _parse(self, resp: Any) -> Judgment:
         try:

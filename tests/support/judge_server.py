@@ -33,6 +33,18 @@ def _answer(text: str):
     return _top([(n, 0.9), (" " + n, 0.04), ("I", 0.03)])
 
 
+def completion(body, n, choice):
+    """A chat-completion payload with one choice."""
+    return {
+        "id": f"r{n}",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body["model"],
+        "choices": [choice],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
 class JudgeServer:
     def __init__(self, slow_s: float = 2.0, delay_s: float = 0.0) -> None:
         self.seen: Counter[str] = Counter()
@@ -63,39 +75,30 @@ class JudgeServer:
                 if server.requests > MAX_REQUESTS or not self.path.endswith("/chat/completions"):
                     self._send(400, {"error": {"message": "too many requests or wrong path"}})
                     return
-                text = body["messages"][-1]["content"]
-                server.seen[text] += 1
-                first = server.seen[text] == 1
-                time.sleep(server.delay_s)
-                if "RATE_LIMIT" in text and first:
-                    self._send(
-                        429, {"error": {"message": "rate limited", "type": "rate_limit"}}, [("Retry-After", "0")]
-                    )
-                    return
-                if "SLOW" in text and first:
-                    time.sleep(server.slow_s)
-                top = _answer(text)[: body.get("top_logprobs", 0)]
-                choice = {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": top[0]["token"]},
-                    "finish_reason": "length",
-                    "logprobs": {"content": [{**top[0], "top_logprobs": top}]},
-                }
-                self._send(
-                    200,
-                    {
-                        "id": f"r{server.requests}",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [choice],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    },
-                )
+                self._send(*server.respond(body))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def respond(self, body):
+        """`(status, payload, headers)` for one request (the judge's protocol: module docstring)."""
+        text = body["messages"][-1]["content"]
+        self.seen[text] += 1
+        first = self.seen[text] == 1
+        time.sleep(self.delay_s)
+        if "RATE_LIMIT" in text and first:
+            return 429, {"error": {"message": "rate limited", "type": "rate_limit"}}, [("Retry-After", "0")]
+        if "SLOW" in text and first:
+            time.sleep(self.slow_s)
+        top = _answer(text)[: body.get("top_logprobs", 0)]
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": top[0]["token"]},
+            "finish_reason": "length",
+            "logprobs": {"content": [{**top[0], "top_logprobs": top}]},
+        }
+        return 200, completion(body, self.requests, choice), ()
 
     def __enter__(self) -> JudgeServer:
         self.thread.start()
