@@ -1,7 +1,7 @@
 """The `defense-interp` command.
 
-    defense-interp study --out DIR [--preset quick|full] [--model NAME|tiny] [--device cuda] [--dtype bfloat16]
-                         [--trait NAME|PATH] [--ip-prompt TEXT] [--coefs A ...] [--seeds N] [--steps N]
+    defense-interp study --out DIR [--preset quick|full|traits] [--model NAME|tiny] [--device cuda] [--dtype bfloat16]
+                         [--trait NAME|PATH | --traits NAME|PATH ...] [--ip-prompt TEXT] [--coefs A ...] [--seeds N] [--steps N]
                          [--resume] [--plan] [JUDGE OPTIONS]
                          [EXECUTOR OPTIONS]
     defense-interp report RUN_DIR [RUN_DIR ...] [--out report.html] [--title TEXT]
@@ -51,6 +51,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # this toolkit never needs the hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -77,10 +78,11 @@ def study(args: argparse.Namespace) -> Path | None:
         if args.coefs
         else ((args.coef,) if args.coef is not None and args.preset == "quick" else None)
     )
+    traits = args.preset == "traits"
     cfg = StudyConfig(
-        design=args.preset,
-        size="tiny" if args.model == "tiny" else args.preset,
-        seeds=args.seeds,
+        design="quick" if traits else args.preset,
+        size="tiny" if args.model == "tiny" else ("quick" if traits else args.preset),
+        seeds=args.seeds or (3 if traits else None),
         coefs=coefs,
         ip_prompt=args.ip_prompt,
         first_seed=args.seed,
@@ -88,6 +90,8 @@ def study(args: argparse.Namespace) -> Path | None:
         judge=judge_spec(args),
         samples=args.samples,
     )
+    if traits:
+        return _trait_study(args, cfg)
     trait = load_trait(args.trait)
     if cfg.judge is not None:
         trait.judge_prompt()  # a trait without a judge prompt fails before any training
@@ -98,6 +102,26 @@ def study(args: argparse.Namespace) -> Path | None:
         print_plan(study_plan(model, trait, cfg), model, trait.train_data, cfg.train_config(cfg.first_seed))
         return None
     path = run_study(model, trait, cfg, args.out, resume=args.resume, **execution(args)).report
+    print(Path(path).resolve())
+    return path
+
+
+def _trait_study(args: argparse.Namespace, cfg: Any) -> Path:
+    """`study --preset traits`: the quick design over three seeds for each trait (`study.traits`)."""
+    from defense_interp.data.traits import Trait
+    from defense_interp.errors import ConfigError
+    from defense_interp.study.traits import run_trait_study
+
+    if args.plan:
+        raise ConfigError(
+            "--preset traits runs one study per trait; print one with --preset quick --seeds 3 --trait NAME --plan"
+        )
+    traits = [load_trait(t) for t in (args.traits or Trait.builtins())]
+    for t in traits:
+        cfg.for_trait(t)  # every trait's IP prompt is there before the model is loaded
+        if cfg.judge is not None:
+            t.judge_prompt()
+    path = run_trait_study(load(args), traits, cfg, args.out, resume=args.resume, **execution(args)).report
     print(Path(path).resolve())
     return path
 
@@ -192,12 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", help="output folder (an interrupted study continues in it); not needed with --plan")
     s.add_argument(
         "--preset",
-        choices=["quick", "full"],
+        choices=["quick", "full", "traits"],
         default="quick",
-        help="quick: baseline/PPS/IP, one seed; full: α sweep, controls, gradient edits, two-stage, 3 seeds",
+        help="quick: baseline/PPS/IP, one seed; full: α sweep, controls, gradient edits, two-stage, 3 seeds; "
+        "traits: the quick design over 3 seeds for each trait (--traits), with a claim × trait table",
     )
     model_options(s)
     s.add_argument("--trait", default="evil", help="a bundled trait's name or a trait file (JSON)")
+    s.add_argument("--traits", nargs="+", default=None, help="--preset traits: the traits (default: every bundled one)")
     s.add_argument("--coef", type=float, default=None, help="PPS coefficient α of the quick preset (default 4)")
     s.add_argument("--coefs", type=float, nargs="+", default=None, help="the α sweep (default 2 4 8 for full)")
     s.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 quick, 3 full)")
