@@ -9,14 +9,6 @@ from tests.support.judge_server import JudgeServer
 PROMPT = "Q: {question}\nA: {answer}\nScore:"
 
 
-@pytest.fixture()
-def key(monkeypatch):
-    monkeypatch.setenv("JUDGE_TEST_KEY", "EMPTY")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-
-
 def judge(url, **kw):
     kw.setdefault("backoff", 0.01)
     return OpenAIJudge(PROMPT, "test-judge", base_url=url, api_key_env="JUDGE_TEST_KEY", **kw)

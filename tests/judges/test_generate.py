@@ -15,17 +15,15 @@ from tests.support.generator_server import GeneratorServer
 SIZES = dict(n_instructions=2, n_questions=4, n_eval=3, n_train=5, batch=3, progress=False)
 
 
-@pytest.fixture()
-def key(monkeypatch):
-    monkeypatch.setenv("GEN_TEST_KEY", "EMPTY")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-
-
 def api(url):
     return ChatAPI(
-        "test-model", base_url=url, api_key_env="GEN_TEST_KEY", timeout=5, max_retries=2, backoff=0.01, who="generator"
+        "test-model",
+        base_url=url,
+        api_key_env="JUDGE_TEST_KEY",
+        timeout=5,
+        max_retries=2,
+        backoff=0.01,
+        who="generator",
     )
 
 

@@ -84,22 +84,19 @@ def _test(cmp: Comparison, r: Roles, hp: str, ip: IPMeasurements | None) -> Clai
     b, p = routed.get(base), routed.get(pps)
     dy = f"ΔY at {hp} (trained − untrained; eval questions with the untrained model's answers, teacher-forced)"
     missing = "write routes of the baseline and the strongest PPS (--preset full)"
+    lower = (("(a) PPS lowers the projection its update writes", "total", ""),
+             ("(b1) attention writes PPS's counter-update", "attn", "attention part of "))  # fmt: skip
     tests = [
-        sub_test(
-            "(a) PPS lowers the projection its update writes",
-            f"{dy}: strongest PPS − baseline",
-            None if p is None or b is None else cmp.paired(p, _route("total"), b),
-            "< 0",
-            needs=[p, b],
-            missing=missing,
-        ),
-        sub_test(
-            "(b1) attention writes PPS's counter-update",
-            f"attention part of {dy}: strongest PPS − baseline",
-            None if p is None or b is None else cmp.paired(p, _route("attn"), b),
-            "< 0",
-            needs=[p, b],
-            missing=missing,
+        *(
+            sub_test(
+                name,
+                f"{what}{dy}: strongest PPS − baseline",
+                None if p is None or b is None else cmp.paired(p, _route(part), b),
+                "< 0",
+                needs=[p, b],
+                missing=missing,
+            )
+            for name, part, what in lower
         ),
         sub_test(
             "(b2) the attention part exceeds the MLP part",
