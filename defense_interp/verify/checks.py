@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from defense_interp.axes import TraitAxes, extract_trait_axes
+from defense_interp.bundled import packaged
 from defense_interp.data import RefusalData, Trait, encode_chat
 from defense_interp.data.chat import encode_prompts, system_role
 from defense_interp.errors import DefenseInterpError
@@ -76,7 +77,11 @@ def _logits(ctx: _Ctx) -> str:
         raise _Mismatch("needs the model's folder to load the HF model for comparison")
     from transformers import AutoModelForCausalLM
 
-    hf = AutoModelForCausalLM.from_pretrained(ctx.folder, dtype=torch.float32).eval()
+    # The bridge runs its HF model with eager attention; sdpa's kernels reorder float32 sums, which
+    # moves Gemma-3-270M's real logits (scale ~100) by 1.6e-4: compare like with like.
+    attention = getattr(getattr(ctx.model, "original_model", None), "config", None)
+    attention = getattr(attention, "_attn_implementation", None) or "eager"
+    hf = AutoModelForCausalLM.from_pretrained(ctx.folder, dtype=torch.float32, attn_implementation=attention).eval()
     long = [{"role": "user", "content": "Tell me a short story about a lighthouse keeper."}]
     b = encode_chat(ctx.model, [[*long, _CONV[1]], _CONV], padding_side="left")
     worst = 0.0
@@ -87,8 +92,11 @@ def _logits(ctx: _Ctx) -> str:
             ours = ctx.model(tokens, attention_mask=mask)
             ref = hf(tokens, attention_mask=mask, position_ids=pos).logits
             real = mask.bool()
-            worst = max(worst, _close(ours[real], ref[real], 1e-4, "bridge vs HF logits"))
-    return f"max |bridge − HF| {worst:.1e}"
+            # float32 sums in another order (kernels pick theirs by memory layout) move logits by a
+            # fraction of their scale: 1.7e-5 of Gemma-3-270M's ~100, through activations of ~1e5
+            scale = max(1.0, float(ref[real].abs().max()))
+            worst = max(worst, _close(ours[real], ref[real], 1e-4 * scale, "bridge vs HF logits") / scale)
+    return f"max |bridge − HF| {worst:.1e} of the logits' scale"
 
 
 def _run_keeping(m: Any, tokens: torch.Tensor, names: list[str], hooks: list | None = None) -> dict[str, torch.Tensor]:
@@ -107,10 +115,12 @@ def _steer(ctx: _Ctx) -> str:
     m, alpha = ctx.model, 3.0
     v = torch.randn(int(m.cfg.d_model), generator=torch.Generator().manual_seed(1))
     tokens = encode_chat(m, [_CONV]).tokens
-    tol = 1e-5 * (1 + alpha * float(v.abs().max()))
     points = points_of(m, HOOK_POINTS)
     names = {p: f"blocks.0.hook_{p}" for p in points} | {"next": "blocks.1.hook_resid_pre"}
     plain = _run_keeping(m, tokens, list(names.values()))
+    # float32 rounds h + α·v at the activations' own scale (Gemma's reach thousands), not α·v's
+    scale = max(float(x.abs().max()) for x in plain.values())
+    tol = 1e-5 * (1 + alpha * float(v.abs().max())) + 4 * torch.finfo(torch.float32).eps * scale
     done = []
     for point in points:
         with steer(m, v, layers=0, coef=alpha, point=point):
@@ -307,12 +317,14 @@ CAPABILITIES: list[tuple[str, str, Callable[[_Ctx], str]]] = [
 
 
 def verify_model(model_or_folder: Any) -> list[Check]:
-    """Run every capability check (module docstring) on a model or a model folder."""
+    """Run every capability check (module docstring) on a model, a model folder or a packaged
+    model's name ("smollm2", "gemma3-270m")."""
     folder = None
     if isinstance(model_or_folder, str | os.PathLike):
-        folder = Path(model_or_folder)
+        known = packaged(str(model_or_folder))
         try:
-            model = load_model(folder)
+            folder = Path(model_or_folder) if known is None else known.folder()
+            model = load_model(folder if known is None else str(model_or_folder))
         except DefenseInterpError as exc:
             return [Check("load", "no", str(exc))]
     else:

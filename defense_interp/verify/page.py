@@ -1,15 +1,52 @@
-"""`docs/models.md`, the support page, rendered from the architecture matrix's results."""
+"""`docs/models.md`, the support page, rendered from the architecture matrix's results and the
+record of real checkpoints verified (`docs/real_weights.json`)."""
 
 from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict
+from datetime import date
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
 
 from defense_interp.random_models import FAMILIES
 from defense_interp.verify.checks import CAPABILITIES, Check
 
-__all__ = ["render_page"]
+__all__ = ["read_real", "record_real", "render_page"]
 
 
-def render_page(results: dict[str, list[Check]]) -> str:
-    """`docs/models.md` from the matrix results (architecture → checks)."""
+def read_real(path: Path) -> dict[str, Any]:
+    """The real-weights record: model name → {architecture, checks, versions, date}."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def record_real(path: Path, name: str, checks: list[Check]) -> None:
+    """Add (or replace) `name`'s real-weights checks in the record at `path`."""
+    record = read_real(path)
+    load = next(c for c in checks if c.capability == "load")
+    record[name] = {
+        "architecture": load.detail if load.status == "yes" else None,
+        "checks": [asdict(c) for c in checks],
+        "versions": {p: version(p) for p in ("torch", "transformers", "transformer-lens")},
+        "machine": f"{platform.machine()}, CPU, float32",
+        "date": date.today().isoformat(),
+    }
+    path.write_text(json.dumps(dict(sorted(record.items())), indent=1, ensure_ascii=False) + "\n")
+
+
+def _real_cell(arch: str, real: dict[str, Any]) -> str:
+    names = [n for n, r in real.items() if r["architecture"] == arch]
+    if not names:
+        return "—"
+    failed = [n for n in names if any(c["status"] == "FAIL" for c in real[n]["checks"])]
+    return ", ".join(f"{'FAIL' if n in failed else 'yes'}: {n.split('/')[-1]}" for n in names)
+
+
+def render_page(results: dict[str, list[Check]], real: dict[str, Any] | None = None) -> str:
+    """`docs/models.md` from the matrix results (architecture → checks) and the real-weights record."""
+    real = real or {}
     keys = ["load", *[k for k, _, _ in CAPABILITIES]]
     titles = ["loads", *[t for _, t, _ in CAPABILITIES]]
     lines = [
@@ -30,8 +67,12 @@ def render_page(results: dict[str, list[Check]]) -> str:
         "python -m defense_interp.verify path/to/model-folder",
         "```",
         "",
-        "| family | HF class | " + " | ".join(titles) + " |",
-        "|---" * (len(titles) + 2) + "|",
+        "The last column names the real checkpoints of the family that passed the same checks on their",
+        "real weights (`python -m defense_interp.verify MODEL --record docs/real_weights.json`); what each",
+        "check measured on them is listed under the table.",
+        "",
+        "| family | HF class | " + " | ".join(titles) + " | real weights |",
+        "|---" * (len(titles) + 3) + "|",
     ]
     reasons: list[str] = []
     for arch, checks in results.items():
@@ -47,10 +88,17 @@ def render_page(results: dict[str, list[Check]]) -> str:
                 if c.detail not in reasons:
                     reasons.append(c.detail)
                 cells.append(f"{c.status} [{reasons.index(c.detail) + 1}]")
+        cells.append(_real_cell(arch, real))
         lines.append(f"| {FAMILIES[arch].name} | `{arch}` | " + " | ".join(cells) + " |")
     if reasons:
         lines += ["", "Why a capability is missing:", ""]
         lines += [f"{i}. {r}" for i, r in enumerate(reasons, 1)]
+    for name, r in real.items():
+        versions = ", ".join(f"{p} {v}" for p, v in r["versions"].items())
+        lines += ["", f"Real weights, `{name}` ({r['architecture']}; {r['machine']}; {versions}; {r['date']}):", ""]
+        lines += [
+            f"* {c['capability']}: {c['status']} — {c['detail']}" for c in r["checks"] if c["capability"] != "load"
+        ]
     lines += [
         "",
         "Chat templates: a template without a system role (Gemma's) gets the system prompt — IP's inoculation",

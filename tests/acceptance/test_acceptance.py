@@ -80,9 +80,9 @@ def test_probe_shows_strong_pps_attenuating_at_its_layer(bundled, trait, bundled
 
 
 def test_gguf_path_loads_through_the_same_cache(bundled):
-    from defense_interp.bundled import bundled_gguf_path
+    from defense_interp.bundled import packaged
 
-    again = di.load_model(bundled_gguf_path())
+    again = di.load_model(packaged("smollm2").gguf())
     assert again.cfg.n_layers == 30
     p1, p2 = next(again.parameters()), next(bundled.parameters())
     assert torch.equal(p1, p2)

@@ -8,7 +8,7 @@ import pytest
 
 from defense_interp.random_models import FAMILIES
 from defense_interp.support import VERIFIED_ARCHITECTURES
-from defense_interp.verify import CAPABILITIES, render_page, verify_family
+from defense_interp.verify import CAPABILITIES, read_real, render_page, verify_family
 
 #: The capabilities a family lacks, each with the toolkit's reason (a clear error, never a wrong number).
 EXPECTED_NO = {
@@ -49,5 +49,5 @@ def test_family_passes_every_check_or_refuses_clearly(results, arch):
 
 
 def test_the_support_page_is_what_the_matrix_renders(results):
-    page = render_page({arch: results(arch) for arch in FAMILIES})
+    page = render_page({arch: results(arch) for arch in FAMILIES}, read_real(PAGE.parent / "real_weights.json"))
     assert PAGE.read_text() == page, "regenerate it: python -m defense_interp.verify --page docs/models.md"
