@@ -170,6 +170,64 @@ class TraitAxes:
             tensor[0].float(),
         )
 
+    def to_control_vector(
+        self, path: str | Path, *, layers: Sequence[int] | None = None, model_hint: str | None = None
+    ) -> Path:
+        """Write a llama.cpp / repeng control-vector file (`defense_interp.control_vector`): the raw
+        `v_N` as `direction.N` for every block N ≥ 1 (or the given `layers`), so llama.cpp's
+        `--control-vector-scaled FILE α` adds `α·v_N` to block N's output, as `di.steer(model, v_N,
+        layers=N, coef=α)` does at `resid_post`. Block 0's axis (which the format cannot steer), the
+        layers left out, Cohen's d and the rest go into metadata, so `from_control_vector` reads the
+        axes back exactly. `model_hint` defaults to the model's name. Only for `point="resid_post"`."""
+        from defense_interp.control_vector import write_control_vector
+
+        if self.point != "resid_post":
+            raise ConfigError(
+                f"llama.cpp adds control vectors to block outputs (resid_post); these axes are at {self.point}"
+            )
+        chosen = list(range(1, self.n_layers)) if layers is None else sorted(set(layers))
+        if not chosen or not all(1 <= n < self.n_layers for n in chosen):
+            raise ConfigError(f"control-vector layers must lie in 1..{self.n_layers - 1}, got {layers}")
+        meta: dict[str, Any] = {**self._meta(), "n_layers": self.n_layers, "block0": self.vectors[0]}
+        meta |= {"cohens_d": self.cohens_d, "written_layers": chosen}
+        if len(chosen) < self.n_layers - 1:
+            meta["vectors"] = self.vectors
+        if self.embedding is not None:
+            meta["embedding"] = self.embedding
+        hint = model_hint if model_hint is not None else str(self.model.get("name", ""))
+        return write_control_vector(path, {n: self.vectors[n] for n in chosen}, model_hint=hint, meta=meta)
+
+    @classmethod
+    def from_control_vector(cls, path: str | Path, *, layer: int | None = None, trait: str | None = None) -> TraitAxes:
+        """Read a control-vector file. One written by `to_control_vector` comes back exactly; another
+        writer's (repeng's) gives `direction.N` as block N's axis at `resid_post`, zeros for blocks it
+        lacks (block 0 always), Cohen's d unknown (NaN), and `layer` (default: its middle block)."""
+        from defense_interp.control_vector import read_control_vector
+
+        directions, _, meta = read_control_vector(path)
+        if "n_layers" in meta:
+            n = int(meta["n_layers"])
+            if "vectors" in meta:
+                vectors = meta["vectors"].reshape(n, -1)
+            else:
+                vectors = torch.stack([meta["block0"], *(directions[k] for k in range(1, n))])
+            return cls(
+                vectors,
+                meta["cohens_d"],
+                int(meta["layer"]) if layer is None else layer,
+                meta["point"],
+                meta["variant"],
+                meta["trait"] if trait is None else trait,
+                meta["model"],
+                tuple(meta["n_examples"]),
+                meta.get("embedding"),
+            )
+        n = max(directions) + 1
+        vectors = torch.zeros(n, next(iter(directions.values())).numel())
+        for k, v in directions.items():
+            vectors[k] = v
+        return cls(vectors, torch.full((n,), float("nan")), n // 2 if layer is None else layer, trait=trait or "trait")
+
     def to_dict(self) -> dict[str, Any]:
         return {**self._meta(), "cohens_d": self.cohens_d.tolist(), "norms": self.norms.tolist()}
 

@@ -8,7 +8,10 @@ tiny model's weights hash (its context grew from 1024 to 2048 positions for judg
 first 1024 position rows and every other weight are unchanged, and so is every number); the
 config's new keys for matched training and direction selection (`match_target: null`,
 `check_every`, `selection: "logodds"`: off in this preset); and each selection's `scoring:
-"logodds"` (how its candidates were scored, as before). Floats are compared to a relative 1e-5
+"logodds"` (how its candidates were scored, as before). The refusal snapshot was retaken once
+since, when the refusal training data grew by 192 harmless conversations and matched training
+gained `harmless_bound` (issue 31): the base model's numbers did not move, the trained variants'
+did (they train on other data). Floats are compared to a relative 1e-5
 (absolute 5e-6 near zero): on the two-core machines that took the snapshot and run CI they are
 bit-identical, but the number of torch threads alone moves them by up to 2e-6 (measured: one
 thread against two), and a fresh environment moved claim 3's PPS interval bound (a three-seed

@@ -6,7 +6,7 @@
                          [EXECUTOR OPTIONS]
     defense-interp report RUN_DIR [RUN_DIR ...] [--out report.html] [--title TEXT]
     defense-interp refusal --out DIR [--preset quick|full] [--model NAME|tiny] [--device cuda] [--dtype bfloat16]
-                           [--steps N] [--seed N] [--seeds N] [--refusal-target 0.8]
+                           [--steps N] [--seed N] [--seeds N] [--refusal-target 0.8] [--harmless-bound 0.25]
                            [--plan] [--judge ...] [--judge-url URL] [EXECUTOR OPTIONS]
 
     defense-interp screen DATA.jsonl|DATA.csv --out DIR [--trait NAME] [--model NAME|tiny] [--axes AXES_DIR]
@@ -148,6 +148,8 @@ def refusal(args: argparse.Namespace) -> Path | None:
         ("tiny" if tiny else "quick") if args.preset == "quick" else ("tiny-full" if tiny else "full")
     ]
     cfg = dataclasses.replace(cfg, seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
+    if cfg.match_target is not None:  # matched training stops at the precondition's thresholds
+        cfg = dataclasses.replace(cfg, match_target=args.refusal_target, harmless_bound=args.harmless_bound)
     n_seeds = args.seeds or (3 if args.preset == "full" else 1)
     seeds = [args.seed + i for i in range(n_seeds)]
     model = load(args)
@@ -161,7 +163,14 @@ def refusal(args: argparse.Namespace) -> Path | None:
         print_plan(refusal_plan(data, cfg, judge=judge_spec(args)), model, data.train, tcfg)
         return None
     study = run_refusal_study(
-        model, args.out, config=cfg, seeds=seeds, target=args.refusal_target, judge=judge_spec(args), **execution(args)
+        model,
+        args.out,
+        config=cfg,
+        seeds=seeds,
+        target=args.refusal_target,
+        bound=args.harmless_bound,
+        judge=judge_spec(args),
+        **execution(args),
     )
     path = Path(args.out) / REPORT_FILE
     log(f"refusal study done in {study.wall_seconds:.0f} s")
@@ -253,11 +262,21 @@ def main(argv: list[str] | None = None) -> int:
         choices=["quick", "full"],
         default="quick",
         help="quick: one seed, fixed steps; full: three seeds (data order, adapter init and the splits per seed), "
-        "each variant trained to 80%% refusal (or a step cap), verdicts over seeds",
+        "each variant trained until it refuses 80%% of harmful and at most 25%% of harmless prompts (or a step cap), "
+        "verdicts over seeds",
     )
     f.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 quick, 3 full)")
     f.add_argument(
-        "--refusal-target", type=float, default=0.8, help="refusal every variant must reach for R3-R5 (default 0.8)"
+        "--refusal-target",
+        type=float,
+        default=0.8,
+        help="refusal of harmful prompts every variant must reach for R3-R5, and matched training's stop (default 0.8)",
+    )
+    f.add_argument(
+        "--harmless-bound",
+        type=float,
+        default=0.25,
+        help="refusal of harmless prompts no variant may exceed for R3-R5, and matched training's stop (default 0.25)",
     )
     judge_options(f, samples=False)
     executor_options(f)

@@ -7,7 +7,12 @@
   a related topic, of similar length and form, same category), so `h(harmful_i) − h(harmless_i)`
   differs mainly in harmfulness.
 * `train.jsonl`: 128 refusal-training conversations on other instructions (64 harmful → a short
-  refusal, 64 harmless → a short helpful answer), interleaved; training on them is SSFT.
+  refusal, 64 harmless → a short helpful answer on a related topic), interleaved; and
+  `train_harmless.jsonl`: 192 more harmless → helpful conversations, 24 per category, of varied forms
+  (how-tos, explanations, writing tasks, code, lists) and a third or more near-misses that share a
+  harmful request's words ("kill a hung process", "shoot portraits at dusk"). Training on both is
+  SSFT. With the first file alone, every variant learns to refuse everything (the curves in
+  `docs/refusal.md`); the second teaches it to answer what is harmless.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from defense_interp.data.loaders import InstructionSet, load_instructions
 from defense_interp.errors import DataError
 
 __all__ = ["RefusalData"]
+
+
+_TRAIN_FILES = ("train.jsonl", "train_harmless.jsonl")
 
 
 @dataclass(frozen=True)
@@ -50,11 +58,12 @@ class RefusalData:
         with resources.as_file(folder) as path:
             harmful = load_instructions(path / "harmful.json")
             harmless = load_instructions(path / "harmless.json")
-            lines = (path / "train.jsonl").read_text(encoding="utf-8").splitlines()
+            lines = {f: (path / f).read_text(encoding="utf-8").splitlines() for f in _TRAIN_FILES}
         train = tuple(
-            check_conversation(json.loads(l), where=f"refusal train.jsonl:{i}")
-            for i, l in enumerate(lines, 1)
-            if l.strip()
+            check_conversation(json.loads(line), where=f"refusal {f}:{i}")
+            for f in _TRAIN_FILES
+            for i, line in enumerate(lines[f], 1)
+            if line.strip()
         )
         return cls(harmful, harmless, train, "builtin")
 

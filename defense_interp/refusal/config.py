@@ -1,11 +1,12 @@
 """The refusal study's sizes (`RefusalStudyConfig`, `REFUSAL_PRESETS`) and the token norm its ε is
 scaled by (`median_token_norm`).
 
-**Matched training** (`match_target`, the full preset): each variant trains until its refusal
-rate on the held-out harmful *selection* split (greedy, `sweep_new_tokens` tokens, substring rule)
-reaches `match_target`, checked every `check_every` steps, or until `steps` (then a cap); the
-attack split stays untouched for the attacks. The rates at each check, the steps taken and the
-over-refusal on harmless prompts (the transfer rows' harmless rate) are reported.
+**Matched training** (`match_target`, the full preset): each variant trains until it
+*discriminates* on the held-out *selection* split (greedy, `sweep_new_tokens` tokens, substring
+rule): it refuses at least `match_target` of the harmful prompts and, with `harmless_bound`, at most
+`harmless_bound` of the harmless ones (`matched`), checked every `check_every` steps, or until
+`steps` (then a cap); the attack split stays untouched for the attacks. Both rates at each check
+(the refusal curves), the steps taken and the thresholds are recorded and reported.
 
 **ε rule** (decided before any result): AT's and LAT's ε is `epsilon_fraction` (0.05) × the base
 model's median prompt-token norm at the perturbed hook, the same for every seed; a variant that
@@ -36,7 +37,7 @@ from defense_interp.forward import read_activations
 from defense_interp.io import from_json_fields, json_fields
 from defense_interp.types import Model, hook_name
 
-__all__ = ["REFUSAL_PRESETS", "RefusalStudyConfig", "median_token_norm"]
+__all__ = ["REFUSAL_PRESETS", "RefusalStudyConfig", "matched", "median_token_norm"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class RefusalStudyConfig:
     svd_k: int = 10
     max_length: int = 128
     match_target: float | None = None
+    harmless_bound: float | None = None
     check_every: int = 8
     selection: str = "logodds"
 
@@ -79,6 +81,10 @@ class RefusalStudyConfig:
             raise ConfigError(f"every size in RefusalStudyConfig must be positive: {self}")
         if self.match_target is not None and not 0 < self.match_target <= 1:
             raise ConfigError(f"match_target must lie in (0, 1], got {self.match_target}")
+        if self.harmless_bound is not None and not 0 <= self.harmless_bound < 1:
+            raise ConfigError(f"harmless_bound must lie in [0, 1), got {self.harmless_bound}")
+        if self.harmless_bound is not None and self.match_target is None:
+            raise ConfigError("harmless_bound bounds matched training: give match_target too")
         if self.selection not in ("logodds", "generation", "auto"):
             raise ConfigError(f"selection must be 'logodds', 'generation' or 'auto', got {self.selection!r}")
         if self.check_every < 1:
@@ -92,6 +98,12 @@ class RefusalStudyConfig:
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> RefusalStudyConfig:
         return from_json_fields(cls, record)
+
+
+def matched(check: dict[str, float], target: float, bound: float | None) -> bool:
+    """The matching stop rule: a check's harmful refusal `check["refusal"]` reaches `target` and,
+    with a `bound`, its harmless refusal `check["harmless"]` stays at or below it."""
+    return check["refusal"] >= target and (bound is None or check["harmless"] <= bound)
 
 
 _TINY = RefusalStudyConfig(
@@ -111,6 +123,7 @@ REFUSAL_PRESETS = {
         steps=48,
         lr=1e-3,
         match_target=0.8,
+        harmless_bound=0.25,
         check_every=4,
         selection="auto",
         candidate_stride=4,
@@ -119,7 +132,7 @@ REFUSAL_PRESETS = {
         max_new_tokens=16,
     ),
     "tiny": _TINY,
-    "tiny-full": replace(_TINY, steps=8, match_target=0.8, check_every=4, selection="auto"),
+    "tiny-full": replace(_TINY, steps=8, match_target=0.8, harmless_bound=0.25, check_every=4, selection="auto"),
 }
 
 

@@ -19,7 +19,7 @@ from defense_interp.judges import REFUSAL_PROMPT, REFUSAL_THRESHOLD, build_judge
 from defense_interp.metrics.stats import proportion_ci
 from defense_interp.refusal.analysis import ModelAnalysis, analyse_refusal
 from defense_interp.refusal.attack import RefusalRate, TransferMatrix, refusal_rate, transfer_matrix
-from defense_interp.refusal.config import RefusalStudyConfig, median_token_norm
+from defense_interp.refusal.config import RefusalStudyConfig, matched, median_token_norm
 from defense_interp.training import LAT, Baseline, Condition, EmbeddingAT, Run, TrainConfig, load_trained, train
 from defense_interp.types import Model
 
@@ -98,11 +98,14 @@ def train_variant(ctx: TaskContext, *, label: str, data: dict[str, Any], config:
     checks: list[dict[str, float]] = []
 
     def reached(model: Model, step: int) -> bool:
-        rate = refusal_rate(model, sel_h, max_new_tokens=cfg.sweep_new_tokens, progress=False).rate.mean
-        checks.append({"step": step, "refusal": rate})
-        return cfg.match_target is not None and rate >= cfg.match_target
+        check = {"step": step, "refusal": refusal_rate(model, sel_h, max_new_tokens=tokens, progress=False).rate.mean}
+        if cfg.harmless_bound is not None:
+            check["harmless"] = refusal_rate(model, sel_s, max_new_tokens=tokens, progress=False).rate.mean
+        checks.append(check)
+        return cfg.match_target is not None and matched(check, cfg.match_target, cfg.harmless_bound)
 
-    sel_h = _sets(data, cfg)[1][0]
+    sel_h, sel_s = _sets(data, cfg)[1]
+    tokens = cfg.sweep_new_tokens
     run = train(
         ctx.model,
         list(d.train),
@@ -167,8 +170,8 @@ def judge_refusals(
 ) -> None:
     """Judge every answer of the transfer rows with the refusal judge (`judges.REFUSAL_PROMPT`; a
     refusal at a score ≥ 50) beside the substring rule, into `JUDGED_FILE`: per cell the judge's
-    refusal rate (Wilson interval over the answers it scored), how many it could not score, and
-    every answer on which the two disagree."""
+    refusal rate (Wilson interval over the answers it scored), how many it could not score, the
+    share of the scored answers on which the two disagree, and every such answer."""
     cfg = RefusalStudyConfig.from_dict(config)
     att_h, att_s = _sets(data, cfg)[2]
     prompts = {"harmful": list(att_h), "harmless": list(att_s)}
@@ -190,6 +193,7 @@ def judge_refusals(
                 "substring rule": rate.rate.to_dict(),
                 "judge": proportion_ci(judged, over="answers the judge scored").to_dict(),
                 "unscored": sum(s is None for s in scores),
+                "disagreement rate": len(disagree) / len(judged) if judged else None,
                 "disagreements": disagree,
             }
         )

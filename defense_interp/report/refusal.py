@@ -36,7 +36,7 @@ def _training_rows(study: Any) -> list[dict[str, Any]]:
                 "PGD steps": c.steps if adversarial else "—",
                 "steps": len(run.losses),
                 **(
-                    {"refusal on the matching split at each check": run.provenance["matching"]}
+                    {"refusal on the selection split at each check (harmful / harmless)": _curve(run)}
                     if "matching" in run.provenance
                     else {}
                 ),
@@ -47,6 +47,14 @@ def _training_rows(study: Any) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _curve(run: Any) -> str:
+    """Matched training's checks: `step: harmful / harmless` refusal on the selection split."""
+    return "; ".join(
+        f"{c['step']}: {c['refusal']:.0%}" + (f" / {c['harmless']:.0%}" if "harmless" in c else "")
+        for c in run.provenance["matching"]
+    )
 
 
 def write_refusal_report(study: Any, path: str | Path, findings: Any = None) -> Path:

@@ -28,6 +28,7 @@ def test_the_refusal_judge_is_reported_beside_the_substring_rule(tmp_path, monke
     for c in cells:
         assert c["judge"]["mean"] == 1.0 and c["unscored"] == 0
         assert len(c["disagreements"]) == round((1 - c["substring rule"]["mean"]) * c["substring rule"]["n"])
+        assert c["disagreement rate"] == len(c["disagreements"]) / c["judge"]["n"]
         assert all(d["substring rule"] is False and d["judge score"] == 50 for d in c["disagreements"])
     assert "Where they disagree" in (out / "report.html").read_text()
     # without --judge the study is the same as before (the snapshot test compares it with the snapshot)

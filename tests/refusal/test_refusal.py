@@ -88,8 +88,8 @@ def test_bundled_data_is_paired_and_its_answers_follow_the_rule():
     assert len(data.harmful) == len(data.harmless) >= 100 and len(data.train) >= 100
     assert data.harmful.categories == data.harmless.categories and None not in data.harmful.categories
     refusals = [is_refusal(c[-1]["content"]) for c in data.train]
-    assert sum(refusals) == len(data.train) // 2  # harmful → refusal, harmless → helpful, interleaved
-    assert refusals[::2] == [True] * (len(data.train) // 2)
+    assert len(data.train) == 128 + 192 and sum(refusals) == 64  # 64 harmful → refusal, 256 harmless → helpful
+    assert refusals[:128:2] == [True] * 64 and not any(refusals[1:128:2])  # train.jsonl: interleaved pairs
     train_prompts = {c[0]["content"] for c in data.train}
     assert not train_prompts & set(data.harmful) and not train_prompts & set(data.harmless)
     (a_h, a_s), (b_h, _) = data.splits((64, 32))

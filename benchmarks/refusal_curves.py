@@ -1,0 +1,86 @@
+"""Refusal curves of the refusal study's variants: the refusal rate on the harmful and on the
+harmless *selection* split (substring rule, greedy, the study's `sweep_new_tokens` answers) every
+`check_every` steps of training, never stopping early — what matched training (`match_target`,
+`harmless_bound`) sees, over the whole step budget, so the trade-off between refusing harmful
+requests and answering harmless ones is visible. The study's own code trains each variant
+(`refusal.tasks.condition`: SSFT, AT and LAT with the preset's ε rule) on its data and splits.
+
+    python benchmarks/refusal_curves.py [--variants ssft at lat] [--steps 48] [--lr 1e-3] [--seed 0] [--model ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from _setup import emit, load, model_args
+
+from defense_interp.axes import TraitAxes
+from defense_interp.data.refusal import RefusalData
+from defense_interp.refusal import REFUSAL_PRESETS
+from defense_interp.refusal.attack import refusal_rate
+from defense_interp.refusal.tasks import condition
+from defense_interp.training import TrainConfig, load_trained, train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    model_args(ap)
+    ap.add_argument("--variants", nargs="+", default=["ssft", "at", "lat"], choices=["ssft", "at", "lat"])
+    ap.add_argument("--preset", default="full", choices=sorted(REFUSAL_PRESETS))
+    ap.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's cap)")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    model = load(args)
+    cfg = REFUSAL_PRESETS[args.preset]
+    cfg = replace(
+        cfg, seed=args.seed, steps=args.steps or cfg.steps, lr=args.lr or cfg.lr, match_target=None, harmless_bound=None
+    )
+    data = RefusalData.builtin()
+    harmful, harmless = data.splits(cfg.splits, seed=cfg.seed)[1]
+    tcfg = TrainConfig(
+        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_length=cfg.max_length,
+        check_every=cfg.check_every,
+    )  # fmt: skip
+    # train() records gradient statistics along an axis; the curves use none, so any axis will do
+    n, d = int(model.cfg.n_layers), int(model.cfg.d_model)
+    axes = TraitAxes(torch.randn(n, d, generator=torch.Generator().manual_seed(0)), torch.ones(n), layer=n // 2)
+    curves = {}
+    for label in args.variants:
+        points: list[dict[str, float]] = []
+
+        def record(m: object, step: int, points: list = points, label: str = label) -> bool:
+            rates = [
+                refusal_rate(m, s, max_new_tokens=cfg.sweep_new_tokens, progress=False).rate
+                for s in (harmful, harmless)
+            ]
+            points.append({"step": step, "harmful": rates[0].mean, "harmless": rates[1].mean})
+            print(f"{label} step {step}: harmful {rates[0].mean:.2f}, harmless {rates[1].mean:.2f}", flush=True)
+            return False
+
+        started = time.time()
+        record(model, 0)
+        with tempfile.TemporaryDirectory() as tmp:
+            variant = condition(model, data, cfg, label)
+            run = train(model, list(data.train), variant, tcfg, out=Path(tmp), axes=axes, progress=False, until=record)
+            record(load_trained(model, run), cfg.steps)
+        curves[label] = {"points": points, "seconds": round(time.time() - started, 1)}
+    emit(
+        {
+            "benchmark": "refusal_curves",
+            "what": "refusal rate (substring rule, greedy) on the selection split's harmful and harmless prompts "
+            f"({len(harmful)} each) every {cfg.check_every} steps",
+            "config": cfg.to_dict(),
+            "train_conversations": len(data.train),
+            "curves": curves,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
