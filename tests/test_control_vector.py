@@ -110,3 +110,30 @@ def test_bad_inputs_are_clear_errors(axes, tmp_path):
     (tmp_path / "text.gguf").write_text("not gguf")
     with pytest.raises(di.DataError, match="not a GGUF file"):
         di.TraitAxes.from_control_vector(tmp_path / "text.gguf")
+
+
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "Gemma3ForCausalLM"])
+def test_a_steering_vectors_object_steers_the_hf_model_as_di_steer_steers_the_bridge(tmp_path, arch):
+    pytest.importorskip("steering_vectors")
+    from transformers import AutoModelForCausalLM
+
+    from defense_interp.random_models import random_model_folder
+
+    folder = random_model_folder(tmp_path / "m", arch)
+    bridge, hf = di.load_model(folder), AutoModelForCausalLM.from_pretrained(folder).eval()
+    g = torch.Generator().manual_seed(0)
+    axes = di.TraitAxes(torch.randn(bridge.cfg.n_layers, bridge.cfg.d_model, generator=g), torch.ones(2), layer=1)
+    tokens = di.data.encode_chat(
+        bridge, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]]
+    ).tokens
+    for layers in (1, [0, 1]):
+        sv = axes.to_steering_vector(layer=layers, coef=2.5)
+        with torch.no_grad(), di.steer(bridge, axes, layers=layers, coef=2.5):
+            ours = bridge(tokens)
+        with torch.no_grad(), sv.apply(hf):
+            theirs = hf(tokens).logits
+        with torch.no_grad():
+            plain = hf(tokens).logits
+        assert torch.allclose(ours, theirs, atol=1e-5) and not torch.allclose(plain, theirs, atol=1e-3)
+    with pytest.raises(di.ConfigError, match=r"must lie in 0\.\.1"):
+        axes.to_steering_vector(layer=2)

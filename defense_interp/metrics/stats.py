@@ -1,15 +1,19 @@
-"""Estimates with confidence intervals, and effect sizes."""
+"""Estimates with confidence intervals, and effect sizes: thin wrappers that return `Estimate`s
+around `scipy.stats` (Student's t quantiles, Spearman's ρ, the percentile bootstrap, the
+Mann–Whitney U), which owns the statistics."""
 
 from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from scipy import stats
 from torch import Tensor
 
 from defense_interp.errors import ConfigError
@@ -17,11 +21,13 @@ from defense_interp.errors import ConfigError
 __all__ = [
     "Estimate",
     "bootstrap_ci",
+    "bootstrap_indices",
     "cohens_d",
     "mean_ci",
     "paired_difference",
     "pool_seeds",
     "proportion_ci",
+    "roc_auc",
     "spearman",
     "t_interval",
 ]
@@ -67,17 +73,8 @@ class Estimate:
 
 @functools.lru_cache(maxsize=256)
 def _t_quantile(df: int, level: float) -> float:
-    """Two-sided quantile of Student's t with `df` degrees of freedom (numpy only).
-
-    Integrates the density on θ = atan(x) ∈ (−π/2, π/2), which maps the heavy tails onto a
-    finite interval, and inverts the cumulative sum by interpolation (error < 1e-4).
-    """
-    theta = np.linspace(-np.pi / 2, np.pi / 2, 400001)[1:-1]
-    x = np.tan(theta)
-    dens = (1 + x**2 / df) ** (-(df + 1) / 2) * (1 + x**2)  # f(x) dx/dθ, up to a constant
-    cdf = np.cumsum(dens)
-    cdf /= cdf[-1]
-    return float(np.interp(0.5 + level / 2, cdf, x))
+    """Two-sided quantile of Student's t with `df` degrees of freedom (`scipy.stats.t.ppf`)."""
+    return float(stats.t.ppf(0.5 + level / 2, df))
 
 
 def mean_ci(values: Sequence[float] | Tensor, *, over: str, level: float = 0.95, keep: bool = False) -> Estimate:
@@ -167,6 +164,26 @@ def cohens_d(a: Tensor, b: Tensor) -> float:
     return float((a.mean() - b.mean()) / pooled.clamp_min(1e-30).sqrt())
 
 
+def bootstrap_indices(
+    statistic: Callable[[np.ndarray], Any], n: int, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap bounds `(low, high)` (arrays, one per entry of the statistic) of
+    `statistic(indices)` over resamples of `n` rows drawn with replacement
+    (`scipy.stats.bootstrap` on the row indices, `n_boot` resamples, seeded)."""
+    with warnings.catch_warnings():  # every resample equal (e.g. an AUC of 1): the interval is that value
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            (np.arange(n),),
+            lambda idx: np.asarray(statistic(idx), dtype=np.float64),
+            vectorized=False,
+            n_resamples=n_boot,
+            confidence_level=level,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    return np.atleast_1d(res.confidence_interval.low), np.atleast_1d(res.confidence_interval.high)
+
+
 def bootstrap_ci(
     samples: Tensor,
     statistic: Callable[[Tensor], Tensor],
@@ -178,31 +195,41 @@ def bootstrap_ci(
 ) -> list[Estimate]:
     """A statistic of the mean of `samples` (`[n, ...]`, e.g. per-example vectors) that is not
     linear in them (a cosine, a share): `statistic(mean over rows) -> [k]` at the full sample, with a
-    percentile bootstrap interval over the rows (`n_boot` resamples drawn with `seed`), one
-    Estimate per entry. NaN bounds with fewer than two rows."""
+    percentile bootstrap interval over the rows (`bootstrap_indices`), one Estimate per entry. NaN
+    bounds with fewer than two rows."""
     x = samples.double()
     n = int(x.shape[0])
     point = statistic(x.mean(0)).double().flatten()
     method = f"percentile bootstrap over {over}, {n_boot} resamples, {level:.0%}"
     if n < 2:
         return [Estimate(float(v), math.nan, math.nan, n, over, method) for v in point]
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (n_boot, n), generator=g)
-    boot = torch.stack([statistic(x[i].mean(0)).double().flatten() for i in idx])  # [n_boot, k]
-    lo, hi = torch.quantile(boot, torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=torch.float64), dim=0)
+    lo, hi = bootstrap_indices(
+        lambda idx: statistic(x[torch.from_numpy(idx)].mean(0)).double().flatten().numpy(),
+        n,
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+    )
     return [Estimate(float(p), float(a), float(b), n, over, method) for p, a, b in zip(point, lo, hi, strict=True)]
 
 
+def roc_auc(scores: Tensor, positive: Tensor) -> float:
+    """The probability that a positive example scores above a negative one (ties count one half):
+    the area under the ROC curve, the Mann–Whitney U (`scipy.stats.mannwhitneyu`) over
+    `n_pos · n_neg`. NaN without both kinds."""
+    pos, neg = scores[positive.bool()].double().numpy(), scores[~positive.bool()].double().numpy()
+    if pos.size == 0 or neg.size == 0:
+        return math.nan
+    return float(stats.mannwhitneyu(pos, neg).statistic) / (pos.size * neg.size)
+
+
 def spearman(a: Tensor, b: Tensor) -> float:
-    """Spearman's rank correlation of two 1-D samples (Pearson's correlation of their ranks,
-    ties broken by order); NaN with fewer than three pairs or a constant sample."""
+    """Spearman's rank correlation of two 1-D samples (`scipy.stats.spearmanr`: Pearson's
+    correlation of their ranks, ties given their average rank); NaN with fewer than three pairs or
+    a constant sample."""
     a, b = a.double().flatten(), b.double().flatten()
     if a.numel() != b.numel():
         raise ConfigError(f"spearman needs samples of one length, got {a.numel()} and {b.numel()}")
-    if a.numel() < 3:
+    if a.numel() < 3 or a.unique().numel() < 2 or b.unique().numel() < 2:
         return math.nan
-    ra, rb = (x.argsort().argsort().double() for x in (a, b))
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    if a.unique().numel() < 2 or b.unique().numel() < 2:
-        return math.nan
-    return float(ra @ rb) / float(ra.norm() * rb.norm())
+    return float(stats.spearmanr(a.numpy(), b.numpy()).statistic)

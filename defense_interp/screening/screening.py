@@ -6,7 +6,6 @@ the examples carry labels, the top examples, a filtered dataset, JSONL out and a
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from defense_interp.errors import ConfigError, DataError
 from defense_interp.evaluate import question_prompt
 from defense_interp.forward import generate_answers
 from defense_interp.io import write_text
-from defense_interp.metrics.stats import Estimate, mean_ci
+from defense_interp.metrics.stats import Estimate, bootstrap_indices, mean_ci, roc_auc
 from defense_interp.models import model_identity
 from defense_interp.provenance import __version__
 from defense_interp.screening.scores import example_pressure, own_answers, projections, trait_influence, with_answer
@@ -34,16 +33,6 @@ __all__ = ["METHODS", "Screening", "roc_auc", "screen"]
 
 #: The scores `screen` computes (DESIGN §2, "Screening"); positive pushes towards the trait.
 METHODS = ("projection", "projection_difference", "pressure", "influence")
-
-
-def roc_auc(scores: Tensor, positive: Tensor) -> float:
-    """The probability that a positive example scores above a negative one (ties count one half):
-    the area under the ROC curve, the Mann–Whitney U over `n_pos · n_neg`. NaN without both kinds."""
-    pos, neg = scores[positive.bool()].double(), scores[~positive.bool()].double()
-    if pos.numel() == 0 or neg.numel() == 0:
-        return math.nan
-    diff = pos[:, None] - neg[None, :]
-    return float(((diff > 0).double() + 0.5 * (diff == 0).double()).mean())
 
 
 @dataclass(frozen=True)
@@ -95,12 +84,14 @@ class Screening:
     def _bootstrap(self, stat: Any, point: float, n: int, n_boot: int, seed: int, what: str) -> Estimate:
         """`stat(indices)` on `n_boot` resamples of the `n` labelled examples (drawn with `seed`):
         a percentile bootstrap interval around `point`."""
-        g = torch.Generator().manual_seed(seed)
-        boots = torch.tensor([stat(idx) for idx in torch.randint(n, (n_boot, n), generator=g)], dtype=torch.float64)
-        boots = boots[torch.isfinite(boots)]
-        low, high = (float(torch.quantile(boots, q)) for q in (0.025, 0.975)) if len(boots) else (math.nan,) * 2
+        low, high = bootstrap_indices(lambda idx: stat(torch.from_numpy(idx)), n, n_boot=n_boot, seed=seed)
         return Estimate(
-            point, low, high, n, "labelled examples", f"percentile bootstrap, {n_boot} resamples, 95%{what}"
+            point,
+            float(low[0]),
+            float(high[0]),
+            n,
+            "labelled examples",
+            f"percentile bootstrap, {n_boot} resamples, 95%{what}",
         )
 
     def auc(self, by: str, *, positive: str = "trait", n_boot: int = 1000, seed: int = 0) -> Estimate:
