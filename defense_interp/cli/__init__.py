@@ -216,6 +216,38 @@ def memory(args: argparse.Namespace) -> None:
     print(p.describe())
 
 
+def _refusal_parser(sub: Any) -> None:
+    f = sub.add_parser("refusal", help="train SSFT/AT/LAT variants; SVD, refusal directions, ablation attacks")
+    f.add_argument("--out", help="output folder (an interrupted study continues in it); not needed with --plan")
+    model_options(f)
+    f.add_argument("--steps", type=int, default=None, help="training steps per variant (default 32)")
+    f.add_argument("--seed", type=int, default=0, help="(first) seed of the data splits and of training")
+    f.add_argument(
+        "--preset",
+        choices=["quick", "full"],
+        default="quick",
+        help="quick: one seed, fixed steps; full: three seeds (data order, adapter init and the splits per seed), "
+        "each variant trained until it refuses 80%% of harmful and at most 25%% of harmless prompts (or a step cap), "
+        "verdicts over seeds",
+    )
+    f.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 quick, 3 full)")
+    f.add_argument(
+        "--refusal-target",
+        type=float,
+        default=0.8,
+        help="refusal of harmful prompts every variant must reach for R3-R5, and matched training's stop (default 0.8)",
+    )
+    f.add_argument(
+        "--harmless-bound",
+        type=float,
+        default=0.25,
+        help="refusal of harmless prompts no variant may exceed for R3-R5, and matched training's stop (default 0.25)",
+    )
+    judge_options(f, samples=False)
+    executor_options(f)
+    f.set_defaults(func=refusal)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="defense-interp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -252,35 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default="report.html")
     r.add_argument("--title", default=None, help="the report's heading (default: 'defense_interp report')")
     r.set_defaults(func=report)
-    f = sub.add_parser("refusal", help="train SSFT/AT/LAT variants; SVD, refusal directions, ablation attacks")
-    f.add_argument("--out", help="output folder (an interrupted study continues in it); not needed with --plan")
-    model_options(f)
-    f.add_argument("--steps", type=int, default=None, help="training steps per variant (default 32)")
-    f.add_argument("--seed", type=int, default=0, help="(first) seed of the data splits and of training")
-    f.add_argument(
-        "--preset",
-        choices=["quick", "full"],
-        default="quick",
-        help="quick: one seed, fixed steps; full: three seeds (data order, adapter init and the splits per seed), "
-        "each variant trained until it refuses 80%% of harmful and at most 25%% of harmless prompts (or a step cap), "
-        "verdicts over seeds",
-    )
-    f.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 quick, 3 full)")
-    f.add_argument(
-        "--refusal-target",
-        type=float,
-        default=0.8,
-        help="refusal of harmful prompts every variant must reach for R3-R5, and matched training's stop (default 0.8)",
-    )
-    f.add_argument(
-        "--harmless-bound",
-        type=float,
-        default=0.25,
-        help="refusal of harmless prompts no variant may exceed for R3-R5, and matched training's stop (default 0.25)",
-    )
-    judge_options(f, samples=False)
-    executor_options(f)
-    f.set_defaults(func=refusal)
+    _refusal_parser(sub)
     v = sub.add_parser("svd", help="the difference-SVD report of stored activations ([n, d_model] .pt files)")
     v.add_argument("files", nargs="+", help="HARMFUL.pt HARMLESS.pt [HARMFUL2.pt HARMLESS2.pt ...]")
     v.add_argument("--labels", nargs="+", default=None, help="one label per pair (default: pair 1, pair 2, ...)")
