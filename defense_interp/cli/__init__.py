@@ -20,6 +20,7 @@
 
     defense-interp svd HARMFUL.pt HARMLESS.pt [HARMFUL2.pt HARMLESS2.pt ...] --out DIR [--labels A B ...]
 
+    defense-interp export RUN_DIR --out DIR [--merged] [--model NAME|FOLDER]
     defense-interp memory [--model NAME|FOLDER|FILE.gguf] [--dtype bfloat16] [--device cuda] [--n-devices N]
                         [--memory GIB] [--batch-size N] [--max-length N] [--lora-rank R | --full-weights]
 
@@ -197,6 +198,15 @@ def svd(args: argparse.Namespace) -> Path:
     return path
 
 
+def export(args: argparse.Namespace) -> Path:
+    import defense_interp as di
+
+    run = di.Run.load(args.run)
+    out = run.export(args.out, model=load(args), format="merged" if args.merged else "peft")
+    print(out.resolve())
+    return out
+
+
 def memory(args: argparse.Namespace) -> None:
     import torch
 
@@ -293,6 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     v.set_defaults(func=svd)
     screen_parsers(sub)
     trait_parsers(sub)
+    e = sub.add_parser("export", help="a trained run as a PEFT adapter folder or (--merged) an HF model folder")
+    e.add_argument("run", help="the run's folder (e.g. DIR/seed0/baseline)")
+    e.add_argument("--out", required=True, help="the folder to write")
+    e.add_argument(
+        "--merged", action="store_true", help="an HF model with the trained weights merged in (LoRA or full)"
+    )
+    model_options(e)
+    e.set_defaults(func=export)
     m = sub.add_parser("memory", help="memory of a model's weights, training and generation, from its config only")
     model_options(m)
     m.add_argument("--n-devices", type=int, default=None, help="spread the layers over this many devices")

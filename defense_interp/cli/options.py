@@ -74,7 +74,8 @@ def load(args: argparse.Namespace):
     import defense_interp as di
     from defense_interp.io import log
 
-    device = args.device if args.executor == "local" or args.plan else None
+    local = getattr(args, "executor", "local") == "local" or getattr(args, "plan", False)
+    device = args.device if local else None
     log(
         f"loading model {args.model or 'bundled SmolLM2-135M-Instruct'}"
         f"{f' on {device}' if device else ''} ({args.dtype})"
