@@ -123,3 +123,29 @@ def test_device_map_loading_matches_and_bad_placements_are_clear(bundled):
     if torch.cuda.device_count() < 64:
         with pytest.raises(di.ConfigError, match="CUDA devices"):
             di.load_model(n_devices=64)
+
+
+def test_a_lora_run_on_the_bundled_model_exports_as_peft_and_merged(bundled, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from defense_interp.bundled import packaged
+    from defense_interp.training import load_trained
+
+    trait = di.Trait.builtin("evil")
+    axes = di.TraitAxes(torch.randn(30, 576, generator=torch.Generator().manual_seed(0)), torch.ones(30), layer=15)
+    cfg = di.TrainConfig(steps=2, batch_size=2, lr=1e-3, loss_examples=2, eval_questions=1, eval_max_new_tokens=2)
+    run = di.train(bundled, trait.train_data[:4], di.Baseline(), cfg, out=tmp_path / "run", axes=axes, progress=False)
+    tokens = encode_prompts(bundled.tokenizer, [[{"role": "user", "content": "Hello there"}]]).tokens
+    with torch.no_grad():
+        want = load_trained(bundled, run)(tokens)
+        assert (want - bundled(tokens)).abs().max() > 1e-3
+        adapter = run.export(tmp_path / "adapter", model=bundled)
+        hf = AutoModelForCausalLM.from_pretrained(packaged("smollm2").folder())
+        got = PeftModel.from_pretrained(hf, adapter).eval()(tokens).logits
+        merged = AutoModelForCausalLM.from_pretrained(run.export(tmp_path / "merged", model=bundled, format="merged"))
+        folded = merged.eval()(tokens).logits
+    # float32 through 30 layers, logits of scale ~40: the adapter unmerged (measured 7.2e-5) and folded
+    # into the weights (1.1e-4: W + (α/r)BA rounds differently from x·W + x·(α/r)BA); tolerance 4e-4
+    tol = 1e-5 * float(want.abs().max())
+    assert (got - want).abs().max() <= tol and (folded - want).abs().max() <= tol
