@@ -66,6 +66,7 @@ from defense_interp.cli.options import (
     load_trait,
     model_options,
     print_plan,
+    tracked,
 )
 from defense_interp.cli.screening import screen_parsers
 from defense_interp.cli.traits import trait_parsers
@@ -326,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     from defense_interp.errors import DefenseInterpError
 
     try:
-        args.func(args)
+        with tracked(args):
+            args.func(args)
     except DefenseInterpError as exc:
         print(f"defense-interp: error: {exc}", file=sys.stderr)
         return 2

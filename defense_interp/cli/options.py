@@ -4,7 +4,13 @@ model's loading, the plan's printout, the judge's options."""
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+from defense_interp.errors import ConfigError
 
 __all__ = [
     "DTYPES",
@@ -16,6 +22,7 @@ __all__ = [
     "load_trait",
     "model_options",
     "print_plan",
+    "tracked",
 ]
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -49,6 +56,36 @@ def executor_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shared-dir", default=None, help="a folder every node sees: a retried task resumes from its checkpoint there"
     )
+    parser.add_argument(
+        "--track",
+        choices=["tensorboard", "wandb"],
+        default=None,
+        help="log every training run live to TensorBoard or W&B (offline) under OUT/tracking, then the findings and report",
+    )
+
+
+@contextmanager
+def tracked(args: argparse.Namespace) -> Iterator[None]:
+    """With `--track`, every training run of the command reports to the tracker (`defense_interp.tracking`),
+    and the study's findings (as a table) and report follow at the end."""
+    kind = getattr(args, "track", None)
+    if not kind or getattr(args, "plan", False):
+        yield
+        return
+    from defense_interp import tracking
+
+    if args.executor != "local":
+        raise ConfigError("--track reports the runs trained in this process: use it with --executor local")
+    out = Path(args.out)
+    tracker = tracking.make_tracker(kind, out / "tracking", group=out.resolve().name)
+    with tracking.use(tracker):
+        yield
+    rows = []
+    for name in ("findings.json", "refusal_findings.json"):  # the study's and screen-study's; the refusal study's
+        if (out / name).is_file():
+            record = json.loads((out / name).read_text())
+            rows += [{"claim": f["title"], "verdict": f["verdict"]} for f in record.get("findings", [])]
+    tracker.log_study("study", rows, out / "report.html" if (out / "report.html").is_file() else None)
 
 
 def execution(args: argparse.Namespace) -> dict:

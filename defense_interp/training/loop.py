@@ -30,14 +30,17 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from defense_interp import tracking
 from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import Conversation
 from defense_interp.data.traits import Trait
 from defense_interp.evaluate import Expression
+from defense_interp.interventions.capture import STAT_KEYS
 from defense_interp.io import content_hash
 from defense_interp.metrics.stats import Estimate
 from defense_interp.models import model_identity
 from defense_interp.provenance import __version__, package_versions
+from defense_interp.tracking import Tracker
 from defense_interp.training.checkpoint import clear_checkpoint, load_checkpoint, save_checkpoint
 from defense_interp.training.conditions import Condition
 from defense_interp.training.config import TrainConfig
@@ -99,6 +102,7 @@ def train(
     until: Callable[[Model, int], bool] | None = None,
     resume: bool = False,
     progress: bool = True,
+    tracker: Tracker | None = None,
 ) -> Run:
     """Fine-tune a copy of `model` on `data` under `condition` (default Baseline) and return the
     `Run`, written to `out` if given. With a `Trait` as `data`, its training conversations are
@@ -124,6 +128,10 @@ def train(
     With `out`, a checkpoint is written every `config.checkpoint_every` steps (`checkpoint.py`);
     `resume=True` continues from it (same model, condition, config and data, else `RunError`) and
     ends with the same numbers as an uninterrupted run. The checkpoint is removed when the run is saved.
+
+    `tracker` (default: the one `tracking.use` set, if any) gets one tracker run: every step's loss
+    and gradient statistics at the axes layer, then the config, condition and expression
+    (`defense_interp.tracking`).
     """
     run = check_inputs(data, condition, config, out, axes, name, init, probes, resume)
     cfg, started, start = run.cfg, time.time(), start or Start()
@@ -151,7 +159,15 @@ def train(
             before = known_before or measure_expression(work, run.trait, run.axes, cfg, progress=progress)
         loss_before = loss_estimates(work, loss_convs, run.condition, cfg, known=start.loss)
     first = 0 if ck is None else ck.step
-    stopped = _steps(session, run, first, out, until, progress, probe_convs, (before, loss_before, fingerprint))
+    tracker = tracker if tracker is not None else tracking.active()
+    if tracker is not None:
+        where = f"blocks.{run.axes.layer}.hook_{session.cap.point}"
+        record = {"condition": run.condition.to_dict(), "config": cfg.to_dict(), "model": fingerprint["model"]}
+        tracker.start_run(
+            run.name if out is None else f"{Path(out).parent.name}/{Path(out).name}", {**record, "at": where}
+        )
+    state = (before, loss_before, fingerprint)
+    stopped = _steps(session, run, first, out, until, progress, probe_convs, state, tracker)
     work.eval()
 
     loss_after = loss_estimates(work, loss_convs, run.condition, cfg)
@@ -180,7 +196,19 @@ def train(
     if out is not None:
         result = result.save(out, trained={n: p.detach() for n, p in session.trainable}, axes=run.axes)
         clear_checkpoint(out)
+    if tracker is not None:
+        scores = {when: {k: e.mean for k, e in v.items()} for when, v in expression.items()}
+        tracker.end_run({"expression": scores, "stopped_at": stopped, "final loss": session.losses[-1]})
     return result
+
+
+def _step_metrics(session: Session, run: RunInputs, loss: float) -> dict[str, float]:
+    """A step's loss and, at the axes layer, its recorded gradient statistics and projection Y."""
+    layers, last = session.cap.layers, session.cap.steps[-1]
+    if run.axes.layer not in layers:
+        return {"loss": loss}
+    i = layers.index(run.axes.layer)
+    return {"loss": loss, **{k: float(last[k][i]) for k in (*STAT_KEYS, "projection") if k in last}}
 
 
 def _steps(
@@ -192,6 +220,7 @@ def _steps(
     progress: bool,
     probe_convs: list[Conversation],
     state: tuple[Expression | None, dict[str, Estimate], dict[str, Any]],
+    tracker: Tracker | None = None,
 ) -> int | None:
     """The training steps from `first` on, with probes (on `probe_convs`), the `until` checks and
     checkpoints (of `state`: the measurements before training and the fingerprint); returns the
@@ -209,7 +238,10 @@ def _steps(
     work.train()
     for step in bar:
         session.probe(run, probe_convs, step)
-        bar.set_postfix(loss=f"{session.step(run, step, out):.3f}")
+        loss = session.step(run, step, out)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        if tracker is not None:
+            tracker.log(_step_metrics(session, run, loss), step)
         if until is not None and (step + 1) % cfg.check_every == 0 and step + 1 < cfg.steps:
             work.eval()
             reached = until(work, step + 1)
