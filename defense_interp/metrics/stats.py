@@ -98,20 +98,21 @@ def mean_ci(values: Sequence[float] | Tensor, *, over: str, level: float = 0.95,
 
 
 def proportion_ci(hits: Sequence[bool | int] | Tensor, *, over: str, level: float = 0.95) -> Estimate:
-    """Share of true `hits` with a Wilson score interval
-    `(p̂ + z²/2n ± z √(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)` (z the normal quantile of `level`),
-    which stays inside [0, 1] and is sensible at 0 or n hits, unlike the normal approximation.
-    The hits are kept (as 0/1) in `samples` for paired comparisons."""
+    """Share of true `hits` with a Wilson score interval (`scipy.stats.binomtest(...).proportion_ci(
+    method="wilson")`: `(p̂ + z²/2n ± z √(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)`), which stays inside
+    [0, 1] and is sensible at 0 or n hits, unlike the normal approximation. The hits are kept (as
+    0/1) in `samples` for paired comparisons."""
     x = torch.as_tensor(hits, dtype=torch.float64).flatten()
     n = int(x.numel())
     method = f"Wilson score interval, {level:.0%}"
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, 0, over, method, ())
-    p = float(x.mean())
-    z = float(torch.special.ndtri(torch.tensor(0.5 + level / 2, dtype=torch.float64)))
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    low, high = min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))  # rounding at p = 0 or 1
+    if not bool(((x == 0) | (x == 1)).all()):
+        raise ConfigError("proportion_ci counts hits: every value must be 0/1 (or a bool)")
+    k = int(x.sum())
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    p = k / n
+    low, high = min(p, float(ci.low)), max(p, float(ci.high))  # rounding at p = 0 or 1
     return Estimate(p, low, high, n, over, method, tuple(x.tolist()))
 
 

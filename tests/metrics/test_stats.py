@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import defense_interp as di
 from defense_interp.metrics import cohens_d, cosine_matrix, finalize_sums, gradient_sums, mean_ci, response_token_loss
 from defense_interp.metrics.stats import _t_quantile
 
@@ -147,3 +148,21 @@ def test_bootstrap_interval_of_a_nonlinear_statistic_of_the_mean():
     assert bootstrap_ci(rows, norm, over="examples") == [est]  # seeded: reproducible
     (one,) = bootstrap_ci(rows[:1], norm, over="examples")
     assert math.isnan(one.low) and one.mean == pytest.approx(float(rows[0].double().norm()))
+
+
+@pytest.mark.parametrize("k,n", [(0, 16), (3, 16), (16, 16), (7, 32), (31, 32)])
+def test_wilson_interval_equals_the_formula(k, n):
+    from defense_interp.metrics.stats import proportion_ci
+
+    est = proportion_ci([True] * k + [False] * (n - k), over="prompts")
+    p, z = k / n, 1.959963984540054
+    centre, half = (
+        (p + z * z / (2 * n)) / (1 + z * z / n),
+        z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n),
+    )
+    assert est.mean == p and est.low == pytest.approx(max(0.0, centre - half), abs=1e-12)
+    assert est.high == pytest.approx(min(1.0, centre + half), abs=1e-12) and est.samples == (1.0,) * k + (0.0,) * (
+        n - k
+    )
+    with pytest.raises(di.ConfigError, match="0/1"):
+        proportion_ci(torch.tensor([0.5, 1.0]), over="prompts")
