@@ -201,9 +201,10 @@ def svd(args: argparse.Namespace) -> Path:
 
 def export(args: argparse.Namespace) -> Path:
     import defense_interp as di
+    from defense_interp.training import export_run
 
     run = di.Run.load(args.run)
-    out = run.export(args.out, model=load(args), format="merged" if args.merged else "peft")
+    out = export_run(load(args), run, args.out, format="merged" if args.merged else "peft")
     print(out.resolve())
     return out
 

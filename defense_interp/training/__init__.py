@@ -30,6 +30,7 @@ from defense_interp.training.conditions import (
     pps_sweep,
 )
 from defense_interp.training.config import TrainConfig
+from defense_interp.training.export import export_run
 from defense_interp.training.ip_parts import AttentionKnockout, InducedSteering
 from defense_interp.training.loop import train
 from defense_interp.training.measure import Start, loss_estimates, measure_expression
@@ -55,6 +56,7 @@ __all__ = [
     "TrainConfig",
     "condition_type",
     "copy_trained",
+    "export_run",
     "load_trained",
     "loss_estimates",
     "make_trainable",

@@ -1,4 +1,4 @@
-"""A trained variant out of the toolkit, as the formats other tools load (`Run.export`,
+"""A trained variant out of the toolkit, as the formats other tools load (`export_run`,
 `defense-interp export`):
 
 * `format="peft"` — a PEFT LoRA adapter folder (`adapter_config.json`, `adapter_model.safetensors`)

@@ -191,14 +191,6 @@ class Run:
             raise RunError("this run was not saved; its axes are not on disk")
         return TraitAxes.load(self.path / AXES_DIR)
 
-    def export(self, out: str | Path, *, model: Any, format: str = "peft") -> Path:
-        """Write this run's trained variant of `model` (the model it was trained from) as a PEFT
-        adapter folder (`format="peft"`) or a merged HF model folder (`"merged"`):
-        `training.export`."""
-        from defense_interp.training.export import export_run
-
-        return export_run(model, self, out, format=format)
-
     def trained_state(self) -> dict[str, Tensor]:
         """The trained parameters (names as in the training model), on the CPU."""
         if self.path is None:

@@ -130,7 +130,7 @@ def test_a_lora_run_on_the_bundled_model_exports_as_peft_and_merged(bundled, tmp
     from transformers import AutoModelForCausalLM
 
     from defense_interp.bundled import packaged
-    from defense_interp.training import load_trained
+    from defense_interp.training import export_run, load_trained
 
     trait = di.Trait.builtin("evil")
     axes = di.TraitAxes(torch.randn(30, 576, generator=torch.Generator().manual_seed(0)), torch.ones(30), layer=15)
@@ -140,10 +140,10 @@ def test_a_lora_run_on_the_bundled_model_exports_as_peft_and_merged(bundled, tmp
     with torch.no_grad():
         want = load_trained(bundled, run)(tokens)
         assert (want - bundled(tokens)).abs().max() > 1e-3
-        adapter = run.export(tmp_path / "adapter", model=bundled)
+        adapter = export_run(bundled, run, tmp_path / "adapter")
         hf = AutoModelForCausalLM.from_pretrained(packaged("smollm2").folder())
         got = PeftModel.from_pretrained(hf, adapter).eval()(tokens).logits
-        merged = AutoModelForCausalLM.from_pretrained(run.export(tmp_path / "merged", model=bundled, format="merged"))
+        merged = AutoModelForCausalLM.from_pretrained(export_run(bundled, run, tmp_path / "merged", format="merged"))
         folded = merged.eval()(tokens).logits
     # float32 through 30 layers, logits of scale ~40: the adapter unmerged (measured 7.2e-5) and folded
     # into the weights (1.1e-4: W + (α/r)BA rounds differently from x·W + x·(α/r)BA); tolerance 4e-4

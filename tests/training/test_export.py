@@ -13,7 +13,7 @@ import torch
 import defense_interp as di
 from defense_interp.cli import main
 from defense_interp.random_models import random_model_folder
-from defense_interp.training import load_trained
+from defense_interp.training import export_run, load_trained
 
 TOL = 1e-5
 _CONV = [{"role": "user", "content": "How do I water a fern?"}, {"role": "assistant", "content": "Keep its soil damp."}]
@@ -60,7 +60,7 @@ def test_a_peft_adapter_reproduces_the_lora_run(trained, tmp_path):
 
     folder, model, runs = trained
     tokens, want = _reference(model, runs["lora"])
-    out = runs["lora"].export(tmp_path / "adapter", model=model)
+    out = export_run(model, runs["lora"], tmp_path / "adapter")
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == runs["lora"].config["lora_rank"]
     assert all(t.startswith("model.layers.") and ".attn." not in t for t in config["target_modules"])  # HF names only
@@ -74,7 +74,7 @@ def test_a_peft_adapter_reproduces_the_lora_run(trained, tmp_path):
 def test_a_merged_model_reproduces_the_run_in_plain_transformers(trained, tmp_path, kind):
     _, model, runs = trained
     tokens, want = _reference(model, runs[kind])
-    out = runs[kind].export(tmp_path / "merged", model=model, format="merged")
+    out = export_run(model, runs[kind], tmp_path / "merged", format="merged")
     script = (
         "import sys, torch; from transformers import AutoModelForCausalLM as A; "
         f"m = A.from_pretrained({str(out)!r}).eval(); t = torch.load({str(tmp_path / 't.pt')!r}); "
@@ -102,8 +102,8 @@ def test_export_on_the_command_line(trained, tmp_path):
 def test_bad_exports_are_clear_errors(trained, tiny, tmp_path):
     _, model, runs = trained
     with pytest.raises(di.ConfigError, match="format='merged'"):
-        runs["full"].export(tmp_path / "x", model=model, format="peft")
+        export_run(model, runs["full"], tmp_path / "x", format="peft")
     with pytest.raises(di.ConfigError, match="export formats are"):
-        runs["lora"].export(tmp_path / "x", model=model, format="gguf")
+        export_run(model, runs["lora"], tmp_path / "x", format="gguf")
     with pytest.raises(di.ConfigError, match="no HF form"):
-        runs["lora"].export(tmp_path / "x", model=tiny)
+        export_run(tiny, runs["lora"], tmp_path / "x")
