@@ -138,11 +138,15 @@ class TraitAxes:
         except KeyError as exc:
             raise RunError(f"{folder} is not a complete TraitAxes folder (missing {exc})") from exc
 
+    def _at_block_outputs(self, why: str) -> None:
+        """`ConfigError` unless these axes were read at the block outputs (`resid_post`)."""
+        if self.point != "resid_post":
+            raise ConfigError(f"{why} (resid_post); these axes are at {self.point}")
+
     def to_persona_vectors(self) -> Float[Tensor, "layer_plus_1 d_model"]:
         """persona_vectors layout: row 0 the embedding-level vector (zeros if unknown), row `k`
         the axis of block `k − 1`. Only defined for `point="resid_post"`."""
-        if self.point != "resid_post":
-            raise ConfigError("persona_vectors tensors hold block outputs; export needs point='resid_post'")
+        self._at_block_outputs("persona_vectors tensors hold block outputs")
         emb = self.embedding if self.embedding is not None else torch.zeros_like(self.vectors[0])
         return torch.cat([emb[None], self.vectors], 0)
 
@@ -181,15 +185,12 @@ class TraitAxes:
         axes back exactly. `model_hint` defaults to the model's name. Only for `point="resid_post"`."""
         from defense_interp.control_vector import write_control_vector
 
-        if self.point != "resid_post":
-            raise ConfigError(
-                f"llama.cpp adds control vectors to block outputs (resid_post); these axes are at {self.point}"
-            )
+        self._at_block_outputs("llama.cpp adds control vectors to block outputs")
         chosen = list(range(1, self.n_layers)) if layers is None else sorted(set(layers))
         if not chosen or not all(1 <= n < self.n_layers for n in chosen):
             raise ConfigError(f"control-vector layers must lie in 1..{self.n_layers - 1}, got {layers}")
         meta: dict[str, Any] = {**self._meta(), "n_layers": self.n_layers, "block0": self.vectors[0]}
-        meta |= {"cohens_d": self.cohens_d, "written_layers": chosen}
+        meta["cohens_d"] = self.cohens_d
         if len(chosen) < self.n_layers - 1:
             meta["vectors"] = self.vectors
         if self.embedding is not None:
@@ -242,10 +243,7 @@ class TraitAxes:
             raise ConfigError(
                 "to_steering_vector needs steering-vectors: pip install scikit-learn && pip install --no-deps steering-vectors"
             ) from exc
-        if self.point != "resid_post":
-            raise ConfigError(
-                f"steering-vectors steers decoder block outputs (resid_post); these axes are at {self.point}"
-            )
+        self._at_block_outputs("steering-vectors steers decoder block outputs")
         layers = [self.layer] if layer is None else [layer] if isinstance(layer, int) else list(layer)
         if not all(0 <= n < self.n_layers for n in layers):
             raise ConfigError(f"steering layers must lie in 0..{self.n_layers - 1}, got {layer}")

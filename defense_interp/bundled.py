@@ -162,7 +162,6 @@ def gguf_folder(gguf: Path, *, name: str, chat_template: str | None = None) -> P
     config = hf.config.to_dict()
     config.pop("quantization_config", None)
     config["_name_or_path"] = name
-    config["architectures"] = [type(hf).__name__]  # GGUF conversions leave it empty
     if chat_template and not getattr(tok, "chat_template", None):
         tok.chat_template = chat_template
     tied = {"lm_head.weight"} if config.get("tie_word_embeddings") else set()

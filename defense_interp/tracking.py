@@ -128,13 +128,12 @@ TRACKERS = ("tensorboard", "wandb")
 def make_tracker(kind: str, folder: str | Path, *, group: str) -> Tracker:
     """The `kind` backend ("tensorboard" or "wandb", offline) writing under `folder`; a clear error
     when its package is missing."""
-    module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(kind)
-    if module is None:
+    if kind not in TRACKERS:
         raise ConfigError(f"trackers are {TRACKERS}, got {kind!r}")
     import importlib.util
 
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"--track {kind} needs the {module} package: pip install 'defense-interp[{kind}]'")
+    if importlib.util.find_spec(kind) is None:  # each backend's package has its name
+        raise ConfigError(f"--track {kind} needs the {kind} package: pip install 'defense-interp[{kind}]'")
     return TensorBoardTracker(folder, group) if kind == "tensorboard" else WandbTracker(folder, group)
 
 

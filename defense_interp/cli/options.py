@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from defense_interp.errors import ConfigError
+from defense_interp.tracking import TRACKERS
 
 __all__ = [
     "DTYPES",
@@ -58,7 +59,7 @@ def executor_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--track",
-        choices=["tensorboard", "wandb"],
+        choices=TRACKERS,
         default=None,
         help="log every training run live to TensorBoard or W&B (offline) under OUT/tracking, then the findings and report",
     )
@@ -128,7 +129,6 @@ def print_plan(plan, model, examples, tcfg) -> None:
 
 
 def judge_spec(args: argparse.Namespace) -> dict[str, Any] | None:
-    from defense_interp.errors import ConfigError
     from defense_interp.judges import parse_judge
 
     if args.judge is None:

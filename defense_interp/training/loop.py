@@ -208,7 +208,7 @@ def _step_metrics(session: Session, run: RunInputs, loss: float) -> dict[str, fl
     if run.axes.layer not in layers:
         return {"loss": loss}
     i = layers.index(run.axes.layer)
-    return {"loss": loss, **{k: float(last[k][i]) for k in (*STAT_KEYS, "projection") if k in last}}
+    return {"loss": loss, **{k: float(last[k][i]) for k in (*STAT_KEYS, "projection")}}
 
 
 def _steps(
