@@ -5,7 +5,7 @@ harmless *selection* split (substring rule, greedy, the study's `sweep_new_token
 requests and answering harmless ones is visible. The study's own code trains each variant
 (`refusal.tasks.condition`: SSFT, AT and LAT with the preset's ε rule) on its data and splits.
 
-    python benchmarks/refusal_curves.py [--variants ssft at lat] [--steps 48] [--lr 1e-3] [--seed 0] [--model ...]
+    python benchmarks/refusal_curves.py [--variants ssft at lat] [--steps 48] [--lr 1e-3] [--batch-size 4] [--seed 0] [--model ...]
 """
 
 from __future__ import annotations
@@ -34,12 +34,14 @@ def main() -> None:
     ap.add_argument("--preset", default="full", choices=sorted(REFUSAL_PRESETS))
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's cap)")
     ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
+    ap.add_argument("--batch-size", type=int, default=None, help="conversations per step (default: the preset's)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     model = load(args)
     cfg = REFUSAL_PRESETS[args.preset]
     cfg = replace(
-        cfg, seed=args.seed, steps=args.steps or cfg.steps, lr=args.lr or cfg.lr, match_target=None, harmless_bound=None
+        cfg, seed=args.seed, steps=args.steps or cfg.steps, lr=args.lr or cfg.lr,
+        batch_size=args.batch_size or cfg.batch_size, match_target=None, harmless_bound=None
     )
     data = RefusalData.builtin()
     harmful, harmless = data.splits(cfg.splits, seed=cfg.seed)[1]

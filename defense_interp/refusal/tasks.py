@@ -42,6 +42,7 @@ RUNS_DIR = "runs"
 ANALYSIS_DIR = "analysis"
 TRANSFER_DIR = "transfer"
 JUDGED_FILE = "judged_refusals.json"
+MATCHING_SUFFIX = "-matching.json"  # a variant's matching checks while it trains
 
 
 def _model(ctx: TaskContext, run: str | None) -> Any:
@@ -94,14 +95,21 @@ def train_variant(ctx: TaskContext, *, label: str, data: dict[str, Any], config:
         seed=cfg.seed,
         max_length=cfg.max_length,
         check_every=cfg.check_every,
+        checkpoint_every=cfg.check_every,
     )
-    checks: list[dict[str, float]] = []
+    # each check is kept on disk as it is made, so a run resumed from its checkpoint keeps the
+    # checks before it (a resumed run repeats the steps after the checkpoint exactly)
+    log_path = ctx.folder / RUNS_DIR / f"{label}{MATCHING_SUFFIX}"
+    logged = read_json(log_path) if log_path.exists() else {"config": None}
+    same = logged["config"] is not None and RefusalStudyConfig.from_dict(logged["config"]) == cfg
+    checks = {c["step"]: c for c in logged["checks"]} if same else {}
 
     def reached(model: Model, step: int) -> bool:
         check = {"step": step, "refusal": refusal_rate(model, sel_h, max_new_tokens=tokens, progress=False).rate.mean}
         if cfg.harmless_bound is not None:
             check["harmless"] = refusal_rate(model, sel_s, max_new_tokens=tokens, progress=False).rate.mean
-        checks.append(check)
+        checks[step] = check
+        write_json(log_path, {"config": cfg.to_dict(), "checks": [checks[s] for s in sorted(checks)]})
         return cfg.match_target is not None and matched(check, cfg.match_target, cfg.harmless_bound)
 
     sel_h, sel_s = _sets(data, cfg)[1]
@@ -119,8 +127,9 @@ def train_variant(ctx: TaskContext, *, label: str, data: dict[str, Any], config:
         until=reached if cfg.match_target is not None else None,
     )
     if cfg.match_target is not None:  # the refusal at each check, beside the run's own record
-        run.provenance["matching"] = checks
+        run.provenance["matching"] = [checks[s] for s in sorted(checks)]
         run.save(ctx.folder / RUNS_DIR / label)
+        log_path.unlink(missing_ok=True)
 
 
 def variant_done(folder: Path, *, label: str, **_: Any) -> bool:
