@@ -5,7 +5,8 @@ harmless *selection* split (substring rule, greedy, the study's `sweep_new_token
 requests and answering harmless ones is visible. The study's own code trains each variant
 (`refusal.tasks.condition`: SSFT, AT and LAT with the preset's ε rule) on its data and splits.
 
-    python benchmarks/refusal_curves.py [--variants ssft at lat] [--steps 48] [--lr 1e-3] [--batch-size 4] [--seed 0] [--model ...]
+    python benchmarks/refusal_curves.py [--variants ssft at lat] [--steps 48] [--lr 1e-3] [--batch-size 4]
+                                        [--seed 0] [--model ...]
 """
 
 from __future__ import annotations
@@ -40,8 +41,13 @@ def main() -> None:
     model = load(args)
     cfg = REFUSAL_PRESETS[args.preset]
     cfg = replace(
-        cfg, seed=args.seed, steps=args.steps or cfg.steps, lr=args.lr or cfg.lr,
-        batch_size=args.batch_size or cfg.batch_size, match_target=None, harmless_bound=None
+        cfg,
+        seed=args.seed,
+        steps=args.steps or cfg.steps,
+        lr=args.lr or cfg.lr,
+        batch_size=args.batch_size or cfg.batch_size,
+        match_target=None,
+        harmless_bound=None,
     )
     data = RefusalData.builtin()
     harmful, harmless = data.splits(cfg.splits, seed=cfg.seed)[1]
