@@ -6,7 +6,9 @@ requests and answering harmless ones is visible. The study's own code trains eac
 (`refusal.tasks.condition`: SSFT, AT and LAT with the preset's ε rule) on its data and splits.
 
     python benchmarks/refusal_curves.py [--variants ssft at lat] [--steps 48] [--lr 1e-3] [--batch-size 4]
-                                        [--seed 0] [--model ...]
+                                        [--seed 0] [--extra-train FILE.jsonl ...] [--model ...]
+
+`--extra-train` adds chat JSONL conversations to the bundled training data (a pilot of more data).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from _setup import emit, load, model_args
 
 from defense_interp.axes import TraitAxes
+from defense_interp.data.loaders import load_chat_jsonl
 from defense_interp.data.refusal import RefusalData
 from defense_interp.refusal import REFUSAL_PRESETS
 from defense_interp.refusal.attack import refusal_rate
@@ -37,6 +40,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     ap.add_argument("--batch-size", type=int, default=None, help="conversations per step (default: the preset's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--extra-train", nargs="+", default=[], help="chat JSONL files added to the training data")
     args = ap.parse_args()
     model = load(args)
     cfg = REFUSAL_PRESETS[args.preset]
@@ -50,6 +54,7 @@ def main() -> None:
         harmless_bound=None,
     )
     data = RefusalData.builtin()
+    data = replace(data, train=data.train + tuple(c for f in args.extra_train for c in load_chat_jsonl(f)))
     harmful, harmless = data.splits(cfg.splits, seed=cfg.seed)[1]
     tcfg = TrainConfig(
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_length=cfg.max_length,
@@ -85,6 +90,7 @@ def main() -> None:
             f"({len(harmful)} each) every {cfg.check_every} steps",
             "config": cfg.to_dict(),
             "train_conversations": len(data.train),
+            "extra_train": args.extra_train,
             "curves": curves,
         }
     )
