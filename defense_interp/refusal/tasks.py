@@ -100,9 +100,9 @@ def train_variant(ctx: TaskContext, *, label: str, data: dict[str, Any], config:
     # each check is kept on disk as it is made, so a run resumed from its checkpoint keeps the
     # checks before it (a resumed run repeats the steps after the checkpoint exactly)
     log_path = ctx.folder / RUNS_DIR / f"{label}{MATCHING_SUFFIX}"
-    logged = read_json(log_path) if log_path.exists() else {"config": None}
-    same = logged["config"] is not None and RefusalStudyConfig.from_dict(logged["config"]) == cfg
-    checks = {c["step"]: c for c in logged["checks"]} if same else {}
+    logged: dict[str, Any] = read_json(log_path) if log_path.exists() else {}
+    same = "config" in logged and RefusalStudyConfig.from_dict(logged["config"]) == cfg
+    checks: dict[int, dict[str, float]] = {c["step"]: c for c in logged["checks"]} if same else {}
 
     def reached(model: Model, step: int) -> bool:
         check = {"step": step, "refusal": refusal_rate(model, sel_h, max_new_tokens=tokens, progress=False).rate.mean}
