@@ -172,12 +172,17 @@ def _precondition(studies: Sequence[Seed], target: float, bound: float | None) -
             harmless = s.harmless_rates[m].rate.mean
             if rate >= target and (bound is None or harmless <= bound):
                 continue
-            checks = s.runs[m].provenance.get("matching") if m in s.runs else None
-            stop = ""
+            provenance = s.runs[m].provenance if m in s.runs else {}
+            checks, stop = provenance.get("matching"), ""
             if checks:
                 last = checks[-1]
                 rates = f"{last['refusal']:.0%}" + (f" / {last['harmless']:.0%}" if "harmless" in last else "")
-                stop = f"; training stopped at step {last['step']} refusing {rates} of the selection split"
+                stop = (
+                    f"; training stopped at step {last['step']} refusing {rates} of the selection split"
+                    if provenance.get("stopped_at") is not None
+                    else f"; training ran to the cap of {s.config.steps} steps, its last check (step {last['step']}) "
+                    f"refusing {rates} of the selection split"
+                )
             misses.append(
                 f"{m.upper()} refuses {rate:.0%} of the harmful and {harmless:.0%} of the harmless attack prompts "
                 f"(seed {s.config.seed}{stop}{_judged(s, m)})"
