@@ -8,7 +8,8 @@ requests and answering harmless ones is visible. The study's own code trains eac
     python benchmarks/refusal_curves.py [--variants ssft at lat] [--steps 48] [--lr 1e-3] [--batch-size 4]
                                         [--seed 0] [--extra-train FILE.jsonl ...] [--model ...]
 
-`--extra-train` adds chat JSONL conversations to the bundled training data (a pilot of more data).
+`--extra-train` adds chat JSONL conversations to the bundled training data (a pilot of more data;
+`data/refusal_near_miss.jsonl`: 128 harmless requests that share a harmful request's words).
 """
 
 from __future__ import annotations
