@@ -127,7 +127,8 @@ def train_variant(ctx: TaskContext, *, label: str, data: dict[str, Any], config:
         until=reached if cfg.match_target is not None else None,
     )
     if cfg.match_target is not None:  # the refusal at each check, beside the run's own record
-        run.provenance["matching"] = [checks[s] for s in sorted(checks)]
+        # a check logged by an earlier try beyond where this run stopped is not this run's
+        run.provenance["matching"] = [checks[s] for s in sorted(checks) if s <= len(run.losses)]
         run.save(ctx.folder / RUNS_DIR / label)
         log_path.unlink(missing_ok=True)
 

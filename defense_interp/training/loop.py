@@ -40,7 +40,6 @@ from defense_interp.io import content_hash
 from defense_interp.metrics.stats import Estimate
 from defense_interp.models import model_identity
 from defense_interp.provenance import __version__, package_versions
-from defense_interp.tracking import Tracker
 from defense_interp.training.checkpoint import clear_checkpoint, load_checkpoint, save_checkpoint
 from defense_interp.training.conditions import Condition
 from defense_interp.training.config import TrainConfig
@@ -102,7 +101,7 @@ def train(
     until: Callable[[Model, int], bool] | None = None,
     resume: bool = False,
     progress: bool = True,
-    tracker: Tracker | None = None,
+    tracker: tracking.Tracker | None = None,
 ) -> Run:
     """Fine-tune a copy of `model` on `data` under `condition` (default Baseline) and return the
     `Run`, written to `out` if given. With a `Trait` as `data`, its training conversations are
@@ -220,7 +219,7 @@ def _steps(
     progress: bool,
     probe_convs: list[Conversation],
     state: tuple[Expression | None, dict[str, Estimate], dict[str, Any]],
-    tracker: Tracker | None = None,
+    tracker: tracking.Tracker | None = None,
 ) -> int | None:
     """The training steps from `first` on, with probes (on `probe_convs`), the `until` checks and
     checkpoints (of `state`: the measurements before training and the fingerprint); returns the
