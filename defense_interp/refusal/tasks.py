@@ -104,13 +104,17 @@ def train_variant(ctx: TaskContext, *, label: str, data: dict[str, Any], config:
     same = "config" in logged and RefusalStudyConfig.from_dict(logged["config"]) == cfg
     checks: dict[int, dict[str, float]] = {c["step"]: c for c in logged["checks"]} if same else {}
 
+    target = 1.0 if cfg.match_target is None else cfg.match_target  # `reached` runs only with a target
+
     def reached(model: Model, step: int) -> bool:
         check = {"step": step, "refusal": refusal_rate(model, sel_h, max_new_tokens=tokens, progress=False).rate.mean}
-        if cfg.harmless_bound is not None:
+        # the harmless rate decides the stop rule only where the harmful one reaches the target,
+        # so it is measured only there (the full curves: benchmarks/refusal_curves.py)
+        if cfg.harmless_bound is not None and check["refusal"] >= target:
             check["harmless"] = refusal_rate(model, sel_s, max_new_tokens=tokens, progress=False).rate.mean
         checks[step] = check
         write_json(log_path, {"config": cfg.to_dict(), "checks": [checks[s] for s in sorted(checks)]})
-        return cfg.match_target is not None and matched(check, cfg.match_target, cfg.harmless_bound)
+        return matched(check, target, cfg.harmless_bound)
 
     sel_h, sel_s = _sets(data, cfg)[1]
     tokens = cfg.sweep_new_tokens

@@ -223,7 +223,8 @@ def test_tiny_full_preset_runs_end_to_end(tmp_path):
     # matched training: each variant checked on the selection split every 4 steps, up to the cap of 8
     run = json.loads((out / "seed1" / "runs" / "lat" / "run.json").read_text())
     assert [c["step"] for c in run["provenance"]["matching"]] == [4]
-    assert set(run["provenance"]["matching"][0]) == {"step", "refusal", "harmless"}  # both rates: the curves
+    # the harmless rate is measured where it decides the stop rule: at checks reaching the harmful target
+    assert all(("harmless" in c) == (c["refusal"] >= 0.8) for c in run["provenance"]["matching"])
     stopped = run["provenance"]["stopped_at"]
     assert (stopped is None and len(run["losses"]) == 8) or (stopped == 4 and len(run["losses"]) == 4)
 
