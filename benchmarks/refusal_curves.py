@@ -6,10 +6,12 @@ requests and answering harmless ones is visible. The study's own code trains eac
 (`refusal.tasks.condition`: SSFT, AT and LAT with the preset's ε rule) on its data and splits.
 
     python benchmarks/refusal_curves.py [--variants ssft at lat] [--steps 48] [--lr 1e-3] [--batch-size 4]
-                                        [--seed 0] [--extra-train FILE.jsonl ...] [--model ...]
+                                        [--lr-schedule constant|linear|cosine] [--seed 0]
+                                        [--extra-train FILE.jsonl ...] [--model ...]
 
 `--extra-train` adds chat JSONL conversations to the bundled training data (a pilot of more data;
-`data/refusal_near_miss.jsonl`: 128 harmless requests that share a harmful request's words).
+`data/refusal_near_miss.jsonl`: 128 harmless requests that share a harmful request's words);
+`--lr-schedule` decays the learning rate over the steps (`TrainConfig.lr_schedule`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from defense_interp.refusal import REFUSAL_PRESETS
 from defense_interp.refusal.attack import refusal_rate
 from defense_interp.refusal.tasks import condition
 from defense_interp.training import TrainConfig, load_trained, train
+from defense_interp.training.config import LR_SCHEDULES
 
 
 def main() -> None:
@@ -40,6 +43,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's cap)")
     ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     ap.add_argument("--batch-size", type=int, default=None, help="conversations per step (default: the preset's)")
+    ap.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES, help="learning rate over the steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra-train", nargs="+", default=[], help="chat JSONL files added to the training data")
     args = ap.parse_args()
@@ -59,7 +63,7 @@ def main() -> None:
     harmful, harmless = data.splits(cfg.splits, seed=cfg.seed)[1]
     tcfg = TrainConfig(
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_length=cfg.max_length,
-        check_every=cfg.check_every,
+        check_every=cfg.check_every, lr_schedule=args.lr_schedule,
     )  # fmt: skip
     # train() records gradient statistics along an axis; the curves use none, so any axis will do
     n, d = int(model.cfg.n_layers), int(model.cfg.d_model)
@@ -90,6 +94,7 @@ def main() -> None:
             "what": "refusal rate (substring rule, greedy) on the selection split's harmful and harmless prompts "
             f"({len(harmful)} each) every {cfg.check_every} steps",
             "config": cfg.to_dict(),
+            "lr_schedule": args.lr_schedule,
             "train_conversations": len(data.train),
             "extra_train": args.extra_train,
             "curves": curves,

@@ -1,21 +1,33 @@
-"""Training hyper-parameters."""
+"""Training hyper-parameters, and the learning rate at each step (`TrainConfig.lr_at`).
+
+At step `t` of `T` (0-based, the `t`-th update) the learning rate is
+
+| `lr_schedule` | learning rate                                  |
+|---------------|------------------------------------------------|
+| `constant`    | `lr`                                           |
+| `linear`      | `lr · (1 − t / T)`: `lr` at the first update, `lr / T` at the last |
+| `cosine`      | `lr · (1 + cos(π t / T)) / 2`                   |
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from defense_interp.errors import ConfigError
 from defense_interp.io import from_json_fields, json_fields
 
-__all__ = ["TrainConfig"]
+__all__ = ["LR_SCHEDULES", "TrainConfig"]
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Training hyper-parameters. `lr` applies to the LoRA adapters (or all weights with
-    `lora=False`, where a smaller value such as 2e-5 is usual). `check_every`: how often (in steps)
-    `train(until=...)` asks whether to stop."""
+    `lora=False`, where a smaller value such as 2e-5 is usual), following `lr_schedule` (module
+    docstring). `check_every`: how often (in steps) `train(until=...)` asks whether to stop."""
 
     steps: int = 30
     batch_size: int = 4
@@ -33,10 +45,25 @@ class TrainConfig:
     probe_steps: tuple[int, ...] = ()
     checkpoint_every: int = 10
     check_every: int = 8
+    lr_schedule: str = "constant"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe (tuples as lists): what a run records as its config."""
-        return json_fields(self)
+        """JSON-safe (tuples as lists): what a run records as its config (a constant learning rate's
+        record is what it was before schedules existed: no `lr_schedule` key)."""
+        record = json_fields(self)
+        if self.lr_schedule == "constant":
+            del record["lr_schedule"]
+        return record
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of update `step` (0-based) of `steps` (module docstring)."""
+        if not 0 <= step < self.steps:
+            raise ConfigError(f"step {step} is outside a run of {self.steps} steps")
+        if self.lr_schedule == "linear":
+            return self.lr * (1 - step / self.steps)
+        if self.lr_schedule == "cosine":
+            return self.lr * (1 + math.cos(math.pi * step / self.steps)) / 2
+        return self.lr
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> TrainConfig:
@@ -53,6 +80,8 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig.{key} must be at least 1, got {getattr(self, key)}")
         if not self.lr > 0:
             raise ConfigError(f"TrainConfig.lr must be positive, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         object.__setattr__(self, "probe_steps", tuple(sorted({int(s) for s in self.probe_steps})))
         bad = [s for s in self.probe_steps if not 0 <= s <= self.steps]
         if bad:

@@ -176,6 +176,8 @@ class Session:
         cap.end_step()
         self._stop_if_non_finite(loss, step, run.name, out)
         torch.nn.utils.clip_grad_norm_([p for _, p in self.trainable], cfg.grad_clip)
+        for group in self.opt.param_groups:
+            group["lr"] = cfg.lr_at(step)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.losses.append(float(loss.detach()))
