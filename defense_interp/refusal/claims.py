@@ -176,12 +176,16 @@ def _precondition(studies: Sequence[Seed], target: float, bound: float | None) -
             checks, stop = provenance.get("matching"), ""
             if checks:
                 last = checks[-1]
-                rates = f"{last['refusal']:.0%}" + (f" / {last['harmless']:.0%}" if "harmless" in last else "")
+                rates = (  # a check measures the harmless rate only where the harmful one reaches the target
+                    f"{last['refusal']:.0%} / {last['harmless']:.0%} of the selection split"
+                    if "harmless" in last
+                    else f"{last['refusal']:.0%} of the harmful selection prompts"
+                )
                 stop = (
-                    f"; training stopped at step {last['step']} refusing {rates} of the selection split"
+                    f"; training stopped at step {last['step']} refusing {rates}"
                     if provenance.get("stopped_at") is not None
                     else f"; training ran to the cap of {s.config.steps} steps, its last check (step {last['step']}) "
-                    f"refusing {rates} of the selection split"
+                    f"refusing {rates}"
                 )
             misses.append(
                 f"{m.upper()} refuses {rate:.0%} of the harmful and {harmless:.0%} of the harmless attack prompts "

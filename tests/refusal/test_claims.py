@@ -166,6 +166,10 @@ def test_r3_to_r5_fail_their_precondition_when_a_variant_refuses_harmless_prompt
         "48 steps, its last check (step 44) refusing 90% / 50% of the selection split)" in note
     )
     assert "seed 0" not in note and "SSFT" not in note
+    # a check below the harmful target did not measure the harmless rate: the note says which rate it gives
+    studies[1].runs["lat"].provenance = {"matching": [{"step": 44, "refusal": 0.5}], "stopped_at": None}
+    note = assess_refusal(studies).findings[4].tests[-1].note
+    assert "its last check (step 44) refusing 50% of the harmful selection prompts)" in note
     assert findings[2].tests[-1].prediction == "harmful ≥ 0.8, harmless ≤ 0.25"
     assert verdicts(studies, bound=0.6)[2:] == ["reproduced"] * 3  # the bound is an option
     assert verdicts(studies, bound=None)[2:] == ["reproduced"] * 3
