@@ -6,12 +6,13 @@ requests and answering harmless ones is visible. The study's own code trains eac
 (`refusal.tasks.condition`: SSFT, AT and LAT with the preset's ε rule) on its data and splits.
 
     python benchmarks/refusal_curves.py [--variants ssft at lat] [--steps 48] [--lr 1e-3] [--batch-size 4]
-                                        [--lr-schedule constant|linear|cosine] [--seed 0]
+                                        [--lr-schedule constant|linear|cosine] [--full-fine-tuning] [--seed 0]
                                         [--extra-train FILE.jsonl ...] [--model ...]
 
 `--extra-train` adds chat JSONL conversations to the bundled training data (a pilot of more data;
 `data/refusal_near_miss.jsonl`: 128 harmless requests that share a harmful request's words);
-`--lr-schedule` decays the learning rate over the steps (`TrainConfig.lr_schedule`).
+`--lr-schedule` decays the learning rate over the steps (`TrainConfig.lr_schedule`);
+`--full-fine-tuning` trains every weight instead of rank-8 LoRA adapters (give a smaller `--lr`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     ap.add_argument("--batch-size", type=int, default=None, help="conversations per step (default: the preset's)")
     ap.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES, help="learning rate over the steps")
+    ap.add_argument("--full-fine-tuning", action="store_true", help="train every weight, not LoRA adapters")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra-train", nargs="+", default=[], help="chat JSONL files added to the training data")
     args = ap.parse_args()
@@ -63,7 +65,7 @@ def main() -> None:
     harmful, harmless = data.splits(cfg.splits, seed=cfg.seed)[1]
     tcfg = TrainConfig(
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_length=cfg.max_length,
-        check_every=cfg.check_every, lr_schedule=args.lr_schedule,
+        check_every=cfg.check_every, lr_schedule=args.lr_schedule, lora=not args.full_fine_tuning,
     )  # fmt: skip
     # train() records gradient statistics along an axis; the curves use none, so any axis will do
     n, d = int(model.cfg.n_layers), int(model.cfg.d_model)
@@ -95,6 +97,7 @@ def main() -> None:
             f"({len(harmful)} each) every {cfg.check_every} steps",
             "config": cfg.to_dict(),
             "lr_schedule": args.lr_schedule,
+            "lora": not args.full_fine_tuning,
             "train_conversations": len(data.train),
             "extra_train": args.extra_train,
             "curves": curves,
