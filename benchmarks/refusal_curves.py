@@ -7,12 +7,18 @@ requests and answering harmless ones is visible. The study's own code trains eac
 
     python benchmarks/refusal_curves.py [--variants ssft at lat] [--steps 48] [--lr 1e-3] [--batch-size 4]
                                         [--lr-schedule constant|linear|cosine] [--full-fine-tuning] [--seed 0]
-                                        [--extra-train FILE.jsonl ...] [--model ...]
+                                        [--extra-train FILE.jsonl ...] [--harmless-repeats K]
+                                        [--epsilon-fraction F] [--lat-layer L] [--model ...]
 
 `--extra-train` adds chat JSONL conversations to the bundled training data (a pilot of more data;
 `data/refusal_near_miss.jsonl`: 128 harmless requests that share a harmful request's words);
 `--lr-schedule` decays the learning rate over the steps (`TrainConfig.lr_schedule`);
-`--full-fine-tuning` trains every weight instead of rank-8 LoRA adapters (give a smaller `--lr`).
+`--full-fine-tuning` trains every weight instead of rank-8 LoRA adapters (give a smaller `--lr`);
+`--harmless-repeats K` puts each complying (harmless) training conversation K times in the training
+data, so the harmless half's share of the draws — its weight in the expected loss — grows from
+256/320 to 256K/(64 + 256K) on the bundled data (the halves are told apart by the study's substring
+rule on the training answer, which matches the files' labels there); `--epsilon-fraction` and
+`--lat-layer` replace the preset's ε rule fraction and LAT's layer.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from defense_interp.data.loaders import load_chat_jsonl
 from defense_interp.data.refusal import RefusalData
 from defense_interp.refusal import REFUSAL_PRESETS
 from defense_interp.refusal.attack import refusal_rate
+from defense_interp.refusal.judges import is_refusal
 from defense_interp.refusal.tasks import condition
 from defense_interp.training import TrainConfig, load_trained, train
 from defense_interp.training.config import LR_SCHEDULES
@@ -48,6 +55,9 @@ def main() -> None:
     ap.add_argument("--full-fine-tuning", action="store_true", help="train every weight, not LoRA adapters")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra-train", nargs="+", default=[], help="chat JSONL files added to the training data")
+    ap.add_argument("--harmless-repeats", type=int, default=1, help="copies of each complying training conversation")
+    ap.add_argument("--epsilon-fraction", type=float, default=None, help="AT's and LAT's ε rule fraction")
+    ap.add_argument("--lat-layer", type=int, default=None, help="LAT's perturbed layer (default: the preset's)")
     args = ap.parse_args()
     model = load(args)
     cfg = REFUSAL_PRESETS[args.preset]
@@ -59,9 +69,15 @@ def main() -> None:
         batch_size=args.batch_size or cfg.batch_size,
         match_target=None,
         harmless_bound=None,
+        epsilon_fraction=args.epsilon_fraction or cfg.epsilon_fraction,
+        lat_layer=cfg.lat_layer if args.lat_layer is None else args.lat_layer,
     )
+    if args.harmless_repeats < 1:
+        ap.error("--harmless-repeats must be at least 1")
     data = RefusalData.builtin()
-    data = replace(data, train=data.train + tuple(c for f in args.extra_train for c in load_chat_jsonl(f)))
+    convs = data.train + tuple(c for f in args.extra_train for c in load_chat_jsonl(f))
+    complying = tuple(c for c in convs if not is_refusal(c[-1]["content"]))
+    data = replace(data, train=convs + complying * (args.harmless_repeats - 1))  # K = 1: the data as it is
     harmful, harmless = data.splits(cfg.splits, seed=cfg.seed)[1]
     tcfg = TrainConfig(
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_length=cfg.max_length,
@@ -99,6 +115,8 @@ def main() -> None:
             "lr_schedule": args.lr_schedule,
             "lora": not args.full_fine_tuning,
             "train_conversations": len(data.train),
+            "refusing_train_conversations": len(convs) - len(complying),
+            "harmless_repeats": args.harmless_repeats,
             "extra_train": args.extra_train,
             "curves": curves,
         }
