@@ -7,7 +7,7 @@ requests and answering harmless ones is visible. The study's own code trains eac
 
     python benchmarks/refusal_curves.py [--variants ssft at lat] [--steps 48] [--lr 1e-3] [--batch-size 4]
                                         [--lr-schedule constant|linear|cosine] [--full-fine-tuning] [--seed 0]
-                                        [--extra-train FILE.jsonl ...] [--harmless-repeats K]
+                                        [--extra-train FILE.jsonl ...] [--harmless-repeats K] [--comply-prefix TEXT]
                                         [--epsilon-fraction F] [--lat-layer L] [--model ...]
 
 `--extra-train` adds chat JSONL conversations to the bundled training data (a pilot of more data;
@@ -17,7 +17,8 @@ requests and answering harmless ones is visible. The study's own code trains eac
 `--harmless-repeats K` puts each complying (harmless) training conversation K times in the training
 data, so the harmless half's share of the draws — its weight in the expected loss — grows from
 256/320 to 256K/(64 + 256K) on the bundled data (the halves are told apart by the study's substring
-rule on the training answer, which matches the files' labels there); `--epsilon-fraction` and
+rule on the training answer, which matches the files' labels there); `--comply-prefix` puts the same
+opening ("Sure! ") before every complying answer; `--epsilon-fraction` and
 `--lat-layer` replace the preset's ε rule fraction and LAT's layer.
 """
 
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra-train", nargs="+", default=[], help="chat JSONL files added to the training data")
     ap.add_argument("--harmless-repeats", type=int, default=1, help="copies of each complying training conversation")
+    ap.add_argument("--comply-prefix", default="", help="text put before every complying training answer")
     ap.add_argument("--epsilon-fraction", type=float, default=None, help="AT's and LAT's ε rule fraction")
     ap.add_argument("--lat-layer", type=int, default=None, help="LAT's perturbed layer (default: the preset's)")
     args = ap.parse_args()
@@ -76,6 +78,13 @@ def main() -> None:
         ap.error("--harmless-repeats must be at least 1")
     data = RefusalData.builtin()
     convs = data.train + tuple(c for f in args.extra_train for c in load_chat_jsonl(f))
+    if args.comply_prefix:  # the same opening for every complying answer
+        convs = tuple(
+            c
+            if is_refusal(c[-1]["content"])
+            else [*c[:-1], {**c[-1], "content": args.comply_prefix + c[-1]["content"]}]
+            for c in convs
+        )
     complying = tuple(c for c in convs if not is_refusal(c[-1]["content"]))
     data = replace(data, train=convs + complying * (args.harmless_repeats - 1))  # K = 1: the data as it is
     harmful, harmless = data.splits(cfg.splits, seed=cfg.seed)[1]
@@ -117,6 +126,7 @@ def main() -> None:
             "train_conversations": len(data.train),
             "refusing_train_conversations": len(convs) - len(complying),
             "harmless_repeats": args.harmless_repeats,
+            "comply_prefix": args.comply_prefix,
             "extra_train": args.extra_train,
             "curves": curves,
         }
