@@ -15,11 +15,11 @@ requests and answering harmless ones is visible. The study's own code trains eac
 `--lr-schedule` decays the learning rate over the steps (`TrainConfig.lr_schedule`);
 `--full-fine-tuning` trains every weight instead of rank-8 LoRA adapters (give a smaller `--lr`);
 `--harmless-repeats K` puts each complying (harmless) training conversation K times in the training
-data, so the harmless half's share of the draws — its weight in the expected loss — grows from
-256/320 to 256K/(64 + 256K) on the bundled data (the halves are told apart by the study's substring
-rule on the training answer, which matches the files' labels there); `--comply-prefix` puts the same
-opening ("Sure! ") before every complying answer; `--epsilon-fraction` and
-`--lat-layer` replace the preset's ε rule fraction and LAT's layer.
+data, so the harmless half's share of the draws — its weight in the expected loss, up to each
+batch's token normalisation — grows from 256/320 to 256K/(64 + 256K) on the bundled data (the halves
+are told apart by the study's substring rule on the training answer, which matches the files' labels
+there); `--comply-prefix` puts the same opening ("Sure! ") before every complying answer;
+`--epsilon-fraction` and `--lat-layer` replace the preset's ε rule fraction and LAT's layer.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def main() -> None:
         batch_size=args.batch_size or cfg.batch_size,
         match_target=None,
         harmless_bound=None,
-        epsilon_fraction=args.epsilon_fraction or cfg.epsilon_fraction,
+        epsilon_fraction=cfg.epsilon_fraction if args.epsilon_fraction is None else args.epsilon_fraction,
         lat_layer=cfg.lat_layer if args.lat_layer is None else args.lat_layer,
     )
     if args.harmless_repeats < 1:
