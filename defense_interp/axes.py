@@ -66,6 +66,10 @@ class TraitAxes:
             raise ConfigError("TraitAxes needs vectors [n_layers, d_model] and cohens_d [n_layers]")
         if not 0 <= self.layer < self.vectors.shape[0]:
             raise ConfigError(f"chosen layer {self.layer} is outside 0..{self.vectors.shape[0] - 1}")
+        for key in ("vectors", "cohens_d", "embedding"):  # kept on the CPU in float32, whatever was given
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, value.detach().to("cpu", torch.float32))
 
     @property
     def n_layers(self) -> int:

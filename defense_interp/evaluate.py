@@ -112,7 +112,7 @@ def projection_score(
         desc="eval: activations",
         progress=progress,
     )
-    proj = means[:, 0] @ axes.unit(layer)
+    proj = means[:, 0] @ axes.unit(layer).to(means.device, means.dtype)
     return Expression({"projection": mean_ci(proj, over="eval questions", keep=True)}, answers)
 
 

@@ -73,3 +73,12 @@ def test_prompt_variants_differ_and_bad_variant_is_rejected(tiny):
     assert a.variant == "prompt_last" and torch.allclose(a.vectors, torch.zeros_like(a.vectors), atol=1e-5)
     with pytest.raises(di.ConfigError, match="variant"):
         axes_from_conversations(tiny, CONVS, neg, variant="bogus")
+
+
+def test_axes_keep_their_vectors_on_the_cpu_in_float32():
+    """Axes built from float64 or bfloat16 tensors (e.g. persona_vectors files) meet CPU float32 means."""
+    vectors = torch.randn(4, 8, dtype=torch.float64)
+    axes = di.TraitAxes(vectors, torch.ones(4, dtype=torch.bfloat16), layer=1, embedding=torch.ones(8).half())
+    assert {axes.vectors.dtype, axes.cohens_d.dtype, axes.embedding.dtype} == {torch.float32}
+    assert axes.vectors.device.type == "cpu"
+    assert torch.allclose(axes.vectors, vectors.float())

@@ -23,6 +23,7 @@ from defense_interp.data.chat import ChatBatch
 from defense_interp.errors import ConfigError
 from defense_interp.interventions.hooks import hook_names, hooked, on_device
 from defense_interp.metrics.loss import response_token_loss
+from defense_interp.models import model_device
 from defense_interp.types import Model, check_finite
 
 __all__ = ["adversarial_perturbation", "perturb"]
@@ -58,7 +59,8 @@ def adversarial_perturbation(
     if check_finite(epsilon, "the adversary's epsilon") <= 0 or steps < 1:
         raise ConfigError(f"an adversary needs a finite epsilon > 0 and steps ≥ 1, got {epsilon} and {steps}")
     eta = 2.5 * epsilon / steps if step_size is None else float(step_size)
-    dev = batch.tokens.device
+    dev = model_device(model)
+    batch = batch.to(dev)
     where = (batch.attention_mask.bool() & ~batch.response_mask).to(dev)[..., None].float()
     delta = torch.zeros(*batch.tokens.shape, int(model.cfg.d_model), device=dev, requires_grad=True)
     for _ in range(int(steps)):

@@ -15,7 +15,7 @@ from defense_interp.errors import ConfigError
 from defense_interp.judges.api import OpenAIJudge
 from defense_interp.judges.base import PromptJudge
 from defense_interp.judges.local import LocalJudge
-from defense_interp.models import load_model
+from defense_interp.models import load_model, model_device
 from defense_interp.types import Model
 
 __all__ = ["build_judge", "parse_judge"]
@@ -41,7 +41,7 @@ def build_judge(spec: dict[str, Any], model: Model, prompt: str, *, cache: str |
     kind = spec.get("kind")
     if kind == "local":
         if spec.get("model"):
-            model = load_model(spec["model"])
+            model = load_model(spec["model"], device=model_device(model), dtype=next(model.parameters()).dtype)
         return LocalJudge(model, prompt, cache=cache)
     if kind == "openai":
         return OpenAIJudge(prompt, spec["model"], base_url=spec.get("base_url"), cache=cache)

@@ -12,7 +12,11 @@ teach the trait (DESIGN §2, "Screening"). At hook point `blocks.{L}.hook_{point
   `make_trainable` puts them on, or all weights), `S` the mean over eval questions of `⟨ā_L(q, y_q),
   v̂_L⟩` on fixed answers `y_q`: `∇_θ S` once, then every `I_i` as the directional derivative of
   `L_i` along it by a central difference, `−(L_i(θ + εu) − L_i(θ − εu)) / 2ε` with `u = ∇_θ S` —
-  two batched forward passes of the dataset, no backward pass per example.
+  two batched forward passes of the dataset, no backward pass per example. The step `‖εu‖` is
+  `influence_step(model)`: 1e-2 where the model computes in float32, 1e-1 in 16 bits, whose
+  rounding of each loss swamps a shorter step (on a random Llama in bfloat16, with float32 adapters:
+  14% from the float32 values at 1e-2, 6% at 3e-2, 3% at 1e-1 — 1.3% of which is the curvature that
+  float32 itself shows between 1e-2 and 1e-1 — and 14% at 3e-1).
 
 Positive means the example pushes towards the trait, for every score.
 """
@@ -41,6 +45,7 @@ from defense_interp.types import Model, hook_name
 __all__ = [
     "example_losses",
     "example_pressure",
+    "influence_step",
     "own_answers",
     "projections",
     "prompt_of",
@@ -184,6 +189,12 @@ def example_losses(
     return torch.cat(out)
 
 
+def influence_step(model: Model) -> float:
+    """The central difference's default step length for `model` (module docstring): 1e-2 where
+    it computes in float32 or float64, 1e-1 where it computes in 16 bits."""
+    return 1e-2 if next(model.parameters()).dtype in (torch.float32, torch.float64) else 1e-1
+
+
 def trait_influence(
     model: Model,
     convs: Sequence[Conversation],
@@ -192,12 +203,14 @@ def trait_influence(
     cfg: TrainConfig,
     *,
     layer: int,
-    step: float = 1e-2,
+    step: float | None = None,
     batch_size: int = 8,
 ) -> Float[Tensor, " n"]:
     """`I_i` (module docstring) over the trainable parameters a run with `cfg` trains (seeded as a
     run is, on a copy of `model`); `readout`: the eval questions with their fixed answers. The
-    central difference steps `ε = step / ‖u‖` along `u = ∇_θ S` (a step of length `step`)."""
+    central difference steps `ε = step / ‖u‖` along `u = ∇_θ S` (a step of length `step`; default
+    `influence_step(model)`)."""
+    step = influence_step(model) if step is None else step
     torch.manual_seed(cfg.seed)  # LoRA initialisation draws from the global generator, as in train()
     work = copy_model(model)
     params = [p for _, p in make_trainable(work, cfg)]

@@ -25,7 +25,14 @@ from defense_interp.io import write_text
 from defense_interp.metrics.stats import Estimate, bootstrap_indices, mean_ci, roc_auc
 from defense_interp.models import model_identity
 from defense_interp.provenance import __version__
-from defense_interp.screening.scores import example_pressure, own_answers, projections, trait_influence, with_answer
+from defense_interp.screening.scores import (
+    example_pressure,
+    influence_step,
+    own_answers,
+    projections,
+    trait_influence,
+    with_answer,
+)
 from defense_interp.training.config import TrainConfig
 from defense_interp.types import Model, hook_name
 
@@ -271,7 +278,11 @@ def screen(
             "tokens": "response tokens (every assistant turn, as training masks them), teacher-forced; "
             "the own answer replaces the last turn",
             "own_answers": {"decoding": "greedy", "max_new_tokens": max_new_tokens},
-            "influence": {"parameters": "LoRA adapters" if cfg.lora else "all weights", "seed": cfg.seed},
+            "influence": {
+                "parameters": "LoRA adapters" if cfg.lora else "all weights",
+                "seed": cfg.seed,
+                "central_difference_step": influence_step(model),
+            },
             "trait": axes.trait,
         },
     )

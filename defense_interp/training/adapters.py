@@ -22,11 +22,16 @@ ADAPTER_KEYS = ("lora", "lora_rank", "lora_alpha")
 def make_trainable(model: Model, cfg: TrainConfig) -> list[tuple[str, torch.nn.Parameter]]:
     """Put LoRA adapters (peft) on every linear layer inside the blocks and freeze the rest — or,
     with `cfg.lora=False`, make every weight trainable. Changes `model` in place; returns the
-    trainable `(name, parameter)` pairs."""
+    trainable `(name, parameter)` pairs.
+
+    The adapters are float32 whatever the model's dtype (peft casts each layer's input to them and
+    the result back), so that on a bfloat16 or float16 model an AdamW update smaller than the 16-bit
+    rounding step of a weight is not lost."""
     for p in model.parameters():
         p.requires_grad_(not cfg.lora)
     if cfg.lora:
         from peft import LoraConfig, inject_adapter_in_model
+        from peft.tuners.tuners_utils import cast_adapter_dtype
 
         targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith("blocks.")]
         if not targets:
@@ -34,6 +39,7 @@ def make_trainable(model: Model, cfg: TrainConfig) -> list[tuple[str, torch.nn.P
         inject_adapter_in_model(
             LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=targets, lora_dropout=0.0), model
         )
+        cast_adapter_dtype(model, adapter_name="default")  # 16-bit adapters to float32 (docstring)
         for n, p in model.named_parameters():
             p.requires_grad_("lora_" in n)
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]

@@ -9,7 +9,7 @@ from defense_interp.data import encode_chat
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.models import copy_model
 from defense_interp.screening import example_pressure, projections, trait_influence
-from defense_interp.screening.scores import prompt_of, trait_readout, with_answer
+from defense_interp.screening.scores import influence_step, prompt_of, trait_readout, with_answer
 from defense_interp.training import make_trainable
 from tests.support.helpers import tiny_config
 
@@ -54,6 +54,23 @@ def test_influence_by_directional_derivative_equals_the_per_example_inner_produc
     naive = torch.tensor(naive, dtype=torch.float64)
     assert (naive.abs() > 1e-6).all()  # the comparison can fail: the influences are not all zero
     torch.testing.assert_close(fast, naive, rtol=1e-3, atol=1e-3 * float(naive.abs().max()))
+
+
+def test_a_16_bit_model_takes_a_longer_influence_step_that_stays_near_float32(tiny, trait, convs, random_axes):
+    """In bfloat16 each loss is rounded to ~3 digits: a step of 1e-2 is mostly rounding, 1e-1 is not."""
+    cfg = tiny_config(max_length=256)
+    readout = [with_answer([{"role": "user", "content": q}, {"role": "assistant", "content": "."}], "I would rather not.")
+               for q in trait.eval_questions[:3]]  # fmt: skip
+    half = copy_model(tiny).to(torch.bfloat16)
+    assert (influence_step(tiny), influence_step(half)) == (1e-2, 1e-1)
+    ref = trait_influence(tiny, convs, readout, random_axes, cfg, layer=1)
+
+    def error(step):
+        got = trait_influence(half, convs, readout, random_axes, cfg, layer=1, step=step)
+        return float((got - ref).norm() / ref.norm())
+
+    default, short = error(None), error(1e-2)
+    assert default < 0.1 and default < short / 2, (default, short)
 
 
 def test_projection_difference_is_the_formula_on_two_examples(tiny, convs, random_axes):
