@@ -22,7 +22,7 @@ from defense_interp.interventions.steer import steer
 from defense_interp.interventions.weights import orthogonalize
 from defense_interp.judges import LocalJudge, render_template
 from defense_interp.metrics.loss import response_token_loss
-from defense_interp.models import copy_model, load_model
+from defense_interp.models import copy_model, load_model, model_device
 from defense_interp.random_models import random_model_folder
 from defense_interp.refusal.activations import collect_activations
 from defense_interp.refusal.directions import ablate_direction, refusal_directions
@@ -318,7 +318,9 @@ CAPABILITIES: list[tuple[str, str, Callable[[_Ctx], str]]] = [
 
 def verify_model(model_or_folder: Any) -> list[Check]:
     """Run every capability check (module docstring) on a model, a model folder or a packaged
-    model's name ("smollm2", "gemma3-270m")."""
+    model's name ("smollm2", "gemma3-270m"). The tolerances are float32's on the CPU: a model object
+    on another device or in another dtype is refused ("no" on "load") rather than failed check by
+    check."""
     folder = None
     if isinstance(model_or_folder, str | os.PathLike):
         known = packaged(str(model_or_folder))
@@ -329,6 +331,11 @@ def verify_model(model_or_folder: Any) -> list[Check]:
             return [Check("load", "no", str(exc))]
     else:
         model = model_or_folder
+        where = (model_device(model).type, next(model.parameters()).dtype)
+        if where != ("cpu", torch.float32):
+            return [
+                Check("load", "no", f"the checks run float32 models on the CPU; this one is {where[1]} on {where[0]}")
+            ]
     ctx = _Ctx(model, folder)
     out = [Check("load", "yes", type(getattr(model, "original_model", model)).__name__)]
     for key, _, fn in CAPABILITIES:

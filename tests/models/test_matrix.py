@@ -5,10 +5,11 @@ a downloaded one, through every capability check of `defense_interp.verify`; and
 from pathlib import Path
 
 import pytest
+import torch
 
-from defense_interp.random_models import FAMILIES
+from defense_interp.random_models import FAMILIES, random_model
 from defense_interp.support import VERIFIED_ARCHITECTURES
-from defense_interp.verify import CAPABILITIES, read_real, render_page, verify_family
+from defense_interp.verify import CAPABILITIES, read_real, render_page, verify_family, verify_model
 
 #: The capabilities a family lacks, each with the toolkit's reason (a clear error, never a wrong number).
 EXPECTED_NO = {
@@ -51,3 +52,8 @@ def test_family_passes_every_check_or_refuses_clearly(results, arch):
 def test_the_support_page_is_what_the_matrix_renders(results):
     page = render_page({arch: results(arch) for arch in FAMILIES}, read_real(PAGE.parent / "real_weights.json"))
     assert PAGE.read_text() == page, "regenerate it: python -m defense_interp.verify --page docs/models.md"
+
+
+def test_a_model_outside_float32_on_the_cpu_is_refused_not_failed():
+    (check,) = verify_model(random_model("LlamaForCausalLM", dtype=torch.bfloat16))
+    assert (check.capability, check.status) == ("load", "no") and "torch.bfloat16 on cpu" in check.detail
