@@ -87,7 +87,7 @@ def measure(model, examples: int = 64) -> dict:
     trait = di.Trait.builtin("evil")
     convs = list(mixture(trait, 0.25).examples[:examples])
     n, d = int(model.cfg.n_layers), int(model.cfg.d_model)
-    layer = min((2 * n) // 3, n - 2) if n > 1 else 0  # not the last block: HF's last hidden state is normed
+    layer = max(min((2 * n) // 3, n - 2), 0)  # not the last block (unless n = 1): HF's last hidden state is normed
     axes = TraitAxes(torch.randn(n, d, generator=torch.Generator().manual_seed(0)), torch.zeros(n), layer=layer)
     cfg = di.TrainConfig()
     projections(model, convs[:4], axes, layer=layer, progress=False)  # warm-up

@@ -130,7 +130,7 @@ def generate_answers(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for b, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
         batch = encode_prompts(tok, [prompts[i] for i in idx])
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.no_grad():
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())), torch.no_grad():
             torch.manual_seed(seed + b)
             out = model.generate(
                 batch.tokens.to(dev),

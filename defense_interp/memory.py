@@ -16,7 +16,9 @@ memory of the toolkit's work on it (`defense-interp memory`).
 The tensors autograd keeps per layer were counted on the bridge (hook points keep no extra copy):
 per token 5 residual-width tensors (the inputs of q/k/v, o, the MLP and both norms), 3 query-width
 tensors (q, k, v, with k and v expanded to every head), 4 MLP-width tensors for a gated MLP (2
-otherwise), the eager attention pattern (`heads × L`), and rank-wide LoRA intermediates. These
+otherwise), the eager attention pattern (`heads × L`), and rank-wide LoRA intermediates — on a
+16-bit model, whose LoRA adapters are float32, also a float32 copy of every adapted linear's input
+and float32 intermediates (peft casts the input to the adapter's dtype). These
 counts predict the peak measured by `profiling.measured_peak` (every CPU tensor allocation, from the
 profiler) within 3% on the bundled model and small random models at several batch sizes and
 lengths, LoRA and full-weight (`tests/test_memory.py` holds it to 20%).
@@ -65,6 +67,7 @@ class Shape:
     buffer_elems: int
     lora_in_out: int  # Σ (in + out) over the block linears: LoRA parameters per unit of rank
     lora_targets: int  # block linears per layer (each keeps a rank-wide LoRA intermediate)
+    lora_in: int  # Σ in_features of one layer's block linears (a 16-bit model's float32 adapter inputs)
     gated_mlp: bool
     largest: int  # elements of the largest parameter tensor
 
@@ -175,12 +178,14 @@ def _shape(config: Any) -> Shape:
     n_params = sum(p.numel() for p in model.parameters()) + (int(head.out_features) if head.bias is None else 0)
     linears = [m for b in layers for m in b.modules() if isinstance(m, torch.nn.Linear)]
     lora = sum(m.in_features + m.out_features for m in linears)
+    lora_in = sum(m.in_features for m in linears)
     # the bridge splits fused projections into new linears (the fused weights stay): count the copies
     fused = [(n, m) for b in layers for n, m in b.named_modules() if n.rsplit(".", 1)[-1] in _FUSED]
     split = sum(p.numel() for _, m in fused for p in m.parameters())
     for name, m in fused:
         d_in, d_out = (m.weight.shape[1], m.weight.shape[0]) if isinstance(m, torch.nn.Linear) else m.weight.shape
         lora += _FUSED[name.rsplit(".", 1)[-1]] * int(d_in) + int(d_out)
+        lora_in += _FUSED[name.rsplit(".", 1)[-1]] * int(d_in)
     layer_params = [n + split // len(layers) for n in layer_params]
     text = getattr(config, "text_config", None) or config
     d_model = int(getattr(text, "hidden_size", None) or text.n_embd)
@@ -204,6 +209,7 @@ def _shape(config: Any) -> Shape:
         buffer_elems=sum(b.numel() for b in model.buffers()),
         lora_in_out=lora,
         lora_targets=(len(linears) + sum(_FUSED[n.rsplit(".", 1)[-1]] for n, _ in fused)) // len(layers),
+        lora_in=lora_in // len(layers),
         gated_mlp=bool(experts)
         or sum(m.out_features == int(d_mlp) for m in linears[: len(linears) // len(layers)]) >= 2,
         largest=max(p.numel() for p in model.parameters()),
@@ -217,6 +223,8 @@ def _training(s: Shape, size: int, batch: int, length: int, lora: bool, rank: in
                  + SAVED["mlp"] * s.d_mlp // (1 if s.gated_mlp else 2) + SAVED["pattern"] * s.n_heads * length
                  + (rank * s.lora_targets if lora else 0))  # fmt: skip
     per_layer = size * tokens * per_token
+    if lora and size < 4:  # float32 adapters on a 16-bit model: a float32 copy of each adapted input
+        per_layer += tokens * (4 * s.lora_in + (4 - size) * rank * s.lora_targets)
     acts = s.n_layers * per_layer + (0 if lora else size * tokens * s.d_model * (2 * s.n_layers + 2))
     n_trained = s.lora_in_out * rank if lora else s.n_params
     weights = (s.n_params + s.buffer_elems) * size

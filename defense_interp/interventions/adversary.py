@@ -61,7 +61,7 @@ def adversarial_perturbation(
     eta = 2.5 * epsilon / steps if step_size is None else float(step_size)
     dev = model_device(model)
     batch = batch.to(dev)
-    where = (batch.attention_mask.bool() & ~batch.response_mask).to(dev)[..., None].float()
+    where = (batch.attention_mask.bool() & ~batch.response_mask)[..., None].float()
     delta = torch.zeros(*batch.tokens.shape, int(model.cfg.d_model), device=dev, requires_grad=True)
     for _ in range(int(steps)):
         with perturb(model, delta, layer=layer, point=point), torch.enable_grad():

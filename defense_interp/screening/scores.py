@@ -14,9 +14,9 @@ teach the trait (DESIGN §2, "Screening"). At hook point `blocks.{L}.hook_{point
   `L_i` along it by a central difference, `−(L_i(θ + εu) − L_i(θ − εu)) / 2ε` with `u = ∇_θ S` —
   two batched forward passes of the dataset, no backward pass per example. The step `‖εu‖` is
   `influence_step(model)`: 1e-2 where the model computes in float32, 1e-1 in 16 bits, whose
-  rounding of each loss swamps a shorter step (on a random Llama in bfloat16, with float32 adapters:
-  14% from the float32 values at 1e-2, 6% at 3e-2, 3% at 1e-1 — 1.3% of which is the curvature that
-  float32 itself shows between 1e-2 and 1e-1 — and 14% at 3e-1).
+  rounding of each loss swamps a shorter step (the tiny model in bfloat16, LoRA adapters in float32:
+  26% from the float32 influences at 1e-2, 2.6% at 1e-1; `tests/screening/test_scores.py`). With
+  `lora=False` on a 16-bit model the step itself is rounded in the 16-bit weights: use float32.
 
 Positive means the example pushes towards the trait, for every score.
 """

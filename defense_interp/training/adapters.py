@@ -31,7 +31,6 @@ def make_trainable(model: Model, cfg: TrainConfig) -> list[tuple[str, torch.nn.P
         p.requires_grad_(not cfg.lora)
     if cfg.lora:
         from peft import LoraConfig, inject_adapter_in_model
-        from peft.tuners.tuners_utils import cast_adapter_dtype
 
         targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith("blocks.")]
         if not targets:
@@ -39,8 +38,9 @@ def make_trainable(model: Model, cfg: TrainConfig) -> list[tuple[str, torch.nn.P
         inject_adapter_in_model(
             LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=targets, lora_dropout=0.0), model
         )
-        cast_adapter_dtype(model, adapter_name="default")  # 16-bit adapters to float32 (docstring)
         for n, p in model.named_parameters():
+            if "lora_" in n and p.dtype in (torch.float16, torch.bfloat16):
+                p.data = p.data.float()  # 16-bit adapters to float32 (docstring)
             p.requires_grad_("lora_" in n)
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
