@@ -91,16 +91,21 @@ def _measured_training(model, lora: bool, batch_size: int, max_length: int) -> i
 
 
 @pytest.mark.parametrize(
-    ("arch", "lora", "batch", "length"),
-    [("LlamaForCausalLM", True, 4, 128), ("LlamaForCausalLM", False, 2, 256), ("Qwen3MoeForCausalLM", True, 4, 128)],
+    ("arch", "lora", "batch", "length", "dtype"),
+    [
+        ("LlamaForCausalLM", True, 4, 128, torch.float32),
+        ("LlamaForCausalLM", False, 2, 256, torch.float32),
+        ("Qwen3MoeForCausalLM", True, 4, 128, torch.float32),
+        ("LlamaForCausalLM", True, 4, 128, torch.bfloat16),  # float32 adapters and their float32 inputs
+    ],
 )
 def test_training_estimate_is_within_20_percent_of_the_measured_peak_on_small_models(
-    tmp_path, arch, lora, batch, length
+    tmp_path, arch, lora, batch, length, dtype
 ):
     folder = random_model_folder(tmp_path, arch, hidden_size=128, intermediate_size=256)
-    measured = _measured_training(di.load_model(folder), lora, batch, length)
-    estimated = estimate_memory(folder, batch_size=batch, max_length=length, lora=lora).training["total"]
-    assert estimated == pytest.approx(measured, rel=0.2)
+    measured = _measured_training(di.load_model(folder, dtype=dtype), lora, batch, length)
+    estimated = estimate_memory(folder, dtype=dtype, batch_size=batch, max_length=length, lora=lora)
+    assert estimated.training["total"] == pytest.approx(measured, rel=0.2)
 
 
 def test_training_estimate_is_within_20_percent_of_the_measured_peak_on_the_bundled_model(bundled):
