@@ -20,9 +20,11 @@ from _setup import emit, load, model_args
 
 from defense_interp.data.refusal import RefusalData
 from defense_interp.metrics.stats import Estimate, bootstrap_indices, proportion_ci, roc_auc
+from defense_interp.metrics.vectors import unit
 from defense_interp.refusal import REFUSAL_PRESETS
 from defense_interp.refusal.activations import collect_activations
 from defense_interp.refusal.directions import refusal_directions
+from defense_interp.types import hook_name
 
 BOOT = "percentile bootstrap over prompts, 1000 resamples, 95%"
 
@@ -40,9 +42,9 @@ def read_out(model: object, seed: int, splits: tuple[int, ...]) -> dict:
     y = torch.cat([torch.ones(len(harmful)), torch.zeros(len(harmless))]).bool()
 
     def projections(layer: int) -> tuple[torch.Tensor, float]:
-        unit = dirs.direction(layer) / dirs.direction(layer).norm()
-        mid = float((acts["train_h"].at(layer) @ unit).mean() + (acts["train_s"].at(layer) @ unit).mean()) / 2
-        return torch.cat([acts["harmful"].at(layer) @ unit, acts["harmless"].at(layer) @ unit]), mid
+        u = unit(dirs.direction(layer))
+        mid = float((acts["train_h"].at(layer) @ u).mean() + (acts["train_s"].at(layer) @ u).mean()) / 2
+        return torch.cat([acts["harmful"].at(layer) @ u, acts["harmless"].at(layer) @ u]), mid
 
     layer = dirs.layers[int(dirs.cohens_d[:, 0].nan_to_num(nan=-torch.inf).argmax())]  # NaN: no direction
     s, threshold = projections(layer)
@@ -55,7 +57,7 @@ def read_out(model: object, seed: int, splits: tuple[int, ...]) -> dict:
     return {
         "seed": seed,
         "layer": layer,
-        "hook_point": f"blocks.{layer}.hook_resid_post",
+        "hook_point": hook_name(layer, dirs.point),
         "train_cohens_d": round(float(dirs.cohens_d[dirs.layers.index(layer), 0]), 3),
         "auc": Estimate(roc_auc(s, y), float(low[0]), float(high[0]), len(s), over, BOOT).to_dict(),
         "harmful_refused": rate(s[y] > threshold),

@@ -41,6 +41,7 @@ __all__ = [
     "identify",
     "load_model",
     "model_device",
+    "model_dtype",
     "model_identity",
     "model_spec",
     "tiny_model",
@@ -125,6 +126,12 @@ def model_identity(model: TransformerBridge) -> dict[str, Any]:
 def model_device(model: TransformerBridge) -> torch.device:
     """The device of the model's first parameter (where inputs go)."""
     return next(model.parameters()).device
+
+
+def model_dtype(model: TransformerBridge) -> torch.dtype:
+    """The dtype the model computes in: its first floating-point parameter's (the embedding's; the
+    float32 LoRA adapters of a 16-bit model come later), float32 if it has none."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def copy_model(model: TransformerBridge) -> TransformerBridge:

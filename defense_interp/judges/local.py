@@ -33,7 +33,7 @@ from defense_interp.data.chat import encode_prompts, render
 from defense_interp.errors import ConfigError
 from defense_interp.judges.base import PromptJudge
 from defense_interp.judges.scoring import NUMBERS, Judgment, number_score
-from defense_interp.models import model_device, model_identity, weights_hash
+from defense_interp.models import model_device, model_dtype, model_identity, weights_hash
 from defense_interp.types import Model
 
 __all__ = ["LocalJudge", "NumberTree", "number_tree"]
@@ -241,7 +241,7 @@ class LocalJudge(PromptJudge):
         return _number_logprobs(node_logp, end_logp, tree).cpu()
 
     def _mask_dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        return model_dtype(self.model)
 
     def plain_logprobs(self, prompt: list[int], numbers: list[int] | None = None) -> Tensor:
         """`[1, len(numbers)]` log P(n) (all 101 by default) from one plain (right-padded) sequence

@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from defense_interp.errors import ConfigError
 from defense_interp.judges.api import OpenAIJudge
 from defense_interp.judges.base import PromptJudge
@@ -43,9 +41,7 @@ def build_judge(spec: dict[str, Any], model: Model, prompt: str, *, cache: str |
     kind = spec.get("kind")
     if kind == "local":
         if spec.get("model"):
-            # on the study model's device and in its dtype (the tiny test model exists in float32 only)
-            dtype = torch.float32 if spec["model"] == "tiny" else next(model.parameters()).dtype
-            model = load_model(spec["model"], device=model_device(model), dtype=dtype)
+            model = load_model(spec["model"], device=model_device(model))  # float32, beside the study model
         return LocalJudge(model, prompt, cache=cache)
     if kind == "openai":
         return OpenAIJudge(prompt, spec["model"], base_url=spec.get("base_url"), cache=cache)

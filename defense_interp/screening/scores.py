@@ -37,7 +37,7 @@ from defense_interp.errors import DataError
 from defense_interp.forward import generate_answers, response_means
 from defense_interp.io import content_hash, read_json, write_json
 from defense_interp.metrics.loss import response_token_loss
-from defense_interp.models import copy_model, model_device, weights_hash
+from defense_interp.models import copy_model, model_device, model_dtype, weights_hash
 from defense_interp.training.adapters import make_trainable
 from defense_interp.training.config import TrainConfig
 from defense_interp.types import Model, hook_name
@@ -192,7 +192,7 @@ def example_losses(
 def influence_step(model: Model) -> float:
     """The central difference's default step length for `model` (module docstring): 1e-2 where
     it computes in float32 or float64, 1e-1 where it computes in 16 bits."""
-    return 1e-2 if next(model.parameters()).dtype in (torch.float32, torch.float64) else 1e-1
+    return 1e-2 if model_dtype(model) in (torch.float32, torch.float64) else 1e-1
 
 
 def trait_influence(

@@ -41,6 +41,7 @@ from defense_interp.forward import read_activations
 from defense_interp.interventions.hooks import hook_names
 from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.metrics.vectors import unit
+from defense_interp.models import model_dtype
 from defense_interp.training.adapters import load_trained
 from defense_interp.training.runs import Run
 from defense_interp.types import Model, hook_name
@@ -105,7 +106,7 @@ def route_parts(
 
 def _tolerance(model: Model, n_terms: int) -> float:
     """`TOLERANCE`, or for a model computing in a low-precision dtype `n_terms · eps` of it."""
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    dtype = model_dtype(model)
     return max(TOLERANCE, n_terms * torch.finfo(dtype).eps) if torch.finfo(dtype).bits < 32 else TOLERANCE
 
 

@@ -22,7 +22,7 @@ from defense_interp.interventions.steer import steer
 from defense_interp.interventions.weights import orthogonalize
 from defense_interp.judges import LocalJudge, render_template
 from defense_interp.metrics.loss import response_token_loss
-from defense_interp.models import copy_model, load_model, model_device
+from defense_interp.models import copy_model, load_model, model_device, model_dtype
 from defense_interp.random_models import random_model_folder
 from defense_interp.refusal.activations import collect_activations
 from defense_interp.refusal.directions import ablate_direction, refusal_directions
@@ -331,7 +331,7 @@ def verify_model(model_or_folder: Any) -> list[Check]:
             return [Check("load", "no", str(exc))]
     else:
         model = model_or_folder
-        where = (model_device(model).type, next(model.parameters()).dtype)
+        where = (model_device(model).type, model_dtype(model))
         if where != ("cpu", torch.float32):
             return [
                 Check("load", "no", f"the checks run float32 models on the CPU; this one is {where[1]} on {where[0]}")
