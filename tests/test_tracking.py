@@ -5,6 +5,7 @@ tracker run per training run, grouped by study, whose scalars equal the run's re
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,12 +70,24 @@ def _wandb_records(path: Path) -> list:
     return out
 
 
+def _finished_wandb_records(path: Path, timeout: float = 30.0) -> list:
+    """The records of a run file once it holds the run's exit record: W&B's service process writes
+    the file, and on a loaded machine its last records can land after `finish` has returned (bounded
+    wait; after the timeout the records as they are)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _wandb_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def test_wandb_offline_runs_hold_the_runs_numbers(tmp_path):
     out = tmp_path / "study"
     _study(out, "wandb")
     runs = {}
     for path in (out / "tracking" / "wandb").glob("offline-run-*/run-*.wandb"):
-        records = _wandb_records(path)
+        records = _finished_wandb_records(path)
         (info,) = [r.run for r in records if r.WhichOneof("record_type") == "run"][:1]
         history = [
             {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
