@@ -184,8 +184,9 @@ def _shape(config: Any) -> Shape:
     split = sum(p.numel() for _, m in fused for p in m.parameters())
     for name, m in fused:
         d_in, d_out = (m.weight.shape[1], m.weight.shape[0]) if isinstance(m, torch.nn.Linear) else m.weight.shape
-        lora += _FUSED[name.rsplit(".", 1)[-1]] * int(d_in) + int(d_out)
-        lora_in += _FUSED[name.rsplit(".", 1)[-1]] * int(d_in)
+        copies = _FUSED[name.rsplit(".", 1)[-1]]
+        lora += copies * int(d_in) + int(d_out)
+        lora_in += copies * int(d_in)
     layer_params = [n + split // len(layers) for n in layer_params]
     text = getattr(config, "text_config", None) or config
     d_model = int(getattr(text, "hidden_size", None) or text.n_embd)
