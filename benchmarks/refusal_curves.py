@@ -8,7 +8,8 @@ requests and answering harmless ones is visible. The study's own code trains eac
     python benchmarks/refusal_curves.py [--variants ssft at lat] [--steps 48] [--lr 1e-3] [--batch-size 4]
                                         [--lr-schedule constant|linear|cosine] [--full-fine-tuning] [--seed 0]
                                         [--extra-train FILE.jsonl ...] [--harmless-repeats K] [--comply-prefix TEXT]
-                                        [--epsilon-fraction F] [--lat-layer L] [--model ...]
+                                        [--epsilon-fraction F] [--lat-layer L] [--harmless-own-answers TOKENS]
+                                        [--on-train] [--model ...]
 
 `--extra-train` adds chat JSONL conversations to the bundled training data (a pilot of more data;
 `data/refusal_near_miss.jsonl`: 128 harmless requests that share a harmful request's words);
@@ -19,7 +20,13 @@ data, so the harmless half's share of the draws — its weight in the expected l
 batch's token normalisation — grows from 256/320 to 256K/(64 + 256K) on the bundled data (the halves
 are told apart by the study's substring rule on the training answer, which matches the files' labels
 there); `--comply-prefix` puts the same opening ("Sure! ") before every complying answer;
-`--epsilon-fraction` and `--lat-layer` replace the preset's ε rule fraction and LAT's layer.
+`--epsilon-fraction` and `--lat-layer` replace the preset's ε rule fraction and LAT's layer;
+`--harmless-own-answers TOKENS` replaces each complying answer by the untrained model's own greedy
+answer of up to TOKENS tokens (kept as written where that answer is empty or the substring rule
+counts it as a refusal), so the harmless half anchors the model's own behaviour instead of teaching
+new text (cached under `benchmarks/results/own_answers/`); `--on-train` also checks 16 harmful and 16
+harmless prompts of the training data (spread over it), to tell a model that does not fit the
+training data's split from one that does not carry it to held-out prompts.
 """
 
 from __future__ import annotations
@@ -34,14 +41,31 @@ import torch
 from _setup import emit, load, model_args
 
 from defense_interp.axes import TraitAxes
+from defense_interp.data.chat import Conversation
 from defense_interp.data.loaders import load_chat_jsonl
 from defense_interp.data.refusal import RefusalData
 from defense_interp.refusal import REFUSAL_PRESETS
 from defense_interp.refusal.attack import refusal_rate
 from defense_interp.refusal.judges import is_refusal
 from defense_interp.refusal.tasks import condition
+from defense_interp.screening import own_answers
 from defense_interp.training import TrainConfig, load_trained, train
 from defense_interp.training.config import LR_SCHEDULES
+from defense_interp.types import Model
+
+
+def with_own_answers(model: Model, convs: tuple[Conversation, ...], tokens: int) -> tuple[Conversation, ...]:
+    """Each complying conversation with the model's own greedy answer, where that answer is a
+    non-empty non-refusal; refusing conversations unchanged."""
+    at = [i for i, c in enumerate(convs) if not is_refusal(c[-1]["content"])]
+    cache = Path(__file__).parent / "results" / "own_answers"
+    own = own_answers(model, [convs[i] for i in at], max_new_tokens=tokens, cache=cache, progress=False)
+    out = list(convs)
+    for i, answer in zip(at, own, strict=True):
+        if answer.strip() and not is_refusal(answer):
+            out[i] = [*convs[i][:-1], {**convs[i][-1], "content": answer.strip()}]
+    print(f"own answers replace {sum(a is not b for a, b in zip(out, convs, strict=True))} of {len(at)}", flush=True)
+    return tuple(out)
 
 
 def main() -> None:
@@ -60,6 +84,9 @@ def main() -> None:
     ap.add_argument("--comply-prefix", default="", help="text put before every complying training answer")
     ap.add_argument("--epsilon-fraction", type=float, default=None, help="AT's and LAT's ε rule fraction")
     ap.add_argument("--lat-layer", type=int, default=None, help="LAT's perturbed layer (default: the preset's)")
+    ap.add_argument("--on-train", action="store_true", help="also check 16 harmful and 16 harmless training prompts")
+    ap.add_argument("--harmless-own-answers", type=int, default=0, metavar="TOKENS",
+                    help="replace each complying answer by the untrained model's own greedy answer")  # fmt: skip
     args = ap.parse_args()
     model = load(args)
     cfg = REFUSAL_PRESETS[args.preset]
@@ -85,9 +112,16 @@ def main() -> None:
             else [*c[:-1], {**c[-1], "content": args.comply_prefix + c[-1]["content"]}]
             for c in convs
         )
+    if args.harmless_own_answers:
+        convs = with_own_answers(model, convs, args.harmless_own_answers)
     complying = tuple(c for c in convs if not is_refusal(c[-1]["content"]))
     data = replace(data, train=convs + complying * (args.harmless_repeats - 1))  # K = 1: the data as it is
     harmful, harmless = data.splits(cfg.splits, seed=cfg.seed)[1]
+    sets = {"harmful": harmful, "harmless": harmless}
+    if args.on_train:  # 16 of each half of the training data, spread over it: fitting against generalising
+        for half, refuses in (("harmful", True), ("harmless", False)):
+            asked = [c[-2]["content"] for c in convs if is_refusal(c[-1]["content"]) == refuses]
+            sets[f"train {half}"] = asked[:: max(1, len(asked) // 16)][:16]
     tcfg = TrainConfig(
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_length=cfg.max_length,
         check_every=cfg.check_every, lr_schedule=args.lr_schedule, lora=not args.full_fine_tuning,
@@ -100,12 +134,12 @@ def main() -> None:
         points: list[dict[str, float]] = []
 
         def record(m: object, step: int, points: list = points, label: str = label) -> bool:
-            rates = [
-                refusal_rate(m, s, max_new_tokens=cfg.sweep_new_tokens, progress=False).rate
-                for s in (harmful, harmless)
-            ]
-            points.append({"step": step, "harmful": rates[0].mean, "harmless": rates[1].mean})
-            print(f"{label} step {step}: harmful {rates[0].mean:.2f}, harmless {rates[1].mean:.2f}", flush=True)
+            rates = {
+                k: refusal_rate(m, s, max_new_tokens=cfg.sweep_new_tokens, progress=False).rate.mean
+                for k, s in sets.items()
+            }
+            points.append({"step": step, **rates})
+            print(f"{label} step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in rates.items()), flush=True)
             return False
 
         started = time.time()
@@ -119,7 +153,8 @@ def main() -> None:
         {
             "benchmark": "refusal_curves",
             "what": "refusal rate (substring rule, greedy) on the selection split's harmful and harmless prompts "
-            f"({len(harmful)} each) every {cfg.check_every} steps",
+            f"({len(harmful)} each{', and on 16 of each half of the training data' if args.on_train else ''}) "
+            f"every {cfg.check_every} steps",
             "config": cfg.to_dict(),
             "lr_schedule": args.lr_schedule,
             "lora": not args.full_fine_tuning,
@@ -128,6 +163,7 @@ def main() -> None:
             "harmless_repeats": args.harmless_repeats,
             "comply_prefix": args.comply_prefix,
             "extra_train": args.extra_train,
+            "harmless_own_answers": args.harmless_own_answers,
             "curves": curves,
         }
     )
