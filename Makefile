@@ -40,7 +40,8 @@ test: lint
 test-fast: install
 	$(PY) -m pytest -q -m "not acceptance"
 
-# Each benchmark prints JSON and keeps a copy in benchmarks/results/<name>.json.
+# Each benchmark prints JSON, keeps the latest run in benchmarks/results/<name>.json and appends
+# every run, with its command line and time, to benchmarks/results/<name>.jsonl.
 bench: install
 	$(PY) benchmarks/capture_overhead.py
 	$(PY) benchmarks/extraction_speed.py

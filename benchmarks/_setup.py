@@ -1,12 +1,15 @@
 """Shared set-up of the benchmarks: the `--model`/`--device` options, a LoRA copy of a model, its
 optimiser, the evil trait, a device synchronisation for honest GPU timings, and `emit()`, which
-prints a benchmark's JSON and keeps a copy in `benchmarks/results/<name>.json`."""
+prints a benchmark's JSON, keeps the latest run in `benchmarks/results/<name>.json` and appends every
+run, with its command line and time, to `benchmarks/results/<name>.jsonl`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,6 +19,9 @@ import torch
 import defense_interp as di
 from defense_interp.models import copy_model
 from defense_interp.training import make_trainable
+
+#: Where `emit` keeps each benchmark's runs.
+RESULTS = Path(__file__).parent / "results"
 
 
 def model_args(ap: argparse.ArgumentParser) -> None:
@@ -48,9 +54,13 @@ def lora_setup(model: object) -> tuple[object, di.Trait, torch.optim.Optimizer]:
 
 
 def emit(result: dict) -> None:
-    """Print `result` as JSON and write it to `benchmarks/results/{result['benchmark']}.json`."""
+    """Print `result` as JSON, write it to `benchmarks/results/{result['benchmark']}.json` (the latest
+    run) and append it to `{result['benchmark']}.jsonl` with the command line and the finishing time,
+    so that runs with other options are kept, not overwritten."""
     text = json.dumps(result, indent=1)
     print(text)
-    folder = Path(__file__).parent / "results"
-    folder.mkdir(exist_ok=True)
-    (folder / f"{result['benchmark']}.json").write_text(text + "\n")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{result['benchmark']}.json").write_text(text + "\n")
+    record = {"finished": datetime.now(UTC).isoformat(timespec="seconds"), "argv": sys.argv, "result": result}
+    with open(RESULTS / f"{result['benchmark']}.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")

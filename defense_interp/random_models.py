@@ -164,7 +164,8 @@ def random_model(
     dtype: torch.dtype = torch.float32,
     **overrides: Any,
 ) -> Any:
-    """A random model of `architecture` as a `TransformerBridge`, built in memory on `device`."""
+    """A random model of `architecture` as a `TransformerBridge`, built in memory on `device`. The
+    weights are drawn on the CPU and then moved, so a seed gives the same model on every device."""
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM
 
@@ -172,8 +173,7 @@ def random_model(
     tok = _tokenizer(family.template)
     config = _config(family, architecture, tok, overrides)
     torch.manual_seed(seed)
-    with torch.device(device or "cpu"):
-        hf = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    hf = AutoModelForCausalLM.from_config(config, dtype=dtype).to(device or "cpu")
     hf.eval()
     name = f"random-{family.name}"
     bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok)

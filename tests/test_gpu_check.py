@@ -1,5 +1,5 @@
 """`benchmarks/gpu_check.py --device cpu --smoke`: the GPU check's code runs on the CPU with small
-random models, so it cannot rot before a GPU is at hand."""
+random models, so it cannot rot before a GPU is at hand; and the benchmarks' `emit` keeps every run."""
 
 import json
 import subprocess
@@ -26,3 +26,21 @@ def test_gpu_check_smoke_run(tmp_path):
     scale = result["scale_path"]
     assert scale["parameters"] > 0 and len(scale["step_s"]) == 2
     assert 0.5 < scale["estimate_over_measured"] < 1.5  # the memory estimate against the profiler's peak
+
+
+def test_emit_keeps_every_run(tmp_path, monkeypatch, capsys):
+    """A benchmark run with other options adds to the history instead of replacing the last one."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import _setup
+
+    monkeypatch.setattr(_setup, "RESULTS", tmp_path)
+    for argv, value in ((["bench.py", "--steps", "4"], 1.5), (["bench.py", "--device", "cuda"], 2.5)):
+        monkeypatch.setattr(sys, "argv", argv)
+        _setup.emit({"benchmark": "demo", "value": value})
+    printed = capsys.readouterr().out
+    assert '"value": 1.5' in printed and '"value": 2.5' in printed
+    assert json.loads((tmp_path / "demo.json").read_text()) == {"benchmark": "demo", "value": 2.5}
+    runs = [json.loads(line) for line in (tmp_path / "demo.jsonl").read_text().splitlines()]
+    assert [r["result"]["value"] for r in runs] == [1.5, 2.5]
+    assert [r["argv"][1:] for r in runs] == [["--steps", "4"], ["--device", "cuda"]]
+    assert all(r["finished"].endswith("+00:00") for r in runs)

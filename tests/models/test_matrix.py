@@ -57,3 +57,10 @@ def test_the_support_page_is_what_the_matrix_renders(results):
 def test_a_model_outside_float32_on_the_cpu_is_refused_not_failed():
     (check,) = verify_model(random_model("LlamaForCausalLM", dtype=torch.bfloat16))
     assert (check.capability, check.status) == ("load", "no") and "torch.bfloat16 on cpu" in check.detail
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_seed_draws_the_same_random_model_on_every_device():
+    on_cpu, on_gpu = random_model(seed=3), random_model(seed=3, device="cuda")
+    for (name, a), (_, b) in zip(on_cpu.named_parameters(), on_gpu.named_parameters(), strict=True):
+        assert b.device.type == "cuda" and torch.equal(a, b.cpu()), name
