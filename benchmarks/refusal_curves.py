@@ -9,7 +9,7 @@ requests and answering harmless ones is visible. The study's own code trains eac
                                         [--lr-schedule constant|linear|cosine] [--full-fine-tuning] [--seed 0]
                                         [--extra-train FILE.jsonl ...] [--harmless-repeats K] [--comply-prefix TEXT]
                                         [--epsilon-fraction F] [--lat-layer L] [--harmless-own-answers TOKENS]
-                                        [--on-train] [--model ...]
+                                        [--on-train] [--lora-layers FIRST-LAST] [--model ...]
 
 `--extra-train` adds chat JSONL conversations to the bundled training data (a pilot of more data;
 `data/refusal_near_miss.jsonl`: 128 harmless requests that share a harmful request's words);
@@ -26,7 +26,9 @@ answer of up to TOKENS tokens (kept as written where that answer is empty or the
 counts it as a refusal), so the harmless half anchors the model's own behaviour instead of teaching
 new text (cached under `benchmarks/results/own_answers/`); `--on-train` also checks 16 harmful and 16
 harmless prompts of the training data (spread over it), to tell a model that does not fit the
-training data's split from one that does not carry it to held-out prompts.
+training data's split from one that does not carry it to held-out prompts; `--lora-layers 22-29` puts
+the adapters in those blocks only (`TrainConfig.lora_layers`), e.g. the blocks after the layer where
+`refusal_separability.py` reads harmful from harmless prompts in the untrained model.
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ from defense_interp.screening import own_answers
 from defense_interp.training import TrainConfig, load_trained, train
 from defense_interp.training.config import LR_SCHEDULES
 from defense_interp.types import Model
+
+
+def block_range(text: str) -> tuple[int, ...]:
+    """`"22-29"` → blocks 22 to 29; `"5"` → block 5."""
+    first, _, last = text.partition("-")
+    try:
+        return tuple(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIRST-LAST block numbers such as 22-29, got {text!r}") from None
 
 
 def with_own_answers(model: Model, convs: tuple[Conversation, ...], tokens: int) -> tuple[Conversation, ...]:
@@ -85,6 +96,7 @@ def main() -> None:
     ap.add_argument("--epsilon-fraction", type=float, default=None, help="AT's and LAT's ε rule fraction")
     ap.add_argument("--lat-layer", type=int, default=None, help="LAT's perturbed layer (default: the preset's)")
     ap.add_argument("--on-train", action="store_true", help="also check 16 harmful and 16 harmless training prompts")
+    ap.add_argument("--lora-layers", type=block_range, default=None, help="blocks with adapters, FIRST-LAST")
     ap.add_argument("--harmless-own-answers", type=int, default=0, metavar="TOKENS",
                     help="replace each complying answer by the untrained model's own greedy answer")  # fmt: skip
     args = ap.parse_args()
@@ -125,10 +137,12 @@ def main() -> None:
     tcfg = TrainConfig(
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_length=cfg.max_length,
         check_every=cfg.check_every, lr_schedule=args.lr_schedule, lora=not args.full_fine_tuning,
+        lora_layers=args.lora_layers, capture_layers=(int(model.cfg.n_layers) - 1,),
     )  # fmt: skip
-    # train() records gradient statistics along an axis; the curves use none, so any axis will do
+    # train() records gradient statistics along an axis; the curves use none, so any axis will do, and
+    # one layer at the top (the backward pass need not go below the lowest adapter for them)
     n, d = int(model.cfg.n_layers), int(model.cfg.d_model)
-    axes = TraitAxes(torch.randn(n, d, generator=torch.Generator().manual_seed(0)), torch.ones(n), layer=n // 2)
+    axes = TraitAxes(torch.randn(n, d, generator=torch.Generator().manual_seed(0)), torch.ones(n), layer=n - 1)
     curves = {}
     for label in args.variants:
         points: list[dict[str, float]] = []
@@ -158,6 +172,7 @@ def main() -> None:
             "config": cfg.to_dict(),
             "lr_schedule": args.lr_schedule,
             "lora": not args.full_fine_tuning,
+            "lora_layers": args.lora_layers,
             "train_conversations": len(data.train),
             "refusing_train_conversations": len(convs) - len(complying),
             "harmless_repeats": args.harmless_repeats,

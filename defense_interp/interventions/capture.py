@@ -22,6 +22,7 @@ to the unsteered one.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -119,6 +120,10 @@ class GradientCapture:
     def _reader(self, layer: int):
         def hook(x, hook):
             self._read[layer] = x.detach().float() @ self.units[layer].to(x.device)
+            if torch.is_grad_enabled() and not x.requires_grad:
+                # no trainable parameter below this layer (e.g. adapters in later blocks only): the
+                # activation gradient ∂L/∂h is the same whatever trains, so let the backward pass reach it
+                return x.requires_grad_()
             return None  # read only
 
         return hook
@@ -129,8 +134,8 @@ class GradientCapture:
         for l in self.layers:
             if l not in self._sums:
                 raise ConfigError(
-                    f"capture_gradients: no gradient reached layer {l} in this step (does the "
-                    "activation there depend on a trainable parameter?)"
+                    f"capture_gradients: no gradient reached layer {l} in this step (was backward() "
+                    "called on a loss of the forward pass run inside the capture, with gradients enabled?)"
                 )
             rows.append({k: v.cpu() for k, v in finalize_sums(self._sums[l]).items()})
         self._steps.append({k: torch.stack([r[k] for r in rows]) for k in rows[0]})
@@ -160,7 +165,13 @@ class GradientCapture:
         must run inside). Statistics accumulate across attachments, so a loop may detach between
         steps (e.g. to take a probe whose backward passes must not be recorded)."""
         fwd = [(self.names[l], self._reader(l)) for l in self.layers]
-        with hooked(self.model, fwd=fwd, bwd=[(self.names[l], self._hook(l)) for l in self.layers]):
+        with (
+            hooked(self.model, fwd=fwd, bwd=[(self.names[l], self._hook(l)) for l in self.layers]),
+            warnings.catch_warnings(),
+        ):
+            # where the reader made the activation require a gradient, torch says the hook sees the
+            # gradient with respect to the output: that is the gradient recorded (see `_reader`)
+            warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
             yield self
 
     @property

@@ -16,13 +16,13 @@ from defense_interp.types import Model
 __all__ = ["ADAPTER_KEYS", "REVERT_GROUPS", "copy_trained", "load_trained", "make_trainable", "merge_adapters"]
 
 #: The config entries that fix the shape of the trained parameters.
-ADAPTER_KEYS = ("lora", "lora_rank", "lora_alpha")
+ADAPTER_KEYS = ("lora", "lora_rank", "lora_alpha", "lora_layers")
 
 
 def make_trainable(model: Model, cfg: TrainConfig) -> list[tuple[str, torch.nn.Parameter]]:
-    """Put LoRA adapters (peft) on every linear layer inside the blocks and freeze the rest — or,
-    with `cfg.lora=False`, make every weight trainable. Changes `model` in place; returns the
-    trainable `(name, parameter)` pairs.
+    """Put LoRA adapters (peft) on every linear layer inside the blocks (those of `cfg.lora_layers`
+    where given) and freeze the rest — or, with `cfg.lora=False`, make every weight trainable.
+    Changes `model` in place; returns the trainable `(name, parameter)` pairs.
 
     The adapters are float32 whatever the model's dtype (peft casts each layer's input to them and
     the result back), so that on a bfloat16 or float16 model an AdamW update smaller than the 16-bit
@@ -32,7 +32,12 @@ def make_trainable(model: Model, cfg: TrainConfig) -> list[tuple[str, torch.nn.P
     if cfg.lora:
         from peft import LoraConfig, inject_adapter_in_model
 
-        targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith("blocks.")]
+        n_layers = int(model.cfg.n_layers)
+        blocks = range(n_layers) if cfg.lora_layers is None else cfg.lora_layers
+        if blocks[-1] >= n_layers:
+            raise ConfigError(f"TrainConfig.lora_layers names block {blocks[-1]}, but the model has {n_layers} blocks")
+        prefixes = tuple(f"blocks.{b}." for b in blocks)
+        targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith(prefixes)]
         if not targets:
             raise ConfigError("no linear layers found in the model's blocks to put LoRA adapters on")
         inject_adapter_in_model(
@@ -54,11 +59,12 @@ def copy_trained(init: Run, model: Model, trainable: list[tuple[str, torch.nn.Pa
             f"init run {init.name!r} was trained on {init.model.get('name')!r}, "
             f"not on {model_identity(model).get('name')!r}"
         )
+    record = cfg.to_dict()
     for key in ADAPTER_KEYS:
-        if init.config.get(key) != getattr(cfg, key):
+        if init.config.get(key) != record.get(key):
             raise ConfigError(
                 f"init run {init.name!r} has {key}={init.config.get(key)!r} but this config has "
-                f"{getattr(cfg, key)!r}; continue training with the same adapters"
+                f"{record.get(key)!r}; continue training with the same adapters"
             )
     state = init.trained_state()
     names = {n for n, _ in trainable}
@@ -104,7 +110,7 @@ def load_trained(model: Model, run: Run, *, merge: bool = False, revert: str | t
     exactly. Parameters outside the blocks' attention and MLP modules (norms, embeddings of a
     full-weight run) are reverted only by "all"."""
     fields = {k: run.config[k] for k in ADAPTER_KEYS if k in run.config}
-    cfg = TrainConfig(**fields)
+    cfg = TrainConfig.from_dict(fields)
     revert = (revert,) if isinstance(revert, str) else tuple(revert)
     work = copy_model(model)
     trainable = make_trainable(work, cfg)

@@ -27,7 +27,9 @@ LR_SCHEDULES = ("constant", "linear", "cosine")
 class TrainConfig:
     """Training hyper-parameters. `lr` applies to the LoRA adapters (or all weights with
     `lora=False`, where a smaller value such as 2e-5 is usual), following `lr_schedule` (module
-    docstring). `check_every`: how often (in steps) `train(until=...)` asks whether to stop."""
+    docstring). `lora_layers`: the blocks that get adapters (default: every block; a run that
+    trains only the blocks after some layer never back-propagates below them). `check_every`: how
+    often (in steps) `train(until=...)` asks whether to stop."""
 
     steps: int = 30
     batch_size: int = 4
@@ -35,6 +37,7 @@ class TrainConfig:
     lora: bool = True
     lora_rank: int = 8
     lora_alpha: float = 16.0
+    lora_layers: tuple[int, ...] | None = None
     max_length: int = 128
     grad_clip: float = 1.0
     seed: int = 0
@@ -49,10 +52,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (tuples as lists): what a run records as its config (a constant learning rate's
-        record is what it was before schedules existed: no `lr_schedule` key)."""
+        record, and one with adapters in every block, is what it was before schedules and
+        `lora_layers` existed: no such key)."""
         record = json_fields(self)
         if self.lr_schedule == "constant":
             del record["lr_schedule"]
+        if self.lora_layers is None:
+            del record["lora_layers"]
         return record
 
     def lr_at(self, step: int) -> float:
@@ -82,6 +88,14 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.lr must be positive, got {self.lr}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lora_layers is not None:
+            layers = tuple(sorted({int(b) for b in self.lora_layers}))
+            if not self.lora or not layers or layers[0] < 0:
+                raise ConfigError(
+                    "TrainConfig.lora_layers must name at least one block (0-based) and needs lora=True, "
+                    f"got {self.lora_layers!r} with lora={self.lora}"
+                )
+            object.__setattr__(self, "lora_layers", layers)
         object.__setattr__(self, "probe_steps", tuple(sorted({int(s) for s in self.probe_steps})))
         bad = [s for s in self.probe_steps if not 0 <= s <= self.steps]
         if bad:

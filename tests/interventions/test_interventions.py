@@ -192,6 +192,29 @@ def test_pressure_equals_finite_difference_of_the_loss(random_axes):
     assert float(cap.stats.pressure[0, 0]) == pytest.approx(-fd, rel=1e-4)
 
 
+def test_a_frozen_model_gives_the_same_activation_gradients(random_axes):
+    """∂L/∂h does not depend on which parameters train: with none trainable (or adapters in later
+    blocks only) the capture still records it; without a backward pass it says so."""
+    model = di.tiny_model(seed=0)
+    b = encode_chat(model.tokenizer, [CONV, CONV2])
+    stats = []
+    for frozen in (False, True):
+        model.requires_grad_(not frozen)
+        with di.capture_gradients(model, random_axes) as cap:
+            cap.set_mask(b.response_mask)
+            _loss(model, b).backward()
+            cap.end_step()
+        model.zero_grad(set_to_none=True)
+        stats.append(cap.stats)
+    for key in ("pressure", "grad_norm", "gbar", "projection"):
+        torch.testing.assert_close(getattr(stats[1], key), getattr(stats[0], key), rtol=1e-5, atol=1e-8)
+    assert (stats[1].grad_norm > 0).all()
+    with di.capture_gradients(model, random_axes) as cap, torch.no_grad():
+        _loss(model, b)
+    with pytest.raises(di.ConfigError, match="no gradient reached layer 0"):
+        cap.end_step()
+
+
 def test_capture_needs_a_mask(tiny, random_axes):
     b = encode_chat(tiny.tokenizer, [CONV])
     with pytest.raises(di.ConfigError, match="set_mask"), di.capture_gradients(tiny, random_axes):
