@@ -27,9 +27,10 @@ LR_SCHEDULES = ("constant", "linear", "cosine")
 class TrainConfig:
     """Training hyper-parameters. `lr` applies to the LoRA adapters (or all weights with
     `lora=False`, where a smaller value such as 2e-5 is usual), following `lr_schedule` (module
-    docstring). `lora_layers`: the blocks that get adapters (default: every block; a run that
-    trains only the blocks after some layer never back-propagates below them). `check_every`: how
-    often (in steps) `train(until=...)` asks whether to stop."""
+    docstring). `lora_layers`: the blocks that get adapters (default: every block); the gradient
+    capture still records every layer in `capture_layers`, so the backward pass stops below the
+    lowest adapter only where no captured layer lies below it. `check_every`: how often (in steps)
+    `train(until=...)` asks whether to stop."""
 
     steps: int = 30
     batch_size: int = 4
