@@ -35,7 +35,7 @@ lint: install
 	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2
 
 test-fast: install
 	$(PY) -m pytest -q -m "not acceptance"

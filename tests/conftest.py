@@ -17,19 +17,6 @@ import defense_interp as di
 from defense_interp.models import model_identity
 from tests.support.helpers import TINY_FULL_STUDY_ARGS, TINY_QUICK_STUDY_ARGS, TINY_REFUSAL_ARGS
 
-#: Fixtures that take minutes to build (a whole study, the bundled model's axes): `make test` runs
-#: with `--dist loadgroup`, and every test that uses one of them runs on one worker, so that each
-#: worker does not build its own copy.
-BUILT_ONCE = ("tiny_full_study", "tiny_refusal_study", "tiny_quick_study", "bundled_axes")
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        for name in BUILT_ONCE:
-            if name in item.fixturenames:  # the fixtures it uses, directly or through others
-                item.add_marker(pytest.mark.xdist_group(name))
-                break
-
 
 @pytest.fixture()
 def users_view():
