@@ -1,5 +1,6 @@
 import dataclasses
 import os
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -15,7 +16,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 import defense_interp as di
 from defense_interp.models import model_identity
-from tests.support.helpers import TINY_FULL_STUDY_ARGS, TINY_QUICK_STUDY_ARGS, TINY_REFUSAL_ARGS
+from tests.support.helpers import TINY_FULL_STUDY_ARGS, TINY_QUICK_STUDY_ARGS, TINY_REFUSAL_ARGS, built_once
 
 
 @pytest.fixture()
@@ -64,10 +65,12 @@ def tiny_full_study(tmp_path_factory):
     of the full design, three seeds), built once per session through the command line."""
     from defense_interp.cli import main
 
-    out = tmp_path_factory.mktemp("tiny_full_study")
-    args = [*TINY_FULL_STUDY_ARGS, "--out", str(out)]
-    assert main(args) == 0
-    return out, args
+    def build(out: Path) -> str:
+        assert main([*TINY_FULL_STUDY_ARGS, "--out", str(out)]) == 0
+        return ""
+
+    out, _ = built_once(tmp_path_factory, "tiny_full_study", build)
+    return out, [*TINY_FULL_STUDY_ARGS, "--out", str(out)]
 
 
 @pytest.fixture(scope="session")
@@ -79,10 +82,13 @@ def tiny_quick_study(tmp_path_factory):
 
     from defense_interp.cli import main
 
-    out, printed = tmp_path_factory.mktemp("tiny_quick_study"), io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main([*TINY_QUICK_STUDY_ARGS, "--out", str(out)]) == 0
-    return out, printed.getvalue()
+    def build(out: Path) -> str:
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert main([*TINY_QUICK_STUDY_ARGS, "--out", str(out)]) == 0
+        return printed.getvalue()
+
+    return built_once(tmp_path_factory, "tiny_quick_study", build)
 
 
 @pytest.fixture(scope="session")
@@ -90,9 +96,11 @@ def tiny_refusal_study(tmp_path_factory):
     """The folder of `defense-interp refusal --model tiny`, built once per session through the command line."""
     from defense_interp.cli import main
 
-    out = tmp_path_factory.mktemp("tiny_refusal_study")
-    assert main([*TINY_REFUSAL_ARGS, "--out", str(out)]) == 0
-    return out
+    def build(out: Path) -> str:
+        assert main([*TINY_REFUSAL_ARGS, "--out", str(out)]) == 0
+        return ""
+
+    return built_once(tmp_path_factory, "tiny_refusal_study", build)[0]
 
 
 @pytest.fixture(scope="session")

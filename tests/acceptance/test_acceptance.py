@@ -1,6 +1,7 @@
 """Acceptance on the bundled SmolLM2-135M-Instruct (offline): loading, axes, generation, a run."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 import defense_interp as di
 from defense_interp.data import encode_prompts
 from defense_interp.models import copy_model, model_identity
+from tests.support.helpers import built_once
 
 pytestmark = pytest.mark.acceptance
 
@@ -47,8 +49,15 @@ def test_missing_model_wheel_names_the_install_command(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def bundled_axes(bundled, trait):
-    return di.extract_trait_axes(bundled, trait, n_pairs=5, n_questions=10, max_new_tokens=32)
+def bundled_axes(bundled, trait, tmp_path_factory):
+    """The bundled model's axes (five pairs, ten questions), extracted once per session (minutes on
+    one thread) and read back from disk where another worker extracted them."""
+
+    def build(folder: Path) -> str:
+        di.extract_trait_axes(bundled, trait, n_pairs=5, n_questions=10, max_new_tokens=32).save(folder)
+        return ""
+
+    return di.TraitAxes.load(built_once(tmp_path_factory, "bundled_axes", build)[0])
 
 
 def test_chosen_layer_separates_pos_from_neg(bundled_axes):

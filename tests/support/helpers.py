@@ -1,10 +1,14 @@
-"""Builders shared by the tests: small training configs, hook counting, the study fixtures' commands,
-and runs with planted statistics (a comparison whose right answers are known)."""
+"""Builders shared by the tests: small training configs, hook counting, the study fixtures' commands
+and their build once per session, and runs with planted statistics (a comparison whose right answers are known)."""
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import math
+import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +29,25 @@ TINY_FULL_STUDY_ARGS = ["study", "--preset", "full", "--model", "tiny"]
 TINY_QUICK_STUDY_ARGS = ["study", "--model", "tiny", "--steps", "2"]
 #: `defense-interp refusal` of the snapshot (the tiny preset).
 TINY_REFUSAL_ARGS = ["refusal", "--model", "tiny"]
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], str]) -> tuple[Path, str]:
+    """`(folder, text)`: `build(folder)` run once per test session, its returned text kept. Under
+    xdist the workers share the folder: the first to need it builds it holding a file lock, the
+    others wait on the lock and read what it built (the study fixtures take minutes on a slow host;
+    every writer in the package replaces files atomically, so a test that reruns a study into the
+    folder never shows another worker a half-written file)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this run's base temp, shared by its workers (each has its own below it)
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            folder.mkdir(exist_ok=True)
+            done_text = build(folder)
+            done.write_text(done_text)
+    return folder, done.read_text()
 
 
 def tiny_config(**overrides: Any) -> di.TrainConfig:

@@ -8,15 +8,18 @@ import pytest
 
 from defense_interp.cli import main
 from defense_interp.study.screen_study.config import RANKED
+from tests.support.helpers import built_once
 
 ARGS = ["screen-study", "--model", "tiny", "--seeds", "2", "--steps", "3"]
 
 
 @pytest.fixture(scope="module")
 def tiny_screen_study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_screen_study")
-    assert main([*ARGS, "--out", str(out)]) == 0
-    return out
+    def build(out):
+        assert main([*ARGS, "--out", str(out)]) == 0
+        return ""
+
+    return built_once(tmp_path_factory, "tiny_screen_study", build)[0]
 
 
 def test_the_tiny_screening_study_writes_its_findings_report_and_every_run(tiny_screen_study):
