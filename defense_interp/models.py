@@ -135,14 +135,17 @@ def model_dtype(model: TransformerBridge) -> torch.dtype:
 
 
 def copy_model(model: TransformerBridge) -> TransformerBridge:
-    """A deep copy of `model` (weights, adapters, tokenizer).
+    """A deep copy of `model` (weights, adapters), sharing its tokenizer.
 
-    After a forward pass with gradients TransformerLens keeps transient activations on some
-    modules (e.g. the residual captured for attention input forks); they are graph tensors, which
-    `copy.deepcopy` refuses, and they are refreshed by the next forward pass anyway, so the copy
-    gets `None` in their place.
+    The tokenizer is shared, not copied: the package never changes a tokenizer after loading (it
+    pads and truncates itself), and copying one is slow (5 s for Gemma-3's 262k-token vocabulary,
+    more than the model's weights). After a forward pass with gradients TransformerLens keeps
+    transient activations on some modules (e.g. the residual captured for attention input forks);
+    they are graph tensors, which `copy.deepcopy` refuses, and they are refreshed by the next forward
+    pass anyway, so the copy gets `None` in their place.
     """
-    memo: dict[int, Any] = {}
+    tokenizer = getattr(model, "tokenizer", None)
+    memo: dict[int, Any] = {} if tokenizer is None else {id(tokenizer): tokenizer}
     for module in model.modules():
         for value in vars(module).values():
             if isinstance(value, torch.Tensor) and not value.is_leaf:

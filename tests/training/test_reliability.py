@@ -19,8 +19,9 @@ CFG = tiny_config(steps=3)
 
 
 class _Poison(Condition):
-    """A broken condition: NaN in the forward pass (`where="forward"`) or in the backward pass
-    below layer 2 (`where="backward"`), from step `at` on."""
+    """A broken condition: NaN in the forward pass (`where="forward"`), in the backward pass below
+    layer 2 (`where="backward"`) or in the gradient of the last trainable parameter only
+    (`where="parameter"`), from step `at` on."""
 
     name = "poison"
 
@@ -33,12 +34,23 @@ class _Poison(Condition):
         live = self.calls > self.at + 1  # the first call is the start-of-training loss table
         fwd = [("blocks.2.hook_resid_post", lambda x, hook: x * torch.nan)] if live and self.where == "forward" else []
         bwd = [("blocks.2.hook_resid_pre", lambda g, hook: g * torch.nan)] if live and self.where == "backward" else []
-        with model.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
-            yield
+        last = [p for p in model.parameters() if p.requires_grad][-1]
+        poisoned = last.register_hook(lambda g: g * torch.nan) if live and self.where == "parameter" else None
+        try:
+            with model.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
+                yield
+        finally:
+            if poisoned is not None:
+                poisoned.remove()
 
 
 @pytest.mark.parametrize(
-    "where,named", [("forward", "the loss"), ("backward", "the activation gradient at blocks.1.hook_resid_post")]
+    "where,named",
+    [
+        ("forward", "the loss"),
+        ("backward", "the activation gradient at blocks.1.hook_resid_post"),
+        ("parameter", "the gradient of parameter layers.3.*lora_B"),
+    ],
 )
 def test_non_finite_training_stops_naming_step_and_place(tiny, convs, random_axes, tmp_path, where, named):
     hooks = count_hooks(tiny)
