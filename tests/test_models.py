@@ -197,3 +197,15 @@ def test_packaged_names_and_gemma_turn_format(tiny):
     )
     assert render(tok, conv[1:2], add_generation_prompt=True).endswith("<start_of_turn>model\n")
     assert stop_token_ids(tok) == [tok.eos_token_id]  # the byte-level tokenizer has no <end_of_turn> token
+
+
+def test_a_copy_has_its_own_weights_and_shares_the_tokenizer(tiny):
+    from defense_interp.models import copy_model
+
+    work = copy_model(tiny)
+    assert work.tokenizer is tiny.tokenizer
+    mine, theirs = next(work.parameters()), next(tiny.parameters())
+    assert torch.equal(mine, theirs) and mine.data_ptr() != theirs.data_ptr()
+    with torch.no_grad():
+        mine.add_(1.0)
+    assert not torch.equal(mine, theirs)
