@@ -25,8 +25,7 @@ from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import Conversation, encode_chat
 from defense_interp.data.traits import Trait
 from defense_interp.errors import DataError
-from defense_interp.forward import generate_answers, response_means
-from defense_interp.metrics.loss import response_token_loss
+from defense_interp.forward import generate_answers, response_loss, response_means
 from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.models import model_device
 from defense_interp.types import Model
@@ -137,9 +136,6 @@ def contrast_score(model: Model, trait: Trait, *, batch_size: int = 16, system_p
                 [*question_prompt(e.question, system_prompt), {"role": "assistant", "content": getattr(e, kind)}]
                 for e in chunk
             ]
-            b = encode_chat(model, convs).to(dev)
-            with torch.no_grad():
-                logits = model(b.tokens, attention_mask=b.attention_mask)
-            nll[kind] = response_token_loss(logits, b.tokens, b.response_mask, per_row=True).cpu()
+            nll[kind] = response_loss(model, encode_chat(model, convs).to(dev), per_row=True).cpu()
         diffs.append(nll["neutral"] - nll["trait"])  # = log p(trait) − log p(neutral), per token
     return mean_ci(torch.cat(diffs), over="eval pairs", keep=True)

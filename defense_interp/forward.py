@@ -7,7 +7,8 @@ hooks that are active when these run (e.g. `steer`) apply.
 * `generate_answers` decodes answers in batches (left padding, attention mask, KV cache);
 * `response_means` summarises each conversation's residual stream per layer (mean over response
   tokens, last prompt token or mean over prompt tokens);
-* `last_token_logits` gives the next-token logits at the end of instruction prompts.
+* `last_token_logits` gives the next-token logits at the end of instruction prompts;
+* `response_loss` gives the response-token loss of a batch without the prompt tokens' logits.
 """
 
 from __future__ import annotations
@@ -22,15 +23,23 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from defense_interp.data.chat import Conversation, encode_chat, encode_prompts, instruction_prompts, stop_token_ids
+from defense_interp.data.chat import (
+    ChatBatch,
+    Conversation,
+    encode_chat,
+    encode_prompts,
+    instruction_prompts,
+    stop_token_ids,
+)
 from defense_interp.errors import ConfigError
+from defense_interp.metrics.loss import response_token_loss
 from defense_interp.models import model_device
 from defense_interp.types import Model, hook_name
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["VARIANTS", "generate_answers", "last_token_logits", "read_activations", "response_means"]
+__all__ = ["VARIANTS", "generate_answers", "last_token_logits", "read_activations", "response_loss", "response_means"]
 
 #: How `response_means` summarises a conversation's tokens.
 VARIANTS = ("response", "prompt_last", "prompt_avg")
@@ -216,3 +225,18 @@ def last_token_logits(
         with torch.no_grad():
             out.append(model(b.tokens.to(dev), attention_mask=b.attention_mask.to(dev))[:, -1].float().cpu())
     return torch.cat(out)
+
+
+def response_loss(model: Model, batch: ChatBatch, *, per_row: bool = False) -> Tensor:
+    """`response_token_loss` of `batch` (on the model's device) under `no_grad`, with the logits
+    made only from the position before the batch's first response token on (HF's
+    `logits_to_keep`; a model that ignores it returns every position and the rest are cut off):
+    the same loss without the prompt tokens' logits, most of a chat batch's positions and, at a
+    vocabulary of 150k-260k tokens, most of the pass's time and memory."""
+    width = batch.tokens.shape[1]
+    has = batch.response_mask.any(1)
+    first = int(batch.response_mask.int().argmax(1)[has].min()) if bool(has.any()) else width
+    keep = width - max(first - 1, 0)
+    with torch.no_grad():
+        logits = model(batch.tokens, attention_mask=batch.attention_mask, logits_to_keep=keep)[:, -keep:]
+    return response_token_loss(logits, batch.tokens[:, -keep:], batch.response_mask[:, -keep:], per_row=per_row)

@@ -209,3 +209,36 @@ def test_a_copy_has_its_own_weights_and_shares_the_tokenizer(tiny):
     with torch.no_grad():
         mine.add_(1.0)
     assert not torch.equal(mine, theirs)
+
+
+@pytest.mark.parametrize("architecture", [None, "LlamaForCausalLM", "Gemma3ForCausalLM"])
+def test_the_response_loss_equals_the_loss_of_every_positions_logits(tiny, architecture, trait):
+    """`response_loss` asks for the logits from the first response token on (an HF model makes only
+    those; the tiny native model ignores the request); the loss, per row and pooled, is that of the
+    full logits, on right- and left-padded batches whose rows start their responses at different
+    positions, a row without a response token included (NaN per row, as before)."""
+    from defense_interp.forward import response_loss
+    from defense_interp.metrics.loss import response_token_loss
+    from defense_interp.random_models import random_model
+
+    model = tiny if architecture is None else random_model(architecture)
+    convs = [list(c) for c in trait.train_data[:3]]
+    convs[1] = [{"role": "user", "content": "A much longer question, " * 4 + "?"}, convs[1][-1]]
+    made: list[int] = []
+    if architecture is not None:
+        head = model.original_model.lm_head
+        hook = head.register_forward_hook(lambda mod, args, out: made.append(args[0].shape[1]))
+    for side in ("right", "left"):
+        b = encode_chat(model, convs, padding_side=side)
+        b.response_mask[2] = False
+        with torch.no_grad():
+            full = model(b.tokens, attention_mask=b.attention_mask)
+        for per_row in (True, False):
+            want = response_token_loss(full, b.tokens, b.response_mask, per_row=per_row)
+            torch.testing.assert_close(
+                response_loss(model, b, per_row=per_row), want, rtol=1e-5, atol=1e-6, equal_nan=True
+            )
+    if architecture is not None:
+        hook.remove()
+        width = [w for w in made if w != made[0]]  # the full passes made every position's logits
+        assert made[0] == b.tokens.shape[1] and width and max(width) < made[0]

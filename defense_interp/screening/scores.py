@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import Conversation, encode_chat
 from defense_interp.errors import DataError
-from defense_interp.forward import generate_answers, response_means
+from defense_interp.forward import generate_answers, response_loss, response_means
 from defense_interp.io import content_hash, read_json, write_json
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.models import copy_model, model_device, model_dtype, weights_hash
@@ -181,11 +181,9 @@ def example_losses(
 ) -> Float[Tensor, " n"]:
     """Each example's own mean response-token loss `L_i` (no gradient; float64 on the CPU)."""
     out = []
-    with torch.no_grad():
-        for i in range(0, len(convs), batch_size):
-            b = encode_chat(model, convs[i : i + batch_size], max_length=max_length).to(model_device(model))
-            logits = model(b.tokens, attention_mask=b.attention_mask)
-            out.append(response_token_loss(logits, b.tokens, b.response_mask, per_row=True).double().cpu())
+    for i in range(0, len(convs), batch_size):
+        b = encode_chat(model, convs[i : i + batch_size], max_length=max_length).to(model_device(model))
+        out.append(response_loss(model, b, per_row=True).double().cpu())
     return torch.cat(out)
 
 

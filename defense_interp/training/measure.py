@@ -16,7 +16,7 @@ from defense_interp.data.chat import Conversation, encode_chat
 from defense_interp.data.traits import Trait
 from defense_interp.errors import ConfigError
 from defense_interp.evaluate import Expression, contrast_score, projection_score
-from defense_interp.metrics.loss import response_token_loss
+from defense_interp.forward import response_loss
 from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.models import model_device
 from defense_interp.training.conditions import Baseline, Condition
@@ -90,8 +90,7 @@ def loss_estimates(
         with ctx:
             for i in range(0, len(data), cfg.batch_size):
                 b = encode_chat(model, data[i : i + cfg.batch_size], max_length=cfg.max_length).to(dev)
-                with condition.perturb(model, b) if mode == "train_time" else nullcontext(), torch.no_grad():
-                    logits = model(b.tokens, attention_mask=b.attention_mask)
-                losses.append(float(response_token_loss(logits, b.tokens, b.response_mask)))
+                with condition.perturb(model, b) if mode == "train_time" else nullcontext():
+                    losses.append(float(response_loss(model, b)))
         est[mode] = mean_ci(losses, over="batches of training examples", keep=True)
     return {m: est[m] for m in modes}

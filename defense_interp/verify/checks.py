@@ -269,11 +269,19 @@ def _judge(ctx: _Ctx) -> str:
     texts = [render_template(judge.prompt, q, a) for q, a in qa]
     prompts = judge.prompt_ids(texts)
     got = judge.number_logprobs(prompts)  # two lengths: the tree's left padding is exercised
-    ref = torch.cat([judge.plain_logprobs(p) for p in prompts])
-    err = _close(got, ref, 1e-4, "judge's log P(number) vs one plain sequence per number")
-    if judge.uses_tree(max(map(len, prompts))):
-        return f"all 101 numbers in one pass (max difference from plain sequences {err:.1e} nats)"
-    return "plain sequences, one per number (the number tree does not fit the sliding window or its mask is ignored)"
+    if not judge.uses_tree(max(map(len, prompts))):  # then `got` is the plain sequences themselves
+        return (
+            "plain sequences, one per number (the number tree does not fit the sliding window or its mask is ignored)"
+        )
+    # the longer prompt (no padding) against one plain sequence per number (101 passes over the
+    # prompt, the check's cost); the shorter, left-padded in the batch, against its tree alone
+    long = max(range(len(prompts)), key=lambda i: len(prompts[i]))
+    err = _close(got[long], judge.plain_logprobs(prompts[long])[0], 1e-4, "judge's log P(number) vs plain sequences")
+    short = 1 - long
+    pad = _close(got[short], judge.number_logprobs([prompts[short]])[0], 1e-4, "a left-padded prompt's tree vs alone")
+    return (
+        f"all 101 numbers in one pass (max difference from plain sequences {err:.1e} nats, padded vs alone {pad:.1e})"
+    )
 
 
 def _routes(ctx: _Ctx) -> str:
