@@ -33,7 +33,7 @@ from defense_interp.data.chat import (
 )
 from defense_interp.errors import ConfigError
 from defense_interp.metrics.loss import response_token_loss
-from defense_interp.models import model_device
+from defense_interp.models import model_device, response_logits
 from defense_interp.types import Model, hook_name
 
 if TYPE_CHECKING:
@@ -112,7 +112,8 @@ def generate_answers(
     end-of-sequence token or the chat template's end-of-turn token (`stop_token_ids`). Sampling is
     seeded per batch (`seed + batch index`) without touching the global RNG, so the same call (the
     same prompts, `n`, `batch_size` and seed) gives the same answers. Active hooks (e.g. `steer`)
-    apply.
+    apply. The prompt pass makes the logits of its last position only (HF's `logits_to_keep`): a
+    vocabulary of 150k-260k tokens would otherwise make most of that pass's time and memory.
     """
     if max_new_tokens < 1 or batch_size < 1 or n < 1:
         raise ConfigError("max_new_tokens, batch_size and n must be positive")
@@ -152,6 +153,7 @@ def generate_answers(
                 eos_token_id=(stops[0] if len(stops) == 1 else stops) if stops else None,
                 return_type="tokens",
                 verbose=False,
+                logits_to_keep=1,  # the prompt pass's only (TL forwards extra arguments to it alone)
             )
         new = out[:, batch.tokens.shape[1] :].cpu()
         for row, i in zip(new.tolist(), idx, strict=False):
@@ -228,15 +230,8 @@ def last_token_logits(
 
 
 def response_loss(model: Model, batch: ChatBatch, *, per_row: bool = False) -> Tensor:
-    """`response_token_loss` of `batch` (on the model's device) under `no_grad`, with the logits
-    made only from the position before the batch's first response token on (HF's
-    `logits_to_keep`; a model that ignores it returns every position and the rest are cut off):
-    the same loss without the prompt tokens' logits, most of a chat batch's positions and, at a
-    vocabulary of 150k-260k tokens, most of the pass's time and memory."""
-    width = batch.tokens.shape[1]
-    has = batch.response_mask.any(1)
-    first = int(batch.response_mask.int().argmax(1)[has].min()) if bool(has.any()) else width
-    keep = width - max(first - 1, 0)
+    """`response_token_loss` of `batch` (on the model's device) under `no_grad`, from the logits of
+    its response positions only (`models.response_logits`)."""
     with torch.no_grad():
-        logits = model(batch.tokens, attention_mask=batch.attention_mask, logits_to_keep=keep)[:, -keep:]
-    return response_token_loss(logits, batch.tokens[:, -keep:], batch.response_mask[:, -keep:], per_row=per_row)
+        logits, tokens, mask = response_logits(model, batch)
+    return response_token_loss(logits, tokens, mask, per_row=per_row)

@@ -6,12 +6,13 @@ memory of the toolkit's work on it (`defense-interp memory`).
 * **LoRA training** at the study's batch B and length L: the loaded model, the run's trainable copy
   of it (`train` copies the model), the adapters (float32) with their AdamW moments, the tensors
   autograd keeps for the backward pass, and the largest transient on top of them, whichever is
-  largest of: the loss (logits, then three float32 `B·L·V` tensors inside log-softmax's backward),
-  the last layer's attention pattern, or (full-weight training) the optimiser step with every
-  gradient alive. Full-weight training (`lora=False`) keeps a gradient and two AdamW moments per
+  largest of: the loss (logits, then three float32 `B·L·V` tensors inside log-softmax's backward;
+  an upper bound, as the logits are made from the batch's first response token on: `B·L` positions
+  when a row's answer starts at its first token), the last layer's attention pattern, or
+  (full-weight training) the optimiser step with every gradient alive. Full-weight training (`lora=False`) keeps a gradient and two AdamW moments per
   weight instead of the adapters'.
-* **generation** — the weights, the prompt pass's logits (kept until the first new token), the KV
-  cache and the sampling temporaries.
+* **generation** — the weights, the prompt pass's logits (its last position's: `generate_answers`
+  asks for no more, kept until the first new token), the KV cache and the sampling temporaries.
 
 The tensors autograd keeps per layer were counted on the bridge (hook points keep no extra copy):
 per token 5 residual-width tensors (the inputs of q/k/v, o, the MLP and both norms), 3 query-width
@@ -324,7 +325,7 @@ def estimate_memory(
         return 2 * s.n_layers * gen_batch * s.n_kv_heads * n * s.d_head * size
 
     sampling = 5 * size * gen_batch * s.vocab
-    first = {"prompt logits (kept until the first new token)": size * gen_batch * gen_prompt * s.vocab,
+    first = {"prompt logits (last position, kept until the first new token)": size * gen_batch * s.vocab,
              "KV cache": kv(gen_prompt + 1)}  # fmt: skip
     expanded = 2 * size * gen_batch * s.n_heads * (gen_prompt + gen_new) * s.d_head
     last = {"KV cache": kv(gen_prompt + gen_new), "expanded keys and values of a layer": expanded}

@@ -8,6 +8,8 @@
 * `load_model(name_or_path)` — an HF model name or folder, or a `.gguf` file.
 * `tiny_model(seed)` — a small random TransformerLens-native model with a byte-level tokenizer and
   a ChatML chat template, for tests and examples.
+* `response_logits(model, batch)` — a chat batch's logits from its first response token on, which
+  every response-token loss (training, probes, adversaries, measurements) is computed from.
 
 Every model returned carries `model_identity(model)`: its name and shape, recorded in results.
 """
@@ -33,6 +35,8 @@ from defense_interp.support import check_dtype, check_folder, closest_supported
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
+    from defense_interp.data.chat import ChatBatch
+
 __all__ = [
     "BUNDLED_MODEL",
     "ModelSpec",
@@ -44,6 +48,7 @@ __all__ = [
     "model_dtype",
     "model_identity",
     "model_spec",
+    "response_logits",
     "tiny_model",
     "tiny_tokenizer",
     "weights_hash",
@@ -132,6 +137,21 @@ def model_dtype(model: TransformerBridge) -> torch.dtype:
     """The dtype the model computes in: its first floating-point parameter's (the embedding's; the
     float32 LoRA adapters of a 16-bit model come later), float32 if it has none."""
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def response_logits(model: TransformerBridge, batch: ChatBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(logits, tokens, response_mask)` of `batch` (on the model's device) from the position before
+    its first response token on: the model is asked for those positions' logits only (HF's
+    `logits_to_keep`; a model that ignores it, such as the tiny native one, returns every position
+    and the rest are cut off), and `response_token_loss` of the three is that of the full logits.
+    The prompt tokens' logits, most of a chat batch's positions and, at a vocabulary of 150k-260k
+    tokens, most of a pass's time and memory, are never made. Autograd follows the caller's mode."""
+    width = batch.tokens.shape[1]
+    has = batch.response_mask.any(1)
+    first = int(batch.response_mask.int().argmax(1)[has].min()) if bool(has.any()) else width
+    keep = width - max(first - 1, 0)
+    logits = model(batch.tokens, attention_mask=batch.attention_mask, logits_to_keep=keep)[:, -keep:]
+    return logits, batch.tokens[:, -keep:], batch.response_mask[:, -keep:]
 
 
 def copy_model(model: TransformerBridge) -> TransformerBridge:

@@ -65,14 +65,17 @@ def test_memory_command_prints_the_estimate_of_the_bundled_model_a_tiny_folder_a
 
 def _measured_training(model, lora: bool, batch_size: int, max_length: int) -> int:
     """Tensor bytes a training step of the toolkit needs: the loaded model's weights, then (all under
-    the profiler) the trainable copy, its optimiser state and two steps (as `train`)."""
+    the profiler) the trainable copy, its optimiser state and two steps (as `train`), on a batch of
+    B × L response tokens (the estimate's bound: the logits of every position)."""
+    from defense_interp.data.chat import ChatBatch
     from defense_interp.metrics.loss import response_token_loss
+    from defense_interp.models import response_logits
     from defense_interp.profiling import measured_peak
     from defense_interp.training import make_trainable
 
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, int(model.cfg.d_vocab), (batch_size, max_length), generator=gen)  # exactly B × L
-    mask = torch.ones_like(tokens, dtype=torch.bool)
+    batch = ChatBatch(tokens, torch.ones_like(tokens), torch.ones_like(tokens, dtype=torch.bool), "right")
 
     def train_two_steps():
         work = copy_model(model)
@@ -80,7 +83,7 @@ def _measured_training(model, lora: bool, batch_size: int, max_length: int) -> i
         opt = torch.optim.AdamW([p for _, p in trainable], lr=1e-5, weight_decay=0.0)
         work.train()
         for _ in range(2):  # the optimiser state exists from the second step on
-            loss = response_token_loss(work(tokens), tokens, mask)
+            loss = response_token_loss(*response_logits(work, batch))
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
             opt.step()

@@ -242,3 +242,70 @@ def test_the_response_loss_equals_the_loss_of_every_positions_logits(tiny, archi
         hook.remove()
         width = [w for w in made if w != made[0]]  # the full passes made every position's logits
         assert made[0] == b.tokens.shape[1] and width and max(width) < made[0]
+
+
+@pytest.mark.parametrize("architecture", ["LlamaForCausalLM", "Gemma3ForCausalLM"])
+def test_generation_makes_one_position_of_logits_and_equals_greedy_decoding_by_full_passes(architecture):
+    """`generate_answers` (a left-padded, KV-cached batch whose prompt pass keeps the last position's
+    logits) gives, prompt by prompt, the tokens of the naive loop: a full forward pass of the
+    unpadded sequence for every new token, the argmax of its last position."""
+    from defense_interp.forward import generate_answers, stop_token_ids
+    from defense_interp.random_models import random_model
+
+    model = random_model(architecture)
+    prompts = [[{"role": "user", "content": "Hi?"}], [{"role": "user", "content": "A much longer question, " * 3}]]
+    made: list[int] = []
+    hook = model.original_model.lm_head.register_forward_hook(lambda mod, args, out: made.append(args[0].shape[1]))
+    try:
+        got = generate_answers(model, prompts, max_new_tokens=6, progress=False)
+    finally:
+        hook.remove()
+    assert made and set(made) == {1}
+    stops, tok = stop_token_ids(model.tokenizer), model.tokenizer
+    for prompt, answer in zip(prompts, got, strict=True):
+        seq = encode_prompts(model, [prompt]).tokens
+        with torch.no_grad():
+            for _ in range(6):
+                seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+        new = seq[0, len(encode_prompts(model, [prompt]).tokens[0]) :].tolist()
+        ends = [new.index(s) for s in stops if s in new]
+        assert answer == tok.decode(new[: min(ends)] if ends else new, skip_special_tokens=True).strip()
+
+
+@pytest.mark.parametrize("architecture", [None, "LlamaForCausalLM", "Gemma3ForCausalLM"])
+def test_the_response_logits_give_the_gradients_of_every_positions_logits(tiny, architecture, trait):
+    """Training's loss (`response_token_loss(*response_logits(...))`) has the loss and the gradient
+    of every weight of the loss of the full logits, on a batch whose rows start their responses
+    at different positions; an HF model makes fewer positions' logits."""
+    from defense_interp.metrics.loss import response_token_loss
+    from defense_interp.models import copy_model, response_logits
+    from defense_interp.random_models import random_model
+
+    model = copy_model(tiny if architecture is None else random_model(architecture))
+    convs = [list(c) for c in trait.train_data[:2]]
+    convs[1] = [{"role": "user", "content": "A much longer question, " * 4 + "?"}, convs[1][-1]]
+    b = encode_chat(model, convs)
+    made: list[int] = []
+    if architecture is not None:
+        head = model.original_model.lm_head
+        hook = head.register_forward_hook(lambda mod, args, out: made.append(args[0].shape[1]))
+    found = {}
+    for how in ("full", "response"):
+        model.zero_grad(set_to_none=True)
+        if how == "full":
+            logits = model(b.tokens, attention_mask=b.attention_mask)
+            loss = response_token_loss(logits, b.tokens, b.response_mask)
+        else:
+            logits, tokens, mask = response_logits(model, b)
+            loss = response_token_loss(logits, tokens, mask)
+        loss.backward()
+        found[how] = (loss.detach(), logits.shape[1], {n: p.grad.clone() for n, p in model.named_parameters()})
+    (full, width, grads), (loss, kept, got) = found["full"], found["response"]
+    torch.testing.assert_close(loss, full, rtol=1e-6, atol=0)
+    assert got.keys() == grads.keys()
+    for name, g in grads.items():
+        torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-7, msg=name)
+    assert width == b.tokens.shape[1] and kept < width
+    if architecture is not None:
+        hook.remove()
+        assert made == [width, kept]  # the head made the kept positions only

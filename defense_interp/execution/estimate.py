@@ -2,8 +2,8 @@
 
 Three unit costs are measured on the model where it will run, with the study's batch size and
 training conversations: one LoRA training step (forward, backward, optimiser; the second of two,
-so that warm-up is not counted), one forward pass without gradients, and one decoding step of a
-batch of 16 prompts. A task's `cost` counts these units (`train_steps`, `forwards`,
+so that warm-up is not counted), one forward pass without gradients (a measurement's loss), and
+one decoding step of a batch of 16 prompts. A task's `cost` counts these units (`train_steps`, `forwards`,
 `decode_steps`); its estimate is the sum of counts × unit times. Peak memory is the measured peak
 of the training step (tasks that train) or of generation (the others): on CUDA the allocator's
 peak, on the CPU the process's peak resident set (weights included), an upper bound for a worker
@@ -22,9 +22,9 @@ import torch
 
 from defense_interp.data.chat import Conversation, encode_chat
 from defense_interp.execution.plan import Plan, TaskEstimate
-from defense_interp.forward import generate_answers
+from defense_interp.forward import generate_answers, response_loss
 from defense_interp.metrics.loss import response_token_loss
-from defense_interp.models import copy_model, model_device
+from defense_interp.models import copy_model, model_device, response_logits
 from defense_interp.training.adapters import make_trainable
 from defense_interp.training.config import TrainConfig
 
@@ -68,14 +68,12 @@ def measure_units(model: Any, examples: Sequence[Conversation], cfg: TrainConfig
     batch = encode_chat(work, list(examples)[: cfg.batch_size], max_length=cfg.max_length).to(dev)
 
     def step() -> None:
-        logits = work(batch.tokens, attention_mask=batch.attention_mask)
-        response_token_loss(logits, batch.tokens, batch.response_mask).backward()
+        response_token_loss(*response_logits(work, batch)).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     def forward() -> None:
-        with torch.no_grad():
-            work(batch.tokens, attention_mask=batch.attention_mask)
+        response_loss(work, batch)
 
     prompts = [c[:-1] for c in list(examples)[:_DECODE_BATCH]]  # each conversation without its answer
     prompts = (prompts * _DECODE_BATCH)[:_DECODE_BATCH]

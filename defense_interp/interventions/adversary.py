@@ -23,7 +23,7 @@ from defense_interp.data.chat import ChatBatch
 from defense_interp.errors import ConfigError
 from defense_interp.interventions.hooks import hook_names, hooked, on_device
 from defense_interp.metrics.loss import response_token_loss
-from defense_interp.models import model_device
+from defense_interp.models import model_device, response_logits
 from defense_interp.types import Model, check_finite
 
 __all__ = ["adversarial_perturbation", "perturb"]
@@ -65,8 +65,7 @@ def adversarial_perturbation(
     delta = torch.zeros(*batch.tokens.shape, int(model.cfg.d_model), device=dev, requires_grad=True)
     for _ in range(int(steps)):
         with perturb(model, delta, layer=layer, point=point), torch.enable_grad():
-            logits = model(batch.tokens, attention_mask=batch.attention_mask)
-            loss = response_token_loss(logits, batch.tokens, batch.response_mask)
+            loss = response_token_loss(*response_logits(model, batch))
             (g,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():
             g = g * where

@@ -37,7 +37,7 @@ from defense_interp.errors import DataError
 from defense_interp.forward import generate_answers, response_loss, response_means
 from defense_interp.io import content_hash, read_json, write_json
 from defense_interp.metrics.loss import response_token_loss
-from defense_interp.models import copy_model, model_device, model_dtype, weights_hash
+from defense_interp.models import copy_model, model_device, model_dtype, response_logits, weights_hash
 from defense_interp.training.adapters import make_trainable
 from defense_interp.training.config import TrainConfig
 from defense_interp.types import Model, hook_name
@@ -153,8 +153,7 @@ def example_pressure(
             return x + probe["delta"]
 
         with model.hooks(fwd_hooks=[(name, add_zero)]):
-            logits = model(b.tokens, attention_mask=b.attention_mask)
-        per_example = response_token_loss(logits, b.tokens, b.response_mask, per_row=True)
+            per_example = response_token_loss(*response_logits(model, b), per_row=True)
         (g,) = torch.autograd.grad(per_example.sum(), probe["delta"])
         along = g.float() @ u.to(g.device, torch.float32)  # [b, t]
         out.append(-(along * b.response_mask.to(along.dtype)).sum(1).cpu())

@@ -45,7 +45,7 @@ from defense_interp.metrics.diffuseness import (
 )
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.metrics.vectors import cosine, cosine_matrix, unit
-from defense_interp.models import model_device, model_identity
+from defense_interp.models import model_device, model_identity, response_logits
 from defense_interp.provenance import __version__
 from defense_interp.training.conditions import Baseline, Condition, condition_type
 from defense_interp.types import Model
@@ -330,8 +330,7 @@ def probe_gradients(
             hooked(model, bwd=[(cap.names[l], spectrum_hook(l, mask)) for l in cap.layers]),
             cond.intervene(model),
         ):
-            logits = model(b.tokens, attention_mask=b.attention_mask)
-            loss = response_token_loss(logits, b.tokens, b.response_mask)
+            loss = response_token_loss(*response_logits(model, b))
             cap.set_mask(b.response_mask)
             loss.backward()
         cap.end_step()

@@ -21,7 +21,7 @@ from defense_interp.interventions.capture import GradientCapture
 from defense_interp.io import write_json, write_tensors
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.metrics.stats import Estimate
-from defense_interp.models import copy_model, model_device
+from defense_interp.models import copy_model, model_device, response_logits
 from defense_interp.training.adapters import copy_trained, make_trainable
 from defense_interp.training.checkpoint import Checkpoint
 from defense_interp.training.conditions import Baseline, Condition
@@ -169,8 +169,7 @@ class Session:
             self.coefficients.append(float(acting.coef))  # type: ignore[attr-defined]
         # the capture attaches before the intervention: its forward hooks read the activation unsteered
         with condition.perturb(work, batch), cap.attached(), acting.intervene(work):
-            logits = work(batch.tokens, attention_mask=batch.attention_mask)
-            loss = response_token_loss(logits, batch.tokens, batch.response_mask)
+            loss = response_token_loss(*response_logits(work, batch))
             cap.set_mask(batch.response_mask)
             loss.backward()
         cap.end_step()
