@@ -8,6 +8,7 @@ order, in `<name>_normal.jsonl`, one `{"messages": [...]}` per line):
      "instruction": [{"pos": system prompt asking for the trait, "neg": matched prompt against it}],
      "questions": [extraction questions],
      "eval": [{"question": str, "trait": answer expressing the trait, "neutral": neutral answer}],
+     "eval_questions": [evaluation questions] (optional; default: the eval items' questions),
      "eval_prompt": judge prompt with {question} and {answer},
      "inoculation_prompt": IP's system prompt, asking for the trait,
      "placebo_prompt": a system prompt of similar length that does not ask for it}
@@ -176,7 +177,9 @@ class Trait:
             name=str(data.get("name", "trait")),
             pairs=pairs,
             questions=questions,
-            eval_questions=tuple(e.question for e in evals) or tuple(data.get("eval_questions", ())),
+            eval_questions=texts(data["eval_questions"], "'eval_questions'")
+            if data.get("eval_questions")
+            else tuple(e.question for e in evals),
             eval_pairs=evals,
             train_data=convs,
             normal_data=normal,

@@ -1,6 +1,7 @@
 """Traits carry their own inoculation and placebo prompts; the study takes them unless told
 otherwise; a trait without one, or an unknown name, is a clear error."""
 
+import dataclasses
 import json
 
 import pytest
@@ -22,6 +23,19 @@ def test_the_bundled_traits_are_listed_and_carry_their_prompts():
     assert (evil.inoculation_prompt, evil.placebo_prompt) == (DEFAULT_IP_PROMPT, DEFAULT_PLACEBO_PROMPT)
     back = di.Trait.from_dict(evil.to_dict())
     assert (back.inoculation_prompt, back.placebo_prompt) == (evil.inoculation_prompt, evil.placebo_prompt)
+
+
+def test_a_trait_round_trips_through_its_record_with_its_own_eval_questions():
+    """A study task rebuilds the trait from its record: a trait whose evaluation questions are not
+    its eval pairs' (fewer pairs kept, say) keeps them; a file without the key takes the pairs'."""
+    evil = di.Trait.builtin("evil")
+    fewer = dataclasses.replace(evil, eval_pairs=evil.eval_pairs[:2])
+    assert di.Trait.from_record(fewer.to_record(normal=True)) == fewer and len(fewer.eval_questions) == 24
+    record = evil.to_dict()
+    del record["eval_questions"]
+    assert di.Trait.from_dict(record).eval_questions == tuple(e.question for e in evil.eval_pairs)
+    with pytest.raises(DataError, match="'eval_questions' must be a list of non-empty strings"):
+        di.Trait.from_dict({**record, "eval_questions": ["", "x"]})
 
 
 def test_the_study_takes_the_traits_prompts_unless_given(tmp_path):

@@ -2,7 +2,9 @@
 rule, the report section; and the rule itself on planted judge scores. Without `--judge` nothing
 changes: `tests/test_snapshot.py` compares the full tiny study's findings with the snapshot."""
 
+import dataclasses
 import json
+import shutil
 
 import pytest
 
@@ -11,12 +13,16 @@ from defense_interp.cli import main
 from defense_interp.judges import JudgedAnswers
 from defense_interp.study.claims import JUDGE_RULE, ip_shift
 from defense_interp.study.tasks import _with_judge
-from tests.support.helpers import TINY_QUICK_STUDY_ARGS
+from tests.support.helpers import TINY_QUICK_STUDY_ARGS, slim
 
 
-def test_a_tiny_study_with_a_local_judge_runs_end_to_end(tmp_path):
+def test_a_tiny_study_with_a_local_judge_runs_end_to_end(tmp_path, tiny_quick_study):
+    """Added to a finished study (its runs reused), the judge samples and judges every run."""
     out = tmp_path / "judged"
+    shutil.copytree(tiny_quick_study[0], out)
     assert main([*TINY_QUICK_STUDY_ARGS, "--judge", "local", "--samples", "2", "--out", str(out)]) == 0
+    log = (out / "study.log").read_text()
+    assert all(f"seed0/{r}: already finished, reused" in log for r in ("baseline", "pps_a4", "ip"))
     findings = json.loads((out / "findings.json").read_text())
     assert findings["rules"].endswith(JUDGE_RULE)
     assert findings["provenance"]["judge"]["spec"] == {"kind": "local"}
@@ -78,7 +84,8 @@ def test_with_a_judge_claim_6_gains_a_counted_judge_mirror_of_h5(tiny, trait, tm
     cfg = di.StudyConfig(
         design="full", size="tiny", seeds=1, coefs=(4.0,), sizes={"steps": 2}, judge={"kind": "local"}, samples=1
     )
-    findings = di.run_study(tiny, trait, cfg, tmp_path / "study", progress=False).findings
+    short = dataclasses.replace(slim(trait), eval_prompt="Rate 0-100.\nQ: {question}\nA: {answer}")  # bytes: cheap
+    findings = di.run_study(tiny, short, cfg, tmp_path / "study", progress=False).findings
     claim6 = next(f for f in findings.findings if f.claim == 6)
     mirror = next(t for t in claim6.tests if t.name.endswith("(judge)"))
     assert mirror.counted and mirror.effect is not None and "judge score" in mirror.statistic

@@ -50,6 +50,12 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], str]) -> tup
     return folder, done.read_text()
 
 
+def slim(trait: di.Trait, pairs: int = 2) -> di.Trait:
+    """`trait` with its first `pairs` eval pairs only: a contrast score of 24 pairs is most of an
+    evaluation's time, and what a test checks rarely needs more than two."""
+    return dataclasses.replace(trait, eval_pairs=trait.eval_pairs[:pairs])
+
+
 def tiny_config(**overrides: Any) -> di.TrainConfig:
     """A `TrainConfig` for the tiny model: `TINY_TRAIN` and one step unless overridden."""
     return di.TrainConfig(**{"steps": 1, **TINY_TRAIN, **overrides})

@@ -65,16 +65,19 @@ def test_loss_modes_are_checked(tiny, trait, users_view):
 def test_a_study_without_shared_measurements_gives_the_same_findings(tmp_path, capfd):
     """`StudyConfig(share_measurements=False)` (the scaling benchmark's "before"): every run measures
     the untrained expression and its start loss itself, claim 6 reads the untrained model's
-    expression from the first baseline run; the findings equal the shared study's (full design,
-    one seed, two steps). With `progress=False` no task of the full design draws a progress bar
-    (as on a Ray worker, whose output reaches the driver's terminal)."""
+    expression from the first baseline run; the findings equal the shared study's (full design
+    with its strongest α only, one seed, two steps, two eval pairs). With `progress=False` no task
+    of the full design draws a progress bar (as on a Ray worker, whose output reaches the driver's
+    terminal)."""
     from defense_interp.study import StudyConfig, run_study
     from defense_interp.study.plan import study_plan
-    from tests.support.helpers import differences
+    from tests.support.helpers import differences, slim
 
-    trait, found = di.Trait.builtin("evil"), {}
+    trait, found = slim(di.Trait.builtin("evil")), {}
     for shared in (True, False):
-        cfg = StudyConfig(design="full", size="tiny", seeds=1, sizes={"steps": 2}, share_measurements=shared)
+        cfg = StudyConfig(
+            design="full", size="tiny", seeds=1, coefs=(8.0,), sizes={"steps": 2}, share_measurements=shared
+        )
         keys = [t.key for t in study_plan(di.tiny_model(), trait, cfg).tasks]
         assert ("untrained model" in keys) is shared and any(k.endswith("start_loss.json") for k in keys) is shared
         run_study(di.tiny_model(), trait, cfg, tmp_path / str(shared), progress=False)
