@@ -9,8 +9,8 @@ memory of the toolkit's work on it (`defense-interp memory`).
   largest of: the loss (logits, then three float32 `B·L·V` tensors inside log-softmax's backward;
   an upper bound, as the logits are made from the batch's first response token on: `B·L` positions
   when a row's answer starts at its first token), the last layer's attention pattern, or
-  (full-weight training) the optimiser step with every gradient alive. Full-weight training (`lora=False`) keeps a gradient and two AdamW moments per
-  weight instead of the adapters'.
+  (full-weight training) the optimiser step with every gradient alive. Full-weight training
+  (`lora=False`) keeps a gradient and two AdamW moments per weight instead of the adapters'.
 * **generation** — the weights, the prompt pass's logits (its last position's: `generate_answers`
   asks for no more, kept until the first new token), the KV cache and the sampling temporaries.
 
