@@ -26,7 +26,19 @@ from defense_interp.models import copy_model, load_model, model_device, model_dt
 from defense_interp.random_models import random_model_folder
 from defense_interp.refusal.activations import collect_activations
 from defense_interp.refusal.directions import ablate_direction, refusal_directions
-from defense_interp.training import IP, PPS, Baseline, TrainConfig, make_trainable, probe_gradients, train
+from defense_interp.training import (
+    IP,
+    PPS,
+    Baseline,
+    Start,
+    TrainConfig,
+    loss_estimates,
+    make_trainable,
+    measure_expression,
+    probe_gradients,
+    train,
+)
+from defense_interp.training.measure import loss_examples
 from defense_interp.training.routes import write_routes
 from defense_interp.types import HOOK_POINTS
 
@@ -59,6 +71,7 @@ class _Ctx:
     folder: Path | None
     trait: Trait = field(default_factory=_slim_trait)
     axes: Any = None
+    start: Start | None = None
 
 
 class _Mismatch(AssertionError):
@@ -178,6 +191,18 @@ def _axes(ctx: _Ctx) -> str:
     return f"layer {ctx.axes.layer}, {tuple(ctx.axes.vectors.shape)}"
 
 
+def _start(ctx: _Ctx) -> Start:
+    """The untrained model's test-time expression and loss on the runs' loss examples, measured once
+    for the four training runs (as a study's runs of a seed share them)."""
+    if ctx.start is None:
+        convs = loss_examples(list(ctx.trait.train_data), _TRAIN, torch.Generator().manual_seed(_TRAIN.seed))
+        ctx.start = Start(
+            expression=measure_expression(ctx.model, ctx.trait, ctx.axes, _TRAIN, progress=False),
+            loss=loss_estimates(ctx.model, convs, Baseline(), _TRAIN, modes=("test_time",)),
+        )
+    return ctx.start
+
+
 def _training(lora: bool) -> Callable[[_Ctx], str]:
     def run(ctx: _Ctx) -> str:
         if ctx.axes is None:
@@ -185,7 +210,7 @@ def _training(lora: bool) -> Callable[[_Ctx], str]:
         cfg = replace(_TRAIN, lora=lora, lr=3e-4 if lora else 2e-5)
         losses = []
         for cond in (PPS(ctx.axes, coef=4.0), IP(_IP_PROMPT)):
-            run_ = train(ctx.model, ctx.trait, cond, cfg, axes=ctx.axes, progress=False)
+            run_ = train(ctx.model, ctx.trait, cond, cfg, axes=ctx.axes, progress=False, start=_start(ctx))
             losses += run_.losses
         if not all(torch.isfinite(torch.tensor(losses))):
             raise _Mismatch(f"non-finite training loss {losses}")
