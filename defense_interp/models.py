@@ -8,8 +8,8 @@
 * `load_model(name_or_path)` — an HF model name or folder, or a `.gguf` file.
 * `tiny_model(seed)` — a small random TransformerLens-native model with a byte-level tokenizer and
   a ChatML chat template, for tests and examples.
-* `response_logits(model, batch)` — a chat batch's logits from its first response token on, which
-  every response-token loss (training, probes, adversaries, measurements) is computed from.
+* `response_logits(model, batch)` — a chat batch's logits from its first response token on: what
+  every response-token loss (training, probes, adversaries, measurements) reads.
 
 Every model returned carries `model_identity(model)`: its name and shape, recorded in results.
 """
@@ -141,13 +141,10 @@ def model_dtype(model: TransformerBridge) -> torch.dtype:
 
 def response_logits(model: TransformerBridge, batch: ChatBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`(logits, tokens, response_mask)` of `batch` (on the model's device) from the position before
-    its first response token on: the model is asked for those positions' logits only (HF's
-    `logits_to_keep`; a model that ignores it, such as the tiny native one, returns every position
-    and the rest are cut off), and `response_token_loss` of the three is that of the full logits.
-    The prompt tokens' logits, most of a chat batch's positions and, at a vocabulary of 150k-260k
-    tokens, most of a pass's time and memory, are never made. Autograd follows the caller's mode."""
-    width = batch.tokens.shape[1]
-    has = batch.response_mask.any(1)
+    its first response token on (HF's `logits_to_keep`; a model that ignores it returns every
+    position, and the rest are cut off): `response_token_loss` of the three is that of the full
+    logits without the prompt's (at 150k-260k tokens most of a pass). Autograd: the caller's mode."""
+    width, has = batch.tokens.shape[1], batch.response_mask.any(1)
     first = int(batch.response_mask.int().argmax(1)[has].min()) if bool(has.any()) else width
     keep = width - max(first - 1, 0)
     logits = model(batch.tokens, attention_mask=batch.attention_mask, logits_to_keep=keep)[:, -keep:]

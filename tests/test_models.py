@@ -137,6 +137,8 @@ def test_read_activations_refuses_reads_that_would_be_partial(tiny, names, fragm
     from tests.support.helpers import count_hooks
 
     batch = encode_prompts(tiny, [[{"role": "user", "content": "Hi"}]])
+    with torch.no_grad():
+        tiny(batch.tokens)  # TransformerLens adds its norms' own pre-hooks at a model's first pass
     hooks_before = count_hooks(tiny)
     with pytest.raises(di.ConfigError, match=fragment):
         read_activations(tiny, batch.tokens, batch.attention_mask, [(n, lambda x, hook: None) for n in names])
