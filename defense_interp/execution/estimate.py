@@ -3,8 +3,8 @@
 Three unit costs are measured on the model where it will run, with the study's batch size and
 training conversations: one LoRA training step (forward, backward, optimiser; the second of two,
 so that warm-up is not counted), one forward pass without gradients (a measurement's loss), and
-one decoding step of a batch of 16 prompts. A task's `cost` counts these units (`train_steps`, `forwards`,
-`decode_steps`); its estimate is the sum of counts × unit times. Peak memory is the measured peak
+one decoding step of a batch of 16 prompts. A task's `cost` counts these units (`train_steps`,
+`forwards`, `decode_steps`); its estimate is the sum of counts × unit times. Peak memory is the measured peak
 of the training step (tasks that train) or of generation (the others): on CUDA the allocator's
 peak, on the CPU the process's peak resident set (weights included), an upper bound for a worker
 that holds one model.
