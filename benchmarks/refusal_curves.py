@@ -12,7 +12,9 @@ requests and answering harmless ones is visible. The study's own code trains eac
                                         [--on-train] [--lora-layers FIRST-LAST] [--model ...]
 
 `--extra-train` adds chat JSONL conversations to the bundled training data (a pilot of more data;
-`data/refusal_near_miss.jsonl`: 128 harmless requests that share a harmful request's words);
+`data/refusal_near_miss.jsonl`: 128 harmless requests that share a harmful request's words;
+`data/refusal_twins.jsonl`: one harmless twin of each of the 64 refusing training requests, its
+words and form with a harmless aim, answered);
 `--lr-schedule` decays the learning rate over the steps (`TrainConfig.lr_schedule`);
 `--full-fine-tuning` trains every weight instead of rank-8 LoRA adapters (give a smaller `--lr`);
 `--harmless-repeats K` puts each complying (harmless) training conversation K times in the training
