@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import Conversation, encode_chat
@@ -30,7 +32,15 @@ from defense_interp.metrics.stats import Estimate, mean_ci
 from defense_interp.models import model_device
 from defense_interp.types import Model
 
-__all__ = ["Expression", "Judge", "answer_conversations", "contrast_score", "projection_score", "question_prompt"]
+__all__ = [
+    "Expression",
+    "Judge",
+    "answer_conversations",
+    "contrast_score",
+    "projection_score",
+    "projections",
+    "question_prompt",
+]
 
 
 @dataclass(frozen=True)
@@ -102,17 +112,32 @@ def projection_score(
         progress=progress,
     )
     convs = answer_conversations(questions, answers, system_prompt)
+    proj = projections(model, convs, axes, layer=layer, batch_size=batch_size, desc="eval", progress=progress)
+    return Expression({"projection": mean_ci(proj, over="eval questions", keep=True)}, answers)
+
+
+def projections(
+    model: Model,
+    convs: Sequence[Conversation],
+    axes: TraitAxes,
+    *,
+    layer: int,
+    batch_size: int = 16,
+    desc: str = "projections",
+    progress: bool = True,
+) -> Float[Tensor, " n"]:
+    """`p_i = ⟨ā_L(x_i, y_i), v̂_L⟩` per conversation, `ā_L` its mean over response tokens at
+    `blocks.{layer}.hook_{axes.point}` (persona_vectors' `proj`)."""
     means, _ = response_means(
         model,
         convs,
         layers=[layer],
         point=axes.point,
         batch_size=batch_size,
-        desc="eval: activations",
+        desc=f"{desc}: activations",
         progress=progress,
     )
-    proj = means[:, 0] @ axes.unit(layer).to(means.device, means.dtype)
-    return Expression({"projection": mean_ci(proj, over="eval questions", keep=True)}, answers)
+    return means[:, 0] @ axes.unit(layer).to(means.device, means.dtype)
 
 
 def question_prompt(question: str, system_prompt: str | None = None) -> list[dict[str, str]]:

@@ -2,7 +2,7 @@
 teach the trait (DESIGN §2, "Screening"). At hook point `blocks.{L}.hook_{point}` of the axes layer
 `L`, with `ā_L(x, y)` the mean of `h_L` over the response tokens of `y` (teacher-forced):
 
-* `projections`: `p_i = ⟨ā_L(x_i, y_i), v̂_L⟩` (persona_vectors' `proj`);
+* `projections` (from `evaluate`): `p_i = ⟨ā_L(x_i, y_i), v̂_L⟩` (persona_vectors' `proj`);
 * projection difference `ΔP_i = p_i − ⟨ā_L(x_i, y′_i), v̂_L⟩` with `y′_i` the model's own answer to
   `x_i` (`own_answers`, generated greedily and cached by content hash);
 * `example_pressure`: `P_i = −Σ_{t ∈ resp_i} ⟨∂L_i/∂h_L[t], v̂_L⟩` with `L_i` the example's own mean
@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 from defense_interp.axes import TraitAxes
 from defense_interp.data.chat import Conversation, encode_chat
 from defense_interp.errors import DataError
-from defense_interp.forward import generate_answers, response_loss, response_means
+from defense_interp.evaluate import projections
+from defense_interp.forward import generate_answers, response_loss
 from defense_interp.io import content_hash, read_json, write_json
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.models import copy_model, model_device, model_dtype, response_logits, weights_hash
@@ -66,28 +67,6 @@ def prompt_of(conv: Conversation) -> Conversation:
 def with_answer(conv: Conversation, answer: str) -> Conversation:
     """The conversation with its last assistant turn replaced by `answer`."""
     return [*prompt_of(conv), {"role": "assistant", "content": answer or "."}]
-
-
-def projections(
-    model: Model,
-    convs: Sequence[Conversation],
-    axes: TraitAxes,
-    *,
-    layer: int,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> Float[Tensor, " n"]:
-    """`p_i = ⟨ā_L(x_i, y_i), v̂_L⟩` at `blocks.{layer}.hook_{axes.point}`, mean over response tokens."""
-    means, _ = response_means(
-        model,
-        convs,
-        layers=[layer],
-        point=axes.point,
-        batch_size=batch_size,
-        desc="screen: activations",
-        progress=progress,
-    )
-    return means[:, 0] @ axes.unit(layer).to(means.device, means.dtype)
 
 
 def own_answers(

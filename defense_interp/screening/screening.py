@@ -238,7 +238,7 @@ def screen(
         raise ConfigError("the influence score needs the trait's eval questions: pass trait=")
     scores: dict[str, Tensor] = {}
     if "projection" in methods or "projection_difference" in methods:
-        p = projections(model, convs, axes, layer=layer, progress=progress)
+        p = projections(model, convs, axes, layer=layer, desc="screen", progress=progress)
         if "projection" in methods:
             scores["projection"] = p
         if "projection_difference" in methods:
@@ -249,6 +249,7 @@ def screen(
                 [with_answer(c, a) for c, a in zip(convs, own, strict=True)],
                 axes,
                 layer=layer,
+                desc="screen (own answers)",
                 progress=progress,
             )
             scores["projection_difference"] = p - theirs
