@@ -25,7 +25,7 @@ row of an imported file is post-norm; rows 1 … n_layers−1 match exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +88,16 @@ class TraitAxes:
         return self.vectors.norm(dim=-1)
 
     def with_layer(self, layer: int) -> TraitAxes:
-        return TraitAxes(
-            self.vectors,
-            self.cohens_d,
-            layer,
-            self.point,
-            self.variant,
-            self.trait,
-            self.model,
-            self.n_examples,
-            self.embedding,
-        )
+        return replace(self, layer=layer)
+
+    def check_fits(self, model: Model) -> None:
+        """`ConfigError` unless these axes hold one vector per block of `model`, of its width."""
+        d, n = int(model.cfg.d_model), int(model.cfg.n_layers)
+        if tuple(self.vectors.shape) != (n, d):
+            raise ConfigError(
+                f"the axes are {tuple(self.vectors.shape)} (layers × d_model) but the model has {n} layers "
+                f"of width {d}: extract them on this model"
+            )
 
     # -- persistence -------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:

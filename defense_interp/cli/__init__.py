@@ -2,7 +2,7 @@
 
     defense-interp study --out DIR [--preset quick|full|traits] [--model NAME|tiny] [--device cuda] [--dtype bfloat16]
                          [--trait NAME|PATH | --traits NAME|PATH ...] [--ip-prompt TEXT] [--coefs A ...] [--seeds N] [--steps N]
-                         [--resume] [--plan] [JUDGE OPTIONS]
+                         [--axes AXES_DIR] [--resume] [--plan] [JUDGE OPTIONS]
                          [EXECUTOR OPTIONS]
     defense-interp report RUN_DIR [RUN_DIR ...] [--out report.html] [--title TEXT]
     defense-interp refusal --out DIR [--preset quick|full] [--model NAME|tiny] [--device cuda] [--dtype bfloat16]
@@ -73,6 +73,8 @@ from defense_interp.cli.traits import trait_parsers
 
 
 def study(args: argparse.Namespace) -> Path | None:
+    from defense_interp.axes import TraitAxes
+    from defense_interp.errors import ConfigError
     from defense_interp.study import StudyConfig, run_study
 
     coefs = (
@@ -93,8 +95,11 @@ def study(args: argparse.Namespace) -> Path | None:
         samples=args.samples,
     )
     if traits:
+        if args.axes:
+            raise ConfigError("--axes gives one trait's axes; --preset traits extracts each trait's own")
         return _trait_study(args, cfg)
     trait = load_trait(args.trait)
+    axes = TraitAxes.load(args.axes) if args.axes else None
     if cfg.judge is not None:
         trait.judge_prompt()  # a trait without a judge prompt fails before any training
     model = load(args)
@@ -103,7 +108,7 @@ def study(args: argparse.Namespace) -> Path | None:
 
         print_plan(study_plan(model, trait, cfg), model, trait.train_data, cfg.train_config(cfg.first_seed))
         return None
-    path = run_study(model, trait, cfg, args.out, resume=args.resume, **execution(args)).report
+    path = run_study(model, trait, cfg, args.out, resume=args.resume, axes=axes, **execution(args)).report
     print(Path(path).resolve())
     return path
 
@@ -283,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--ip-prompt", default=None, help="IP's system prompt (default: the trait's inoculation_prompt)")
     s.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     s.add_argument("--seed", type=int, default=0, help="first seed (axes are extracted with it)")
+    s.add_argument("--axes", default=None, help="a TraitAxes folder to use instead of extracting the trait's axes")
     s.add_argument(
         "--resume",
         action="store_true",

@@ -191,12 +191,8 @@ def _examples(model: Model, data: Sequence[Any] | Trait, max_length: int) -> lis
 
 
 def _check_axes(model: Model, axes: TraitAxes, layer: int) -> None:
-    d, n = int(model.cfg.d_model), int(model.cfg.n_layers)
-    if axes.vectors.shape != (n, d):
-        raise ConfigError(
-            f"the axes are {tuple(axes.vectors.shape)} (layers × d_model) but the model has {n} layers of width {d}: "
-            "extract them on this model"
-        )
+    axes.check_fits(model)
+    n = axes.n_layers
     if not 0 <= layer < n:
         raise ConfigError(f"layer {layer} is outside the model's 0..{n - 1}")
 

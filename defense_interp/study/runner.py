@@ -33,14 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from defense_interp.axes import TraitAxes
 from defense_interp.claims import Findings
 from defense_interp.data.traits import Trait
+from defense_interp.errors import ConfigError, RunError
 from defense_interp.execution import execute
 from defense_interp.io import log, log_to
 from defense_interp.study.compare import Comparison
 from defense_interp.study.config import DESIGNS, SIZES, StudyConfig
 from defense_interp.study.plan import study_plan
 from defense_interp.study.tasks import COMPARISON_FILE, FINDINGS_FILE, REPORT_FILE
+from defense_interp.training.runs import AXES_DIR
 from defense_interp.types import Model
 
 __all__ = [
@@ -78,6 +83,7 @@ def run_study(
     resume: bool = False,
     progress: bool = True,
     executor: Any = None,
+    axes: TraitAxes | None = None,
     **execution: Any,
 ) -> StudyResult:
     """Run the study into `out`; returns its `StudyResult` (the comparison, the findings and the report's path).
@@ -88,10 +94,16 @@ def run_study(
     `execution` takes `execute`'s other options (`device`, `threads_per_task`, `shared_dir`).
     The numbers do not depend on where the tasks ran.
 
+    `axes`: trait axes to use instead of extracting them (`axes_from_conversations` on written
+    answers, `TraitAxes.from_persona_vectors`, `TraitAxes.from_control_vector`); they are written
+    into `out/axes/` with their own provenance and every run uses them.
+
     Writes `out/axes/`, one run folder per condition and seed (`out/seed{s}/{label}/`),
     `comparison.json`, `findings.json`, `report.html` and the log `study.log`.
     """
     out = Path(out)
+    if axes is not None:
+        _given_axes(model, trait, axes, out / AXES_DIR)
     t0 = time.time()
     plan = study_plan(model, trait, cfg)
     with log_to(out / LOG_FILE):
@@ -102,3 +114,21 @@ def run_study(
         for f in findings.findings:
             log(f"  claim {f.claim} ({f.title}): {f.summary}")
     return StudyResult(cmp, findings, report)
+
+
+def _given_axes(model: Model, trait: Trait, axes: TraitAxes, folder: Path) -> None:
+    """Put the given axes where the study's axes task finds them (it then reuses them), after
+    checking that they fit the model and the trait and do not replace the axes a study there used."""
+    axes.check_fits(model)
+    if axes.trait not in ("trait", trait.name):
+        raise ConfigError(f"the axes were made for the trait {axes.trait!r}, but the study's trait is {trait.name!r}")
+    try:
+        there = TraitAxes.load(folder)
+    except RunError:  # none yet
+        axes.save(folder)
+        return
+    if there.layer != axes.layer or there.point != axes.point or not torch.equal(there.vectors, axes.vectors):
+        raise ConfigError(
+            f"{folder} holds other axes, which the runs there used: give another output folder, or delete "
+            "that one to start the study over with these axes"
+        )
