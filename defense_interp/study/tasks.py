@@ -10,8 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from defense_interp.axes import TraitAxes, extract_trait_axes
 from defense_interp.claims import Findings
 from defense_interp.data.traits import Trait
@@ -126,7 +124,7 @@ def measure_start_loss(ctx: TaskContext, *, trait: dict[str, Any], config: dict[
     """The untrained model's test-time loss on a seed's loss examples, into `path`: every
     one-stage run of that seed starts from it (`train(start=Start(loss=...))`)."""
     tcfg = TrainConfig.from_dict(config)
-    convs = loss_examples(list(Trait.from_record(trait).train_data), tcfg, torch.Generator().manual_seed(tcfg.seed))
+    convs = loss_examples(list(Trait.from_record(trait).train_data), tcfg)
     est = loss_estimates(ctx.model, convs, Baseline(), tcfg, modes=("test_time",))
     write_json(ctx.folder / path, {k: v.to_dict() for k, v in est.items()})
 
@@ -142,7 +140,7 @@ def _before(folder: Path) -> Expression:
 def measure_shift(ctx: TaskContext, *, trait: dict[str, Any], config: dict[str, Any], prompt: str) -> None:
     """The IP prompt's shift of the base model (H1, H4) on the first seed's loss examples, into `SHIFT_DIR`."""
     tcfg = TrainConfig.from_dict(config)
-    convs = loss_examples(list(Trait.from_record(trait).train_data), tcfg, torch.Generator().manual_seed(tcfg.seed))
+    convs = loss_examples(list(Trait.from_record(trait).train_data), tcfg)
     axes = TraitAxes.load(ctx.folder / AXES_DIR)
     shift = prompt_shift(ctx.model, convs, prompt, axes, batch_size=tcfg.batch_size, max_length=tcfg.max_length)
     shift.save(ctx.folder / SHIFT_DIR)

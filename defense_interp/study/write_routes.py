@@ -73,7 +73,7 @@ def _texts(trait: Trait, run: Run, cfg: TrainConfig) -> dict[str, list]:
     if not answers:
         raise RunError(f"run {run.name} holds no answers of the untrained model (it was trained without a trait)")
     questions = trait.eval_questions[: len(answers)]
-    train = loss_examples(list(trait.train_data), cfg, torch.Generator().manual_seed(cfg.seed))
+    train = loss_examples(list(trait.train_data), cfg)
     return {"eval": answer_conversations(questions, answers), "train": train}
 
 

@@ -51,9 +51,13 @@ def measure_expression(
     return Expression({**expression.scores, "contrast": contrast_score(model, trait)}, expression.answers)
 
 
-def loss_examples(convs: Sequence[Conversation], cfg: TrainConfig, gen: torch.Generator) -> list[Conversation]:
+def loss_examples(
+    convs: Sequence[Conversation], cfg: TrainConfig, gen: torch.Generator | None = None
+) -> list[Conversation]:
     """The fixed subset a run's loss table is measured on: `cfg.loss_examples` conversations drawn
-    with `gen` (a run's generator, freshly seeded with `cfg.seed`: every run of a seed uses the same)."""
+    with `gen` (a run's generator, freshly seeded with `cfg.seed`: every run of a seed uses the same;
+    None: such a generator)."""
+    gen = torch.Generator().manual_seed(cfg.seed) if gen is None else gen
     return [convs[int(i)] for i in torch.randperm(len(convs), generator=gen)[: cfg.loss_examples]]
 
 

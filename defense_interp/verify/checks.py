@@ -195,7 +195,7 @@ def _start(ctx: _Ctx) -> Start:
     """The untrained model's test-time expression and loss on the runs' loss examples, measured once
     for the four training runs (as a study's runs of a seed share them)."""
     if ctx.start is None:
-        convs = loss_examples(list(ctx.trait.train_data), _TRAIN, torch.Generator().manual_seed(_TRAIN.seed))
+        convs = loss_examples(list(ctx.trait.train_data), _TRAIN)
         ctx.start = Start(
             expression=measure_expression(ctx.model, ctx.trait, ctx.axes, _TRAIN, progress=False),
             loss=loss_estimates(ctx.model, convs, Baseline(), _TRAIN, modes=("test_time",)),
