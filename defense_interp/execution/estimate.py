@@ -25,7 +25,7 @@ from defense_interp.execution.plan import Plan, TaskEstimate
 from defense_interp.forward import generate_answers, response_loss
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.models import copy_model, model_device, response_logits
-from defense_interp.training.adapters import make_trainable
+from defense_interp.training.adapters import make_trainable, optimizer
 from defense_interp.training.config import TrainConfig
 
 __all__ = ["UnitCosts", "estimate_plan", "measure_units"]
@@ -64,7 +64,7 @@ def measure_units(model: Any, examples: Sequence[Conversation], cfg: TrainConfig
     dev = model_device(model)
     work = copy_model(model)
     trainable = make_trainable(work, cfg)
-    opt = torch.optim.AdamW([p for _, p in trainable], lr=cfg.lr)
+    opt = optimizer(trainable, cfg.lr)
     batch = encode_chat(work, list(examples)[: cfg.batch_size], max_length=cfg.max_length).to(dev)
 
     def step() -> None:

@@ -13,7 +13,15 @@ from defense_interp.training.config import TrainConfig
 from defense_interp.training.runs import Run
 from defense_interp.types import Model
 
-__all__ = ["ADAPTER_KEYS", "REVERT_GROUPS", "copy_trained", "load_trained", "make_trainable", "merge_adapters"]
+__all__ = [
+    "ADAPTER_KEYS",
+    "REVERT_GROUPS",
+    "copy_trained",
+    "load_trained",
+    "make_trainable",
+    "merge_adapters",
+    "optimizer",
+]
 
 #: The config entries that fix the shape of the trained parameters.
 ADAPTER_KEYS = ("lora", "lora_rank", "lora_alpha", "lora_layers")
@@ -48,6 +56,16 @@ def make_trainable(model: Model, cfg: TrainConfig) -> list[tuple[str, torch.nn.P
                 p.data = p.data.float()  # 16-bit adapters to float32 (docstring)
             p.requires_grad_("lora_" in n)
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def optimizer(trainable: list[tuple[str, torch.nn.Parameter]], lr: float) -> torch.optim.AdamW:
+    """AdamW (no weight decay) over the trainable parameters: torch's fused kernel where the
+    parameters are on a CPU or CUDA device (one pass over all tensors; on a CPU about five times
+    the per-tensor loop's speed, which a full-weight step over a 262k-token embedding feels), the
+    per-tensor loop elsewhere. The two differ by float32 rounding only."""
+    params = [p for _, p in trainable]
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused or None)
 
 
 def copy_trained(init: Run, model: Model, trainable: list[tuple[str, torch.nn.Parameter]], cfg: TrainConfig) -> None:

@@ -22,7 +22,7 @@ from defense_interp.io import write_json, write_tensors
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.metrics.stats import Estimate
 from defense_interp.models import copy_model, model_device, response_logits
-from defense_interp.training.adapters import copy_trained, make_trainable
+from defense_interp.training.adapters import copy_trained, make_trainable, optimizer
 from defense_interp.training.checkpoint import Checkpoint
 from defense_interp.training.conditions import Baseline, Condition
 from defense_interp.training.config import TrainConfig
@@ -125,7 +125,7 @@ class Session:
         trainable = make_trainable(work, cfg)
         if init is not None:
             copy_trained(init, work, trainable, cfg)
-        opt = torch.optim.AdamW([p for _, p in trainable], lr=cfg.lr, weight_decay=0.0)
+        opt = optimizer(trainable, cfg.lr)
         return cls(work, trainable, opt, gen, GradientCapture(work, run.axes, cfg.capture_layers, run.axes.point))
 
     def restore(self, ck: Checkpoint) -> None:

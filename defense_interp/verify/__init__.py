@@ -23,10 +23,11 @@ wrong number, a bug). Tolerances, float32 on the CPU:
 * orthogonalised weights: logits equal those under directional ablation (≤ 1e-3 absolute), and
   every residual stream has no component along the direction (≤ 1e-4 relative);
 * KV-cached greedy generation: the same tokens as uncached;
-* local judge: `LocalJudge`'s log probability of every number 0–100 in a batch of two prompts
-  equals one plain sequence per number for the longer prompt, and the shorter (left-padded) prompt's
-  equals its own alone (≤ 1e-4 nats each), with the number tree where the model honours its mask and
-  the prompt and tree fit its sliding window.
+* local judge: `LocalJudge`'s log probabilities of the numbers 0–100 in a batch of two prompts
+  equal one plain sequence per number for the longer prompt (the 21 one-, two- and three-token
+  numbers of the judge's own mask check, `MASK_CHECK_NUMBERS`: a pass over the prompt each), and the
+  shorter (left-padded) prompt's all equal its own alone (≤ 1e-4 nats each), with the number tree
+  where the model honours its mask and the prompt and tree fit its sliding window.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from defense_interp.interventions.hooks import hook_names, points_of
 from defense_interp.interventions.steer import steer
 from defense_interp.interventions.weights import orthogonalize
 from defense_interp.judges import LocalJudge, render_template
+from defense_interp.judges.local import MASK_CHECK_NUMBERS
 from defense_interp.metrics.loss import response_token_loss
 from defense_interp.models import copy_model, load_model, model_device, model_dtype
 from defense_interp.random_models import random_model_folder
@@ -298,14 +299,17 @@ def _judge(ctx: _Ctx) -> str:
         return (
             "plain sequences, one per number (the number tree does not fit the sliding window or its mask is ignored)"
         )
-    # the longer prompt (no padding) against one plain sequence per number (101 passes over the
-    # prompt, the check's cost); the shorter, left-padded in the batch, against its tree alone
+    # the longer prompt (no padding) against one plain sequence per number for the judge's own mask
+    # check's numbers (one-, two- and three-token ones: a pass over the prompt each, the check's
+    # cost); the shorter, left-padded in the batch, against its tree alone
     long = max(range(len(prompts)), key=lambda i: len(prompts[i]))
-    err = _close(got[long], judge.plain_logprobs(prompts[long])[0], 1e-4, "judge's log P(number) vs plain sequences")
+    plain = judge.plain_logprobs(prompts[long], numbers=MASK_CHECK_NUMBERS)[0]
+    err = _close(got[long, MASK_CHECK_NUMBERS], plain, 1e-4, "judge's log P(number) vs plain sequences")
     short = 1 - long
     pad = _close(got[short], judge.number_logprobs([prompts[short]])[0], 1e-4, "a left-padded prompt's tree vs alone")
     return (
-        f"all 101 numbers in one pass (max difference from plain sequences {err:.1e} nats, padded vs alone {pad:.1e})"
+        f"all 101 numbers in one pass (max difference from plain sequences over {len(MASK_CHECK_NUMBERS)} numbers"
+        f" {err:.1e} nats, padded vs alone {pad:.1e})"
     )
 
 
