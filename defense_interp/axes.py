@@ -12,9 +12,9 @@ the scale of PPS's `α`); `v̂_l = v_l / ‖v_l‖`.
 
 Separation: Cohen's d of the projections `⟨x, v̂_l⟩` of pos vs neg examples, **held out** by
 two-fold cross-fitting (the axis from fold 0 scores fold 1 and vice versa; `extract_trait_axes`
-splits the folds by question), so the
-number is not inflated by fitting the axis to the same examples. The chosen layer is the argmax of
-that d over the middle half of the network (blocks `n//4 … 3n//4 − 1`), unless given.
+splits the folds by question), so the number is not inflated by fitting the axis to the same
+examples. The chosen layer is the argmax of that d over the middle half of the network (blocks
+`n//4 … 3n//4 − 1`), unless given.
 
 persona_vectors stores `[n_layers + 1, d_model]` tensors from HF `hidden_states`: row 0 is the
 embedding output (= `blocks.0.hook_resid_pre`), row `k` the output of block `k − 1`
@@ -36,12 +36,12 @@ from torch import Tensor
 from defense_interp.data.chat import Conversation
 from defense_interp.data.traits import Trait
 from defense_interp.errors import ConfigError, RunError
-from defense_interp.forward import VARIANTS, generate_answers, response_means
+from defense_interp.forward import generate_answers, response_means
 from defense_interp.io import read_json, read_tensors, write_json, write_tensors
 from defense_interp.metrics.stats import cohens_d
 from defense_interp.metrics.vectors import unit
 from defense_interp.models import model_identity
-from defense_interp.types import Model, hook_name
+from defense_interp.types import AXIS_VARIANTS, Model, hook_name
 
 __all__ = ["TraitAxes", "axes_from_conversations", "default_layer", "extract_trait_axes", "held_out_cohens_d"]
 
@@ -115,8 +115,7 @@ class TraitAxes:
         """Write `axes.safetensors` and `axes.json` into `folder` (atomically)."""
         folder = Path(folder)
         tensors = {"vectors": self.vectors, "cohens_d": self.cohens_d}
-        if self.embedding is not None:
-            tensors["embedding"] = self.embedding
+        tensors |= {} if self.embedding is None else {"embedding": self.embedding}
         write_tensors(folder / "axes.safetensors", tensors)
         write_json(folder / "axes.json", self._meta())
         return folder
@@ -305,8 +304,8 @@ def axes_from_conversations(
     `folds` gives each pos and each neg example a fold (0 or 1) for the held-out Cohen's d;
     default: alternate by index.
     """
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    if variant not in AXIS_VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; expected one of {AXIS_VARIANTS}")
     if len(pos) < 2 or len(neg) < 2:
         raise ConfigError("axis extraction needs at least two pos and two neg examples")
     hook_name(0, point)  # validates the point
@@ -347,18 +346,21 @@ def extract_trait_axes(
     temperature: float = 0.0,
     seed: int = 0,
     point: str = "resid_post",
-    variant: str = "response",
+    variant: str | None = None,
     layer: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
 ) -> TraitAxes:
     """Generate answers to each extraction question under each pos and neg system prompt (greedy
     by default; `temperature > 0` samples, seeded), then compute the axes
-    (`axes_from_conversations`).
+    (`axes_from_conversations`). `variant`: which tokens the axis averages (`AXIS_VARIANTS`;
+    default: the trait's own, `Trait.axis_variant`). The prompt variants read prompt tokens only,
+    which the answer cannot change (causal attention), so they generate nothing.
 
     The two folds of the held-out Cohen's d are split by question (even/odd question index), so
     the axis is always scored on questions it was not computed from.
     """
+    variant = trait.axis_variant if variant is None else variant
     pairs = trait.pairs[:n_pairs] if n_pairs else trait.pairs
     questions = trait.questions[:n_questions] if n_questions else trait.questions
     prompts = [
@@ -367,17 +369,19 @@ def extract_trait_axes(
         for pos_p, neg_p in pairs
         for s, label in ((pos_p, 1), (neg_p, 0))
     ]
-    answers = generate_answers(
-        model,
-        [c for c, _ in prompts],
-        max_new_tokens=max_new_tokens,
-        do_sample=temperature > 0,
-        temperature=max(temperature, 1e-5),
-        seed=seed,
-        batch_size=batch_size,
-        desc="axes: generating",
-        progress=progress,
-    )
+    answers = ["."] * len(prompts)  # the prompt variants' placeholder: it follows every token they read
+    if variant == "response":
+        answers = generate_answers(
+            model,
+            [c for c, _ in prompts],
+            max_new_tokens=max_new_tokens,
+            do_sample=temperature > 0,
+            temperature=max(temperature, 1e-5),
+            seed=seed,
+            batch_size=batch_size,
+            desc="axes: generating",
+            progress=progress,
+        )
     full = [[*c, {"role": "assistant", "content": a or "."}] for (c, _), a in zip(prompts, answers, strict=False)]
     pos = [f for f, (_, lab) in zip(full, prompts, strict=False) if lab == 1]
     neg = [f for f, (_, lab) in zip(full, prompts, strict=False) if lab == 0]

@@ -39,10 +39,7 @@ from defense_interp.types import Model, hook_name
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["VARIANTS", "generate_answers", "last_token_logits", "read_activations", "response_loss", "response_means"]
-
-#: How `response_means` summarises a conversation's tokens.
-VARIANTS = ("response", "prompt_last", "prompt_avg")
+__all__ = ["generate_answers", "last_token_logits", "read_activations", "response_loss", "response_means"]
 
 
 class _AllRead(Exception):

@@ -25,6 +25,7 @@ else:
     Model = Any  # not checked at run time: tests pass stand-ins, and the bridge import is heavy
 
 __all__ = [
+    "AXIS_VARIANTS",
     "HOOK_POINTS",
     "BatchPos",
     "BatchPosD",
@@ -47,6 +48,9 @@ LayerD = Float[Tensor, "layer d_model"]
 Vector = Float[Tensor, " d_model"]
 
 HOOK_POINTS: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post")
+#: Which tokens a trait axis averages (DESIGN §2): the response tokens, the last prompt token (the
+#: one that predicts the first answer token), or the prompt tokens.
+AXIS_VARIANTS: tuple[str, ...] = ("response", "prompt_last", "prompt_avg")
 
 
 def hook_name(layer: int, point: str = "resid_post") -> str:

@@ -1,5 +1,7 @@
 """Trait axes: planted signals, held-out separation, persistence, persona_vectors offsets."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -73,6 +75,42 @@ def test_prompt_variants_differ_and_bad_variant_is_rejected(tiny):
     assert a.variant == "prompt_last" and torch.allclose(a.vectors, torch.zeros_like(a.vectors), atol=1e-5)
     with pytest.raises(di.ConfigError, match="variant"):
         axes_from_conversations(tiny, CONVS, neg, variant="bogus")
+
+
+def test_a_traits_axis_variant_is_its_axes_default_and_needs_no_generation(tiny, trait):
+    """A trait file's `axis_variant` chooses the variant unless one is given. A prompt variant reads
+    prompt tokens only (causal attention), so its axes from the placeholder answers equal those
+    from the answers the model generates."""
+    from defense_interp.forward import generate_answers
+
+    kw = dict(n_pairs=2, n_questions=2, max_new_tokens=6, progress=False)
+    at_last = dataclasses.replace(trait, axis_variant="prompt_last")
+    got = di.extract_trait_axes(tiny, at_last, **kw)
+    assert (
+        got.variant == "prompt_last"
+        and di.extract_trait_axes(tiny, at_last, variant="response", **kw).variant == "response"
+    )
+    prompts = [
+        ([{"role": "system", "content": s}, {"role": "user", "content": q}], lab)
+        for q in trait.questions[:2]
+        for pair in trait.pairs[:2]
+        for s, lab in zip(pair, (1, 0), strict=True)
+    ]
+    answers = generate_answers(tiny, [c for c, _ in prompts], max_new_tokens=6, progress=False)
+    full = [[*c, {"role": "assistant", "content": a or "."}] for (c, _), a in zip(prompts, answers, strict=True)]
+    fold = [qi % 2 for qi in range(2) for _ in range(2)]
+    ref = axes_from_conversations(
+        tiny,
+        [f for f, (_, lab) in zip(full, prompts, strict=True) if lab],
+        [f for f, (_, lab) in zip(full, prompts, strict=True) if not lab],
+        variant="prompt_last",
+        folds=(fold, fold),
+        progress=False,
+    )
+    assert torch.allclose(got.vectors, ref.vectors, atol=1e-5) and torch.allclose(got.cohens_d, ref.cohens_d, atol=1e-4)
+    with pytest.raises(di.DataError, match="unknown axis_variant 'last'"):
+        di.Trait.from_dict({**trait.to_dict(), "axis_variant": "last"})
+    assert di.Trait.from_dict(at_last.to_dict()).axis_variant == "prompt_last" and "axis_variant" not in trait.to_dict()
 
 
 def test_axes_keep_their_vectors_on_the_cpu_in_float32():

@@ -11,10 +11,15 @@ order, in `<name>_normal.jsonl`, one `{"messages": [...]}` per line):
      "eval_questions": [evaluation questions] (optional; default: the eval items' questions),
      "eval_prompt": judge prompt with {question} and {answer},
      "inoculation_prompt": IP's system prompt, asking for the trait,
-     "placebo_prompt": a system prompt of similar length that does not ask for it}
+     "placebo_prompt": a system prompt of similar length that does not ask for it,
+     "axis_variant": which tokens the trait's axes average (optional; "response", the default,
+                     "prompt_last" or "prompt_avg": `types.AXIS_VARIANTS`, DESIGN §2)}
 
 `instruction`, `questions` and `eval_prompt` are the keys of the persona_vectors trait files, so
-those files load with `Trait.from_persona_vectors_json`.
+those files load with `Trait.from_persona_vectors_json`. `axis_variant` is for a model that carries
+out an instruction too little for its answers to separate: the bundled sycophantic and impolite
+traits read their axes at the last prompt token, where SmolLM2-135M represents the instruction it
+hardly acts on (docs/results.md).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 from defense_interp.data.chat import Conversation, check_conversation
 from defense_interp.data.loaders import load_chat_jsonl
 from defense_interp.errors import DataError
+from defense_interp.types import AXIS_VARIANTS
 
 __all__ = ["EvalPair", "Trait"]
 
@@ -57,12 +63,17 @@ class Trait:
     description: str = ""
     inoculation_prompt: str | None = None
     placebo_prompt: str | None = None
+    axis_variant: str = "response"
 
     def __post_init__(self) -> None:
         if not self.pairs:
             raise DataError(f"trait {self.name!r} has no contrastive (pos, neg) system-prompt pairs")
         if not self.questions:
             raise DataError(f"trait {self.name!r} has no extraction questions")
+        if self.axis_variant not in AXIS_VARIANTS:
+            raise DataError(
+                f"trait {self.name!r}: unknown axis_variant {self.axis_variant!r}; expected one of {AXIS_VARIANTS}"
+            )
 
     def ip_prompt(self) -> str:
         """IP's system prompt for this trait (`inoculation_prompt`)."""
@@ -185,6 +196,7 @@ class Trait:
             normal_data=normal,
             eval_prompt=data.get("eval_prompt"),
             description=str(data.get("description", "")),
+            axis_variant=data.get("axis_variant", "response"),
             **prompts,
         )
 
@@ -236,6 +248,7 @@ class Trait:
             "eval_questions": list(self.eval_questions),
             "eval_prompt": self.eval_prompt,
             **{k: v for k in ("inoculation_prompt", "placebo_prompt") if (v := getattr(self, k)) is not None},
+            **({} if self.axis_variant == "response" else {"axis_variant": self.axis_variant}),
         }
 
 
