@@ -36,7 +36,7 @@ from defense_interp.judges.scoring import NUMBERS, Judgment, number_score
 from defense_interp.models import model_device, model_dtype, model_identity, weights_hash
 from defense_interp.types import Model
 
-__all__ = ["LocalJudge", "NumberTree", "number_tree"]
+__all__ = ["MASK_CHECK_NUMBERS", "LocalJudge", "NumberTree", "number_tree"]
 
 #: The numbers the tree is checked on, and the largest difference in log probability (nats) from
 #: plain sequences it may show, by the dtype of the judge's weights.
